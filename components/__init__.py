@@ -1,0 +1,1 @@
+"""Pipeline steps. Each module exposes ``run(...) -> summary``; shared internals live in ``components.core``."""

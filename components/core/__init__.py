@@ -1,0 +1,1 @@
+"""Shared internals of the pipeline steps (config, images, manifest, models, datasets, registry)."""

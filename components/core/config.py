@@ -1,0 +1,361 @@
+"""``params.yaml`` schema: one pydantic model per section, validated before any work starts.
+
+Unknown keys, wrong types and impossible values raise :class:`ParamsError` with the key path
+and the allowed values, e.g. ``data.sourse: unknown key (allowed: classes, demo, …)``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from components.core.errors import ParamsError
+
+Source = Literal["demo", "dir", "kaggle"]
+Backbone = Literal[
+    "vgg16", "resnet50", "resnet50v2", "densenet121", "efficientnetb0", "mobilenetv3small", "small_cnn"
+]
+BACKBONES: tuple[str, ...] = get_args(Backbone)
+# Smallest input side each backbone accepts with include_top=False (keras.applications checks >= 32).
+MIN_IMAGE_SIZE: dict[str, int] = {name: 32 for name in BACKBONES}
+
+_TRAINABLE = re.compile(r"^(head|all|last:(\d+))$")
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemoConfig(Section):
+    """The embedded synthetic data set (``data.source: demo``)."""
+
+    patients_per_class: int = Field(30, ge=2, le=10_000)
+    max_images_per_patient: int = Field(3, ge=1, le=20)
+    min_side: int = Field(160, ge=32)
+    max_side: int = Field(320, ge=32)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sides(self) -> DemoConfig:
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side ({self.min_side}) must be <= max_side ({self.max_side})")
+        return self
+
+
+class DataConfig(Section):
+    source: Source = "demo"
+    path: str | None = None
+    kaggle_dataset: str = "paultimothymooney/chest-xray-pneumonia"
+    classes: list[str] = Field(default_factory=lambda: ["COVID19", "NORMAL", "PNEUMONIA"])
+    label_aliases: dict[str, str] = Field(default_factory=dict)
+    exclude_labels: list[str] = Field(default_factory=list)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        if len(v) < 2:
+            raise ValueError(f"needs at least 2 classes, got {v!r} (e.g. [NORMAL, PNEUMONIA])")
+        if len(set(v)) != len(v):
+            raise ValueError(f"classes must be unique, got {v!r}")
+        for name in v:
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+                raise ValueError(f"class {name!r} must be upper case letters, digits and _ (e.g. COVID19)")
+        return v
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> DataConfig:
+        if self.source == "dir" and not self.path:
+            raise ValueError("data.path is required when data.source is 'dir' (a class-folder tree or a CSV)")
+        if self.source == "kaggle" and "/" not in self.kaggle_dataset:
+            raise ValueError("data.kaggle_dataset must look like 'owner/dataset'")
+        bad = {k: v for k, v in self.label_aliases.items() if v not in self.classes}
+        if bad:
+            raise ValueError(f"label_aliases map to labels not in data.classes {self.classes}: {bad}")
+        return self
+
+
+class BiasAuditConfig(Section):
+    enabled: bool = True
+    folds: int = Field(5, ge=2, le=20)
+    # Warn when the metadata-only classifier's balanced accuracy beats the majority baseline by more.
+    warn_margin: float = Field(0.25, gt=0, lt=1)
+
+
+class ClassShareConfig(Section):
+    min: float = Field(0.02, ge=0, le=1)
+    max: float = Field(0.95, ge=0, le=1)
+
+
+ExpectationId = Literal[
+    "label_in_classes",
+    "decodable",
+    "dimensions_in_range",
+    "unique_sha256",
+    "class_share",
+    "patient_id_present",
+    "one_label_per_patient",
+]
+
+
+class ValidateConfig(Section):
+    min_side: int = Field(32, ge=1)
+    max_side: int = Field(8192, ge=1)
+    # Checked from the header before decoding: a guard against decompression bombs.
+    max_pixels: int = Field(40_000_000, ge=1)
+    class_share: ClassShareConfig = Field(default_factory=ClassShareConfig)
+    # Expectations whose failure fails the step; the others quarantine rows or warn.
+    critical: list[ExpectationId] = Field(
+        default_factory=lambda: ["label_in_classes", "patient_id_present", "class_share"]
+    )
+    workers: int = Field(2, ge=1, le=256)
+    bias_audit: BiasAuditConfig = Field(default_factory=BiasAuditConfig)
+
+
+class SplitConfig(Section):
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    seed: int = 42
+    use_official_test: bool = True
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitConfig:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must be < 0.9 (something must be left to train on)")
+        return self
+
+
+class PreprocessConfig(Section):
+    # pad: keep the whole film (letterbox); crop: centre crop to a square.
+    resize: Literal["pad", "crop"] = "pad"
+
+
+class Phase(Section):
+    """One fine-tuning phase: which layers train, for how long, at which learning rate."""
+
+    epochs: int = Field(ge=1, le=1000)
+    trainable: str = "head"
+    lr: float = Field(gt=0, lt=1)
+    amsgrad: bool = False
+
+    @field_validator("trainable")
+    @classmethod
+    def _trainable(cls, v: str) -> str:
+        m = _TRAINABLE.match(v)
+        if not m:
+            raise ValueError(f"must be 'head', 'all' or 'last:N' with N >= 1, got {v!r}")
+        if m.group(2) is not None and int(m.group(2)) < 1:
+            raise ValueError(f"'last:N' needs N >= 1 (use 'head' to train only the head), got {v!r}")
+        return v
+
+
+class HeadConfig(Section):
+    pooling: Literal["max", "avg"] = "max"
+    dense_units: int = Field(512, ge=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+
+class AugmentConfig(Section):
+    rotation: float = Field(0.03, ge=0, le=0.5)  # fraction of a full turn (0.03 ≈ ±11°)
+    zoom: float = Field(0.1, ge=0, lt=1)
+    translate: float = Field(0.05, ge=0, lt=1)
+    brightness: float = Field(0.1, ge=0, le=1)
+    contrast: float = Field(0.1, ge=0, le=1)
+    horizontal_flip: bool = False  # a flipped chest film puts the heart on the right
+
+
+class EarlyStoppingConfig(Section):
+    monitor: str = "val_loss"
+    patience: int = Field(5, ge=1)
+
+
+class ReduceLrConfig(Section):
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(4, ge=1)
+    min_lr: float = Field(1e-7, ge=0)
+
+
+class TrainConfig(Section):
+    backbone: Backbone = "vgg16"
+    # imagenet | none | path to a local weights file for the backbone (include_top=False)
+    weights: str = "imagenet"
+    image_size: int = Field(224, ge=1, le=1024)
+    batch_size: int = Field(32, ge=1, le=4096)
+    phases: list[Phase] = Field(
+        default_factory=lambda: [
+            Phase(epochs=6, trainable="head", lr=1e-3),
+            Phase(epochs=4, trainable="last:6", lr=1e-5),
+        ],
+        min_length=1,
+    )
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    class_weight: Literal["balanced", "none"] = "balanced"
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    reduce_lr: ReduceLrConfig = Field(default_factory=ReduceLrConfig)
+    freeze_batchnorm: bool = True
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    seed: int = 42
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: str) -> str:
+        if v in ("imagenet", "none"):
+            return v
+        if not v.endswith((".h5", ".weights.h5", ".keras")):
+            raise ValueError(f"must be 'imagenet', 'none' or a path to a .h5/.weights.h5 file, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _size(self) -> TrainConfig:
+        minimum = MIN_IMAGE_SIZE[self.backbone]
+        if self.image_size < minimum:
+            raise ValueError(
+                f"train.image_size {self.image_size} is below the minimum {minimum} for backbone {self.backbone}"
+            )
+        if self.backbone == "small_cnn" and self.weights == "imagenet":
+            raise ValueError("backbone small_cnn has no ImageNet weights: set train.weights to 'none'")
+        return self
+
+
+class EvaluateConfig(Section):
+    gradcam_per_class: int = Field(2, ge=0, le=50)
+    top_losses: int = Field(12, ge=0, le=200)
+    ece_bins: int = Field(10, ge=2, le=100)
+
+
+class GateConfig(Section):
+    min_accuracy: float = Field(0.0, ge=0, le=1)
+    min_macro_f1: float = Field(0.0, ge=0, le=1)
+    min_recall: dict[str, float] = Field(default_factory=dict)
+    min_roc_auc: float = Field(0.0, ge=0, le=1)
+    # The candidate may not be worse than the champion by more than this on any gated metric.
+    max_regression: float = Field(0.02, ge=0, le=1)
+
+    @field_validator("min_recall")
+    @classmethod
+    def _recall(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, x in v.items():
+            if not 0 <= x <= 1:
+                raise ValueError(f"min_recall.{k} must be within 0..1, got {x}")
+        return v
+
+
+class RegistryConfig(Section):
+    model_name: str = Field("cxr-classifier", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class MlflowConfig(Section):
+    tracking_uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides it
+    experiment: str = Field("cxr", min_length=1)
+
+
+class Params(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _cross(self) -> Params:
+        unknown = set(self.gate.min_recall) - set(self.data.classes)
+        if unknown:
+            raise ValueError(f"gate.min_recall names classes not in data.classes {self.data.classes}: {sorted(unknown)}")
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section as plain data (the form logged to MLflow)."""
+        return self.model_dump(mode="json", by_alias=True)[name]
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names (aliases) of the sub-model that holds ``loc[-1]``, for 'unknown key' messages."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = args[0] if args else ann
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(f.alias or n for n, f in current.model_fields.items())
+    return None
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters:"]
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if p not in ("function-after",))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Params, loc)
+            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+            lines.append(f"  {key}: unknown key{hint}")
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        lines.append(f"  {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: Any, source: str = "params") -> Params:
+    """Validate a parsed YAML structure; raise :class:`ParamsError` with readable lines."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (tests, KFP)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: parameters file not found (pass --params PATH)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if overrides:
+        raw = apply_overrides(raw or {}, overrides)
+    return parse_params(raw, str(path))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``{"train.image_size": 64}``-style overrides applied."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"override {dotted}: {p} is not a section")
+        node[leaf] = value
+    return out

@@ -1,0 +1,118 @@
+import json
+
+import pytest
+
+from components import ingest, split, validate
+from components.core import manifest
+from components.core.errors import DataError
+from tests.conftest import encode, gray, png_16bit, png_header_only, tiny_params, write_tree
+
+
+def good_tree(root, n=6):
+    files = {}
+    for c, cls in enumerate(("COVID19", "NORMAL", "PNEUMONIA")):
+        for i in range(n):
+            files[f"{cls}/{cls.lower()}_{i}.png"] = encode(gray(64, 64, seed=100 * c + i))
+    return write_tree(root, files)
+
+
+def run_validate(tmp_path, src, **validate_cfg):
+    p = tiny_params(data={"source": "dir", "path": str(src)}, validate=validate_cfg)
+    ingest.run(p, tmp_path / "raw")
+    return p, validate.run(p, tmp_path / "raw", tmp_path / "validated", tmp_path / "reports")
+
+
+def test_bad_files_are_quarantined_with_reasons(tmp_path):
+    src = good_tree(tmp_path / "src")
+    jpeg = encode(gray(64, 64, seed=7), "JPEG")
+    dup = (src / "NORMAL" / "normal_0.png").read_bytes()
+    write_tree(src, {
+        "NORMAL/zero.png": b"",
+        "NORMAL/trunc.jpeg": jpeg[: len(jpeg) // 2],
+        "NORMAL/text.png": b"just text\n" * 20,
+        "NORMAL/deep16.png": png_16bit(),
+        "NORMAL/alpha.png": encode(gray(40, 40), "PNG", mode="RGBA"),
+        "NORMAL/bomb.png": png_header_only(60_000, 60_000),
+        "NORMAL/tiny.png": encode(gray(8, 8)),
+        "PNEUMONIA/same-as-normal0.png": dup,          # same image under two labels
+        "NORMAL/copy of normal0.png": dup,             # and a same-label copy
+    })
+    _, summary = run_validate(tmp_path, src)
+    q = manifest.read(tmp_path / "validated" / "quarantine.csv").set_index("path")
+    reasons = q["reason"].to_dict()
+    assert reasons["NORMAL/zero.png"] == "decodable: empty_file"
+    assert reasons["NORMAL/trunc.jpeg"] == "decodable: truncated"
+    assert reasons["NORMAL/text.png"] == "decodable: not_an_image"
+    assert reasons["NORMAL/bomb.png"] == "decodable: too_large"
+    assert reasons["NORMAL/tiny.png"] == "dimensions_in_range"
+    for p in ("NORMAL/normal_0.png", "PNEUMONIA/same-as-normal0.png", "NORMAL/copy of normal0.png"):
+        assert reasons[p].startswith("unique_sha256: same image under labels NORMAL/PNEUMONIA")
+    ok = manifest.read(tmp_path / "validated" / "manifest.csv").set_index("path")
+    assert {"NORMAL/deep16.png", "NORMAL/alpha.png"} <= set(ok.index)  # usable after conversion
+    assert ok.loc["NORMAL/deep16.png", "bit_depth"] == 16
+    assert summary["passed"] and summary["quarantined"] == 8
+    assert (tmp_path / "reports" / "data_docs" / "index.html").is_file()
+    assert json.loads((tmp_path / "reports" / "summary.json").read_text())["usable"] == summary["usable"]
+
+
+def test_same_label_duplicate_keeps_one_copy(tmp_path):
+    src = good_tree(tmp_path / "src")
+    write_tree(src, {"NORMAL/zz-copy.png": (src / "NORMAL" / "normal_1.png").read_bytes()})
+    run_validate(tmp_path, src)
+    q = manifest.read(tmp_path / "validated" / "quarantine.csv")
+    assert list(q["path"]) == ["NORMAL/zz-copy.png"]
+    assert q["reason"][0] == "unique_sha256: duplicate of NORMAL/normal_1.png"
+
+
+def test_patient_in_two_class_folders_is_a_warning_not_a_failure(tmp_path):
+    src = good_tree(tmp_path / "src")
+    csv = tmp_path / "src" / "MANIFEST.csv"
+    rows = ["path,label,patient_id"] + [
+        f"{p.relative_to(src).as_posix()},{p.parent.name},{'shared' if p.stem.endswith('_0') else p.stem}"
+        for p in sorted(src.rglob("*.png"))]
+    csv.write_text("\n".join(rows) + "\n")
+    _, summary = run_validate(tmp_path, src)
+    check = next(e for e in summary["expectations"] if e["id"] == "one_label_per_patient")
+    assert not check["success"] and check["unexpected_count"] == 3 and summary["passed"]
+
+
+def test_critical_expectation_fails_step_without_writing_manifest(tmp_path):
+    src = good_tree(tmp_path / "src", n=6)
+    write_tree(src, {f"NORMAL/extra_{i}.png": encode(gray(64, 64, seed=999 + i)) for i in range(40)})
+    with pytest.raises(DataError, match="class_share"):
+        run_validate(tmp_path, src, class_share={"min": 0.2, "max": 0.6})
+    assert not (tmp_path / "validated").exists()
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert summary["passed"] is False
+
+
+def test_parallel_workers_give_the_same_facts(tmp_path):
+    src = good_tree(tmp_path / "src", n=30)
+    p = tiny_params(data={"source": "dir", "path": str(src)})
+    ingest.run(p, tmp_path / "raw")
+    raw = manifest.read(tmp_path / "raw" / "manifest.csv")
+    one = validate.build_facts(tmp_path / "raw", raw, 10**7, workers=1)
+    two = validate.build_facts(tmp_path / "raw", raw, 10**7, workers=2)
+    assert one.equals(two)
+
+
+def test_demo_data_passes_and_is_not_shortcut_prone(tmp_path):
+    p = tiny_params(data={"demo": {"patients_per_class": 20, "max_images_per_patient": 2,
+                                   "min_side": 64, "max_side": 128}})
+    ingest.run(p, tmp_path / "raw")
+    summary = validate.run(p, tmp_path / "raw", tmp_path / "validated", tmp_path / "reports")
+    assert summary["passed"] and summary["quarantined"] == 0
+    assert summary["source_bias_audit"]["flagged"] is False
+
+
+def test_shared_sample_is_flagged_by_the_bias_audit_and_splits_without_leakage(tmp_path, shared_sample):
+    p = tiny_params(data={"source": "dir", "path": str(shared_sample)})
+    ingest.run(p, tmp_path / "raw")
+    summary = validate.run(p, tmp_path / "raw", tmp_path / "validated", tmp_path / "reports")
+    audit = summary["source_bias_audit"]
+    assert audit["flagged"] and audit["balanced_accuracy"] > 0.9 and "source" in audit["warning"]
+    s = split.run(p, tmp_path / "validated" / "manifest.csv", tmp_path / "splits", tmp_path / "rs")
+    assert s["leakage"] == {"patient_id": 0, "sha256": 0}
+    parts = {k: manifest.read(tmp_path / "splits" / f"{k}.csv") for k in ("train", "val", "test")}
+    assert sum(len(v) for v in parts.values()) == summary["usable"]
+    assert not set(parts["train"]["patient_id"]) & set(parts["test"]["patient_id"])

@@ -1,0 +1,83 @@
+"""Shared fixtures: tiny params, image factories, the shared real sample."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.core.config import Params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "cxr-sample"
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def tiny_params(**sections) -> Params:
+    """Params for fast tests: a small demo set; ``sections`` merge into the defaults."""
+    raw = {
+        "data": {"demo": {"patients_per_class": 8, "max_images_per_patient": 2, "min_side": 64, "max_side": 96}},
+        "validate": {"workers": 1},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return parse_params(raw, "test params")
+
+
+@pytest.fixture
+def params() -> Params:
+    return tiny_params()
+
+
+@pytest.fixture(scope="session")
+def shared_sample() -> Path:
+    """The shared real sample; CI must have it (fail), a laptop may not (skip)."""
+    if not (SHARED_SAMPLE / "MANIFEST.csv").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"the shared real sample is missing at {SHARED_SAMPLE} (CI must provide ../shared)")
+        pytest.skip(f"shared sample not found at {SHARED_SAMPLE}")
+    return SHARED_SAMPLE
+
+
+def gray(w: int = 64, h: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
+
+
+def encode(arr: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    im = Image.fromarray(arr) if mode is None else Image.fromarray(arr).convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def png_16bit(w: int = 64, h: int = 48) -> bytes:
+    arr = (np.arange(w * h, dtype=np.uint16).reshape(h, w) * 7) % 4096
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")  # uint16 → 16-bit grayscale PNG
+    return buf.getvalue()
+
+
+def png_header_only(w: int, h: int) -> bytes:
+    """A PNG whose header declares ``w``×``h`` with almost no pixel data (a decompression bomb shape)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root

@@ -1,0 +1,48 @@
+"""`dvc repro` of the real dvc.yaml in a temporary git repository."""
+
+import json
+
+import pytest
+
+from tests.e2e.helpers import TINY, copy_repo, sh
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    path = copy_repo(tmp_path_factory.mktemp("repo"), TINY)
+    first = sh(["dvc", "repro"], path)
+    return path, first
+
+
+def test_repro_runs_every_stage_and_writes_outputs(repo):
+    path, first = repo
+    for stage in ("ingest", "validate", "split"):
+        assert f"Running stage '{stage}'" in first.stdout
+    summary = json.loads((path / "reports/validation/summary.json").read_text())
+    assert summary["passed"] and summary["usable"] > 0
+    assert json.loads((path / "reports/split/summary.json").read_text())["leakage"]["patient_id"] == 0
+    assert (path / "dvc.lock").is_file()
+
+
+def test_second_repro_does_nothing(repo):
+    path, _ = repo
+    second = sh(["dvc", "repro"], path)
+    assert "Running stage" not in second.stdout
+    assert "Data and pipelines are up to date" in second.stdout
+
+
+def test_push_to_the_default_local_remote(repo):
+    path, _ = repo
+    sh(["dvc", "push"], path)
+    assert any((path / "dvc-storage").rglob("*"))
+
+
+def test_bad_params_fail_before_work_with_the_key(repo):
+    path, _ = repo
+    (path / "params.yaml").write_text((path / "params.yaml").read_text().replace("val_fraction", "val_fractoin"))
+    proc = sh(["dvc", "repro", "split"], path, check=False)
+    assert proc.returncode != 0
+    assert "split.val_fractoin: unknown key" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout
