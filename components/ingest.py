@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+
 from components.core import manifest, synthetic
 from components.core.config import Params
 from components.core.errors import DataError, ServiceError
@@ -152,10 +153,8 @@ def scan_csv(csv_path: Path) -> Scan:
         rel = str(row.path)
         src = Path(rel) if Path(rel).is_absolute() else base / rel
         posix = PurePosixPath(rel.replace("\\", "/"))
-        if posix.is_absolute() or ".." in posix.parts:
-            dest = f"{row.label}/{posix.name}"  # never write outside the output folder
-        else:
-            dest = posix.as_posix()
+        escapes = posix.is_absolute() or ".." in posix.parts
+        dest = f"{row.label}/{posix.name}" if escapes else posix.as_posix()  # never outside the output folder
         stem, n = dest, 1
         while dest in used:
             n += 1

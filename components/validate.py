@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from components.core import manifest
 from components.core.bias import source_bias_audit
 from components.core.config import Params
@@ -48,7 +49,7 @@ def build_facts(raw_dir: Path, df: pd.DataFrame, max_pixels: int, workers: int) 
 
 def _suites(gx, params: Params):
     v = params.validate_
-    E = gx.expectations  # noqa: N806
+    E = gx.expectations
     images = gx.ExpectationSuite(name="cxr_images")
     checks = [
         ("decodable", E.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True])),

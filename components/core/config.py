@@ -273,7 +273,8 @@ class Params(Section):
     def _cross(self) -> Params:
         unknown = set(self.gate.min_recall) - set(self.data.classes)
         if unknown:
-            raise ValueError(f"gate.min_recall names classes not in data.classes {self.data.classes}: {sorted(unknown)}")
+            raise ValueError(
+                f"gate.min_recall names classes not in data.classes {self.data.classes}: {sorted(unknown)}")
         return self
 
     def section(self, name: str) -> dict[str, Any]:
