@@ -78,6 +78,51 @@ def _split(args: argparse.Namespace) -> Any:
     return split.run(_params(args), args.manifest, args.out, args.reports)
 
 
+# ---------------------------------------------------------------- model
+def _preprocess_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--splits", default="data/splits", help="folder with train.csv, val.csv, test.csv")
+    p.add_argument("--images", default="data/raw", help="image root the manifests' paths are relative to")
+    p.add_argument("--out", default="data/shards", help="output folder: uint8 .npy shards per split")
+
+
+def _preprocess(args: argparse.Namespace) -> Any:
+    from components import preprocess
+
+    return preprocess.run(_params(args), args.splits, args.images, args.out)
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--out", default="models", help="output folder: model.keras, history.csv, train_summary.json")
+    p.add_argument("--state", default=".cxr/train-state",
+                   help="resume state (per-epoch checkpoints); a killed run restarted with the same args resumes")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+
+def _train(args: argparse.Namespace) -> Any:
+    from components import train
+
+    return train.run(_params(args), args.shards, args.out, args.state, track=not args.no_mlflow)
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--model-dir", default="models", help="folder with model.keras (+ history, train summary)")
+    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--out", default="reports/eval", help="report folder: predictions, plots, galleries")
+    p.add_argument("--metrics", default="reports/metrics.json")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+
+def _evaluate(args: argparse.Namespace) -> Any:
+    from components import evaluate
+
+    return evaluate.run(_params(args), args.model_dir, args.shards, args.out, args.metrics,
+                        track=not args.no_mlflow)
+
+
 COMMANDS: list[tuple[str, str, AddArgs, Handler]] = [
     ("ingest", "bring images from the demo generator, a folder/CSV or Kaggle into data/raw",
      _ingest_args, _ingest),
@@ -85,6 +130,11 @@ COMMANDS: list[tuple[str, str, AddArgs, Handler]] = [
      _validate_args, _validate),
     ("split", "split the validated manifest into train/val/test by patient, stratified by label",
      _split_args, _split),
+    ("preprocess", "decode each split once into uint8 shards at train.image_size", _preprocess_args, _preprocess),
+    ("train", "train the classifier in phases (head, then unfreeze); resumable; logged to MLflow",
+     _train_args, _train),
+    ("evaluate", "evaluate the best checkpoint on the test split: metrics, plots, top losses, Grad-CAM",
+     _evaluate_args, _evaluate),
 ]
 
 

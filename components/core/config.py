@@ -134,6 +134,7 @@ class SplitConfig(Section):
 class PreprocessConfig(Section):
     # pad: keep the whole film (letterbox); crop: centre crop to a square.
     resize: Literal["pad", "crop"] = "pad"
+    workers: int = Field(2, ge=1, le=256)
 
 
 class Phase(Section):

@@ -1,0 +1,185 @@
+"""Model builder: backbone + the backbone's own preprocessing + classification head, in one graph.
+
+The saved model takes ``uint8`` grayscale pixels (``image_size × image_size × 1``), repeats them to
+three channels, applies the backbone's ``preprocess_input`` as built-in Keras layers (so
+``safe_mode=True`` loading works and serving cannot drift from training), runs the backbone and
+the head ``GlobalMaxPooling2D → Dense(512, relu) → Dropout(0.5) → Dense(softmax)``.
+
+The graph is flat (backbone layers are layers of the model, not a nested model), so any phase can
+unfreeze "the last N backbone layers" and Grad-CAM can read the backbone's feature map.
+Layer names: ``cxr_*`` for input/preprocessing, ``head_*`` for the head, the rest is backbone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from components.core.config import TrainConfig
+from components.core.errors import CxrError, ParamsError
+
+INPUT_NAME = "cxr_pixels"
+FEATURES_NAME = "head_pool"  # Grad-CAM reads this layer's input: the backbone's last feature map
+LOGITS_NAME = "head_logits"
+OUTPUT_NAME = "head_softmax"
+
+# keras.applications preprocess_input, as built-in layers, for a grayscale image repeated to RGB.
+_CAFFE_MEAN = [103.939, 116.779, 123.68]  # BGR means (vgg16, resnet50): x - mean, no scaling
+_TORCH_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+_TORCH_VAR = [(0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2]
+PREPROCESSING = {
+    "vgg16": "caffe", "resnet50": "caffe", "resnet50v2": "tf", "densenet121": "torch",
+    "efficientnetb0": "inside", "mobilenetv3small": "inside", "small_cnn": "unit",
+}
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def _preprocess(keras, x, mode: str):
+    layers = keras.layers
+    if mode == "caffe":
+        return layers.Normalization(mean=_CAFFE_MEAN, variance=[1.0, 1.0, 1.0], name="cxr_preprocess")(x)
+    if mode == "torch":
+        return layers.Normalization(mean=_TORCH_MEAN, variance=_TORCH_VAR, name="cxr_preprocess")(x)
+    if mode == "tf":
+        return layers.Rescaling(1 / 127.5, offset=-1.0, name="cxr_preprocess")(x)
+    if mode == "unit":
+        return layers.Rescaling(1 / 255.0, name="cxr_preprocess")(x)
+    return x  # the backbone rescales 0..255 itself
+
+
+def _small_cnn(keras, x):
+    """A small from-scratch CNN for offline demos and tests (no pretrained weights exist)."""
+    layers = keras.layers
+    for i, filters in enumerate((16, 32, 64, 96), start=1):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"cnn{i}_conv")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"cnn{i}_bn")(x)
+        x = layers.Activation("relu", name=f"cnn{i}_relu")(x)
+        x = layers.MaxPooling2D(2, name=f"cnn{i}_pool")(x) if i < 4 else x
+    return x
+
+
+def _backbone(keras, name: str, x, weights: str | None):
+    apps = keras.applications
+    kwargs = {"include_top": False, "weights": weights, "input_tensor": x}
+    if name == "vgg16":
+        return apps.VGG16(**kwargs).output
+    if name == "resnet50":
+        return apps.ResNet50(**kwargs).output
+    if name == "resnet50v2":
+        return apps.ResNet50V2(**kwargs).output
+    if name == "densenet121":
+        return apps.DenseNet121(**kwargs).output
+    if name == "efficientnetb0":
+        return apps.EfficientNetB0(**kwargs).output
+    if name == "mobilenetv3small":
+        return apps.MobileNetV3Small(include_preprocessing=True, **kwargs).output
+    raise ParamsError(f"train.backbone {name!r} is not supported")
+
+
+def _weights_arg(weights: str) -> str | None:
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise ParamsError(f"train.weights: file {path} not found (use 'imagenet', 'none' or an existing .h5 file)")
+    return str(path)
+
+
+def build_model(cfg: TrainConfig, n_classes: int):
+    """Build the classifier; errors about weights are :class:`CxrError` with what to do."""
+    import keras
+
+    layers = keras.layers
+    size = cfg.image_size
+    inputs = keras.Input((size, size, 1), dtype="uint8", name=INPUT_NAME)
+    x = layers.Rescaling(1.0, name="cxr_to_float")(inputs)  # uint8 → float, same values
+    if cfg.backbone == "small_cnn":
+        features = _small_cnn(keras, _preprocess(keras, x, "unit"))
+    else:
+        x = layers.Concatenate(name="cxr_gray_to_rgb")([x, x, x])
+        x = _preprocess(keras, x, PREPROCESSING[cfg.backbone])
+        weights = _weights_arg(cfg.weights)
+        try:
+            features = _backbone(keras, cfg.backbone, x, weights)
+        except ValueError as err:
+            if weights not in (None, "imagenet"):
+                raise ParamsError(
+                    f"train.weights {weights} does not fit backbone {cfg.backbone} (include_top=False): {err}"
+                ) from None
+            raise
+        except Exception as err:  # urllib/HTTP errors from the ImageNet download
+            if weights == "imagenet":
+                raise CxrError(
+                    f"could not load ImageNet weights for {cfg.backbone}: {type(err).__name__}: {err}. "
+                    f"Keras downloads them once into {keras_cache_dir()}; offline, copy the file there, set "
+                    "train.weights to a local .h5 file, or use train.weights: none."
+                ) from None
+            raise
+    pool = layers.GlobalMaxPooling2D if cfg.head.pooling == "max" else layers.GlobalAveragePooling2D
+    x = pool(name=FEATURES_NAME)(features)
+    x = layers.Dense(cfg.head.dense_units, activation="relu", name="head_dense")(x)
+    x = layers.Dropout(cfg.head.dropout, name="head_dropout")(x)
+    x = layers.Dense(n_classes, name=LOGITS_NAME, dtype="float32")(x)
+    outputs = layers.Activation("softmax", name=OUTPUT_NAME, dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=f"cxr_{cfg.backbone}")
+
+
+def backbone_layers(model) -> list:
+    return [layer for layer in model.layers if not layer.name.startswith(("cxr_", "head_"))
+            and layer.__class__.__name__ != "InputLayer"]
+
+
+def set_trainable(model, spec: str, freeze_batchnorm: bool = True) -> dict[str, int]:
+    """Apply a phase's ``trainable`` spec: ``head``, ``all`` or ``last:N`` backbone layers.
+
+    BatchNormalization layers stay frozen (inference mode) when ``freeze_batchnorm``: fine-tuning
+    them on small batches wrecks their statistics. Returns counts for logging and tests.
+    """
+    backbone = backbone_layers(model)
+    if spec == "head":
+        chosen: list = []
+    elif spec == "all":
+        chosen = backbone
+    else:
+        n = int(spec.split(":", 1)[1])
+        if n > len(backbone):
+            raise ParamsError(f"trainable 'last:{n}' exceeds the backbone's {len(backbone)} layers")
+        chosen = backbone[-n:]
+    chosen_ids = {id(layer) for layer in chosen}
+    for layer in model.layers:
+        if layer.name.startswith("head_"):
+            layer.trainable = True
+        elif id(layer) in chosen_ids:
+            is_bn = layer.__class__.__name__ == "BatchNormalization"
+            layer.trainable = not (is_bn and freeze_batchnorm)
+        else:
+            layer.trainable = False
+    if spec == "all" and not any(layer.trainable for layer in backbone) and backbone:
+        raise CxrError("trainable 'all' left no backbone layer trainable")
+    return {
+        "trainable_layers": sum(1 for layer in model.layers if layer.trainable and layer.weights),
+        "trainable_weights": sum(int(w.numpy().size) for w in model.trainable_weights),
+        "backbone_layers": len(backbone),
+    }
+
+
+def load_model(path: str | Path):
+    """Load a saved ``.keras`` model with ``safe_mode=True`` (no pickled code is executed)."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise CxrError(f"model file {path} not found (run `cxr train` first, or pass --model)")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as err:
+        raise CxrError(f"cannot load model {path}: {type(err).__name__}: {err}") from None
+
+
+def model_image_size(model) -> int:
+    return int(model.inputs[0].shape[1])

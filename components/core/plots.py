@@ -1,0 +1,108 @@
+"""Report figures (matplotlib, headless): confusion matrices, ROC/PR curves, reliability diagram,
+training curves, and image galleries (top losses, Grad-CAM overlays)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from components.core.fsutil import atomic_path
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(cm: np.ndarray, classes: list[str], path: Path, normalise: bool = False) -> Path:
+    cm = np.asarray(cm, dtype=float)
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalise else cm
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalise else max(1, shown.max()))
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            text = f"{shown[i, j]:.2f}" if normalise else f"{int(cm[i, j])}"
+            ax.text(j, i, text, ha="center", va="center",
+                    color="white" if shown[i, j] > (0.5 if normalise else shown.max() / 2) else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=30)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title("confusion matrix" + (" (row-normalised = recall)" if normalise else ""))
+    return _save(fig, path)
+
+
+def curves(y: np.ndarray, proba: np.ndarray, classes: list[str], roc_path: Path, pr_path: Path) -> list[dict]:
+    """One-vs-rest ROC and precision-recall curves; returns ROC points for the DVC plot CSV."""
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    points = []
+    fig_roc, ax_roc = plt.subplots(figsize=(5, 5))
+    fig_pr, ax_pr = plt.subplots(figsize=(5, 5))
+    for i, c in enumerate(classes):
+        pos = y == i
+        if not 0 < pos.sum() < len(y):
+            continue
+        fpr, tpr, _ = roc_curve(pos, proba[:, i])
+        ax_roc.plot(fpr, tpr, label=f"{c} (AUC {auc(fpr, tpr):.3f})")
+        points += [{"class": c, "fpr": round(float(a), 5), "tpr": round(float(b), 5)} for a, b in zip(fpr, tpr)]
+        prec, rec, _ = precision_recall_curve(pos, proba[:, i])
+        ax_pr.plot(rec, prec, label=c)
+    ax_roc.plot([0, 1], [0, 1], "k:", lw=1)
+    ax_roc.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
+               title="ROC, one vs rest")
+    ax_pr.set(xlabel="recall", ylabel="precision", title="precision-recall, one vs rest")
+    for ax in (ax_roc, ax_pr):
+        ax.legend(loc="lower right" if ax is ax_roc else "lower left", fontsize=8)
+    _save(fig_roc, roc_path)
+    _save(fig_pr, pr_path)
+    return points
+
+
+def reliability(bins: list[dict], ece: float | None, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    centres = [(b["bin_low"] + b["bin_high"]) / 2 for b in bins]
+    acc = [b["accuracy"] if b["accuracy"] is not None else 0 for b in bins]
+    ax.bar(centres, acc, width=1 / len(bins), edgecolor="k", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "r--", label="perfect calibration")
+    ax.set(xlabel="confidence (top class)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+           title=f"reliability diagram (ECE {ece:.3f})" if ece is not None else "reliability diagram")
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def training_curves(history: list[dict], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [h["epoch"] for h in history]
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        for k in (key, f"val_{key}"):
+            if history and k in history[0]:
+                ax.plot(epochs, [h[k] for h in history], marker=".", label=k)
+        phases = [h["phase"] for h in history]
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                ax.axvline(epochs[i] - 0.5, color="grey", ls=":", lw=1)
+        ax.set(xlabel="epoch", title=key)
+        ax.legend()
+    return _save(fig, path)
+
+
+def gallery(images: list[np.ndarray], captions: list[str], path: Path, title: str, cols: int = 4) -> Path:
+    """A grid of grayscale (H×W) or RGB (H×W×3) images with captions."""
+    n = max(1, len(images))
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, cap in zip(axes.ravel(), images, captions):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(cap, fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)

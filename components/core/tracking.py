@@ -1,0 +1,90 @@
+"""MLflow set-up shared by train, evaluate, gate and register.
+
+The tracking URI comes from ``MLFLOW_TRACKING_URI`` or ``mlflow.tracking_uri`` (default
+``sqlite:///mlflow.db``). A remote server is checked *before* any long work starts, and HTTP
+retries are bounded so a dead server gives a clear error in seconds, not a hang.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from components.core.config import Params
+from components.core.errors import ServiceError
+
+# Bounded retries with backoff for every MLflow HTTP call (MLflow reads these at request time).
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def tracking_uri(params: Params) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.mlflow.tracking_uri
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise :class:`ServiceError` when an http(s) tracking server does not answer ``/health``."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        return
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as err:
+        raise ServiceError(
+            f"MLflow tracking server {uri} is unreachable ({type(err).__name__}). Start it "
+            "(`bash mlflow/serve.sh`), or point MLFLOW_TRACKING_URI / mlflow.tracking_uri at a running one."
+        ) from None
+    if resp.status_code >= 500:
+        raise ServiceError(f"MLflow tracking server {uri} is unhealthy: HTTP {resp.status_code} on /health")
+
+
+def setup(params: Params, check: bool = True) -> str:
+    """Point MLflow at the tracking store and experiment; return the URI."""
+    for k, v in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    uri = tracking_uri(params)
+    if check:
+        check_reachable(uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment(params.mlflow.experiment)
+    except Exception as err:
+        raise ServiceError(f"MLflow at {uri}: cannot open experiment {params.mlflow.experiment!r}: {err}") from None
+    return uri
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list | dict) else v
+    return out
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def params_hash(params: Params, sections: tuple[str, ...]) -> str:
+    blob = json.dumps({s: params.section(s) for s in sections}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

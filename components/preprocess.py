@@ -1,0 +1,68 @@
+"""Preprocess: decode every split's images once into uint8 shards at ``train.image_size``.
+
+Each split becomes ``<split>_x.npy`` (N × S × S, uint8), ``<split>_y.npy`` (class index) and
+``<split>.csv`` (the manifest rows, in the same order), plus ``meta.json`` (classes, size, resize
+mode). Epochs then read arrays, never full-resolution JPEGs. Decoding runs in parallel processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from components.core import manifest
+from components.core.config import Params
+from components.core.errors import DataError
+from components.core.fsutil import atomic_path, write_json
+from components.core.images import ImageError, load_for_model
+from components.core.progress import progress
+from components.core.shards import SPLITS, ShardMeta
+
+
+def _decode(path: str, size: int, mode: str, max_pixels: int) -> np.ndarray | str:
+    try:
+        return load_for_model(Path(path).read_bytes(), size, mode, max_pixels)
+    except (OSError, ImageError) as err:
+        return f"{type(err).__name__}: {err}"
+
+
+def decode_many(paths: list[str], size: int, mode: str, max_pixels: int, workers: int, desc: str):
+    fn = functools.partial(_decode, size=size, mode=mode, max_pixels=max_pixels)
+    if workers <= 1 or len(paths) < 32:
+        return [fn(p) for p in progress(paths, desc, total=len(paths))]
+    chunk = max(1, min(32, len(paths) // (workers * 8)))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(progress(pool.map(fn, paths, chunksize=chunk), desc, total=len(paths)))
+
+
+def run(params: Params, splits_dir: str | Path, images_dir: str | Path, out_dir: str | Path) -> dict:
+    splits_dir, images_dir = Path(splits_dir), Path(images_dir)
+    size, mode = params.train.image_size, params.preprocess.resize
+    classes = list(params.data.classes)
+    workers = min(params.preprocess.workers, os.cpu_count() or 1)
+    summary: dict = {"image_size": size, "resize": mode, "splits": {}}
+    with atomic_path(out_dir, directory=True) as tmp:
+        for split in SPLITS:
+            df = manifest.read(splits_dir / f"{split}.csv").reset_index(drop=True)
+            unknown = sorted(set(df["label"]) - set(classes))
+            if unknown:
+                raise DataError(f"{splits_dir / f'{split}.csv'}: labels {unknown} are not in data.classes {classes}")
+            decoded = decode_many([str(images_dir / p) for p in df["path"]], size, mode,
+                                  params.validate_.max_pixels, workers, f"preprocess {split}")
+            failed = [(p, r) for p, r in zip(df["path"], decoded, strict=True) if isinstance(r, str)]
+            if failed:
+                listed = "\n".join(f"  {p}: {r}" for p, r in failed[:20])
+                raise DataError(f"{len(failed)} images of the {split} split could not be decoded (validate should "
+                                f"have quarantined them; re-run `cxr validate`):\n{listed}")
+            x = np.stack(decoded) if decoded else np.zeros((0, size, size), np.uint8)
+            y = np.array([classes.index(lbl) for lbl in df["label"]], dtype=np.int64)
+            np.save(tmp / f"{split}_x.npy", x)
+            np.save(tmp / f"{split}_y.npy", y)
+            manifest.write(df, tmp / f"{split}.csv")
+            summary["splits"][split] = {"images": len(df), "bytes": int(x.nbytes)}
+        write_json(tmp / "meta.json", ShardMeta(classes=classes, image_size=size, resize=mode).as_dict())
+    return summary
