@@ -52,7 +52,8 @@ def curves(y: np.ndarray, proba: np.ndarray, classes: list[str], roc_path: Path,
             continue
         fpr, tpr, _ = roc_curve(pos, proba[:, i])
         ax_roc.plot(fpr, tpr, label=f"{c} (AUC {auc(fpr, tpr):.3f})")
-        points += [{"class": c, "fpr": round(float(a), 5), "tpr": round(float(b), 5)} for a, b in zip(fpr, tpr)]
+        points += [{"class": c, "fpr": round(float(a), 5), "tpr": round(float(b), 5)}
+                   for a, b in zip(fpr, tpr, strict=True)]
         prec, rec, _ = precision_recall_curve(pos, proba[:, i])
         ax_pr.plot(rec, prec, label=c)
     ax_roc.plot([0, 1], [0, 1], "k:", lw=1)
@@ -101,7 +102,7 @@ def gallery(images: list[np.ndarray], captions: list[str], path: Path, title: st
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.3 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, img, cap in zip(axes.ravel(), images, captions):
+    for ax, img, cap in zip(axes.ravel(), images, captions, strict=False):
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
         ax.set_title(cap, fontsize=8)
     fig.suptitle(title)
