@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -232,7 +233,7 @@ def run(params: Params, shards_dir: str | Path, out_dir: str | Path, state_dir: 
                                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             phase_info.append({"phase": idx + 1, "trainable": phase.trainable, **counts})
             if resumed and not mid_phase and state["phase_best_weights"]:
-                model.load_weights(state.dir / state["phase_best_weights"])  # killed between two phases
+                _load_weights(model, state.dir / state["phase_best_weights"])  # killed between two phases
             if not mid_phase:
                 state["phase_start"], state["phase_best"], state["wait"] = state["epoch"], None, 0
             callbacks = [
@@ -245,10 +246,10 @@ def run(params: Params, shards_dir: str | Path, out_dir: str | Path, state_dir: 
                 model.fit(train_ds, validation_data=val_ds, initial_epoch=state["epoch"],
                           epochs=state["epoch"] + remaining, class_weight=weights, callbacks=callbacks, verbose=2)
             if state["phase_best_weights"]:
-                model.load_weights(state.dir / state["phase_best_weights"])
+                _load_weights(model, state.dir / state["phase_best_weights"])
             state["phase"], state["phase_epoch"], resumed = idx + 1, 0, False
             state.commit()
-        model.load_weights(state.dir / state["best_weights"])
+        _load_weights(model, state.dir / state["best_weights"])
         history = state["history"]
         summary = {
             "run_id": run_id, "classes": meta.classes, "image_size": cfg.image_size, "backbone": cfg.backbone,
@@ -274,6 +275,13 @@ def run(params: Params, shards_dir: str | Path, out_dir: str | Path, state_dir: 
     return summary
 
 
+def _load_weights(model, path: Path) -> None:
+    """Load model weights; the saved optimizer slots of another phase are deliberately skipped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
+
+
 def _write_history(history: list[dict], path: Path) -> None:
     import pandas as pd
 
@@ -282,10 +290,9 @@ def _write_history(history: list[dict], path: Path) -> None:
 
 def _log_model(model, out: Path, summary: dict) -> None:
     """Log the Keras model with a signature, plus the history and an example input (see DESIGN §4)."""
+    import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
-
-    import mlflow
 
     size = summary["image_size"]
     signature = ModelSignature(

@@ -107,6 +107,21 @@ def _train(args: argparse.Namespace) -> Any:
     return train.run(_params(args), args.shards, args.out, args.state, track=not args.no_mlflow)
 
 
+def _lr_find_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--shards", default="data/shards")
+    p.add_argument("--out", default="reports/lr_find", help="folder for lr_find.png and lr_find.json")
+    p.add_argument("--min-lr", type=float, default=1e-7)
+    p.add_argument("--max-lr", type=float, default=1.0)
+    p.add_argument("--steps", type=int, default=100, help="batches in the sweep")
+
+
+def _lr_find(args: argparse.Namespace) -> Any:
+    from components import lr_find
+
+    return lr_find.run(_params(args), args.shards, args.out, args.min_lr, args.max_lr, args.steps)
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--model-dir", default="models", help="folder with model.keras (+ history, train summary)")
@@ -133,6 +148,8 @@ COMMANDS: list[tuple[str, str, AddArgs, Handler]] = [
     ("preprocess", "decode each split once into uint8 shards at train.image_size", _preprocess_args, _preprocess),
     ("train", "train the classifier in phases (head, then unfreeze); resumable; logged to MLflow",
      _train_args, _train),
+    ("lr-find", "LR range test on the first phase: a loss-vs-LR plot and a suggested learning rate",
+     _lr_find_args, _lr_find),
     ("evaluate", "evaluate the best checkpoint on the test split: metrics, plots, top losses, Grad-CAM",
      _evaluate_args, _evaluate),
 ]

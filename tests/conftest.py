@@ -81,3 +81,59 @@ def write_tree(root: Path, files: dict[str, bytes]) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
     return root
+
+
+TRAIN_TINY = {
+    "backbone": "small_cnn", "weights": "none", "image_size": 32, "batch_size": 16,
+    "phases": [{"epochs": 2, "trainable": "head", "lr": 0.003}, {"epochs": 2, "trainable": "all", "lr": 0.003}],
+    "head": {"dense_units": 16, "dropout": 0.1}, "early_stopping": {"patience": 5}, "freeze_batchnorm": False,
+}
+
+
+def train_params(**train) -> Params:
+    return tiny_params(train={**TRAIN_TINY, **train},
+                       data={"demo": {"patients_per_class": 10, "max_images_per_patient": 2,
+                                      "min_side": 64, "max_side": 96}})
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory) -> Path:
+    """Demo data ingested, split and preprocessed at 32 px by the real steps (no GX: faster)."""
+    from components import ingest, preprocess, split
+
+    root = tmp_path_factory.mktemp("shards")
+    p = train_params()
+    ingest.run(p, root / "raw")
+    split.run(p, root / "raw" / "manifest.csv", root / "splits", root / "reports")
+    preprocess.run(p, root / "splits", root / "raw", root / "shards")
+    return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def _migrated_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow sqlite store migrated once; each test gets a copy (migrations take seconds)."""
+    import mlflow
+
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch, _migrated_mlflow_db) -> str:
+    """A fresh, isolated tracking store under ``tmp_path`` (artifacts land in ``tmp_path/mlruns``)."""
+    import shutil
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(_migrated_mlflow_db, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri
+
+
+def write_params(path: Path, params: Params) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(params.model_dump(mode="json", by_alias=True), sort_keys=False))
+    return path

@@ -60,5 +60,9 @@ def _merge(base: dict, update: dict) -> None:
 
 
 TINY = {
-    "data": {"demo": {"patients_per_class": 10, "max_images_per_patient": 2, "min_side": 64, "max_side": 96}},
+    "data": {"demo": {"patients_per_class": 12, "max_images_per_patient": 2, "min_side": 64, "max_side": 96}},
+    "train": {"image_size": 32, "batch_size": 16, "head": {"dense_units": 16, "dropout": 0.1},
+              "phases": [{"epochs": 2, "trainable": "head", "lr": 0.003},
+                         {"epochs": 2, "trainable": "all", "lr": 0.003}]},
+    "evaluate": {"gradcam_per_class": 1, "top_losses": 4},
 }

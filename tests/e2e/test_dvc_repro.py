@@ -18,8 +18,11 @@ def repo(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_outputs(repo):
     path, first = repo
-    for stage in ("ingest", "validate", "split"):
+    for stage in ("ingest", "validate", "split", "preprocess", "train", "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
+    metrics = json.loads((path / "reports/metrics.json").read_text())
+    assert metrics["n"] > 0 and set(metrics["per_class"]) == {"COVID19", "NORMAL", "PNEUMONIA"}
+    assert (path / "mlflow.db").is_file() and (path / "models/model.keras").is_file()
     summary = json.loads((path / "reports/validation/summary.json").read_text())
     assert summary["passed"] and summary["usable"] > 0
     assert json.loads((path / "reports/split/summary.json").read_text())["leakage"]["patient_id"] == 0
@@ -31,6 +34,20 @@ def test_second_repro_does_nothing(repo):
     second = sh(["dvc", "repro"], path)
     assert "Running stage" not in second.stdout
     assert "Data and pipelines are up to date" in second.stdout
+
+
+def test_evaluation_param_change_does_not_retrain(repo):
+    path, _ = repo
+    exp = sh(["dvc", "exp", "run", "-S", "evaluate.top_losses=2"], path)
+    assert "Running stage 'evaluate'" in exp.stdout and "Running stage 'train'" not in exp.stdout
+
+
+def test_experiment_with_another_backbone(repo):
+    path, _ = repo
+    exp = sh(["dvc", "exp", "run", "-S", "train.backbone=mobilenetv3small", "-S", "train.freeze_batchnorm=true"], path)
+    assert "Running stage 'train'" in exp.stdout
+    shown = sh(["dvc", "exp", "show", "--json"], path).stdout
+    assert "mobilenetv3small" in shown
 
 
 def test_push_to_the_default_local_remote(repo):

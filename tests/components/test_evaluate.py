@@ -1,0 +1,59 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from components import evaluate, train
+from components.core import models, shards
+from components.core.gradcam import gradcam, overlay
+from tests.conftest import train_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    train.run(train_params(), tiny_shards, out / "models", out / "state", track=False)
+    return out / "models"
+
+
+def test_evaluate_writes_every_report(trained, tiny_shards, tmp_path):
+    summary = evaluate.run(train_params(), trained, tiny_shards, tmp_path / "eval", tmp_path / "metrics.json",
+                           track=False)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["confusion_matrix"]["labels"] == ["COVID19", "NORMAL", "PNEUMONIA"]
+    assert sum(map(sum, m["confusion_matrix"]["matrix"])) == m["n"] == len(shards.load_split(tiny_shards, "test").y)
+    assert set(m["per_class"]["NORMAL"]) == {"precision", "recall", "specificity", "f1", "support", "roc_auc"}
+    assert summary["accuracy"] == m["accuracy"] and m["split"] == "test"
+    for f in ("predictions.csv", "roc.csv", "classification_report.txt", "top_losses.json"):
+        assert (tmp_path / "eval" / f).is_file()
+    for f in ("confusion.png", "confusion_normalized.png", "roc.png", "pr.png", "reliability.png",
+              "training_curves.png", "top_losses.png", "gradcam.png"):
+        assert (tmp_path / "eval" / "plots" / f).stat().st_size > 1000
+
+
+def test_class_missing_from_test_is_noted(trained, tiny_shards, tmp_path):
+    broken = tmp_path / "shards"
+    shutil.copytree(tiny_shards, broken)
+    y = np.load(broken / "test_y.npy")
+    keep = y != 0
+    np.save(broken / "test_y.npy", y[keep])
+    np.save(broken / "test_x.npy", np.load(broken / "test_x.npy")[keep])
+    import pandas as pd
+
+    rows = pd.read_csv(broken / "test.csv")
+    rows[keep].to_csv(broken / "test.csv", index=False)
+    summary = evaluate.run(train_params(), trained, broken, tmp_path / "eval", tmp_path / "m.json", track=False)
+    assert summary["recall"]["COVID19"] is None
+    assert any("COVID19 has no test images" in n for n in summary["notes"])
+
+
+def test_gradcam_shape_range_and_overlay(trained, tiny_shards):
+    model = models.load_model(trained / "model.keras")
+    x = shards.load_split(tiny_shards, "test").x[:3]
+    heat = gradcam(model, x)
+    assert heat.shape == (3, 32, 32) and np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
+    rgb = overlay(x[0, ..., 0], heat[0])
+    assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
