@@ -7,9 +7,7 @@ mode). Epochs then read arrays, never full-resolution JPEGs. Decoding runs in pa
 
 from __future__ import annotations
 
-import functools
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +16,8 @@ from components.core import manifest
 from components.core.config import Params
 from components.core.errors import DataError
 from components.core.fsutil import atomic_path, write_json
-from components.core.images import ImageError, load_for_model
-from components.core.progress import progress
+from components.core.images import decode_files
 from components.core.shards import SPLITS, ShardMeta
-
-
-def _decode(path: str, size: int, mode: str, max_pixels: int) -> np.ndarray | str:
-    try:
-        return load_for_model(Path(path).read_bytes(), size, mode, max_pixels)
-    except (OSError, ImageError) as err:
-        return f"{type(err).__name__}: {err}"
-
-
-def decode_many(paths: list[str], size: int, mode: str, max_pixels: int, workers: int, desc: str):
-    fn = functools.partial(_decode, size=size, mode=mode, max_pixels=max_pixels)
-    if workers <= 1 or len(paths) < 32:
-        return [fn(p) for p in progress(paths, desc, total=len(paths))]
-    chunk = max(1, min(32, len(paths) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(progress(pool.map(fn, paths, chunksize=chunk), desc, total=len(paths)))
 
 
 def run(params: Params, splits_dir: str | Path, images_dir: str | Path, out_dir: str | Path) -> dict:
@@ -51,7 +32,7 @@ def run(params: Params, splits_dir: str | Path, images_dir: str | Path, out_dir:
             unknown = sorted(set(df["label"]) - set(classes))
             if unknown:
                 raise DataError(f"{splits_dir / f'{split}.csv'}: labels {unknown} are not in data.classes {classes}")
-            decoded = decode_many([str(images_dir / p) for p in df["path"]], size, mode,
+            decoded = decode_files([str(images_dir / p) for p in df["path"]], size, mode,
                                   params.validate_.max_pixels, workers, f"preprocess {split}")
             failed = [(p, r) for p, r in zip(df["path"], decoded, strict=True) if isinstance(r, str)]
             if failed:

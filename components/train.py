@@ -167,6 +167,7 @@ def _log_mlflow(params: Params, run_id: str | None, data_version: str, device: d
         mlflow.log_params({k: str(v)[:6000] for k, v in flat.items()})
         mlflow.set_tags({"git_commit": tracking.git_commit(), "data_version": data_version,
                          "backbone": params.train.backbone, "image_size": params.train.image_size,
+                         "resize": params.preprocess.resize,
                          "params_hash": tracking.params_hash(params, ("data", "split", "preprocess", "train")),
                          **{f"device.{k}": v for k, v in device.items()}})
 

@@ -138,6 +138,104 @@ def _evaluate(args: argparse.Namespace) -> Any:
                         track=not args.no_mlflow)
 
 
+# ---------------------------------------------------------------- registry and serving
+def _gate_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--metrics", default="reports/metrics.json", help="the candidate's test metrics")
+    p.add_argument("--shards", default="data/shards", help="the test split the champion is re-evaluated on")
+    p.add_argument("--images", default="data/raw", help="image root (to decode the test split for a champion "
+                   "with another input size)")
+    p.add_argument("--out", default="reports/gate.json")
+
+
+def _gate(args: argparse.Namespace) -> Any:
+    from components import gate
+
+    return gate.run(_params(args), args.metrics, args.shards, args.out, args.images)
+
+
+def _register_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--gate", default="reports/gate.json")
+    p.add_argument("--model-dir", default="models")
+    p.add_argument("--metrics", default="reports/metrics.json")
+    p.add_argument("--validation", default="reports/validation/summary.json")
+    p.add_argument("--split-report", default="reports/split/summary.json")
+    p.add_argument("--out", default="reports/registration.json")
+
+
+def _register(args: argparse.Namespace) -> Any:
+    from components import register
+
+    return register.run(_params(args), args.gate, args.model_dir, args.metrics, args.out, args.validation,
+                        args.split_report)
+
+
+def _promote_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--version", help="model version to promote")
+    group.add_argument("--alias", default=None, help="promote the version behind this alias (default: challenger)")
+
+
+def _promote(args: argparse.Namespace) -> Any:
+    from components import promote
+
+    return promote.promote(_params(args), args.version, args.alias)
+
+
+def _rollback(args: argparse.Namespace) -> Any:
+    from components import promote
+
+    return promote.rollback(_params(args))
+
+
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a path "
+                        "(default: models:/<registry.model_name>@champion)")
+
+
+def _load_bundle(args: argparse.Namespace):
+    from components.core import registry, tracking
+
+    params = _params(args)
+    uri = args.model or f"models:/{params.registry.model_name}@{registry.CHAMPION}"
+    if uri.startswith(("models:/", "runs:/")):
+        tracking.setup(params)
+    return registry.load(uri)
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _model_arg(p)
+    p.add_argument("--input", required=True, help="an image, a folder of images, or a CSV with a path column")
+    p.add_argument("--output", default="preds.csv")
+    p.add_argument("--root", help="CSV paths must resolve inside this folder (default: the CSV's folder)")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def _predict(args: argparse.Namespace) -> Any:
+    from serving import predict
+
+    return predict.run(_load_bundle(args), args.input, args.output, args.root, args.batch_size)
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    _model_arg(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+
+
+def _serve(args: argparse.Namespace) -> Any:
+    from serving import app
+
+    bundle = _load_bundle(args)  # refuses to start when the model cannot be loaded
+    app.serve(bundle, args.host, args.port)
+    return 0
+
+
 COMMANDS: list[tuple[str, str, AddArgs, Handler]] = [
     ("ingest", "bring images from the demo generator, a folder/CSV or Kaggle into data/raw",
      _ingest_args, _ingest),
@@ -152,6 +250,14 @@ COMMANDS: list[tuple[str, str, AddArgs, Handler]] = [
      _lr_find_args, _lr_find),
     ("evaluate", "evaluate the best checkpoint on the test split: metrics, plots, top losses, Grad-CAM",
      _evaluate_args, _evaluate),
+    ("gate", "pass/fail the candidate on thresholds and against the re-evaluated champion", _gate_args, _gate),
+    ("register", "register a gated model version in MLflow (tags, model card) and alias it challenger",
+     _register_args, _register),
+    ("promote", "make a gated version the champion (the old one becomes previous-champion)", _promote_args, _promote),
+    ("rollback", "swap champion and previous-champion", _common, _rollback),
+    ("predict", "batch prediction for an image, a folder or a CSV → preds.csv", _predict_args, _predict),
+    ("serve", "REST API + web page for a registered model (POST /predict, /health, /model, /)",
+     _serve_args, _serve),
 ]
 
 

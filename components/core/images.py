@@ -8,9 +8,11 @@ count is checked from the header before anything is decoded (decompression bombs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from components.core.errors import DataError
+from components.core.progress import progress
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Our own header check (max_pixels) runs first; keep PIL's guard as a second line.
@@ -197,3 +200,23 @@ def fit_square(gray: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
 def load_for_model(data: bytes, size: int, mode: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Encoded bytes → ``size``×``size`` uint8, the exact input the saved model expects."""
     return fit_square(decode_gray(data, max_pixels, draft_size=size * 2), size, mode)
+
+
+def _load_file(path: str, size: int, mode: str, max_pixels: int) -> np.ndarray | str:
+    try:
+        return load_for_model(Path(path).read_bytes(), size, mode, max_pixels)
+    except OSError as err:
+        return f"unreadable_file: {err.strerror or err}"
+    except ImageError as err:
+        return str(err)
+
+
+def decode_files(paths: list[str], size: int, mode: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 workers: int = 1, desc: str = "decode") -> list[np.ndarray | str]:
+    """Decode files for the model in ``workers`` processes: an array per file, or the error text."""
+    fn = functools.partial(_load_file, size=size, mode=mode, max_pixels=max_pixels)
+    if workers <= 1 or len(paths) < 32:
+        return [fn(p) for p in progress(paths, desc, total=len(paths))]
+    chunk = max(1, min(32, len(paths) // (workers * 8)))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(progress(pool.map(fn, paths, chunksize=chunk), desc, total=len(paths)))

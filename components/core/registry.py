@@ -1,0 +1,137 @@
+"""MLflow model registry: resolve model URIs, load models safely, read aliases and gate tags.
+
+The registry is the single source of truth: a version carries its gate result and metrics as
+tags at creation, ``challenger`` points at the latest version that passed its gate, ``champion``
+at the one in service, ``previous-champion`` at the one before.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.core import models
+from components.core.errors import CxrError, ServiceError
+from components.core.fsutil import read_json
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+GATE_TAG = "gate_passed"
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model with what serving needs to know about it."""
+
+    model: Any
+    classes: list[str]
+    image_size: int
+    resize: str = "pad"
+    name: str = ""
+    version: str = ""
+    alias: str = ""
+    uri: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "alias": self.alias, "uri": self.uri,
+                "classes": self.classes, "image_size": self.image_size, "resize": self.resize,
+                "metrics": self.metrics}
+
+
+def client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _service_error(what: str, err: Exception) -> ServiceError:
+    return ServiceError(f"{what}: {type(err).__name__}: {str(err)[:500]}")
+
+
+def version_by_alias(name: str, alias: str):
+    """The model version behind ``name@alias``, or None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        code = getattr(err, "error_code", "")
+        if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or "not found" in str(err).lower():
+            return None
+        raise _service_error(f"registry lookup {name}@{alias}", err) from None
+
+
+def get_version(name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version(name, str(version))
+    except MlflowException as err:
+        if getattr(err, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            raise CxrError(f"model {name} has no version {version}") from None
+        raise _service_error(f"registry lookup {name} v{version}", err) from None
+
+
+def _find_keras_file(root: Path) -> Path:
+    found = sorted(root.rglob("*.keras"))
+    if not found:
+        raise CxrError(f"no .keras model file under {root}: the artifact is missing or corrupted")
+    return found[0]
+
+
+def _download(uri: str) -> Path:
+    import mlflow
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as err:
+        raise CxrError(f"cannot fetch model {uri}: {type(err).__name__}: {str(err)[:400]}") from None
+
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def load(uri: str) -> ModelBundle:
+    """Load ``models:/name@alias``, ``models:/name/N``, ``runs:/<id>/model`` or a local path.
+
+    Models are always read from a ``.keras`` file with ``safe_mode=True``: no pickled code runs.
+    """
+    m = _MODELS_URI.match(uri)
+    if m:
+        name, alias, version = m["name"], m["alias"], m["version"]
+        mv = version_by_alias(name, alias) if alias else get_version(name, version)
+        if mv is None:
+            raise CxrError(f"{uri}: model {name} has no alias {alias!r} (see `cxr promote`, `cxr register`)")
+        model = models.load_model(_find_keras_file(_download(f"models:/{name}/{mv.version}")))
+        tags = mv.tags or {}
+        metrics = {k.removeprefix("metric."): _num(v) for k, v in tags.items() if k.startswith("metric.")}
+        return _bundle(model, tags, name=name, version=str(mv.version), alias=alias or "", uri=uri, metrics=metrics)
+    if uri.startswith("runs:/"):
+        run_id = uri.split("/")[1]
+        model = models.load_model(_find_keras_file(_download(uri)))
+        return _bundle(model, client().get_run(run_id).data.tags, uri=uri)
+    path = Path(uri)
+    file = path / "model.keras" if path.is_dir() else path
+    model = models.load_model(file)
+    summary_file = file.parent / "train_summary.json"
+    tags = {"classes": json.dumps(read_json(summary_file)["classes"])} if summary_file.is_file() else {}
+    return _bundle(model, tags, uri=str(file))
+
+
+def _num(v: str) -> Any:
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _bundle(model, tags: dict[str, str], **info) -> ModelBundle:
+    n_out = int(model.output.shape[-1])
+    classes = json.loads(tags["classes"]) if tags.get("classes") else [f"class_{i}" for i in range(n_out)]
+    if len(classes) != n_out:
+        raise CxrError(f"model {info.get('uri')} has {n_out} outputs but its tags list classes {classes}")
+    return ModelBundle(model=model, classes=classes, image_size=models.model_image_size(model),
+                       resize=tags.get("resize", "pad"), **info)

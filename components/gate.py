@@ -1,0 +1,111 @@
+"""Gate: decide whether the candidate model may be registered.
+
+Two kinds of checks, all written to ``gate.json`` with value, threshold and result:
+
+* thresholds from ``params.yaml`` (``gate.min_accuracy``, ``gate.min_macro_f1``,
+  ``gate.min_roc_auc``, ``gate.min_recall.<CLASS>``);
+* no regression against the current ``champion``: the champion is **re-evaluated on the same
+  test split** (not compared by stale logged numbers) and the candidate may not be worse by more
+  than ``gate.max_regression`` on any gated metric.
+
+A failed gate is a result, not a crash: the step exits 0 and ``passed`` is false.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from components.core import metrics as M
+from components.core import registry, shards, tracking
+from components.core.config import Params
+from components.core.errors import DataError
+from components.core.fsutil import read_json, write_json
+from components.core.images import decode_files
+
+
+def gated_metrics(m: dict, params: Params) -> dict[str, float | None]:
+    """The metrics the gate looks at, flattened: accuracy, macro_f1, macro_roc_auc, recall.<CLASS>."""
+    out = {"accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"), "macro_roc_auc": m.get("macro_roc_auc")}
+    for c in params.data.classes:
+        out[f"recall.{c}"] = (m.get("per_class", {}).get(c) or {}).get("recall")
+    return out
+
+
+def threshold_checks(values: dict, params: Params) -> list[dict]:
+    g = params.gate
+    wanted = {"accuracy": g.min_accuracy, "macro_f1": g.min_macro_f1, "macro_roc_auc": g.min_roc_auc,
+              **{f"recall.{c}": v for c, v in g.min_recall.items()}}
+    checks = []
+    for name, threshold in wanted.items():
+        value = values.get(name)
+        ok = value is not None and value >= threshold
+        checks.append({"check": f"{name} >= {threshold}", "kind": "threshold", "metric": name, "value": value,
+                       "threshold": threshold, "passed": bool(ok)})
+    return checks
+
+
+def champion_test_arrays(bundle: registry.ModelBundle, shards_dir: Path, images_dir: Path | None,
+                         max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The test split as the champion needs it (its own input size and resize mode)."""
+    meta = shards.read_meta(shards_dir)
+    test = shards.load_split(shards_dir, "test")
+    if bundle.image_size == meta.image_size and bundle.resize == meta.resize:
+        return test.x, test.y
+    if images_dir is None:
+        raise DataError(f"the champion takes {bundle.image_size}px images; pass --images to decode the test split")
+    decoded = decode_files([str(images_dir / p) for p in test.rows["path"]], bundle.image_size, bundle.resize,
+                           max_pixels, desc="champion test set")
+    bad = [d for d in decoded if isinstance(d, str)]
+    if bad:
+        raise DataError(f"{len(bad)} test images could not be decoded for the champion: {bad[:3]}")
+    return np.stack(decoded)[..., None], test.y
+
+
+def champion_checks(candidate: dict, params: Params, shards_dir: Path, images_dir: Path | None) -> tuple[list, dict]:
+    mv = registry.version_by_alias(params.registry.model_name, registry.CHAMPION)
+    if mv is None:
+        return [], {"exists": False, "note": "no champion yet: thresholds only"}
+    bundle = registry.load(f"models:/{params.registry.model_name}/{mv.version}")
+    info = {"exists": True, "version": str(mv.version), "run_id": mv.run_id}
+    classes = shards.read_meta(shards_dir).classes
+    if bundle.classes != classes:
+        check = {"check": "champion comparable", "kind": "vs_champion", "metric": "classes", "value": classes,
+                 "threshold": bundle.classes, "passed": False,
+                 "note": "the champion predicts other classes; register this task under another registry.model_name"}
+        return [check], info
+    x, y = champion_test_arrays(bundle, shards_dir, images_dir, params.validate_.max_pixels)
+    proba = np.asarray(bundle.model.predict(x, batch_size=64, verbose=0), dtype=np.float64)
+    champ = gated_metrics(M.classification_metrics(y, proba, classes), params)
+    info["metrics"] = champ
+    cand = gated_metrics(candidate, params)
+    checks = []
+    for name, cv in cand.items():
+        ch = champ.get(name)
+        if cv is None or ch is None:
+            continue
+        floor = round(ch - params.gate.max_regression, 6)
+        checks.append({"check": f"{name} >= champion {ch:.4f} - {params.gate.max_regression}", "kind": "vs_champion",
+                       "metric": name, "value": cv, "threshold": floor, "champion": ch, "passed": bool(cv >= floor)})
+    return checks, info
+
+
+def run(params: Params, metrics_path: str | Path, shards_dir: str | Path, out_path: str | Path,
+        images_dir: str | Path | None = None) -> dict:
+    candidate = read_json(metrics_path)
+    tracking.setup(params)
+    checks = threshold_checks(gated_metrics(candidate, params), params)
+    vs, champion = champion_checks(candidate, params, Path(shards_dir), Path(images_dir) if images_dir else None)
+    checks += vs
+    result = {
+        "passed": all(c["passed"] for c in checks),
+        "checks": checks,
+        "candidate": {"run_id": candidate.get("run_id"), "metrics": gated_metrics(candidate, params)},
+        "champion": champion,
+        "model_name": params.registry.model_name,
+        "max_regression": params.gate.max_regression,
+    }
+    result["failed"] = [c["check"] for c in checks if not c["passed"]]
+    write_json(out_path, result)
+    return result

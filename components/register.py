@@ -1,0 +1,77 @@
+"""Register: a model that passed its gate becomes a new version in the MLflow registry.
+
+The version is created with its tags in one call (git commit, data version, params hash,
+backbone, image size, classes, gated metrics, the gate report), so no version ever exists without
+them; the model card is logged to the run and set as the version's description; the alias
+``challenger`` moves to it last. A failed gate registers nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.core import modelcard, registry, tracking
+from components.core.config import Params
+from components.core.errors import CxrError, ServiceError
+from components.core.fsutil import read_json, write_json, write_text
+
+
+def _optional_json(path: str | Path | None) -> dict | None:
+    return read_json(path) if path and Path(path).is_file() else None
+
+
+def run(params: Params, gate_path: str | Path, model_dir: str | Path, metrics_path: str | Path,
+        out_path: str | Path, validation_path: str | Path | None = None, split_path: str | Path | None = None) -> dict:
+    gate = read_json(gate_path)
+    name = params.registry.model_name
+    if not gate.get("passed"):
+        result = {"registered": False, "name": name, "reason": "gate failed: " + "; ".join(gate.get("failed", []))}
+        write_json(out_path, result)
+        return result
+    train = read_json(Path(model_dir) / "train_summary.json")
+    run_id = train.get("run_id")
+    if not run_id:
+        raise CxrError(f"{model_dir}/train_summary.json has no MLflow run id: train with MLflow on to register")
+    metrics = read_json(metrics_path)
+    tracking.setup(params)
+    import mlflow
+
+    card = modelcard.render(name=name, metrics=metrics, train=train, params=params.model_dump(mode="json",
+                            by_alias=True), validation=_optional_json(validation_path),
+                            split=_optional_json(split_path), gate=gate)
+    card_path = Path(out_path).with_name("model_card.md")
+    write_text(card_path, card)
+    gated = {f"metric.{k}": v for k, v in gate["candidate"]["metrics"].items() if v is not None}
+    compact_gate = json.dumps({"passed": True, "checks": [{k: c.get(k) for k in ("check", "value", "passed")}
+                                                          for c in gate["checks"]]})
+    tags = {
+        registry.GATE_TAG: "true",
+        "gate_report": compact_gate[:5000],
+        "git_commit": tracking.git_commit(),
+        "data_version": train.get("data_version", ""),
+        "params_hash": tracking.params_hash(params, ("data", "split", "preprocess", "train")),
+        "backbone": train.get("backbone", ""),
+        "image_size": str(train.get("image_size", "")),
+        "resize": params.preprocess.resize,
+        "classes": json.dumps(train.get("classes", [])),
+        "run_id": run_id,
+        **{k: str(v) for k, v in gated.items()},
+    }
+    try:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_artifact(str(gate_path), artifact_path="gate")
+            mlflow.log_artifact(str(card_path), artifact_path="gate")
+        mv = mlflow.register_model(f"runs:/{run_id}/model", name, tags=tags)
+        client = registry.client()
+        client.update_model_version(name, mv.version, description=card[:60000])
+        client.set_registered_model_alias(name, registry.CHALLENGER, mv.version)
+    except CxrError:
+        raise
+    except Exception as err:
+        raise ServiceError(f"registering {name} in MLflow failed: {type(err).__name__}: {str(err)[:500]}. "
+                           "Nothing was aliased; re-run `cxr register` when the server is back.") from None
+    result = {"registered": True, "name": name, "version": str(mv.version), "alias": registry.CHALLENGER,
+              "run_id": run_id, "model_uri": f"models:/{name}/{mv.version}", "model_card": str(card_path)}
+    write_json(out_path, result)
+    return result

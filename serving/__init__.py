@@ -1,0 +1,1 @@
+"""Serving: batch prediction, the REST API and its web page."""

@@ -1,0 +1,121 @@
+"""The REST API and its web page (FastAPI).
+
+``POST /predict`` (multipart ``file``; ``?gradcam=true`` adds a heat-map overlay as base64 PNG),
+``GET /health``, ``GET /model``, ``GET /`` (an upload page). Uploads are limited in bytes, pixels
+and type (checked by magic bytes); errors are 4xx JSON without stack traces. Optional bearer-token
+auth for ``/predict`` and ``/model`` (``CXR_API_TOKEN``); CORS is off unless ``CXR_CORS_ORIGINS``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from components.core.gradcam import gradcam, overlay, to_png
+from components.core.images import ImageError, load_for_model
+from components.core.registry import ModelBundle
+
+log = logging.getLogger("cxr.serve")
+STATIC = Path(__file__).parent / "static"
+STATUS_BY_REASON = {"empty_file": 400, "not_an_image": 415, "unsupported_format": 415, "too_large": 413}
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    token: str | None = None
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        origins = tuple(o.strip() for o in os.environ.get("CXR_CORS_ORIGINS", "").split(",") if o.strip())
+        return cls(max_bytes=int(os.environ.get("CXR_MAX_UPLOAD_BYTES", cls.max_bytes)),
+                   max_pixels=int(os.environ.get("CXR_MAX_PIXELS", cls.max_pixels)),
+                   token=os.environ.get("CXR_API_TOKEN") or None, cors_origins=origins)
+
+
+def create_app(bundle: ModelBundle, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    app = FastAPI(title="cxr-mlops", version="1", docs_url="/docs", redoc_url=None)
+    lock = threading.Lock()  # one model call at a time: predictable memory on small machines
+    bearer = HTTPBearer(auto_error=False)
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    def auth(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if settings.token is None:
+            return
+        if creds is None or not hmac.compare_digest(creds.credentials.encode(), settings.token.encode()):
+            raise HTTPException(401, {"error": "unauthorized", "detail": "a valid bearer token is required"},
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if request.url.path == "/predict" and length and length.isdigit() and \
+                int(length) > settings.max_bytes + 64 * 1024:
+            return JSONResponse({"detail": {"error": "too_large",
+                                            "detail": f"upload larger than {settings.max_bytes} bytes"}}, 413)
+        return await call_next(request)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"detail": {"error": "internal_error", "detail": "the server failed; see its log"}}, 500)
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": {"name": bundle.name, "version": bundle.version, "alias": bundle.alias}}
+
+    @app.get("/model", dependencies=[Depends(auth)])
+    def model_info():
+        return bundle.describe()
+
+    @app.post("/predict", dependencies=[Depends(auth)])
+    def predict(file: UploadFile = File(...), gradcam_png: bool = Query(False, alias="gradcam")):
+        data = file.file.read(settings.max_bytes + 1)
+        if len(data) > settings.max_bytes:
+            raise HTTPException(413, {"error": "too_large", "detail": f"upload larger than {settings.max_bytes} bytes"})
+        try:
+            pixels = load_for_model(data, bundle.image_size, bundle.resize, settings.max_pixels)
+        except ImageError as err:
+            raise HTTPException(STATUS_BY_REASON.get(err.reason, 422), {"error": err.reason, "detail": err.detail})
+        x = pixels[None, ..., None]
+        with lock:
+            probs = np.asarray(bundle.model(x, training=False))[0]
+            heat = gradcam(bundle.model, x)[0] if gradcam_png else None
+        body = {
+            "label": bundle.classes[int(np.argmax(probs))],
+            "probabilities": {c: round(float(p), 6) for c, p in zip(bundle.classes, probs, strict=True)},
+            "model": {"name": bundle.name, "version": bundle.version, "alias": bundle.alias},
+        }
+        if heat is not None:
+            body["gradcam_png"] = base64.b64encode(to_png(overlay(pixels, heat))).decode()
+        return body
+
+    return app
+
+
+def serve(bundle: ModelBundle, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(bundle), host=host, port=port, log_level="info", access_log=True)

@@ -1,0 +1,84 @@
+"""Batch prediction: a file, a folder or a CSV of images → ``preds.csv``.
+
+Columns: ``path,predicted_label,prob_<CLASS>…,error``. An unreadable image gets its reason in
+``error`` and empty probabilities; it never stops the batch. CSV paths are resolved against the
+CSV's folder and must stay inside ``root`` (default: that folder): ``../`` cannot escape it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.core.errors import DataError
+from components.core.fsutil import atomic_path
+from components.core.images import IMAGE_SUFFIXES, decode_files
+from components.core.registry import ModelBundle
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def list_inputs(input_path: str | Path, root: str | Path | None = None) -> list[tuple[str, Path | None, str]]:
+    """(shown path, file or None, error) per input image."""
+    src = Path(input_path)
+    if not src.exists():
+        raise DataError(f"--input {src} does not exist (an image, a folder of images, or a CSV with a path column)")
+    if src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return [(p.relative_to(src).as_posix(), p, "") for p in files]
+    if src.suffix.lower() != ".csv":
+        return [(src.name, src, "")]
+    df = pd.read_csv(src, dtype=str, keep_default_na=False)
+    if "path" not in df.columns:
+        raise DataError(f"{src}: the CSV needs a 'path' column")
+    base = Path(root) if root else src.parent
+    out = []
+    for rel in df["path"]:
+        p = Path(rel) if Path(rel).is_absolute() else src.parent / rel
+        if not _inside(p, base):
+            out.append((rel, None, f"outside_root: {rel} resolves outside {base}"))
+        else:
+            out.append((rel, p, ""))
+    return out
+
+
+def predict_arrays(bundle: ModelBundle, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    if len(x) == 0:
+        return np.zeros((0, len(bundle.classes)), np.float32)
+    return np.asarray(bundle.model.predict(x[..., None] if x.ndim == 3 else x, batch_size=batch_size, verbose=0))
+
+
+def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: str | Path | None = None,
+        batch_size: int = 64, workers: int | None = None) -> dict:
+    items = list_inputs(input_path, root)
+    todo = [(i, str(f)) for i, (_, f, err) in enumerate(items) if f is not None and not err]
+    decoded = decode_files([f for _, f in todo], bundle.image_size, bundle.resize,
+                           workers=workers or min(2, os.cpu_count() or 1), desc="predict")
+    errors = {i: err for i, (_, f, err) in enumerate(items) if err}
+    good_idx, arrays = [], []
+    for (i, _), d in zip(todo, decoded, strict=True):
+        if isinstance(d, str):
+            errors[i] = d
+        else:
+            good_idx.append(i)
+            arrays.append(d)
+    proba = predict_arrays(bundle, np.stack(arrays) if arrays else np.zeros((0, 1, 1)), batch_size)
+    rows = [{"path": shown, "predicted_label": "", **{f"prob_{c}": None for c in bundle.classes},
+             "error": errors.get(i, "")} for i, (shown, _, _) in enumerate(items)]
+    for i, p in zip(good_idx, proba, strict=True):
+        rows[i]["predicted_label"] = bundle.classes[int(np.argmax(p))]
+        rows[i].update({f"prob_{c}": round(float(v), 6) for c, v in zip(bundle.classes, p, strict=True)})
+    with atomic_path(output) as tmp:
+        pd.DataFrame(rows, columns=["path", "predicted_label", *[f"prob_{c}" for c in bundle.classes], "error"]
+                     ).to_csv(tmp, index=False)
+    return {"output": str(output), "images": len(items), "predicted": len(good_idx), "errors": len(errors),
+            "model": bundle.describe() | {"metrics": None}}

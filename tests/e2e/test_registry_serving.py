@@ -1,0 +1,208 @@
+"""Gate → register → promote/rollback → predict/serve, against a real `mlflow server` process."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import requests
+
+from components import evaluate, gate, promote, register, train
+from components.core import registry
+from components.core.errors import CxrError, ServiceError
+from tests.conftest import train_params, write_params
+from tests.e2e.helpers import env
+from tests.e2e.servers import MlflowServer, free_port, start_cxr_serve, stop, wait_http
+
+pytestmark = pytest.mark.slow
+GATE = {"min_accuracy": 0.0, "min_macro_f1": 0.0, "min_roc_auc": 0.0, "max_regression": 0.02}
+
+
+def params(**train):
+    base = train_params(**train)
+    return base.model_copy(update={"gate": base.gate.model_copy(update=GATE)})
+
+
+GOOD = {"phases": [{"epochs": 10, "trainable": "all", "lr": 0.003}]}
+WORSE = {"phases": [{"epochs": 1, "trainable": "head", "lr": 1e-6}]}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", srv.uri)
+        mp.chdir(srv.root)
+        yield srv
+    srv.stop()
+
+
+def candidate(tmp, shards, **train_cfg):
+    """Train + evaluate one candidate, logging to the server; returns its folder."""
+    p = params(**train_cfg)
+    train.run(p, shards, tmp / "models", tmp / "state")
+    evaluate.run(p, tmp / "models", shards, tmp / "eval", tmp / "metrics.json")
+    return p
+
+
+def gate_and_register(p, tmp, shards):
+    g = gate.run(p, tmp / "metrics.json", shards, tmp / "gate.json")
+    r = register.run(p, tmp / "gate.json", tmp / "models", tmp / "metrics.json", tmp / "registration.json")
+    return g, r
+
+
+@pytest.fixture(scope="module")
+def champion(server, tiny_shards, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("good")
+    p = candidate(tmp, tiny_shards, **GOOD)
+    g, r = gate_and_register(p, tmp, tiny_shards)
+    assert g["passed"] and g["champion"]["exists"] is False and r["registered"]
+    promote.promote(p)  # challenger → champion
+    return p, tmp, r
+
+
+def test_registered_version_carries_tags_card_and_challenger(champion):
+    p, tmp, r = champion
+    mv = registry.client().get_model_version(p.registry.model_name, r["version"])
+    assert mv.tags[registry.GATE_TAG] == "true" and json.loads(mv.tags["gate_report"])["passed"] is True
+    for tag in ("git_commit", "data_version", "params_hash", "backbone", "image_size", "classes", "metric.accuracy"):
+        assert mv.tags[tag], tag
+    assert "Not a medical device" in mv.description and "Source-bias audit" in mv.description
+    assert registry.version_by_alias(p.registry.model_name, "champion").version == mv.version
+    assert json.loads((tmp / "registration.json").read_text())["alias"] == "challenger"
+
+
+def test_worse_model_is_gated_out_and_registry_untouched(champion, tiny_shards, tmp_path):
+    p, good_tmp, _ = champion
+    worse = candidate(tmp_path, tiny_shards, **WORSE)
+    versions_before = len(registry.client().search_model_versions(f"name='{p.registry.model_name}'"))
+    g, r = gate_and_register(worse, tmp_path, tiny_shards)
+    good_acc = json.loads((good_tmp / "metrics.json").read_text())["accuracy"]
+    assert g["champion"]["exists"] and g["champion"]["metrics"]["accuracy"] == pytest.approx(good_acc, abs=1e-6)
+    assert good_acc > g["candidate"]["metrics"]["accuracy"] + 0.1  # the test compares a real gap
+    assert not g["passed"] and any("champion" in f for f in g["failed"])
+    assert r == {"registered": False, "name": p.registry.model_name, "reason": r["reason"]}
+    assert len(registry.client().search_model_versions(f"name='{p.registry.model_name}'")) == versions_before
+    print("gate report of the gated-out model:", json.dumps(g, indent=1))
+
+
+def test_promotion_without_passed_gate_is_refused(champion):
+    p, tmp, r = champion
+    import mlflow
+
+    # a version registered outside `cxr register`: no gate tag
+    ungated = mlflow.register_model(f"runs:/{r['run_id']}/model", p.registry.model_name)
+    with pytest.raises(CxrError, match="no passed gate"):
+        promote.promote(p, version=ungated.version)
+    assert registry.version_by_alias(p.registry.model_name, "champion").version == r["version"]
+
+
+def test_unknown_alias_is_a_clear_error(champion):
+    p, _, _ = champion
+    with pytest.raises(CxrError, match="has no alias 'nope'"):
+        registry.load(f"models:/{p.registry.model_name}@nope")
+
+
+def test_second_version_promote_rollback_and_racing_promotions(champion, tiny_shards, tmp_path):
+    p, _, first = champion
+    p2 = candidate(tmp_path, tiny_shards, **GOOD)
+    p2 = p2.model_copy(update={"gate": p2.gate.model_copy(update={"max_regression": 1.0})})
+    g, r = gate_and_register(p2, tmp_path, tiny_shards)
+    assert g["passed"] and r["registered"] and r["version"] != first["version"]
+    out = promote.promote(p2)
+    assert out == {"name": p2.registry.model_name, "champion": r["version"],
+                   "previous_champion": first["version"], "changed": True}
+    back = promote.rollback(p2)
+    assert back["champion"] == first["version"] and back["previous_champion"] == r["version"]
+
+    pf = write_params(tmp_path / "params.yaml", p2)
+    procs = [subprocess.Popen([sys.executable, "-m", "cxr", "promote", "--params", str(pf), "--version", v],
+                              env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for v in (first["version"], r["version"]) * 2]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    champ = registry.version_by_alias(p2.registry.model_name, "champion")
+    assert champ.version in (first["version"], r["version"]) and champ.tags[registry.GATE_TAG] == "true"
+
+
+def test_tracking_server_down_during_register_registers_nothing(champion, tiny_shards, tmp_path, server,
+                                                                monkeypatch):
+    p, good_tmp, _ = champion
+    gate.run(p, good_tmp / "metrics.json", tiny_shards, tmp_path / "gate.json")
+    name = p.registry.model_name
+    before = {v.version for v in registry.client().search_model_versions(f"name='{name}'")}
+    aliases_before = registry.client().get_registered_model(name).aliases
+    server.stop()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    try:
+        with pytest.raises(ServiceError, match="unreachable"):
+            register.run(p, tmp_path / "gate.json", good_tmp / "models", good_tmp / "metrics.json",
+                         tmp_path / "registration.json")
+        assert not (tmp_path / "registration.json").exists()
+    finally:
+        server.start()
+    assert {v.version for v in registry.client().search_model_versions(f"name='{name}'")} == before
+    assert registry.client().get_registered_model(name).aliases == aliases_before
+
+
+def test_predict_from_champion_on_real_images(champion, shared_sample, tmp_path):
+    p, _, _ = champion
+    files = sorted((shared_sample / "PNEUMONIA").iterdir())[:3] + sorted((shared_sample / "COVID19").iterdir())[:3]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for f in files:
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "broken.png").write_bytes(b"not an image")
+    from serving import predict
+
+    bundle = registry.load(f"models:/{p.registry.model_name}@champion")
+    summary = predict.run(bundle, folder, tmp_path / "preds.csv")
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "preds.csv").set_index("path")
+    assert summary == summary | {"images": 7, "predicted": 6, "errors": 1}
+    assert df.loc["broken.png", "error"].startswith("not_an_image")
+    probs = df.drop(index="broken.png")[[f"prob_{c}" for c in bundle.classes]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+
+
+def test_cxr_serve_answers_predict_for_a_real_image(champion, shared_sample, tmp_path, server):
+    p, _, _ = champion
+    pf = write_params(tmp_path / "params.yaml", p)
+    port = free_port()
+    proc = start_cxr_serve(["--params", str(pf)], port, tmp_path / "serve.log", MLFLOW_TRACKING_URI=server.uri)
+    try:
+        image = sorted((shared_sample / "PNEUMONIA").iterdir())[0]
+        resp = requests.post(f"http://127.0.0.1:{port}/predict?gradcam=true",
+                             files={"file": (image.name, image.read_bytes())}, timeout=60)
+        body = resp.json()
+        assert resp.status_code == 200 and body["label"] in ("COVID19", "NORMAL", "PNEUMONIA")
+        assert body["model"]["alias"] == "champion" and body["gradcam_png"]
+        assert requests.get(f"http://127.0.0.1:{port}/model", timeout=10).json()["metrics"]["accuracy"] > 0
+    finally:
+        stop(proc)
+
+
+def test_mlflow_models_serve_pyfunc(champion, tiny_shards, tmp_path, server):
+    p, _, _ = champion
+    from components.core import shards
+    from tests.e2e.helpers import BIN
+
+    port = free_port()
+    log = tmp_path / "pyfunc.log"
+    proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{p.registry.model_name}@champion",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                            env=env(MLFLOW_TRACKING_URI=server.uri), stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, timeout=180, log=log)
+        x = shards.load_split(tiny_shards, "test").x[:2]
+        resp = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": x.tolist()}, timeout=60)
+        assert resp.status_code == 200, resp.text
+        got = np.array(resp.json()["predictions"])
+        want = registry.load(f"models:/{p.registry.model_name}@champion").model.predict(x, verbose=0)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    finally:
+        stop(proc)
