@@ -15,6 +15,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -57,7 +58,7 @@ def create_app(bundle: ModelBundle, settings: Settings | None = None) -> FastAPI
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
 
-    def auth(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def auth(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if settings.token is None:
             return
         if creds is None or not hmac.compare_digest(creds.credentials.encode(), settings.token.encode()):
@@ -91,14 +92,15 @@ def create_app(bundle: ModelBundle, settings: Settings | None = None) -> FastAPI
         return bundle.describe()
 
     @app.post("/predict", dependencies=[Depends(auth)])
-    def predict(file: UploadFile = File(...), gradcam_png: bool = Query(False, alias="gradcam")):
+    def predict(file: Annotated[UploadFile, File()], gradcam_png: Annotated[bool, Query(alias="gradcam")] = False):
         data = file.file.read(settings.max_bytes + 1)
         if len(data) > settings.max_bytes:
             raise HTTPException(413, {"error": "too_large", "detail": f"upload larger than {settings.max_bytes} bytes"})
         try:
             pixels = load_for_model(data, bundle.image_size, bundle.resize, settings.max_pixels)
         except ImageError as err:
-            raise HTTPException(STATUS_BY_REASON.get(err.reason, 422), {"error": err.reason, "detail": err.detail})
+            raise HTTPException(STATUS_BY_REASON.get(err.reason, 422),
+                                {"error": err.reason, "detail": err.detail}) from None
         x = pixels[None, ..., None]
         with lock:
             probs = np.asarray(bundle.model(x, training=False))[0]

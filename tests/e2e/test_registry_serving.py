@@ -88,7 +88,7 @@ def test_worse_model_is_gated_out_and_registry_untouched(champion, tiny_shards, 
 
 
 def test_promotion_without_passed_gate_is_refused(champion):
-    p, tmp, r = champion
+    p, _, r = champion
     import mlflow
 
     # a version registered outside `cxr register`: no gate tag
@@ -105,7 +105,7 @@ def test_unknown_alias_is_a_clear_error(champion):
 
 
 def test_second_version_promote_rollback_and_racing_promotions(champion, tiny_shards, tmp_path):
-    p, _, first = champion
+    _, _, first = champion
     p2 = candidate(tmp_path, tiny_shards, **GOOD)
     p2 = p2.model_copy(update={"gate": p2.gate.model_copy(update={"max_regression": 1.0})})
     g, r = gate_and_register(p2, tmp_path, tiny_shards)
