@@ -6,7 +6,6 @@ and type (checked by magic bytes); errors are 4xx JSON without stack traces. Opt
 auth for ``/predict`` and ``/model`` (``CXR_API_TOKEN``); CORS is off unless ``CXR_CORS_ORIGINS``.
 """
 
-from __future__ import annotations
 
 import base64
 import hmac
@@ -39,7 +38,7 @@ class Settings:
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls) -> "Settings":
         origins = tuple(o.strip() for o in os.environ.get("CXR_CORS_ORIGINS", "").split(",") if o.strip())
         return cls(max_bytes=int(os.environ.get("CXR_MAX_UPLOAD_BYTES", cls.max_bytes)),
                    max_pixels=int(os.environ.get("CXR_MAX_PIXELS", cls.max_pixels)),

@@ -137,3 +137,13 @@ def write_params(path: Path, params: Params) -> Path:
 
     path.write_text(yaml.safe_dump(params.model_dump(mode="json", by_alias=True), sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_shards, tmp_path_factory) -> Path:
+    """A tiny trained model folder (model.keras + train_summary.json), no MLflow."""
+    from components import train
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    train.run(train_params(), tiny_shards, out / "models", out / "state", track=False)
+    return out / "models"
