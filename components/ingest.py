@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -302,3 +303,34 @@ def run(params: Params, out_dir: str | Path, source_path: str | Path | None = No
             "patient, so a patient with several images could straddle splits"
         )
     return summary
+
+
+def parse_dvc_uri(uri: str) -> tuple[str, str]:
+    """``dvc://<git-url>@<rev>`` → (git url, rev). The URL may itself contain '@' (git@host:repo)."""
+    body = uri.removeprefix("dvc://")
+    if "@" not in body:
+        raise DataError(f"{uri!r}: expected dvc://<git-url>@<rev>, e.g. dvc://https://github.com/org/repo@v1.2")
+    url, rev = body.rsplit("@", 1)
+    if not url or not rev:
+        raise DataError(f"{uri!r}: expected dvc://<git-url>@<rev>")
+    return url, rev
+
+
+def fetch_dvc(uri: str, out_dir: str | Path, path_in_repo: str = "data/raw") -> dict:
+    """Fetch the ingested data exactly as a commit pins it (``dvc get`` from the repo's remote)."""
+    url, rev = parse_dvc_uri(uri)
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir, directory=True) as tmp:
+        target = tmp / "fetched"
+        proc = subprocess.run(["dvc", "get", url, path_in_repo, "--rev", rev, "-o", str(target)],
+                              capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+        if proc.returncode != 0:
+            raise ServiceError(f"dvc get {url} {path_in_repo} --rev {rev} failed: {proc.stderr.strip()[-800:]}")
+        if not (target / manifest.MANIFEST_NAME).is_file():
+            raise DataError(f"{uri}: {path_in_repo} at {rev} has no {manifest.MANIFEST_NAME}: not an ingest output")
+        for child in target.iterdir():
+            os.replace(child, tmp / child.name)
+        target.rmdir()
+    df = manifest.read(out_dir / manifest.MANIFEST_NAME)
+    return {"source": "dvc", "uri": uri, "rev": rev, "images": len(df), "output": str(out_dir),
+            "per_class": {k: int(v) for k, v in df["label"].value_counts().sort_index().items()}}

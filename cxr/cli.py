@@ -236,6 +236,48 @@ def _serve(args: argparse.Namespace) -> Any:
     return 0
 
 
+# ---------------------------------------------------------------- Kubeflow Pipelines
+def _pipeline_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
+    c = sub.add_parser("compile", help="write the KFP v2 pipeline spec (defaults from params.yaml)")
+    c.add_argument("--params", default="params.yaml")
+    c.add_argument("--output", default="pipelines/compiled/cxr_training.yaml")
+    c.add_argument("--image", help="project image the tasks run in (default: the published GPU image)")
+    c.add_argument("--tracking-uri", help="MLflow URI inside the cluster")
+    c.add_argument("--gpus", type=int, help="GPUs for the train task (default 1)")
+    r = sub.add_parser("run-local", help="run the whole pipeline with kfp.local in this environment")
+    r.add_argument("--params", default="params.yaml")
+    r.add_argument("--root", default=".cxr/kfp-local", help="pipeline root: outputs and the local cache")
+    r.add_argument("--no-cache", action="store_true")
+    r.add_argument("--data-uri", default="", help="dvc://<git-url>@<rev>: ingest what that commit pins")
+    for name, text in (("submit", "start a run on a Kubeflow Pipelines server"),
+                       ("schedule", "create or replace a recurring run (idempotent by --name)")):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+        q.add_argument("--package", default="pipelines/compiled/cxr_training.yaml")
+        q.add_argument("--experiment", default="cxr")
+        q.add_argument("--data-uri", default="", help="dvc://<git-url>@<rev>")
+        if name == "schedule":
+            q.add_argument("--cron", default="0 3 * * 1", help="5-field cron (default: Mondays 03:00)")
+            q.add_argument("--name", default="cxr-training-weekly")
+
+
+def _pipeline(args: argparse.Namespace) -> Any:
+    from pipelines import ops
+
+    action = args.pipeline_command
+    if action == "compile":
+        cfg = ops.cluster_config(image=args.image, tracking_uri=args.tracking_uri, gpus=args.gpus)
+        return ops.compile_pipeline(args.output, args.params, cfg)
+    if action == "run-local":
+        extra = {"data_uri": args.data_uri} if args.data_uri else None
+        return ops.run_local(args.params, args.root, cache=not args.no_cache, arguments=extra)
+    extra = {"data_uri": args.data_uri} if args.data_uri else None
+    if action == "submit":
+        return ops.submit(args.host, args.package, args.experiment, arguments=extra)
+    return ops.schedule(args.host, args.cron, args.name, args.package, args.experiment, arguments=extra)
+
+
 COMMANDS: list[tuple[str, str, AddArgs, Handler]] = [
     ("ingest", "bring images from the demo generator, a folder/CSV or Kaggle into data/raw",
      _ingest_args, _ingest),
@@ -258,6 +300,7 @@ COMMANDS: list[tuple[str, str, AddArgs, Handler]] = [
     ("predict", "batch prediction for an image, a folder or a CSV → preds.csv", _predict_args, _predict),
     ("serve", "REST API + web page for a registered model (POST /predict, /health, /model, /)",
      _serve_args, _serve),
+    ("pipeline", "Kubeflow Pipelines: compile | run-local | submit | schedule", _pipeline_args, _pipeline),
 ]
 
 
