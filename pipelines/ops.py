@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -24,7 +23,11 @@ def compile_pipeline(output: str | Path = COMPILED, params_path: str | Path = "p
     pipeline = make_pipeline(default_arguments(params_path), cluster)
     with atomic_path(output) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp.with_suffix(".yaml")))
-        os.replace(tmp.with_suffix(".yaml"), tmp)
+        text = tmp.with_suffix(".yaml").read_text()
+        tmp.with_suffix(".yaml").unlink()
+        # KFP's header comment lists defaults in hash order: drop it so the file is reproducible
+        body = "\n".join(line for line in text.splitlines() if not line.startswith("#")) + "\n"
+        tmp.write_text(f"# Compiled by `cxr pipeline compile` from params.yaml; do not edit.\n{body}")
     return {"output": str(output), "image": cluster.image, "tracking_uri": cluster.tracking_uri}
 
 
@@ -43,7 +46,8 @@ def run_local(params_path: str | Path = "params.yaml", pipeline_root: str | Path
     if not runs:
         raise CxrError(f"kfp.local wrote no run folder under {root / 'outputs'}")
     run_dir = runs[-1]
-    artifacts = {task.name: sorted(str(p) for p in task.iterdir()) for task in sorted(run_dir.iterdir()) if task.is_dir()}
+    artifacts = {task.name: sorted(str(p) for p in task.iterdir())
+                 for task in sorted(run_dir.iterdir()) if task.is_dir()}
     return {"run_dir": str(run_dir), "seconds": round(time.time() - started, 1), "artifacts": artifacts}
 
 

@@ -101,8 +101,9 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
         gate_t = conf("gate", ops["gate_op"](data=data, validate=validate, gate=gate, registry=registry,
                                              mlflow=mlflow, report=eval_t.outputs["report"],
                                              shards=prep_t.outputs["shards"], raw=ingest_t.outputs["raw"]))
-        # compare the bool output with True: an int literal silently takes the False branch locally
-        with dsl.If(gate_t.outputs["passed"] == True, name="gate-passed"):  # noqa: E712
+        # a single bool output compared with True: an int literal or a NamedTuple field silently
+        # takes the False branch under kfp.local (tests/pipelines/test_run_local.py)
+        with dsl.If(gate_t.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
             conf("register", ops["register_op"](data=data, preprocess=preprocess, train=train, registry=registry,
                                                 mlflow=mlflow, report=eval_t.outputs["report"],
                                                 model=train_t.outputs["model"]))

@@ -5,8 +5,6 @@ the project image: ``base_image``). Parameters arrive as the ``params.yaml`` sec
 reads, as in ``dvc.yaml``; ``parse_params`` rebuilds and validates them inside the task.
 """
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -121,12 +119,12 @@ def evaluate_op(data: dict, train: dict, evaluate: dict, mlflow: dict, model: In
 
 
 def gate_op(data: dict, validate: dict, gate: dict, registry: dict, mlflow: dict, report: Input[Dataset],
-            shards: Input[Dataset], raw: Input[Dataset], decision: Output[Metrics]) -> NamedTuple(
-                "GateOutputs", [("passed", bool), ("failed", str)]):
-    """Thresholds and the re-evaluated champion; ``passed`` is a bool (see DESIGN §4 on dsl.If)."""
+            shards: Input[Dataset], raw: Input[Dataset], decision: Output[Metrics]) -> bool:
+    """Thresholds and the re-evaluated champion. Returns one ``bool`` (passed); the checks and the
+    reasons are in ``decision``. kfp.local silently takes the False branch of a ``dsl.If`` on an int
+    literal, and also on a field of a NamedTuple output (seen with kfp 2.17.0): a single bool works."""
     import json
     from pathlib import Path
-    from typing import NamedTuple
 
     from components import gate as step
     from components.core.config import parse_params
@@ -136,8 +134,7 @@ def gate_op(data: dict, validate: dict, gate: dict, registry: dict, mlflow: dict
     result = step.run(p, Path(report.path) / "metrics.json", shards.path, Path(report.path) / "gate.json", raw.path)
     decision.log_metric("passed", 1.0 if result["passed"] else 0.0)
     Path(decision.path).write_text(json.dumps(result, default=str))
-    out = NamedTuple("GateOutputs", [("passed", bool), ("failed", str)])
-    return out(bool(result["passed"]), "; ".join(result["failed"]))
+    return bool(result["passed"])
 
 
 def register_op(data: dict, preprocess: dict, train: dict, registry: dict, mlflow: dict, report: Input[Dataset],

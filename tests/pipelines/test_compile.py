@@ -1,0 +1,109 @@
+"""The compiled pipeline spec: up to date, GPU/toleration/secrets/gate condition in place."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import ops
+from tests.e2e.kfp_fake import FakeKfp
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "pipelines" / "compiled" / "cxr_training.yaml"
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compiled") / "cxr_training.yaml"
+    ops.compile_pipeline(out, ROOT / "params.yaml")
+    return out
+
+
+def docs(path):
+    pipeline, platform = list(yaml.safe_load_all(path.read_text()))
+    return pipeline, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_committed_spec_is_not_stale(spec):
+    assert COMMITTED.is_file(), "run `cxr pipeline compile` and commit pipelines/compiled/cxr_training.yaml"
+    assert spec.read_text() == COMMITTED.read_text(), (
+        "pipelines/compiled/cxr_training.yaml is stale: run `cxr pipeline compile` and commit it")
+
+
+def test_train_task_requests_a_gpu_on_gpu_nodes(spec):
+    pipeline, executors = docs(spec)
+    resources = pipeline["deploymentSpec"]["executors"]["exec-train-op"]["container"]["resources"]
+    accelerator = resources["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
+    assert resources["cpuLimit"] and resources["memoryLimit"]
+    train = executors["exec-train-op"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train["tolerations"]
+    assert train["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    for name, executor in pipeline["deploymentSpec"]["executors"].items():
+        assert executor["container"]["resources"].get("memoryLimit"), name
+
+
+def test_secrets_security_context_retries_and_caching(spec):
+    pipeline, executors = docs(spec)
+    kaggle = executors["exec-ingest-op"]["secretAsEnv"][0]
+    assert kaggle["secretName"] == "kaggle-credentials"
+    assert {e["envVar"] for e in kaggle["keyToEnv"]} == {"KAGGLE_USERNAME", "KAGGLE_KEY"}
+    for name in ("exec-train-op", "exec-register-op"):
+        env = {e["envVar"] for s in executors[name]["secretAsEnv"] for e in s["keyToEnv"]}
+        assert env == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    for name, ex in executors.items():
+        assert ex["securityContext"]["runAsNonRoot"] is True, name
+    tasks = pipeline["root"]["dag"]["tasks"]
+    assert tasks["ingest-op"]["retryPolicy"]["maxRetryCount"] == 3
+    assert tasks["ingest-op"]["cachingOptions"]["enableCache"] is True
+    assert tasks["gate-op"]["cachingOptions"].get("enableCache", False) is False
+    register = pipeline["components"]["comp-condition-1"]["dag"]["tasks"]["register-op"]
+    assert register["retryPolicy"]["maxRetryCount"] == 3 and not register["cachingOptions"].get("enableCache", False)
+
+
+def test_register_is_behind_a_bool_gate_condition(spec):
+    pipeline, _ = docs(spec)
+    cond = pipeline["root"]["dag"]["tasks"]["condition-1"]
+    assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-op-Output'] == true"
+    outputs = pipeline["components"]["comp-gate-op"]["outputDefinitions"]["parameters"]
+    assert outputs == {"Output": {"parameterType": "BOOLEAN"}}
+
+
+def test_pipeline_parameters_mirror_params_yaml(spec):
+    pipeline, _ = docs(spec)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    inputs = pipeline["root"]["inputDefinitions"]["parameters"]
+    assert set(params) <= set(inputs) and "data_uri" in inputs
+    assert inputs["train"]["defaultValue"]["backbone"] == params["train"]["backbone"]
+    assert inputs["split"]["defaultValue"]["seed"] == params["split"]["seed"]
+
+
+def test_submit_and_schedule_against_the_kfp_rest_api(tmp_path, spec):
+    fake = FakeKfp()
+    try:
+        sub = ops.submit(fake.host, spec, experiment="cxr", run_name="try-1")
+        assert sub["run_id"] in fake.runs
+        run = fake.runs[sub["run_id"]]
+        assert run["display_name"] == "try-1"
+        assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "cxr-training"
+        assert "kubernetes" in run["pipeline_spec"]["platform_spec"]["platforms"]
+        first = ops.schedule(fake.host, "0 3 * * 1", name="weekly", package=spec)
+        second = ops.schedule(fake.host, "0 4 * * 1", name="weekly", package=spec)
+        assert len(fake.recurring) == 1 and second["replaced"] == [first["recurring_run_id"]]
+        (rr,) = fake.recurring.values()
+        assert rr["display_name"] == "weekly" and rr["trigger"]["cron_schedule"]["cron"] == "0 0 4 * * 1"
+        assert rr["max_concurrency"] in (1, "1") and rr["no_catchup"] is True
+        assert len(fake.experiments) == 1  # the experiment is reused, not duplicated
+        posted = [r for r in fake.requests if r["method"] == "POST"]
+        assert [r["path"] for r in posted].count("/apis/v2beta1/recurringruns") == 2
+    finally:
+        fake.close()
+
+
+def test_bad_cron_and_unreachable_host(tmp_path, spec):
+    from components.core.errors import CxrError, ServiceError
+
+    with pytest.raises(CxrError, match="5 fields"):
+        ops.schedule("http://127.0.0.1:9", "every monday", package=spec)
+    with pytest.raises(ServiceError):
+        ops.submit("http://127.0.0.1:9", spec)
