@@ -23,25 +23,27 @@ def _optional_json(path: str | Path | None) -> dict | None:
 
 def run(params: Params, gate_path: str | Path, model_dir: str | Path, metrics_path: str | Path,
         out_path: str | Path, validation_path: str | Path | None = None, split_path: str | Path | None = None) -> dict:
+    """Register when the gate passed; always write the candidate's model card next to ``out_path``."""
     gate = read_json(gate_path)
     name = params.registry.model_name
+    train = read_json(Path(model_dir) / "train_summary.json")
+    metrics = read_json(metrics_path)
+    card = modelcard.render(name=name, metrics=metrics, train=train,
+                            params=params.model_dump(mode="json", by_alias=True),
+                            validation=_optional_json(validation_path), split=_optional_json(split_path), gate=gate)
+    card_path = Path(out_path).with_name("model_card.md")
+    write_text(card_path, card)
     if not gate.get("passed"):
-        result = {"registered": False, "name": name, "reason": "gate failed: " + "; ".join(gate.get("failed", []))}
+        result = {"registered": False, "name": name, "reason": "gate failed: " + "; ".join(gate.get("failed", [])),
+                  "model_card": str(card_path)}
         write_json(out_path, result)
         return result
-    train = read_json(Path(model_dir) / "train_summary.json")
     run_id = train.get("run_id")
     if not run_id:
         raise CxrError(f"{model_dir}/train_summary.json has no MLflow run id: train with MLflow on to register")
-    metrics = read_json(metrics_path)
     tracking.setup(params)
     import mlflow
 
-    card = modelcard.render(name=name, metrics=metrics, train=train, params=params.model_dump(mode="json",
-                            by_alias=True), validation=_optional_json(validation_path),
-                            split=_optional_json(split_path), gate=gate)
-    card_path = Path(out_path).with_name("model_card.md")
-    write_text(card_path, card)
     gated = {f"metric.{k}": v for k, v in gate["candidate"]["metrics"].items() if v is not None}
     compact_gate = json.dumps({"passed": True, "checks": [{k: c.get(k) for k in ("check", "value", "passed")}
                                                           for c in gate["checks"]]})

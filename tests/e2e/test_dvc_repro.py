@@ -18,11 +18,15 @@ def repo(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_outputs(repo):
     path, first = repo
-    for stage in ("ingest", "validate", "split", "preprocess", "train", "evaluate"):
+    for stage in ("ingest", "validate", "split", "preprocess", "train", "evaluate", "gate", "register"):
         assert f"Running stage '{stage}'" in first.stdout
     metrics = json.loads((path / "reports/metrics.json").read_text())
     assert metrics["n"] > 0 and set(metrics["per_class"]) == {"COVID19", "NORMAL", "PNEUMONIA"}
     assert (path / "mlflow.db").is_file() and (path / "models/model.keras").is_file()
+    gate = json.loads((path / "reports/gate.json").read_text())
+    registration = json.loads((path / "reports/registration.json").read_text())
+    assert registration["registered"] == gate["passed"]  # registered exactly when the gate passed
+    assert "Not a medical device" in (path / "reports/model_card.md").read_text()
     summary = json.loads((path / "reports/validation/summary.json").read_text())
     assert summary["passed"] and summary["usable"] > 0
     assert json.loads((path / "reports/split/summary.json").read_text())["leakage"]["patient_id"] == 0

@@ -82,7 +82,7 @@ def test_worse_model_is_gated_out_and_registry_untouched(champion, tiny_shards, 
     assert g["champion"]["exists"] and g["champion"]["metrics"]["accuracy"] == pytest.approx(good_acc, abs=1e-6)
     assert good_acc > g["candidate"]["metrics"]["accuracy"] + 0.1  # the test compares a real gap
     assert not g["passed"] and any("champion" in f for f in g["failed"])
-    assert r == {"registered": False, "name": p.registry.model_name, "reason": r["reason"]}
+    assert r["registered"] is False and r["reason"].startswith("gate failed")
     assert len(registry.client().search_model_versions(f"name='{p.registry.model_name}'")) == versions_before
     print("gate report of the gated-out model:", json.dumps(g, indent=1))
 
