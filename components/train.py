@@ -180,6 +180,7 @@ def _log_mlflow(params: Params, run_id: str | None, data_version: str, device: d
 def run(params: Params, shards_dir: str | Path, out_dir: str | Path, state_dir: str | Path = ".cxr/train-state",
         track: bool = True) -> dict:
     """Train on ``shards_dir``; write ``model.keras``, ``history.csv``, ``train_summary.json``."""
+    models.require_tensorflow()
     import keras
     import tensorflow as tf
 

@@ -33,6 +33,14 @@ PREPROCESSING = {
 }
 
 
+def require_tensorflow() -> None:
+    """TensorFlow comes from an extra; say how to get it instead of a bare ImportError."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise CxrError("TensorFlow is not installed: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine)") from None
+
+
 def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
@@ -92,6 +100,7 @@ def _weights_arg(weights: str) -> str | None:
 
 def build_model(cfg: TrainConfig, n_classes: int):
     """Build the classifier; errors about weights are :class:`CxrError` with what to do."""
+    require_tensorflow()
     import keras
 
     layers = keras.layers
@@ -170,6 +179,7 @@ def set_trainable(model, spec: str, freeze_batchnorm: bool = True) -> dict[str, 
 
 def load_model(path: str | Path):
     """Load a saved ``.keras`` model with ``safe_mode=True`` (no pickled code is executed)."""
+    require_tensorflow()
     import keras
 
     path = Path(path)
