@@ -33,16 +33,39 @@ def gated_metrics(m: dict, params: Params) -> dict[str, float | None]:
     return out
 
 
-def threshold_checks(values: dict, params: Params) -> list[dict]:
+def lower_ci_bounds(m: dict, params: Params) -> dict[str, float | None]:
+    """The lower ends of the patient-level bootstrap CIs of the gated metrics."""
+    ci = m.get("ci") or {}
+
+    def low(entry: dict | None) -> float | None:
+        return entry.get("low") if entry else None
+
+    out = {k: low(ci.get(k)) for k in ("accuracy", "macro_f1", "macro_roc_auc")}
+    for c in params.data.classes:
+        out[f"recall.{c}"] = low(((ci.get("per_class") or {}).get(c) or {}).get("sensitivity"))
+    return out
+
+
+def threshold_checks(m: dict, params: Params) -> list[dict]:
+    """``gate.min_*`` against the point estimates, or the CI lower bounds with ``gate.use_lower_ci``."""
     g = params.gate
     wanted = {"accuracy": g.min_accuracy, "macro_f1": g.min_macro_f1, "macro_roc_auc": g.min_roc_auc,
               **{f"recall.{c}": v for c, v in g.min_recall.items()}}
+    points = gated_metrics(m, params)
+    if g.use_lower_ci and not m.get("ci"):
+        raise DataError("gate.use_lower_ci is on but the metrics have no bootstrap CIs: re-run `cxr evaluate` "
+                        "with evaluate.bootstrap.resamples > 0")
+    values = lower_ci_bounds(m, params) if g.use_lower_ci else points
     checks = []
     for name, threshold in wanted.items():
         value = values.get(name)
         ok = value is not None and value >= threshold
-        checks.append({"check": f"{name} >= {threshold}", "kind": "threshold", "metric": name, "value": value,
-                       "threshold": threshold, "passed": bool(ok)})
+        label = f"{name} (lower 95% CI bound) >= {threshold}" if g.use_lower_ci else f"{name} >= {threshold}"
+        check = {"check": label, "kind": "threshold", "metric": name, "value": value, "threshold": threshold,
+                 "passed": bool(ok)}
+        if g.use_lower_ci:
+            check["point"] = points.get(name)
+        checks.append(check)
     return checks
 
 
@@ -95,7 +118,7 @@ def run(params: Params, metrics_path: str | Path, shards_dir: str | Path, out_pa
         images_dir: str | Path | None = None) -> dict:
     candidate = read_json(metrics_path)
     tracking.setup(params)
-    checks = threshold_checks(gated_metrics(candidate, params), params)
+    checks = threshold_checks(candidate, params)
     vs, champion = champion_checks(candidate, params, Path(shards_dir), Path(images_dir) if images_dir else None)
     checks += vs
     result = {

@@ -48,6 +48,7 @@ class Entry:
     raw_label: str
     patient_id: str = ""
     source: str = ""
+    license: str = ""
     official_split: str = ""
 
 
@@ -172,6 +173,7 @@ def scan_csv(csv_path: Path) -> Scan:
             src=src, dest=dest, raw_label=str(row.label),
             patient_id=str(getattr(row, "patient_id", "") or ""),
             source=str(getattr(row, source_col)) if source_col else "",
+            license=str(getattr(row, "license", "") or ""),
             official_split=split,
         ))
     return scan
@@ -226,8 +228,9 @@ def _resolve_entries(scan: Scan, labels: LabelMap, where: str, default_source: s
         else:
             pid, origin = f"file:{e.dest}", "file"
         rows.append({"path": e.dest, "label": label, "patient_id": pid, "patient_id_origin": origin,
-                     "source": e.source or default_source, "official_split": e.official_split, "_src": e.src})
-    df = pd.DataFrame(rows, columns=[*manifest.RAW_COLUMNS, "_src"])
+                     "source": e.source or default_source, "license": e.license,
+                     "official_split": e.official_split, "_src": e.src})
+    df = pd.DataFrame(rows, columns=[*manifest.RAW_COLUMNS, "license", "_src"])
     counts = df["label"].value_counts()
     empty = [c for c in labels.classes if counts.get(c, 0) == 0]
     if empty:

@@ -43,7 +43,7 @@ def run(params: Params, splits_dir: str | Path, images_dir: str | Path, out_dir:
             y = np.array([classes.index(lbl) for lbl in df["label"]], dtype=np.int64)
             np.save(tmp / f"{split}_x.npy", x)
             np.save(tmp / f"{split}_y.npy", y)
-            manifest.write(df, tmp / f"{split}.csv")
+            manifest.write(df, tmp / f"{split}.csv", sort=False)
             summary["splits"][split] = {"images": len(df), "bytes": int(x.nbytes)}
         write_json(tmp / "meta.json", ShardMeta(classes=classes, image_size=size, resize=mode).as_dict())
     return summary

@@ -21,18 +21,25 @@ def _optional_json(path: str | Path | None) -> dict | None:
     return read_json(path) if path and Path(path).is_file() else None
 
 
+def models_temperature(train: dict) -> float:
+    return float((train.get("calibration") or {}).get("temperature", 1.0))
+
+
 def run(params: Params, gate_path: str | Path, model_dir: str | Path, metrics_path: str | Path,
-        out_path: str | Path, validation_path: str | Path | None = None, split_path: str | Path | None = None) -> dict:
-    """Register when the gate passed; always write the candidate's model card next to ``out_path``."""
+        out_path: str | Path, validation_path: str | Path | None = None, split_path: str | Path | None = None,
+        external_path: str | Path | None = None) -> dict:
+    """Register when the gate passed; always write the candidate's model card (Markdown and HTML)."""
     gate = read_json(gate_path)
     name = params.registry.model_name
     train = read_json(Path(model_dir) / "train_summary.json")
     metrics = read_json(metrics_path)
     card = modelcard.render(name=name, metrics=metrics, train=train,
                             params=params.model_dump(mode="json", by_alias=True),
-                            validation=_optional_json(validation_path), split=_optional_json(split_path), gate=gate)
+                            validation=_optional_json(validation_path), split=_optional_json(split_path), gate=gate,
+                            external=_optional_json(external_path))
     card_path = Path(out_path).with_name("model_card.md")
     write_text(card_path, card)
+    write_text(card_path.with_suffix(".html"), modelcard.to_html(card, f"Model card: {name}"))
     if not gate.get("passed"):
         result = {"registered": False, "name": name, "reason": "gate failed: " + "; ".join(gate.get("failed", [])),
                   "model_card": str(card_path)}
@@ -58,12 +65,16 @@ def run(params: Params, gate_path: str | Path, model_dir: str | Path, metrics_pa
         "resize": params.preprocess.resize,
         "classes": json.dumps(train.get("classes", [])),
         "run_id": run_id,
+        "temperature": str(models_temperature(train)),
+        "operating_points": json.dumps({c: v["threshold"] for c, v in
+                                        ((metrics.get("thresholds") or {}).get("val") or {}).items()}),
         **{k: str(v) for k, v in gated.items()},
     }
     try:
         with mlflow.start_run(run_id=run_id):
             mlflow.log_artifact(str(gate_path), artifact_path="gate")
-            mlflow.log_artifact(str(card_path), artifact_path="gate")
+            mlflow.log_artifact(str(card_path), artifact_path="model_card")
+            mlflow.log_artifact(str(card_path.with_suffix(".html")), artifact_path="model_card")
         mv = mlflow.register_model(f"runs:/{run_id}/model", name, tags=tags)
         client = registry.client()
         client.update_model_version(name, mv.version, description=card[:60000])

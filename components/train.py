@@ -120,12 +120,18 @@ def make_tracker(state: TrainState, phase_idx: int, monitor: str, patience: int,
     class Tracker(keras.callbacks.Callback):
         """Best/early-stopping bookkeeping and the per-epoch checkpoint that makes resume work."""
 
+        started = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
             if monitor not in logs:
                 raise DataError(f"train.early_stopping.monitor {monitor!r} is not a logged metric: {sorted(logs)}")
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            row = {"epoch": epoch + 1, "phase": phase_idx + 1, **{k: float(v) for k, v in logs.items()}, "lr": lr}
+            row = {"epoch": epoch + 1, "phase": phase_idx + 1, **{k: float(v) for k, v in logs.items()}, "lr": lr,
+                   "seconds": round(time.perf_counter() - self.started, 3)}  # fit + validation, before saving
             state["history"].append(row)
             value = float(logs[monitor])
             if better(value, state["best"]):
@@ -138,8 +144,10 @@ def make_tracker(state: TrainState, phase_idx: int, monitor: str, patience: int,
                 state["wait"] += 1
             state["epoch"] = epoch + 1
             state["phase_epoch"] = epoch + 1 - state["phase_start"]
+            saving = time.perf_counter()
             state["last_model"] = state.save_model(self.model, epoch + 1)
             state.commit()
+            row["checkpoint_seconds"] = round(time.perf_counter() - saving, 3)
             log_metric(row)
             if state["wait"] >= patience:
                 self.model.stop_training = True
@@ -252,11 +260,15 @@ def run(params: Params, shards_dir: str | Path, out_dir: str | Path, state_dir: 
             state["phase"], state["phase_epoch"], resumed = idx + 1, 0, False
             state.commit()
         _load_weights(model, state.dir / state["best_weights"])
+        calibration = calibrate(model, val) if cfg.calibrate else {"temperature": 1.0}
+        if cfg.calibrate:
+            model = models.with_temperature(model, calibration["temperature"])
         history = state["history"]
         summary = {
             "run_id": run_id, "classes": meta.classes, "image_size": cfg.image_size, "backbone": cfg.backbone,
             "best_epoch": state["best_epoch"], "best_value": state["best"], "monitor": cfg.early_stopping.monitor,
             "epochs_run": len(history), "phases": phase_info, "device": device, "data_version": data_version,
+            "calibration": calibration,
             "resumed_from_epoch": resumed_from,
             "seconds": round(time.time() - started, 1),
             "images_per_second": round((len(history) - resumed_from) * len(train.y)
@@ -275,6 +287,21 @@ def run(params: Params, shards_dir: str | Path, out_dir: str | Path, state_dir: 
             mlflow.end_run()
     remove(state_dir)  # done: a later run starts from scratch
     return summary
+
+
+def calibrate(model, val: shards.Split, bins: int = 10) -> dict:
+    """Fit the softmax temperature on the validation split (Guo et al. 2017); ECE before and after."""
+    from components.core import clinical
+    from components.core.metrics import expected_calibration_error
+
+    logits = np.asarray(models.logits_model(model).predict(val.x, batch_size=64, verbose=0), dtype=np.float64)
+    t = clinical.fit_temperature(logits, val.y)
+    before, after = clinical.calibrated(logits, 1.0), clinical.calibrated(logits, t)
+    return {"temperature": round(t, 6), "fitted_on": "val",
+            "val_nll_before": round(clinical.nll(logits, val.y, 1.0), 5),
+            "val_nll_after": round(clinical.nll(logits, val.y, t), 5),
+            "val_ece_before": round(expected_calibration_error(val.y, before, bins), 5),
+            "val_ece_after": round(expected_calibration_error(val.y, after, bins), 5)}
 
 
 def _load_weights(model, path: Path) -> None:
@@ -308,5 +335,7 @@ def _log_model(model, out: Path, summary: dict) -> None:
     mlflow.log_artifact(str(out / "input_example.npy"), artifact_path="model_extras")
     mlflow.log_artifact(str(out / "history.csv"), artifact_path="training")
     mlflow.log_dict({k: v for k, v in summary.items() if k != "run_id"}, "training/train_summary.json")
-    mlflow.set_tags({"best_epoch": summary["best_epoch"], "classes": json.dumps(summary["classes"])})
+    mlflow.set_tags({"best_epoch": summary["best_epoch"], "classes": json.dumps(summary["classes"]),
+                     "temperature": summary["calibration"]["temperature"]})
+    mlflow.log_metrics({k: v for k, v in summary["calibration"].items() if isinstance(v, float)})
     (out / "input_example.npy").unlink()

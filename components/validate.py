@@ -156,6 +156,15 @@ def class_shares(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
                          "share": [counts.get(c, 0) / total for c in classes]})
 
 
+def source_summary(df: pd.DataFrame) -> dict:
+    """Images (and licences, when the source manifest gives them) per source."""
+    out = {}
+    for src, group in df.groupby(df["source"].fillna("").astype(str)):
+        licences = sorted(set(group["license"].fillna("").astype(str)) - {""}) if "license" in group else []
+        out[src] = {"images": len(group), "license": "; ".join(licences)}
+    return out
+
+
 def run(params: Params, raw_dir: str | Path, out_dir: str | Path, report_dir: str | Path) -> dict:
     """Validate ``raw_dir/manifest.csv``; write the validated manifest and the reports."""
     raw_dir, out_dir, report_dir = Path(raw_dir), Path(out_dir), Path(report_dir)
@@ -188,6 +197,7 @@ def run(params: Params, raw_dir: str | Path, out_dir: str | Path, report_dir: st
             "per_class": {r.label: {"count": r.count, "share": round(r.share, 4)} for r in shares.itertuples()},
             "patients": int(kept["patient_id"].nunique()),
             "formats": {k: int(n) for k, n in kept["format"].value_counts().items()},
+            "sources": source_summary(kept),
             "expectations": [{k: r[k] for k in ("id", "expectation", "column", "critical", "success",
                                                 "unexpected_count")} for r in expectations],
             "source_bias_audit": audit,

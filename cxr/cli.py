@@ -122,10 +122,24 @@ def _lr_find(args: argparse.Namespace) -> Any:
     return lr_find.run(_params(args), args.shards, args.out, args.min_lr, args.max_lr, args.steps)
 
 
+def _external_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--main-manifest", default="data/validated/manifest.csv",
+                   help="the main data: external images also found there are dropped")
+    p.add_argument("--out", default="data/external", help="one folder per external set (raw, validated, shards)")
+
+
+def _external(args: argparse.Namespace) -> Any:
+    from components import external
+
+    return external.run(_params(args), args.main_manifest, args.out)
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--model-dir", default="models", help="folder with model.keras (+ history, train summary)")
     p.add_argument("--shards", default="data/shards")
+    p.add_argument("--external", default=None, help="prepared external sets (`cxr external`), e.g. data/external")
     p.add_argument("--out", default="reports/eval", help="report folder: predictions, plots, galleries")
     p.add_argument("--metrics", default="reports/metrics.json")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
@@ -135,7 +149,7 @@ def _evaluate(args: argparse.Namespace) -> Any:
     from components import evaluate
 
     return evaluate.run(_params(args), args.model_dir, args.shards, args.out, args.metrics,
-                        track=not args.no_mlflow)
+                        track=not args.no_mlflow, external_dir=args.external)
 
 
 # ---------------------------------------------------------------- registry and serving
@@ -161,6 +175,7 @@ def _register_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default="reports/metrics.json")
     p.add_argument("--validation", default="reports/validation/summary.json")
     p.add_argument("--split-report", default="reports/split/summary.json")
+    p.add_argument("--external-summary", default="data/external/summary.json")
     p.add_argument("--out", default="reports/registration.json")
 
 
@@ -168,7 +183,7 @@ def _register(args: argparse.Namespace) -> Any:
     from components import register
 
     return register.run(_params(args), args.gate, args.model_dir, args.metrics, args.out, args.validation,
-                        args.split_report)
+                        args.split_report, args.external_summary)
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
@@ -290,6 +305,8 @@ COMMANDS: list[tuple[str, str, AddArgs, Handler]] = [
      _train_args, _train),
     ("lr-find", "LR range test on the first phase: a loss-vs-LR plot and a suggested learning rate",
      _lr_find_args, _lr_find),
+    ("external", "ingest, validate and decode the external test sets (evaluate.external)", _external_args,
+     _external),
     ("evaluate", "evaluate the best checkpoint on the test split: metrics, plots, top losses, Grad-CAM",
      _evaluate_args, _evaluate),
     ("gate", "pass/fail the candidate on thresholds and against the re-evaluated champion", _gate_args, _gate),

@@ -82,6 +82,16 @@ def create_app(bundle: ModelBundle, settings: Settings | None = None) -> FastAPI
     def page():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/model/card", dependencies=[Depends(auth)], include_in_schema=True)
+    def model_card():
+        from fastapi.responses import HTMLResponse
+
+        from components.core.modelcard import to_html
+
+        if not bundle.model_card:
+            raise HTTPException(404, {"error": "no_model_card", "detail": "this model has no model card"})
+        return HTMLResponse(to_html(bundle.model_card, f"Model card: {bundle.name}"))
+
     @app.get("/health")
     def health():
         return {"status": "ok", "model": {"name": bundle.name, "version": bundle.version, "alias": bundle.alias}}
@@ -107,6 +117,8 @@ def create_app(bundle: ModelBundle, settings: Settings | None = None) -> FastAPI
         body = {
             "label": bundle.classes[int(np.argmax(probs))],
             "probabilities": {c: round(float(p), 6) for c, p in zip(bundle.classes, probs, strict=True)},
+            "decision": bundle.decide(probs),  # calibrated probability >= the class's operating threshold
+            "thresholds": bundle.thresholds,
             "model": {"name": bundle.name, "version": bundle.version, "alias": bundle.alias},
         }
         if heat is not None:

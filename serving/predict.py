@@ -72,13 +72,15 @@ def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: s
             good_idx.append(i)
             arrays.append(d)
     proba = predict_arrays(bundle, np.stack(arrays) if arrays else np.zeros((0, 1, 1)), batch_size)
+    flags = [f"positive_{c}" for c in bundle.thresholds]
     rows = [{"path": shown, "predicted_label": "", **{f"prob_{c}": None for c in bundle.classes},
-             "error": errors.get(i, "")} for i, (shown, _, _) in enumerate(items)]
+             **dict.fromkeys(flags), "error": errors.get(i, "")} for i, (shown, _, _) in enumerate(items)]
     for i, p in zip(good_idx, proba, strict=True):
         rows[i]["predicted_label"] = bundle.classes[int(np.argmax(p))]
         rows[i].update({f"prob_{c}": round(float(v), 6) for c, v in zip(bundle.classes, p, strict=True)})
+        rows[i].update({f"positive_{c}": d for c, d in bundle.decide(p).items()})
     with atomic_path(output) as tmp:
-        pd.DataFrame(rows, columns=["path", "predicted_label", *[f"prob_{c}" for c in bundle.classes], "error"]
-                     ).to_csv(tmp, index=False)
+        pd.DataFrame(rows, columns=["path", "predicted_label", *[f"prob_{c}" for c in bundle.classes], *flags,
+                                    "error"]).to_csv(tmp, index=False)
     return {"output": str(output), "images": len(items), "predicted": len(good_idx), "errors": len(errors),
             "model": bundle.describe() | {"metrics": None}}

@@ -202,6 +202,8 @@ class TrainConfig(Section):
     reduce_lr: ReduceLrConfig = Field(default_factory=ReduceLrConfig)
     freeze_batchnorm: bool = True
     mixed_precision: Literal["auto", "on", "off"] = "auto"
+    # temperature scaling fitted on the validation split, saved in the model (serving uses it)
+    calibrate: bool = True
     seed: int = 42
 
     @field_validator("weights")
@@ -225,10 +227,58 @@ class TrainConfig(Section):
         return self
 
 
+class BootstrapConfig(Section):
+    resamples: int = Field(1000, ge=0, le=100_000)  # 0 turns the CIs off
+    seed: int = 0
+    level: float = Field(0.95, gt=0.5, lt=1)
+
+
+class ExternalSet(Section):
+    """A test set from elsewhere: ingested and validated like the main data, never trained or tuned on."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    source: Literal["dir", "kaggle", "dvc", "demo"]
+    path: str | None = None  # dir: a folder or CSV; dvc: dvc://<git-url>@<rev> (its data/raw)
+    kaggle_dataset: str | None = None
+    demo: DemoConfig | None = None  # demo: the synthetic generator with other patients (another seed)
+    label_aliases: dict[str, str] = Field(default_factory=dict)
+    exclude_labels: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _where(self) -> ExternalSet:
+        if self.source in ("dir", "dvc") and not self.path:
+            raise ValueError(f"external set {self.name!r}: path is required for source {self.source!r}")
+        if self.source == "dvc" and not str(self.path).startswith("dvc://"):
+            raise ValueError(f"external set {self.name!r}: path must look like dvc://<git-url>@<rev>")
+        if self.source == "kaggle" and not self.kaggle_dataset:
+            raise ValueError(f"external set {self.name!r}: kaggle_dataset is required for source 'kaggle'")
+        return self
+
+
 class EvaluateConfig(Section):
     gradcam_per_class: int = Field(2, ge=0, le=50)
     top_losses: int = Field(12, ge=0, le=200)
     ece_bins: int = Field(10, ge=2, le=100)
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    # per-class thresholds chosen on the validation split to reach these sensitivities
+    target_sensitivity: dict[str, float] = Field(default_factory=dict)
+    external: list[ExternalSet] = Field(default_factory=list)
+
+    @field_validator("target_sensitivity")
+    @classmethod
+    def _targets(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, x in v.items():
+            if not 0 < x <= 1:
+                raise ValueError(f"target_sensitivity.{k} must be within (0, 1], got {x}")
+        return v
+
+    @field_validator("external")
+    @classmethod
+    def _unique(cls, v: list[ExternalSet]) -> list[ExternalSet]:
+        names = [e.name for e in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"external set names must be unique, got {names}")
+        return v
 
 
 class GateConfig(Section):
@@ -238,6 +288,8 @@ class GateConfig(Section):
     min_roc_auc: float = Field(0.0, ge=0, le=1)
     # The candidate may not be worse than the champion by more than this on any gated metric.
     max_regression: float = Field(0.02, ge=0, le=1)
+    # compare thresholds with the lower bound of the patient-level bootstrap CI, not the point estimate
+    use_lower_ci: bool = False
 
     @field_validator("min_recall")
     @classmethod
@@ -272,10 +324,13 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
-        unknown = set(self.gate.min_recall) - set(self.data.classes)
-        if unknown:
-            raise ValueError(
-                f"gate.min_recall names classes not in data.classes {self.data.classes}: {sorted(unknown)}")
+        for key, named in (("gate.min_recall", self.gate.min_recall),
+                           ("evaluate.target_sensitivity", self.evaluate.target_sensitivity)):
+            unknown = set(named) - set(self.data.classes)
+            if unknown:
+                raise ValueError(f"{key} names classes not in data.classes {self.data.classes}: {sorted(unknown)}")
+        if self.gate.use_lower_ci and self.evaluate.bootstrap.resamples == 0:
+            raise ValueError("gate.use_lower_ci needs evaluate.bootstrap.resamples > 0")
         return self
 
     def section(self, name: str) -> dict[str, Any]:

@@ -16,20 +16,22 @@ from components.core.fsutil import atomic_path
 
 # Column order of a fully validated manifest; earlier steps fill a prefix of it.
 COLUMNS = [
-    "path", "label", "patient_id", "patient_id_origin", "source", "official_split", "split",
+    "path", "label", "patient_id", "patient_id_origin", "source", "license", "official_split", "split",
     "width", "height", "channels", "mode", "format", "bit_depth", "bytes", "sha256", "status", "reason",
 ]
 RAW_COLUMNS = ["path", "label", "patient_id", "patient_id_origin", "source", "official_split"]
-STRING_COLUMNS = {"path", "label", "patient_id", "patient_id_origin", "source", "official_split", "split",
+STRING_COLUMNS = {"path", "label", "patient_id", "patient_id_origin", "source", "license", "official_split", "split",
                   "mode", "format", "sha256", "status", "reason"}
 INT_COLUMNS = {"width", "height", "channels", "bit_depth", "bytes"}
 MANIFEST_NAME = "manifest.csv"
 
 
-def write(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` atomically with the known columns first, in a stable row order."""
+def write(df: pd.DataFrame, path: str | Path, sort: bool = True) -> Path:
+    """Write ``df`` atomically with the known columns first, sorted by path unless ``sort=False``
+    (shard indexes must keep the row order of their arrays)."""
     cols = [c for c in COLUMNS if c in df.columns] + [c for c in df.columns if c not in COLUMNS]
-    out = df[cols].sort_values("path", kind="stable").reset_index(drop=True)
+    out = df[cols].sort_values("path", kind="stable") if sort else df[cols]
+    out = out.reset_index(drop=True)
     with atomic_path(path) as tmp:
         out.to_csv(tmp, index=False, lineterminator="\n")
     return Path(path)

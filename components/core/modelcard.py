@@ -1,5 +1,9 @@
-"""The model card: what the model is for, what it was trained and tested on, how well it does per
-class and per source, what the data audit found, and what it must not be used for."""
+"""The model card, organised along the CLAIM checklist items that apply to a retrospective
+classification model (Mongan et al. 2020, "Checklist for Artificial Intelligence in Medical
+Imaging"): intended use, data and their licences, inclusion/exclusion, de-identification, reference
+standard, partitioning, model and training, results with patient-level CIs per set and per source,
+operating points, calibration, failure analysis, the source-bias audit and limitations.
+Rendered as Markdown (registry description, `GET /model`) and HTML."""
 
 from __future__ import annotations
 
@@ -14,70 +18,134 @@ def _num(x: Any) -> str:
     return "n/a" if x is None else f"{float(x):.3f}"
 
 
-def _metrics_table(m: dict) -> list[str]:
-    lines = ["| class | precision | recall (sensitivity) | specificity | F1 | ROC-AUC | support |",
-             "|---|---|---|---|---|---|---|"]
-    for c, v in m.get("per_class", {}).items():
-        lines.append(f"| {c} | {_pct(v['precision'])} | {_pct(v['recall'])} | {_pct(v['specificity'])} | "
-                     f"{_num(v['f1'])} | {_num(v['roc_auc'])} | {v['support']} |")
+def _ci(entry: dict | None, fmt=_pct) -> str:
+    return "" if not entry else f" ({fmt(entry['low'])}–{fmt(entry['high'])})"
+
+
+def _results(m: dict, title: str) -> list[str]:
+    ci = m.get("ci") or {}
+    pc_ci = ci.get("per_class") or {}
+    lines = [f"### {title} — {m.get('n')} images" + (f", {ci['patients']} patients" if ci else ""), "",
+             f"accuracy {_pct(m.get('accuracy'))}{_ci(ci.get('accuracy'))} · macro F1 {_num(m.get('macro_f1'))}"
+             f"{_ci(ci.get('macro_f1'), _num)} · macro ROC-AUC {_num(m.get('macro_roc_auc'))}"
+             f"{_ci(ci.get('macro_roc_auc'), _num)} · ECE {_num(m.get('ece'))}", "",
+             "| class | sensitivity | specificity | precision | F1 | ROC-AUC | n |", "|---|---|---|---|---|---|---|"]
+    for c, v in (m.get("per_class") or {}).items():
+        cc = pc_ci.get(c) or {}
+        lines.append(f"| {c} | {_pct(v['recall'])}{_ci(cc.get('sensitivity'))} | {_pct(v['specificity'])}"
+                     f"{_ci(cc.get('specificity'))} | {_pct(v['precision'])} | {_num(v['f1'])} | {_num(v['roc_auc'])}"
+                     f"{_ci(cc.get('roc_auc'), _num)} | {v['support']} |")
+    if ci:
+        lines += ["", f"In brackets: {int(100 * ci['level'])}% bootstrap CIs, {ci['resamples']} resamples of "
+                      "**patients** (a patient's images move together)."]
+    for src, sm in (m.get("per_source") or {}).items():
+        lines.append(f"- source `{src}`: {sm.get('n')} images, accuracy {_pct(sm.get('accuracy'))}, "
+                     f"macro ROC-AUC {_num(sm.get('macro_roc_auc'))}")
+    ops = m.get("operating_points") or {}
+    if ops:
+        lines += ["", "| operating point | threshold | sensitivity | specificity | PPV | NPV |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {c} (target sens. {_pct(o['target_sensitivity'])}) | {o['threshold']:.4f} | "
+                  f"{_pct(o['sensitivity'])} | {_pct(o['specificity'])} | {_pct(o['ppv'])} | {_pct(o['npv'])} |"
+                  for c, o in ops.items()]
+    lines.append("")
     return lines
 
 
 def render(*, name: str, metrics: dict, train: dict, params: dict, validation: dict | None = None,
-           split: dict | None = None, gate: dict | None = None, version: str | None = None) -> str:
+           split: dict | None = None, gate: dict | None = None, external: dict | None = None,
+           version: str | None = None) -> str:
     classes = metrics.get("classes") or list(metrics.get("per_class", {}))
-    t = params.get("train", {})
+    t, data = params.get("train", {}), params.get("data", {})
+    validation, split, external = validation or {}, split or {}, external or {}
+    cal = metrics.get("calibration") or train.get("calibration") or {}
     lines = [
-        f"# Model card: {name}" + (f" v{version}" if version else ""),
-        "",
+        f"# Model card: {name}" + (f" v{version}" if version else ""), "",
         "## Intended use",
-        f"Research and engineering use: classify frontal chest radiographs as {', '.join(classes)}, to study "
-        "pipelines, data quality and model behaviour. **Not a medical device.** Not validated for clinical "
-        "decisions, screening or triage; predictions must not replace a radiologist's reading.",
-        "",
-        "## Model",
-        f"- backbone: `{t.get('backbone')}`, weights `{t.get('weights')}`, input {t.get('image_size')} px grayscale "
-        "(uint8; the backbone's own preprocessing is inside the model)",
-        f"- training phases: {t.get('phases')}",
-        f"- best epoch: {train.get('best_epoch')} of {train.get('epochs_run')} (by `{train.get('monitor')}`), "
-        f"class weights `{t.get('class_weight')}`",
-        f"- data version: `{train.get('data_version')}`",
-        "",
+        f"Research and engineering: classify frontal chest radiographs as {', '.join(classes)}, to study data "
+        "quality, pipelines and model behaviour. **Not a medical device.** Not validated for diagnosis, "
+        "screening or triage; predictions must not replace a radiologist's reading.", "",
         "## Data",
-        f"- source: `{params.get('data', {}).get('source')}` "
-        f"{params.get('data', {}).get('path') or params.get('data', {}).get('kaggle_dataset') or ''}",
+        f"- source: `{data.get('source')}` {data.get('path') or ''}"
+        + (f" (`{data.get('kaggle_dataset')}`)" if data.get("source") == "kaggle" else ""),
     ]
-    if validation:
-        lines += [f"- images: {validation.get('images')} ingested, {validation.get('usable')} usable, "
-                  f"{validation.get('quarantined')} quarantined ({validation.get('quarantine_reasons') or 'none'})",
-                  f"- patients: {validation.get('patients')}"]
-    if split:
-        for name_, s in split.get("splits", {}).items():
-            lines.append(f"- {name_}: {s['images']} images, {s['patients']} patients, per class {s['per_class']}")
-        lines.append("- splits are by patient: no patient appears in two splits")
-    lines += ["", f"## Test results ({metrics.get('n')} images, never used for training or model selection)", "",
-              f"accuracy {_pct(metrics.get('accuracy'))}, macro F1 {_num(metrics.get('macro_f1'))}, macro ROC-AUC "
-              f"{_num(metrics.get('macro_roc_auc'))}, ECE {_num(metrics.get('ece'))}", ""]
-    lines += _metrics_table(metrics)
-    for src, m in (metrics.get("per_source") or {}).items():
-        lines += ["", f"### Source `{src}` ({m.get('n')} images): accuracy {_pct(m.get('accuracy'))}", ""]
-        lines += _metrics_table(m)
-    audit = (validation or {}).get("source_bias_audit") or {}
+    for src, info in (validation.get("sources") or {}).items():
+        lines.append(f"- `{src or 'unspecified'}`: {info.get('images')} images"
+                     + (f", licence {info['license']}" if info.get("license") else ", licence: see the source"))
+    lines += [
+        f"- inclusion: every readable JPEG/PNG/BMP/TIFF image whose label maps to {classes}; "
+        f"excluded labels: {data.get('exclude_labels') or 'none'}",
+        f"- exclusion: {validation.get('quarantined', 'n/a')} of {validation.get('images', 'n/a')} images quarantined "
+        f"by validation ({validation.get('quarantine_reasons') or 'none'}): undecodable, out-of-range size, "
+        "duplicates (same sha256) or label conflicts", "",
+        "## De-identification",
+        "The pipeline accepts pixel formats only (DICOM, with its headers, is refused) and keeps file paths and "
+        "the patient ids given by the source. Public sets are released de-identified by their providers; text "
+        "burned into the pixels is not checked.", "",
+        "## Reference standard",
+        "Labels are those of the source data sets (folder names or manifest labels, normalised by an alias "
+        "table); they were not re-read for this model. For Kermany et al. (2018) they come from expert graders; "
+        "for COVID-19 collections, from the contributing hospital.", "",
+        "## Partitioning and class balance",
+        "Train, validation and test splits are made **by patient** (no patient in two splits), stratified by "
+        "label; the test split and external sets are never used for training, model selection, calibration or "
+        "thresholds.",
+    ]
+    for split_name, s in (split.get("splits") or {}).items():
+        lines.append(f"- {split_name}: {s['images']} images, {s['patients']} patients, per class {s['per_class']}")
+    lines += ["", "## Model and training",
+              f"- backbone `{t.get('backbone')}`, weights `{t.get('weights')}`, input {t.get('image_size')} px "
+              "grayscale uint8; the backbone's preprocessing is inside the model",
+              f"- phases {t.get('phases')}; class weights `{t.get('class_weight')}`; augmentation {t.get('augment')}",
+              f"- best epoch {train.get('best_epoch')} of {train.get('epochs_run')} by `{train.get('monitor')}`; "
+              f"data version `{train.get('data_version')}`",
+              f"- calibration: temperature {cal.get('temperature', 1.0)} fitted on the validation split; test ECE "
+              f"{_num(cal.get('test_ece_before'))} before, {_num(cal.get('test_ece_after'))} after", ""]
+    thresholds = (metrics.get("thresholds") or {}).get("val") or {}
+    if thresholds:
+        lines += ["Decision thresholds, chosen on the validation split for a target sensitivity: "
+                  + ", ".join(f"{c} ≥ {v['threshold']:.4f} (target {_pct(v['target_sensitivity'])})"
+                              for c, v in thresholds.items()), ""]
+    lines += ["## Results", "", *_results(metrics, "Internal test split")]
+    for ext_name, m in (metrics.get("external") or {}).items():
+        info = (external.get("sets") or {}).get(ext_name, {})
+        title = f"External set `{ext_name}`" + (f" ({info.get('source')})" if info else "")
+        lines += _results(m, title)
+        if info.get("removed_as_in_main_data"):
+            lines.append(f"{info['removed_as_in_main_data']} images also in the main data were removed from it.")
+    losses = metrics.get("top_losses") or []
+    lines += ["## Failure analysis", "The test images the model is most wrong about (label → prediction, "
+              "probability of the true label); look at them before trusting the numbers:", ""]
+    lines += [f"- `{x['path']}`: {x['label']} → {x['predicted']} (p={x['p_label']:.2f})" for x in losses[:8]] or [
+        "- none"]
+    audit = validation.get("source_bias_audit") or {}
     lines += ["", "## Source-bias audit"]
     if audit.get("balanced_accuracy") is not None:
-        lines.append(f"A classifier that sees only file metadata reaches balanced accuracy "
-                     f"{audit['balanced_accuracy']:.2f} (chance {audit['chance_balanced_accuracy']:.2f}).")
-        lines.append(audit.get("warning") or audit.get("note", ""))
+        lines += ["A classifier that sees only file metadata reaches balanced accuracy "
+                  f"{audit['balanced_accuracy']:.2f} (chance {audit['chance_balanced_accuracy']:.2f}).",
+                  audit.get("warning") or audit.get("note", "")]
     else:
         lines.append("not run")
     if gate:
         lines += ["", "## Gate", f"passed: **{gate.get('passed')}**", ""]
         lines += [f"- {'✔' if c['passed'] else '✘'} {c['check']}: {c['value']}" for c in gate.get("checks", [])]
     lines += ["", "## Limitations",
-              "- Accuracy on one data set does not transfer to other hospitals, scanners or populations; "
-              "evaluate on external data before any use.",
-              "- Labels come from the source data sets and are not verified by us.",
-              "- Grad-CAM maps show where the model looked, not why; they are not a localisation of disease.", ""]
+              "- Performance on one data set does not transfer to other hospitals, scanners, age groups or "
+              "protocols: check the external sets and the per-source rows above.",
+              "- Labels are the sources' and unverified here; small test sets give wide CIs.",
+              "- Grad-CAM maps show where the model looked, not why; they do not localise disease.", ""]
     if metrics.get("notes"):
         lines += ["Notes: " + "; ".join(metrics["notes"]), ""]
     return "\n".join(lines)
+
+
+def to_html(markdown: str, title: str) -> str:
+    import html
+
+    import mistune
+
+    body = mistune.html(markdown)
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem}</style></head>"
+            f"<body>{body}</body></html>\n")

@@ -21,6 +21,7 @@ from components.core.errors import CxrError, ParamsError
 INPUT_NAME = "cxr_pixels"
 FEATURES_NAME = "head_pool"  # Grad-CAM reads this layer's input: the backbone's last feature map
 LOGITS_NAME = "head_logits"
+TEMPERATURE_NAME = "head_temperature"
 OUTPUT_NAME = "head_softmax"
 
 # keras.applications preprocess_input, as built-in layers, for a grayscale image repeated to RGB.
@@ -136,6 +137,32 @@ def build_model(cfg: TrainConfig, n_classes: int):
     x = layers.Dense(n_classes, name=LOGITS_NAME, dtype="float32")(x)
     outputs = layers.Activation("softmax", name=OUTPUT_NAME, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"cxr_{cfg.backbone}")
+
+
+def logits_model(model):
+    """The same graph up to the logits (before temperature and softmax)."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(LOGITS_NAME).output)
+
+
+def with_temperature(model, temperature: float):
+    """A model whose softmax reads logits / T: temperature scaling saved in the graph (built-in layers)."""
+    import keras
+
+    layers = keras.layers
+    x = layers.Rescaling(1.0 / temperature, name=TEMPERATURE_NAME, dtype="float32")(
+        model.get_layer(LOGITS_NAME).output)
+    out = layers.Activation("softmax", name=OUTPUT_NAME, dtype="float32")(x)
+    return keras.Model(model.inputs, out, name=model.name)
+
+
+def temperature(model) -> float:
+    """The model's temperature (1.0 when it has none)."""
+    try:
+        return 1.0 / float(model.get_layer(TEMPERATURE_NAME).get_config()["scale"])
+    except ValueError:
+        return 1.0
 
 
 def backbone_layers(model) -> list:

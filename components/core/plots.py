@@ -107,3 +107,21 @@ def gallery(images: list[np.ndarray], captions: list[str], path: Path, title: st
         ax.set_title(cap, fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def compare_sets(results: dict[str, dict], path: Path) -> Path:
+    """Accuracy, macro F1 and macro ROC-AUC per evaluation set, with patient-level CI bars when present."""
+    keys = ("accuracy", "macro_f1", "macro_roc_auc")
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(2 + 2.2 * len(names), 4))
+    width = 0.8 / len(keys)
+    for j, key in enumerate(keys):
+        xs = np.arange(len(names)) + (j - 1) * width
+        vals = [results[n].get(key) or 0.0 for n in names]
+        cis = [(results[n].get("ci") or {}).get(key) for n in names]
+        err = np.array([[v - c["low"], c["high"] - v] if c else [0, 0] for v, c in zip(vals, cis, strict=True)]).T
+        ax.bar(xs, vals, width, yerr=err, capsize=3, label=key)
+    ax.set_xticks(np.arange(len(names)), [f"{n}\n(n={results[n].get('n')})" for n in names])
+    ax.set(ylim=(0, 1.05), title="internal test split vs external sets (95% CI by patient)")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)

@@ -34,11 +34,19 @@ class ModelBundle:
     alias: str = ""
     uri: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    # per-class decision thresholds chosen on the validation split (evaluate.target_sensitivity)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    model_card: str = ""
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "alias": self.alias, "uri": self.uri,
                 "classes": self.classes, "image_size": self.image_size, "resize": self.resize,
-                "metrics": self.metrics}
+                "temperature": models.temperature(self.model), "thresholds": self.thresholds,
+                "metrics": self.metrics, "model_card": self.model_card}
+
+    def decide(self, probs) -> dict[str, bool]:
+        """The thresholded decision per class that has an operating point."""
+        return {c: bool(probs[self.classes.index(c)] >= t) for c, t in self.thresholds.items() if c in self.classes}
 
 
 def client():
@@ -108,7 +116,8 @@ def load(uri: str) -> ModelBundle:
         model = models.load_model(_find_keras_file(_download(f"models:/{name}/{mv.version}")))
         tags = mv.tags or {}
         metrics = {k.removeprefix("metric."): _num(v) for k, v in tags.items() if k.startswith("metric.")}
-        return _bundle(model, tags, name=name, version=str(mv.version), alias=alias or "", uri=uri, metrics=metrics)
+        return _bundle(model, tags, name=name, version=str(mv.version), alias=alias or "", uri=uri, metrics=metrics,
+                       model_card=mv.description or "")
     if uri.startswith("runs:/"):
         run_id = uri.split("/")[1]
         model = models.load_model(_find_keras_file(_download(uri)))
@@ -118,6 +127,9 @@ def load(uri: str) -> ModelBundle:
     model = models.load_model(file)
     summary_file = file.parent / "train_summary.json"
     tags = {"classes": json.dumps(read_json(summary_file)["classes"])} if summary_file.is_file() else {}
+    thresholds_file = file.parent / "thresholds.json"
+    if thresholds_file.is_file():  # optional: {"PNEUMONIA": 0.31, ...} next to a local model
+        tags["operating_points"] = thresholds_file.read_text()
     return _bundle(model, tags, uri=str(file))
 
 
@@ -133,5 +145,6 @@ def _bundle(model, tags: dict[str, str], **info) -> ModelBundle:
     classes = json.loads(tags["classes"]) if tags.get("classes") else [f"class_{i}" for i in range(n_out)]
     if len(classes) != n_out:
         raise CxrError(f"model {info.get('uri')} has {n_out} outputs but its tags list classes {classes}")
+    thresholds = {c: float(t) for c, t in json.loads(tags.get("operating_points") or "{}").items()}
     return ModelBundle(model=model, classes=classes, image_size=models.model_image_size(model),
-                       resize=tags.get("resize", "pad"), **info)
+                       resize=tags.get("resize", "pad"), thresholds=thresholds, **info)

@@ -1,0 +1,52 @@
+"""Validation throughput: manifest facts (header, sha256, decode check) + the Great Expectations
+suite, on the real sample repeated to N files, with 1 and 2 worker processes.
+
+    python -m benchmarks.validation --files 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import CLASSES, repeated_sample, table
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args(argv)
+    from components import ingest, validate
+    from components.core import manifest
+    from components.core.config import parse_params
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = repeated_sample(Path(tmp) / "tree", args.files)
+        base = {"data": {"source": "dir", "path": str(tree), "classes": CLASSES},
+                "validate": {"bias_audit": {"enabled": False}}}
+        ingest.run(parse_params(base), Path(tmp) / "raw")
+        raw = manifest.read(Path(tmp) / "raw" / "manifest.csv")
+        baseline = None
+        for w in args.workers:
+            t = time.perf_counter()
+            validate.build_facts(Path(tmp) / "raw", raw, 40_000_000, w)
+            facts_s = time.perf_counter() - t
+            p = parse_params({**base, "validate": {**base["validate"], "workers": w,
+                                                   "critical": ["label_in_classes"]}})
+            t = time.perf_counter()
+            validate.run(p, Path(tmp) / "raw", Path(tmp) / f"v{w}", Path(tmp) / f"r{w}")
+            total_s = time.perf_counter() - t
+            baseline = baseline or args.files / facts_s
+            rows.append([w, args.files / facts_s, args.files / facts_s / baseline, args.files / total_s,
+                         total_s - facts_s])
+    print(f"validation of {args.files} files (../shared/data/cxr-sample repeated; JPEG decode check at 1/8 scale)")
+    print(table(["workers", "facts img/s", "ratio vs 1 worker", "whole step img/s (facts + GX + docs)",
+                 "GX + docs + I/O s"], rows))
+
+
+if __name__ == "__main__":
+    main()

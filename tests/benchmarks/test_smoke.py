@@ -1,0 +1,36 @@
+"""The benchmark scripts at tiny sizes, so they do not rot (no timing assertions)."""
+
+import pytest
+
+from benchmarks import inference, input_pipeline, orchestration, train_step, validation
+
+pytestmark = pytest.mark.slow
+
+
+def test_input_pipeline(shared_sample, capsys):
+    input_pipeline.main(["--files", "30", "--size", "32", "--epochs", "2", "--batch", "8"])
+    out = capsys.readouterr().out
+    assert "(a) ImageDataGenerator" in out and "(c) ours" in out and "ratio vs (a)" in out
+
+
+def test_train_step(shared_sample, capsys):
+    train_step.main(["--configs", "small_cnn@32", "--images", "32", "--epochs", "2", "--batch", "8",
+                     "--trainable", "all"])
+    out = capsys.readouterr().out
+    assert "small_cnn@32" in out and "cached features" in out
+
+
+def test_validation(shared_sample, capsys):
+    validation.main(["--files", "40", "--workers", "1", "2"])
+    assert "ratio vs 1 worker" in capsys.readouterr().out
+
+
+def test_orchestration_kfp_part(capsys):
+    orchestration.main(["--skip-dvc", "--tasks", "2"])
+    assert "per task" in capsys.readouterr().out
+
+
+def test_inference(shared_sample, capsys):
+    inference.main(["--configs", "small_cnn@32", "--images", "12", "--requests", "3"])
+    out = capsys.readouterr().out
+    assert "p95 ms" in out and "cxr predict" in out
