@@ -120,6 +120,15 @@ def _point_metrics(y: np.ndarray, proba: np.ndarray, k: int) -> dict[str, float]
     return out
 
 
+def patient_resamples(patients: np.ndarray, resamples: int, seed: int):
+    """Yield image indices of bootstrap resamples drawn by patient: all of a patient's images, or none."""
+    uniq, inverse = np.unique(np.asarray(patients).astype(str), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        yield np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+
+
 def bootstrap_ci(y: np.ndarray, proba: np.ndarray, patients: np.ndarray, classes: list[str],
                  resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Percentile CIs from resampling **patients** with replacement (all of a patient's images move together)."""
@@ -127,13 +136,8 @@ def bootstrap_ci(y: np.ndarray, proba: np.ndarray, patients: np.ndarray, classes
     k = len(classes)
     if len(y) == 0:
         return {}
-    uniq, inverse = np.unique(patients, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
-    rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {}
-    for _ in range(resamples):
-        picked = rng.integers(0, len(uniq), len(uniq))
-        idx = np.concatenate([members[g] for g in picked])
+    for idx in patient_resamples(patients, resamples, seed):
         for key, v in _point_metrics(y[idx], proba[idx], k).items():
             samples.setdefault(key, []).append(v)
     lo_q, hi_q = (1 - level) / 2 * 100, (1 + level) / 2 * 100
@@ -147,7 +151,8 @@ def bootstrap_ci(y: np.ndarray, proba: np.ndarray, patients: np.ndarray, classes
         return {"point": round(float(point[key]), 4), "low": round(float(np.percentile(arr, lo_q)), 4),
                 "high": round(float(np.percentile(arr, hi_q)), 4)}
 
-    out = {"resamples": resamples, "seed": seed, "level": level, "unit": "patient", "patients": len(uniq),
+    out = {"resamples": resamples, "seed": seed, "level": level, "unit": "patient",
+           "patients": len(np.unique(patients)),
            "accuracy": ci("accuracy"), "macro_f1": ci("macro_f1"), "macro_roc_auc": ci("macro_roc_auc"),
            "per_class": {}}
     for i, c in enumerate(classes):

@@ -21,7 +21,9 @@ GATE = {"min_accuracy": 0.0, "min_macro_f1": 0.0, "min_roc_auc": 0.0, "max_regre
 
 def params(**train):
     base = train_params(**train)
-    return base.model_copy(update={"gate": base.gate.model_copy(update=GATE)})
+    return base.model_copy(update={"gate": base.gate.model_copy(update=GATE), "evaluate": base.evaluate.model_copy(
+        update={"target_sensitivity": {"PNEUMONIA": 0.9}, "bootstrap": base.evaluate.bootstrap.model_copy(
+            update={"resamples": 200})})})
 
 
 GOOD = {"phases": [{"epochs": 10, "trainable": "all", "lr": 0.003}]}
@@ -66,9 +68,13 @@ def test_registered_version_carries_tags_card_and_challenger(champion):
     p, tmp, r = champion
     mv = registry.client().get_model_version(p.registry.model_name, r["version"])
     assert mv.tags[registry.GATE_TAG] == "true" and json.loads(mv.tags["gate_report"])["passed"] is True
-    for tag in ("git_commit", "data_version", "params_hash", "backbone", "image_size", "classes", "metric.accuracy"):
+    for tag in ("git_commit", "data_version", "params_hash", "backbone", "image_size", "classes", "metric.accuracy",
+                "temperature", "operating_points"):
         assert mv.tags[tag], tag
-    assert "Not a medical device" in mv.description and "Source-bias audit" in mv.description
+    for section in ("Not a medical device", "Source-bias audit", "De-identification", "Reference standard",
+                    "Partitioning", "Failure analysis", "bootstrap CIs"):
+        assert section in mv.description, section
+    assert (tmp / "model_card.html").read_text().startswith("<!doctype html>")
     assert registry.version_by_alias(p.registry.model_name, "champion").version == mv.version
     assert json.loads((tmp / "registration.json").read_text())["alias"] == "challenger"
 
@@ -180,7 +186,11 @@ def test_cxr_serve_answers_predict_for_a_real_image(champion, shared_sample, tmp
         body = resp.json()
         assert resp.status_code == 200 and body["label"] in ("COVID19", "NORMAL", "PNEUMONIA")
         assert body["model"]["alias"] == "champion" and body["gradcam_png"]
-        assert requests.get(f"http://127.0.0.1:{port}/model", timeout=10).json()["metrics"]["accuracy"] > 0
+        assert set(body["decision"]) == {"PNEUMONIA"} and "PNEUMONIA" in body["thresholds"]
+        info = requests.get(f"http://127.0.0.1:{port}/model", timeout=10).json()
+        assert info["metrics"]["accuracy"] > 0 and "Model card" in info["model_card"] and info["temperature"] > 0
+        card = requests.get(f"http://127.0.0.1:{port}/model/card", timeout=10)
+        assert card.status_code == 200 and "<table>" in card.text
     finally:
         stop(proc)
 

@@ -93,3 +93,19 @@ def test_internal_errors_do_not_leak_traces(bundle, monkeypatch):
 def test_page_is_served(bundle):
     r = client(bundle).get("/")
     assert r.status_code == 200 and "not a medical device" in r.text
+
+
+def test_thresholded_decision_uses_the_operating_points(tiny_model_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, d)
+    (d / "thresholds.json").write_text('{"PNEUMONIA": 0.0, "COVID19": 1.01}')
+    b = registry.load(str(d))
+    body = post(client(b), encode(gray())).json()
+    assert body["decision"] == {"PNEUMONIA": True, "COVID19": False}
+    assert body["thresholds"] == {"PNEUMONIA": 0.0, "COVID19": 1.01}
+
+
+def test_model_card_endpoint(bundle):
+    assert client(bundle).get("/model/card").status_code == 404  # a bare model file has no card
