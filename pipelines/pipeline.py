@@ -34,7 +34,8 @@ class ClusterConfig:
 # (cpu request, cpu limit, memory request, memory limit) per task
 RESOURCES = {
     "ingest": ("1", "2", "2G", "8G"), "validate": ("2", "4", "4G", "8G"), "split": ("500m", "1", "1G", "2G"),
-    "preprocess": ("2", "8", "4G", "16G"), "train": ("4", "8", "16G", "48G"), "evaluate": ("2", "4", "8G", "16G"),
+    "preprocess": ("2", "8", "4G", "16G"), "external": ("2", "4", "4G", "16G"),
+    "train": ("4", "8", "16G", "48G"), "evaluate": ("2", "4", "8G", "16G"),
     "gate": ("2", "4", "8G", "16G"), "register": ("500m", "1", "2G", "4G"),
 }
 
@@ -56,14 +57,14 @@ def _configure(name: str, task, cfg: ClusterConfig) -> None:
         task.set_env_variable("MLFLOW_TRACKING_URI", cfg.tracking_uri)
         kubernetes.use_secret_as_env(task, cfg.mlflow_secret, {"username": "MLFLOW_TRACKING_USERNAME",
                                                               "password": "MLFLOW_TRACKING_PASSWORD"}, optional=True)
-    if name == "ingest":
+    if name in ("ingest", "external"):
         kubernetes.use_secret_as_env(task, cfg.kaggle_secret, {"username": "KAGGLE_USERNAME", "key": "KAGGLE_KEY"},
                                      optional=True)
     if name == "train":
         task.set_accelerator_type(cfg.gpu_type).set_accelerator_limit(cfg.gpus)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
         kubernetes.add_node_selector(task, label_key=cfg.gpu_node_label[0], label_value=cfg.gpu_node_label[1])
-    if name in ("ingest", "register"):
+    if name in ("ingest", "external", "register"):
         task.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="600s")
     # data and model steps are cached; the gate and register depend on the registry's state
     task.set_caching_options(name not in ("gate", "register"))
@@ -94,18 +95,22 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
         prep_t = conf("preprocess", ops["preprocess_op"](
             data=data, validate=validate, preprocess=preprocess, train=train, splits=split_t.outputs["splits"],
             raw=ingest_t.outputs["raw"]))
+        ext_t = conf("external", ops["external_op"](
+            data=data, validate=validate, preprocess=preprocess, train=train, evaluate=evaluate,
+            validated=validate_t.outputs["validated"]))
         train_t = conf("train", ops["train_op"](data=data, preprocess=preprocess, train=train, mlflow=mlflow,
                                                 shards=prep_t.outputs["shards"]))
         eval_t = conf("evaluate", ops["evaluate_op"](data=data, train=train, evaluate=evaluate, mlflow=mlflow,
-                                                     model=train_t.outputs["model"], shards=prep_t.outputs["shards"]))
+                                                     model=train_t.outputs["model"], shards=prep_t.outputs["shards"],
+                                                     external=ext_t.outputs["external"]))
         gate_t = conf("gate", ops["gate_op"](data=data, validate=validate, gate=gate, registry=registry,
                                              mlflow=mlflow, report=eval_t.outputs["report"],
                                              shards=prep_t.outputs["shards"], raw=ingest_t.outputs["raw"]))
         # a single bool output compared with True: an int literal or a NamedTuple field silently
         # takes the False branch under kfp.local (tests/pipelines/test_run_local.py)
         with dsl.If(gate_t.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
-            conf("register", ops["register_op"](data=data, preprocess=preprocess, train=train, registry=registry,
-                                                mlflow=mlflow, report=eval_t.outputs["report"],
-                                                model=train_t.outputs["model"]))
+            conf("register", ops["register_op"](data=data, preprocess=preprocess, train=train, evaluate=evaluate,
+                                                registry=registry, mlflow=mlflow, report=eval_t.outputs["report"],
+                                                model=train_t.outputs["model"], external=ext_t.outputs["external"]))
 
     return cxr_training

@@ -76,6 +76,20 @@ def preprocess_op(data: dict, validate: dict, preprocess: dict, train: dict, spl
     return json.dumps(step.run(p, splits.path, raw.path, shards.path))
 
 
+def external_op(data: dict, validate: dict, preprocess: dict, train: dict, evaluate: dict,
+                validated: Input[Dataset], external: Output[Dataset]) -> str:
+    """External test sets (evaluate.external): ingested and validated like the main data."""
+    import json
+    from pathlib import Path
+
+    from components import external as step
+    from components.core.config import parse_params
+
+    p = parse_params({"data": data, "validate": validate, "preprocess": preprocess, "train": train,
+                      "evaluate": evaluate}, "pipeline parameters")
+    return json.dumps(step.run(p, Path(validated.path) / "manifest.csv", external.path), default=str)
+
+
 def train_op(data: dict, preprocess: dict, train: dict, mlflow: dict, shards: Input[Dataset],
              model: Output[Model]) -> str:
     """Phased transfer learning, logged to MLflow (the task that gets the GPU)."""
@@ -93,7 +107,7 @@ def train_op(data: dict, preprocess: dict, train: dict, mlflow: dict, shards: In
 
 
 def evaluate_op(data: dict, train: dict, evaluate: dict, mlflow: dict, model: Input[Model],
-                shards: Input[Dataset], report: Output[Dataset], metrics: Output[Metrics],
+                shards: Input[Dataset], external: Input[Dataset], report: Output[Dataset], metrics: Output[Metrics],
                 classification: Output[ClassificationMetrics]) -> float:
     """Test-split evaluation; the metrics JSON goes to ``report/metrics.json`` for the gate."""
     import json
@@ -102,10 +116,11 @@ def evaluate_op(data: dict, train: dict, evaluate: dict, mlflow: dict, model: In
     from components import evaluate as step
     from components.core.config import parse_params
 
-    p = parse_params({"data": data, "train": train, "evaluate": evaluate, "mlflow": mlflow}, "pipeline parameters")
+    p = parse_params({"data": data, "train": train, "evaluate": evaluate, "mlflow": mlflow},
+                     "pipeline parameters")
     Path(report.path).mkdir(parents=True, exist_ok=True)
     metrics_file = Path(report.path) / "metrics.json"
-    step.run(p, model.path, shards.path, Path(report.path) / "eval", metrics_file)
+    step.run(p, model.path, shards.path, Path(report.path) / "eval", metrics_file, external_dir=external.path)
     m = json.loads(metrics_file.read_text())
     for key in ("accuracy", "macro_f1", "macro_roc_auc", "ece"):
         if m[key] is not None:
@@ -137,8 +152,9 @@ def gate_op(data: dict, validate: dict, gate: dict, registry: dict, mlflow: dict
     return bool(result["passed"])
 
 
-def register_op(data: dict, preprocess: dict, train: dict, registry: dict, mlflow: dict, report: Input[Dataset],
-                model: Input[Model], model_card: Output[Markdown]) -> str:
+def register_op(data: dict, preprocess: dict, train: dict, evaluate: dict, registry: dict, mlflow: dict,
+                report: Input[Dataset], model: Input[Model], external: Input[Dataset],
+                model_card: Output[Markdown]) -> str:
     """Register the gated model version, alias ``challenger``; the model card as Markdown."""
     import shutil
     from pathlib import Path
@@ -146,17 +162,18 @@ def register_op(data: dict, preprocess: dict, train: dict, registry: dict, mlflo
     from components import register as step
     from components.core.config import parse_params
 
-    p = parse_params({"data": data, "preprocess": preprocess, "train": train, "registry": registry,
-                      "mlflow": mlflow}, "pipeline parameters")
+    p = parse_params({"data": data, "preprocess": preprocess, "train": train, "evaluate": evaluate,
+                      "registry": registry, "mlflow": mlflow}, "pipeline parameters")
     out = Path(report.path + "-registration") / "registration.json"
-    result = step.run(p, Path(report.path) / "gate.json", model.path, Path(report.path) / "metrics.json", out)
+    result = step.run(p, Path(report.path) / "gate.json", model.path, Path(report.path) / "metrics.json", out,
+                      external_path=Path(external.path) / "summary.json")
     Path(model_card.path).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(out.with_name("model_card.md"), model_card.path)
     return result.get("version", "")
 
 
-STEPS = {f.__name__: f for f in (ingest_op, validate_op, split_op, preprocess_op, train_op, evaluate_op, gate_op,
-                                 register_op)}
+STEPS = {f.__name__: f for f in (ingest_op, validate_op, split_op, preprocess_op, external_op, train_op,
+                                 evaluate_op, gate_op, register_op)}
 
 
 def build(image: str) -> dict:
