@@ -75,7 +75,7 @@ def run(params: Params, gate_path: str | Path, model_dir: str | Path, metrics_pa
             mlflow.log_artifact(str(gate_path), artifact_path="gate")
             mlflow.log_artifact(str(card_path), artifact_path="model_card")
             mlflow.log_artifact(str(card_path.with_suffix(".html")), artifact_path="model_card")
-        mv = mlflow.register_model(f"runs:/{run_id}/model", name, tags=tags)
+        mv = mlflow.register_model(train.get("mlflow_model_uri") or f"runs:/{run_id}/model", name, tags=tags)
         client = registry.client()
         client.update_model_version(name, mv.version, description=card[:60000])
         client.set_registered_model_alias(name, registry.CHALLENGER, mv.version)

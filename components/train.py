@@ -277,9 +277,9 @@ def run(params: Params, shards_dir: str | Path, out_dir: str | Path, state_dir: 
         with atomic_path(out_dir, directory=True) as tmp:
             model.save(tmp / "model.keras")
             _write_history(history, tmp / "history.csv")
-            write_json(tmp / "train_summary.json", summary)
             if track:
-                _log_model(model, tmp, summary)
+                summary["mlflow_model_uri"] = _log_model(model, tmp, summary)
+            write_json(tmp / "train_summary.json", summary)
     finally:
         if track:
             import mlflow
@@ -317,7 +317,7 @@ def _write_history(history: list[dict], path: Path) -> None:
     pd.DataFrame(history).to_csv(path, index=False, float_format="%.6g")
 
 
-def _log_model(model, out: Path, summary: dict) -> None:
+def _log_model(model, out: Path, summary: dict) -> str:
     """Log the Keras model with a signature, plus the history and an example input (see DESIGN §4)."""
     import mlflow
     from mlflow.models import ModelSignature
@@ -331,7 +331,7 @@ def _log_model(model, out: Path, summary: dict) -> None:
     # input_example= fails with mlflow 3.17 + Keras 3 (FileNotFoundError on input_example.json):
     # the example goes in as a separate artifact instead.
     np.save(out / "input_example.npy", np.zeros((1, size, size, 1), np.uint8))
-    mlflow.keras.log_model(model, name="model", signature=signature)
+    info = mlflow.keras.log_model(model, name="model", signature=signature)
     mlflow.log_artifact(str(out / "input_example.npy"), artifact_path="model_extras")
     mlflow.log_artifact(str(out / "history.csv"), artifact_path="training")
     mlflow.log_dict({k: v for k, v in summary.items() if k != "run_id"}, "training/train_summary.json")
@@ -339,3 +339,4 @@ def _log_model(model, out: Path, summary: dict) -> None:
                      "temperature": summary["calibration"]["temperature"]})
     mlflow.log_metrics({k: v for k, v in summary["calibration"].items() if isinstance(v, float)})
     (out / "input_example.npy").unlink()
+    return info.model_uri
