@@ -55,25 +55,45 @@ def load_split(shards_dir: str | Path, split: str, mmap: bool = False) -> Split:
     return Split(x=x[..., None], y=y, rows=rows)
 
 
-def augmenter(cfg: AugmentConfig, seed: int):
-    """Keras preprocessing layers for on-the-fly augmentation (training split only)."""
-    import keras
+def augment_batch(x, seed, cfg: AugmentConfig):
+    """Augment a uint8 batch (B × H × W × 1) in one resampling pass.
 
-    layers = keras.layers
-    steps = []
-    if cfg.rotation:
-        steps.append(layers.RandomRotation(cfg.rotation, fill_mode="constant", seed=seed))
-    if cfg.zoom:
-        steps.append(layers.RandomZoom(cfg.zoom, fill_mode="constant", seed=seed + 1))
-    if cfg.translate:
-        steps.append(layers.RandomTranslation(cfg.translate, cfg.translate, fill_mode="constant", seed=seed + 2))
-    if cfg.brightness:
-        steps.append(layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3))
+    Rotation, zoom, translation and the optional horizontal flip are composed into a single affine
+    transform per image (one bilinear resample instead of one per Keras layer), then brightness and
+    contrast are applied. Random draws are stateless, keyed by ``seed`` (an int64 per batch).
+    """
+    import math
+
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    b, h, w = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+
+    def uniform(i: int, lo: float, hi: float):
+        return tf.random.stateless_uniform([b], seed=tf.stack([seed, tf.constant(i, tf.int64)]), minval=lo,
+                                           maxval=hi)
+
+    angle = uniform(1, -cfg.rotation * 2 * math.pi, cfg.rotation * 2 * math.pi)
+    scale = uniform(2, 1 - cfg.zoom, 1 + cfg.zoom)
+    tx, ty = uniform(3, -cfg.translate, cfg.translate) * w, uniform(4, -cfg.translate, cfg.translate) * h
+    flip = tf.where(uniform(5, 0, 1) < 0.5, -1.0, 1.0) if cfg.horizontal_flip else tf.ones([b])
+    # output pixel (u, v) reads input (x_in, y_in); c = centre:
+    #   x_in = flip * (a (u - cx - tx) + s (v - cy - ty)) + cx,   y_in = -s (u - cx - tx) + a (v - cy - ty) + cy
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    a, s_ = tf.cos(angle) / scale, tf.sin(angle) / scale
+    transforms = tf.stack([
+        flip * a, flip * s_, flip * (-a * (cx + tx) - s_ * (cy + ty)) + cx,
+        -s_, a, s_ * (cx + tx) - a * (cy + ty) + cy,
+        tf.zeros([b]), tf.zeros([b])], axis=1)
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(x, tf.float32), transforms=transforms, output_shape=tf.shape(x)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
     if cfg.contrast:
-        steps.append(layers.RandomContrast(cfg.contrast, seed=seed + 4))
-    if cfg.horizontal_flip:
-        steps.append(layers.RandomFlip("horizontal", seed=seed + 5))
-    return keras.Sequential(steps, name="augment") if steps else None
+        mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
+        out = (out - mean) * tf.reshape(uniform(6, 1 - cfg.contrast, 1 + cfg.contrast), [-1, 1, 1, 1]) + mean
+    if cfg.brightness:
+        out = out + tf.reshape(uniform(7, -cfg.brightness, cfg.brightness) * 255.0, [-1, 1, 1, 1])
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
 
 
 def dataset(split: Split, batch_size: int, *, training: bool = False, augment: AugmentConfig | None = None,
@@ -85,11 +105,9 @@ def dataset(split: Split, batch_size: int, *, training: bool = False, augment: A
     if training:
         ds = ds.shuffle(len(split.y), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    aug = augmenter(augment, seed) if (training and augment is not None) else None
-    if aug is not None:
-        def apply(x, y):
-            x = aug(tf.cast(x, tf.float32), training=True)
-            return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8), y
-
-        ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training and augment is not None:
+        # one int64 seed per batch, fresh every epoch, reproducible from `seed`
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: (augment_batch(xy[0], s, augment), xy[1]),
+                                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
