@@ -26,7 +26,7 @@ import numpy as np
 
 from components.core import models, shards, tracking
 from components.core.config import Params
-from components.core.errors import DataError
+from components.core.errors import DataError, ServiceError
 from components.core.fsutil import atomic_path, read_json, remove, write_json
 
 STATE_NAME = "state.json"
@@ -109,7 +109,8 @@ class TrainState:
                 f.unlink(missing_ok=True)
 
 
-def make_tracker(state: TrainState, phase_idx: int, monitor: str, patience: int, log_metric):
+def make_tracker(state: TrainState, phase_idx: int, monitor: str, patience: int, log_metric, target):
+    """``target`` is the full model: checkpoints always hold it, even when a phase fits the head alone."""
     import keras
 
     lower_is_better = "loss" in monitor
@@ -136,16 +137,16 @@ def make_tracker(state: TrainState, phase_idx: int, monitor: str, patience: int,
             value = float(logs[monitor])
             if better(value, state["best"]):
                 state["best"], state["best_epoch"] = value, epoch + 1
-                state["best_weights"] = state.save_weights(self.model, "best", epoch + 1)
+                state["best_weights"] = state.save_weights(target, "best", epoch + 1)
             if better(value, state["phase_best"]):
                 state["phase_best"], state["wait"] = value, 0
-                state["phase_best_weights"] = state.save_weights(self.model, "phase-best", epoch + 1)
+                state["phase_best_weights"] = state.save_weights(target, "phase-best", epoch + 1)
             else:
                 state["wait"] += 1
             state["epoch"] = epoch + 1
             state["phase_epoch"] = epoch + 1 - state["phase_start"]
             saving = time.perf_counter()
-            state["last_model"] = state.save_model(self.model, epoch + 1)
+            state["last_model"] = state.save_model(target, epoch + 1)
             state.commit()
             row["checkpoint_seconds"] = round(time.perf_counter() - saving, 3)
             log_metric(row)
@@ -180,7 +181,13 @@ def _log_mlflow(params: Params, run_id: str | None, data_version: str, device: d
                          **{f"device.{k}": v for k, v in device.items()}})
 
     def log_metric(row: dict) -> None:
-        mlflow.log_metrics({k: v for k, v in row.items() if k not in ("epoch",)}, step=row["epoch"])
+        try:
+            mlflow.log_metrics({k: v for k, v in row.items() if k not in ("epoch",)}, step=row["epoch"])
+        except Exception as err:
+            raise ServiceError(
+                f"MLflow stopped answering during training (epoch {row['epoch']}): {type(err).__name__}: "
+                f"{str(err)[:300]}. The epoch is saved: start the tracking server again and re-run the same "
+                "command to resume.") from None
 
     return run.info.run_id, log_metric
 
@@ -247,14 +254,23 @@ def run(params: Params, shards_dir: str | Path, out_dir: str | Path, state_dir: 
             if not mid_phase:
                 state["phase_start"], state["phase_best"], state["wait"] = state["epoch"], None, 0
             callbacks = [
-                make_tracker(state, idx, cfg.early_stopping.monitor, cfg.early_stopping.patience, log_metric),
+                make_tracker(state, idx, cfg.early_stopping.monitor, cfg.early_stopping.patience, log_metric, model),
                 keras.callbacks.ReduceLROnPlateau(monitor=cfg.early_stopping.monitor, factor=cfg.reduce_lr.factor,
                                                   patience=cfg.reduce_lr.patience, min_lr=cfg.reduce_lr.min_lr),
             ]
             remaining = phase.epochs - (state["phase_epoch"] if mid_phase else 0)
             if remaining > 0 and state["wait"] < cfg.early_stopping.patience:
-                model.fit(train_ds, validation_data=val_ds, initial_epoch=state["epoch"],
-                          epochs=state["epoch"] + remaining, class_weight=weights, callbacks=callbacks, verbose=2)
+                fit_model, fit_data = model, {"x": train_ds, "validation_data": val_ds}
+                if phase.cache_features:  # frozen backbone: compute its features once, fit the head on them
+                    with strategy.scope():
+                        feats = models.pooled_features(model, train.x)
+                        fit_model = models.head_model(model, feats.shape[-1])
+                        fit_model.compile(optimizer=keras.optimizers.Adam(phase.lr, amsgrad=phase.amsgrad),
+                                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                    fit_data = {"x": feats, "y": train.y, "batch_size": cfg.batch_size, "shuffle": True,
+                                "validation_data": (models.pooled_features(model, val.x), val.y)}
+                fit_model.fit(**fit_data, initial_epoch=state["epoch"], epochs=state["epoch"] + remaining,
+                              class_weight=weights, callbacks=callbacks, verbose=2)
             if state["phase_best_weights"]:
                 _load_weights(model, state.dir / state["phase_best_weights"])
             state["phase"], state["phase_epoch"], resumed = idx + 1, 0, False
@@ -278,13 +294,24 @@ def run(params: Params, shards_dir: str | Path, out_dir: str | Path, state_dir: 
             model.save(tmp / "model.keras")
             _write_history(history, tmp / "history.csv")
             if track:
-                summary["mlflow_model_uri"] = _log_model(model, tmp, summary)
+                try:
+                    summary["mlflow_model_uri"] = _log_model(model, tmp, summary)
+                except Exception as err:
+                    raise ServiceError(
+                        f"logging the trained model to MLflow failed: {type(err).__name__}: {str(err)[:300]}. "
+                        "Training is finished and saved: re-run the same command when the server is back.") from None
             write_json(tmp / "train_summary.json", summary)
-    finally:
+    except BaseException:
         if track:
             import mlflow
 
-            mlflow.end_run()
+            with contextlib.suppress(Exception):  # the server may be the reason we are here
+                mlflow.end_run("FAILED")
+        raise
+    if track:
+        import mlflow
+
+        mlflow.end_run()
     remove(state_dir)  # done: a later run starts from scratch
     return summary
 

@@ -144,6 +144,14 @@ class Phase(Section):
     trainable: str = "head"
     lr: float = Field(gt=0, lt=1)
     amsgrad: bool = False
+    # head-only phase on backbone features computed once (no augmentation in this phase): much faster
+    cache_features: bool = False
+
+    @model_validator(mode="after")
+    def _cache(self) -> Phase:
+        if self.cache_features and self.trainable != "head":
+            raise ValueError("cache_features needs trainable: head (the backbone must stay frozen)")
+        return self
 
     @field_validator("trainable")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -16,6 +17,10 @@ def _tmp_sibling(path: Path, *, directory: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}.tmp-"
     if directory:
+        # a step killed with SIGKILL leaves its temporary folder behind: the next run clears it
+        # (one writer per output at a time: DVC and KFP never run the same stage twice at once)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+            remove(stale)
         return Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
     fd, name = tempfile.mkstemp(prefix=prefix, dir=path.parent)
     os.close(fd)

@@ -139,6 +139,27 @@ def build_model(cfg: TrainConfig, n_classes: int):
     return keras.Model(inputs, outputs, name=f"cxr_{cfg.backbone}")
 
 
+HEAD_LAYERS = ("head_dense", "head_dropout", LOGITS_NAME, OUTPUT_NAME)
+
+
+def head_model(model, feature_dim: int):
+    """The head alone, on pooled backbone features; its layers are the model's own (shared weights)."""
+    import keras
+
+    x = inp = keras.Input((feature_dim,), name="cxr_features")
+    for name in HEAD_LAYERS:
+        x = model.get_layer(name)(x)
+    return keras.Model(inp, x, name="cxr_head")
+
+
+def pooled_features(model, x, batch_size: int = 64):
+    """The pooled backbone features the head reads (the backbone runs in inference mode)."""
+    import keras
+
+    extractor = keras.Model(model.inputs, model.get_layer(FEATURES_NAME).output)
+    return extractor.predict(x, batch_size=batch_size, verbose=0)
+
+
 def logits_model(model):
     """The same graph up to the logits (before temperature and softmax)."""
     import keras

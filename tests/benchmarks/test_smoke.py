@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks import inference, input_pipeline, orchestration, train_step, validation
+from benchmarks import inference, input_pipeline, load, orchestration, train_step, validation
 
 pytestmark = pytest.mark.slow
 
@@ -34,3 +34,9 @@ def test_inference(shared_sample, capsys):
     inference.main(["--configs", "small_cnn@32", "--images", "12", "--requests", "3"])
     out = capsys.readouterr().out
     assert "p95 ms" in out and "cxr predict" in out
+
+
+def test_load(shared_sample, capsys):
+    load.main(["--requests", "20", "--concurrency", "2", "--backbone", "small_cnn", "--size", "32"])
+    out = capsys.readouterr().out
+    assert "p99 ms" in out and "RSS" in out

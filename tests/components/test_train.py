@@ -71,3 +71,27 @@ def test_class_missing_from_train_is_an_error(tiny_shards, tmp_path):
 def test_shards_of_another_size_are_refused(tiny_shards, tmp_path):
     with pytest.raises(DataError, match="re-run `cxr preprocess`"):
         train.run(train_params(image_size=48), tiny_shards, tmp_path / "models", tmp_path / "state", track=False)
+
+
+@pytest.mark.slow
+def test_head_phase_on_cached_features_trains_the_full_models_head(tiny_shards, tmp_path):
+    p = train_params(phases=[{"epochs": 3, "trainable": "head", "lr": 0.01, "cache_features": True},
+                             {"epochs": 1, "trainable": "all", "lr": 0.001}])
+    summary = train.run(p, tiny_shards, tmp_path / "models", tmp_path / "state", track=False)
+    hist = pd.read_csv(tmp_path / "models" / "history.csv")
+    assert list(hist["phase"]) == [1, 1, 1, 2] and hist["val_loss"].notna().all()
+    assert summary["phases"][0]["trainable_weights"] < summary["phases"][1]["trainable_weights"]
+    import keras
+
+    keras.utils.set_random_seed(p.train.seed)  # the same initial weights train.run started from
+    fresh = models.build_model(p.train, 3)
+    trained = models.load_model(tmp_path / "models" / "model.keras")
+    assert not np.allclose(fresh.get_layer("head_dense").get_weights()[0],
+                           trained.get_layer("head_dense").get_weights()[0])
+
+
+def test_cache_features_needs_a_frozen_backbone():
+    from components.core.errors import ParamsError
+
+    with pytest.raises(ParamsError, match="cache_features needs trainable: head"):
+        train_params(phases=[{"epochs": 1, "trainable": "all", "lr": 0.01, "cache_features": True}])

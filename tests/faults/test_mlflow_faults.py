@@ -1,0 +1,135 @@
+"""MLflow faults with real processes: the tracking server killed during training, racing registers,
+and a registered model whose artifact is corrupted or missing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from components import evaluate, gate, register, train
+from components.core import registry
+from tests.conftest import train_params, write_params
+from tests.e2e.helpers import env
+from tests.e2e.servers import MlflowServer, free_port, start_cxr_serve, stop
+
+pytestmark = pytest.mark.slow
+
+
+def test_server_killed_during_training_then_resume(tiny_shards, tmp_path):
+    srv = MlflowServer(tmp_path / "server").start()
+    p = train_params(phases=[{"epochs": 30, "trainable": "all", "lr": 0.003}], early_stopping={"patience": 100})
+    pf = write_params(tmp_path / "params.yaml", p)
+    state = tmp_path / "state"
+    cmd = [sys.executable, "-m", "cxr", "train", "--params", str(pf), "--shards", str(tiny_shards),
+           "--out", str(tmp_path / "models"), "--state", str(state)]
+    extra = {"MLFLOW_TRACKING_URI": srv.uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    proc = subprocess.Popen(cmd, env=env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                if json.loads((state / "state.json").read_text())["epoch"] >= 3:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        os.killpg(srv.proc.pid, signal.SIGKILL)  # the tracking server dies mid-training
+        t = time.time()
+        _, err = proc.communicate(timeout=180)
+        gave_up_after = time.time() - t
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, err[-2000:]
+    assert "MLflow stopped answering during training" in err and "Traceback" not in err
+    assert gave_up_after < 90  # bounded retries, then a clear error
+    saved = json.loads((state / "state.json").read_text())["epoch"]
+    assert saved >= 3 and not (tmp_path / "models").exists()
+
+    srv.start()  # same port, same store: the run continues where it stopped
+    done = subprocess.run(cmd, env=env(**extra), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "models" / "train_summary.json").read_text())
+    assert summary["resumed_from_epoch"] >= saved
+    assert list(pd.read_csv(tmp_path / "models" / "history.csv")["epoch"]) == list(range(1, 31))
+    import mlflow
+
+    client = mlflow.MlflowClient(srv.uri)
+    steps = {m.step for m in client.get_metric_history(summary["run_id"], "val_loss")}
+    assert steps >= set(range(saved + 1, 31))  # every epoch after the resume point is logged
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def registered(tiny_shards, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reg")
+    srv = MlflowServer(tmp / "server").start()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", srv.uri)
+        mp.chdir(tmp)
+        p = train_params()
+        p = p.model_copy(update={"gate": p.gate.model_copy(update={"max_regression": 1.0})})
+        train.run(p, tiny_shards, tmp / "models", tmp / "state")
+        evaluate.run(p, tmp / "models", tiny_shards, tmp / "eval", tmp / "metrics.json")
+        gate.run(p, tmp / "metrics.json", tiny_shards, tmp / "gate.json")
+        yield p, tmp, srv
+    srv.stop()
+
+
+def test_racing_registers_create_distinct_complete_versions(registered):
+    p, tmp, srv = registered
+    pf = write_params(tmp / "params.yaml", p)
+    procs = [subprocess.Popen([sys.executable, "-m", "cxr", "register", "--params", str(pf), "--gate",
+                               str(tmp / "gate.json"), "--model-dir", str(tmp / "models"), "--metrics",
+                               str(tmp / "metrics.json"), "--out", str(tmp / f"reg{i}" / "registration.json")],
+                              env=env(MLFLOW_TRACKING_URI=srv.uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    versions = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-2000:]
+    for i in range(2):
+        versions.append(json.loads((tmp / f"reg{i}" / "registration.json").read_text())["version"])
+    assert len(set(versions)) == 2
+    import mlflow
+
+    client = mlflow.MlflowClient(srv.uri)
+    for v in versions:
+        mv = client.get_model_version(p.registry.model_name, v)
+        assert mv.tags[registry.GATE_TAG] == "true" and mv.tags["gate_report"] and mv.description
+    assert client.get_model_version_by_alias(p.registry.model_name, "challenger").version in versions
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_damaged_model_artifact_is_refused_by_predict_and_serve(registered, shared_sample, damage, tmp_path):
+    p, tmp, srv = registered
+    r = register.run(p, tmp / "gate.json", tmp / "models", tmp / "metrics.json", tmp_path / "registration.json")
+    import mlflow
+
+    mv = mlflow.MlflowClient(srv.uri).get_model_version(p.registry.model_name, r["version"])
+    (target,) = [f for f in (srv.root / "artifacts").rglob("*.keras") if mv.model_id in f.parts]
+    if damage == "corrupt":
+        target.write_bytes(b"PK\x03\x04 this is not a keras archive")
+    else:
+        target.unlink()
+    pf = write_params(tmp_path / "params.yaml", p)
+    uri = f"models:/{p.registry.model_name}/{r['version']}"
+    image = sorted((shared_sample / "NORMAL").iterdir())[0]
+    pred = subprocess.run([sys.executable, "-m", "cxr", "predict", "--params", str(pf), "--model", uri, "--input",
+                           str(image), "--output", str(tmp_path / "preds.csv")], env=env(MLFLOW_TRACKING_URI=srv.uri),
+                          capture_output=True, text=True, timeout=180)
+    assert pred.returncode != 0 and "Traceback" not in pred.stderr
+    assert ("cannot load model" in pred.stderr) or ("missing or corrupted" in pred.stderr)
+    assert not (tmp_path / "preds.csv").exists()
+    port = free_port()
+    with pytest.raises(AssertionError, match="server exited"):
+        proc = start_cxr_serve(["--params", str(pf), "--model", uri], port, tmp_path / "serve.log",
+                               MLFLOW_TRACKING_URI=srv.uri)
+        stop(proc)
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()

@@ -1,0 +1,102 @@
+"""Security: path traversal, safe model loading, MLflow basic auth with credentials from the
+environment (never written anywhere), and a secret scan of the repository."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pandas as pd
+import pytest
+import requests
+
+from components.core import models, registry
+from components.core.errors import CxrError
+from serving import predict
+from tests.conftest import encode, gray, train_params, write_params
+from tests.e2e.helpers import BIN, ROOT, env
+from tests.e2e.servers import free_port, stop, wait_http
+
+
+def test_csv_paths_cannot_escape_the_root(tiny_model_dir, tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "ok.png").write_bytes(encode(gray()))
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(encode(gray(seed=9)))
+    pd.DataFrame({"path": ["ok.png", "../secret.png", str(secret), "sub/../../secret.png"]}).to_csv(
+        root / "list.csv", index=False)
+    bundle = registry.load(str(tiny_model_dir))
+    summary = predict.run(bundle, root / "list.csv", tmp_path / "preds.csv")
+    df = pd.read_csv(tmp_path / "preds.csv").set_index("path")
+    assert summary["predicted"] == 1 and df.loc["ok.png", "error"] != df.loc["ok.png", "error"]  # NaN: no error
+    for p in ("../secret.png", str(secret), "sub/../../secret.png"):
+        assert df.loc[p, "error"].startswith("outside_root") and pd.isna(df.loc[p, "predicted_label"])
+
+
+def test_models_load_in_safe_mode_lambda_layers_are_refused(tmp_path):
+    inp = keras.Input((8,))
+    out = keras.layers.Lambda(lambda x: x * 2)(inp)  # arbitrary Python code inside a model file
+    keras.Model(inp, out).save(tmp_path / "evil.keras")
+    with pytest.raises(CxrError, match="cannot load model"):
+        models.load_model(tmp_path / "evil.keras")
+
+
+@pytest.mark.slow
+def test_mlflow_basic_auth_refuses_anonymous_and_accepts_env_credentials(tiny_shards, tmp_path):
+    password = "S3cure-Pa55-" + os.urandom(6).hex()
+    port = free_port()
+    server_env = {"MLFLOW_PORT": str(port), "MLFLOW_SERVER_DIR": str(tmp_path / "server"),
+                  "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(), "MLFLOW_AUTH_ADMIN_PASSWORD": password}
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen(["bash", str(ROOT / "mlflow" / "serve.sh"), "--auth"], cwd=tmp_path,
+                            env=env(**server_env), stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(uri + "/health", proc, log=log)
+        anon = requests.get(uri + "/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=10)
+        assert anon.status_code == 401
+        wrong = requests.get(uri + "/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                             auth=("admin", "nope"), timeout=10)
+        assert wrong.status_code == 401
+
+        p = train_params()
+        pf = write_params(tmp_path / "params.yaml", p)
+        creds = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+        run = subprocess.run([sys.executable, "-m", "cxr", "train", "--params", str(pf), "--shards", str(tiny_shards),
+                              "--out", str(tmp_path / "models"), "--state", str(tmp_path / "state")],
+                             env=env(**creds), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        run_id = json.loads((tmp_path / "models" / "train_summary.json").read_text())["run_id"]
+        got = requests.get(uri + "/api/2.0/mlflow/runs/get", params={"run_id": run_id}, auth=("admin", password),
+                           timeout=10).json()["run"]
+        everything = json.dumps(got) + run.stdout + run.stderr + pf.read_text() + log.read_text()
+        everything += "".join(f.read_text(errors="ignore") for f in (tmp_path / "models").glob("*.json"))
+        assert password not in everything  # never in params, tags, metrics, logs or outputs
+
+        anon_cli = subprocess.run([sys.executable, "-m", "cxr", "train", "--params", str(pf), "--shards",
+                                   str(tiny_shards), "--out", str(tmp_path / "m2"), "--state", str(tmp_path / "s2")],
+                                  env=env(MLFLOW_TRACKING_URI=uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"),
+                                  capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert anon_cli.returncode != 0 and "Traceback" not in anon_cli.stderr
+    finally:
+        stop(proc)
+
+
+def test_repository_has_no_secrets():
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    files = [f for f in files if (ROOT / f).is_file() and not f.endswith((".lock", ".ipynb"))]
+    out = subprocess.run([str(BIN / "detect-secrets"), "scan", *files], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    findings = json.loads(out.stdout)["results"]
+    assert findings == {}, json.dumps(findings, indent=1)[:3000]
+
+
+def test_deployment_secrets_are_templates_only():
+    text = (ROOT / "infra" / "k8s" / "secrets" / "secrets.template.yaml").read_text()
+    assert "REPLACE_ME" in text
+    assert not list(Path(ROOT / "infra").rglob("*.env"))
