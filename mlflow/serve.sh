@@ -4,12 +4,13 @@
 #
 #   bash mlflow/serve.sh            # http://127.0.0.1:5000, data in ./.mlflow-server/
 #   bash mlflow/serve.sh --auth     # basic auth (needs MLFLOW_FLASK_SERVER_SECRET_KEY and
-#                                   # MLFLOW_AUTH_ADMIN_PASSWORD; see mlflow/README.md)
+#                                   # MLFLOW_AUTH_ADMIN_PASSWORD, 12+ characters; see mlflow/README.md)
 #
 # Environment: MLFLOW_HOST (127.0.0.1), MLFLOW_PORT (5000), MLFLOW_SERVER_DIR (.mlflow-server),
 # MLFLOW_BACKEND_STORE_URI (sqlite in MLFLOW_SERVER_DIR; postgresql://… on the cluster),
 # MLFLOW_ARTIFACTS_DESTINATION (a folder in MLFLOW_SERVER_DIR; s3://… on the cluster),
-# MLFLOW_ALLOWED_HOSTS (localhost,127.0.0.1), MLFLOW_WORKERS (1).
+# MLFLOW_ALLOWED_HOSTS (fnmatch patterns of Host headers: localhost,localhost:*,127.0.0.1,127.0.0.1:*),
+# MLFLOW_WORKERS (1).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dir="${MLFLOW_SERVER_DIR:-$PWD/.mlflow-server}"
@@ -19,7 +20,7 @@ args=(server
   --backend-store-uri "${MLFLOW_BACKEND_STORE_URI:-sqlite:///$dir/mlflow.db}"
   --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-$dir/artifacts}"
   --serve-artifacts
-  --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-localhost,127.0.0.1}"
+  --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-localhost,localhost:*,127.0.0.1,127.0.0.1:*}"
   --workers "${MLFLOW_WORKERS:-1}")
 if [ "${1:-}" = "--auth" ]; then
   : "${MLFLOW_FLASK_SERVER_SECRET_KEY:?set MLFLOW_FLASK_SERVER_SECRET_KEY (a long random string)}"

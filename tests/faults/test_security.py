@@ -46,7 +46,7 @@ def test_models_load_in_safe_mode_lambda_layers_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_mlflow_basic_auth_refuses_anonymous_and_accepts_env_credentials(tiny_shards, tmp_path):
-    password = "S3cure-Pa55-" + os.urandom(6).hex()
+    password = "S3cure-Pa55-" + os.urandom(6).hex()  # pragma: allowlist secret
     port = free_port()
     server_env = {"MLFLOW_PORT": str(port), "MLFLOW_SERVER_DIR": str(tmp_path / "server"),
                   "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(), "MLFLOW_AUTH_ADMIN_PASSWORD": password}
@@ -89,7 +89,9 @@ def test_mlflow_basic_auth_refuses_anonymous_and_accepts_env_credentials(tiny_sh
 def test_repository_has_no_secrets():
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
-    files = [f for f in files if (ROOT / f).is_file() and not f.endswith((".lock", ".ipynb"))]
+    # the compiled pipeline is generated from pipelines/pipeline.py (scanned): it only names secret *keys*
+    files = [f for f in files if (ROOT / f).is_file() and not f.endswith((".lock", ".ipynb"))
+             and f != "pipelines/compiled/cxr_training.yaml"]
     out = subprocess.run([str(BIN / "detect-secrets"), "scan", *files], cwd=ROOT, capture_output=True, text=True,
                          check=True)
     findings = json.loads(out.stdout)["results"]
