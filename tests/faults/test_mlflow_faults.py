@@ -28,11 +28,11 @@ def test_server_killed_during_training_then_resume(tiny_shards, tmp_path):
     cmd = [sys.executable, "-m", "cxr", "train", "--params", str(pf), "--shards", str(tiny_shards),
            "--out", str(tmp_path / "models"), "--state", str(state)]
     extra = {"MLFLOW_TRACKING_URI": srv.uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     proc = subprocess.Popen(cmd, env=env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
-        while time.time() < deadline:
+        while time.time() < deadline and proc.poll() is None:
             try:
                 if json.loads((state / "state.json").read_text())["epoch"] >= 3:
                     break
@@ -113,7 +113,8 @@ def test_damaged_model_artifact_is_refused_by_predict_and_serve(registered, shar
     import mlflow
 
     mv = mlflow.MlflowClient(srv.uri).get_model_version(p.registry.model_name, r["version"])
-    (target,) = [f for f in (srv.root / "artifacts").rglob("*.keras") if mv.model_id in f.parts]
+    model_id = mv.source.removeprefix("models:/")  # the logged model behind the version: models:/m-…
+    (target,) = [f for f in (srv.root / "artifacts").rglob("*.keras") if model_id in f.parts]
     if damage == "corrupt":
         target.write_bytes(b"PK\x03\x04 this is not a keras archive")
     else:
