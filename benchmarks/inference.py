@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
             backbone, size = cfg.split("@")
             model_dir = make_model(backbone, int(size), Path(tmp) / cfg)
             bundle = registry.load(str(model_dir))
-            x = np.stack([d for d in decode_files([str(f) for f in files[:64]], int(size)) if not isinstance(d, str)])
-            bundle.model.predict(x[:8], verbose=0)  # warm-up
+            x = np.stack([d for d in decode_files([str(f) for f in files[:64]], int(size))
+                          if not isinstance(d, str)])[..., None]
+            bundle.model.predict(x, batch_size=64, verbose=0)  # warm-up (traces the predict function)
             t = time.perf_counter()
             bundle.model.predict(x, batch_size=64, verbose=0)
             bound = len(x) / (time.perf_counter() - t)

@@ -4,7 +4,6 @@ and the per-task overhead of kfp.local (SubprocessRunner, use_venv=False) for a 
     python -m benchmarks.orchestration
 """
 
-from __future__ import annotations
 
 import argparse
 import re

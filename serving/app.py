@@ -49,6 +49,7 @@ def create_app(bundle: ModelBundle, settings: Settings | None = None) -> FastAPI
     settings = settings or Settings.from_env()
     app = FastAPI(title="cxr-mlops", version="1", docs_url="/docs", redoc_url=None)
     lock = threading.Lock()  # one model call at a time: predictable memory on small machines
+    bundle.infer(np.zeros((1, bundle.image_size, bundle.image_size, 1), np.uint8))  # compile before serving
     bearer = HTTPBearer(auto_error=False)
 
     if settings.cors_origins:
@@ -112,7 +113,7 @@ def create_app(bundle: ModelBundle, settings: Settings | None = None) -> FastAPI
                                 {"error": err.reason, "detail": err.detail}) from None
         x = pixels[None, ..., None]
         with lock:
-            probs = np.asarray(bundle.model(x, training=False))[0]
+            probs = bundle.infer(x)[0]
             heat = gradcam(bundle.model, x)[0] if gradcam_png else None
         body = {
             "label": bundle.classes[int(np.argmax(probs))],

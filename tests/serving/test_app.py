@@ -84,10 +84,15 @@ def test_cors_is_off_by_default(bundle):
 
 def test_internal_errors_do_not_leak_traces(bundle, monkeypatch):
     c = client(bundle)
-    monkeypatch.setattr(bundle, "model", None)  # make inference blow up inside the handler
+
+    def broken(x):
+        raise RuntimeError("secret internal detail at /srv/model.keras")
+
+    monkeypatch.setattr(bundle, "infer", broken)  # make inference blow up inside the handler
     r = post(c, encode(gray()))
     assert r.status_code == 500 and r.json() == {"detail": {"error": "internal_error",
                                                             "detail": "the server failed; see its log"}}
+    assert "secret internal detail" not in r.text
 
 
 def test_page_is_served(bundle):
