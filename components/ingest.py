@@ -109,10 +109,9 @@ def find_layout_root(root: Path, labels: LabelMap) -> tuple[Path, str]:
             return current, "split"
         if any(_looks_like_class(n, labels) for n in names):
             return current, "class"
-        candidates = [d for d in dirs if d.name.lower() not in ("__macosx",)]
-        if len(candidates) != 1:
+        if len(dirs) != 1:
             break
-        current = candidates[0]
+        current = dirs[0]
     found = ", ".join(d.name for d in _visible_dirs(root)) or "nothing"
     raise DataError(
         f"{root}: cannot find class folders. Expected <CLASS>/ or train|val|test/<CLASS>/ folders "

@@ -20,7 +20,7 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-PATHOLOGY = {"NORMAL": "clear", "PNEUMONIA": "lobar", "COVID19": "peripheral", "COVID": "peripheral"}
+PATHOLOGY = {"NORMAL": "clear", "PNEUMONIA": "lobar", "COVID19": "peripheral"}
 
 
 def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
