@@ -63,7 +63,8 @@ def evaluate_arrays(model, test: shards.Split, classes: list[str], params: Param
 
 
 def calibration_report(model, test: shards.Split, proba: np.ndarray, bins: int, train_summary: dict) -> dict:
-    """ECE on the test split without and with the model's temperature."""
+    """ECE on the test split without and with the model's temperature. The logits take a second pass:
+    recovering them from float32 probabilities loses the saturated ones."""
     t = models.temperature(model)
     logits = np.asarray(models.logits_model(model).predict(test.x, batch_size=64, verbose=0), dtype=np.float64)
     return {**(train_summary.get("calibration") or {}), "temperature": round(t, 6),

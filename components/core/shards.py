@@ -42,10 +42,10 @@ def read_meta(shards_dir: str | Path) -> ShardMeta:
     return ShardMeta(**read_json(path))
 
 
-def load_split(shards_dir: str | Path, split: str, mmap: bool = False) -> Split:
+def load_split(shards_dir: str | Path, split: str) -> Split:
     d = Path(shards_dir)
     try:
-        x = np.load(d / f"{split}_x.npy", mmap_mode="r" if mmap else None)
+        x = np.load(d / f"{split}_x.npy")
         y = np.load(d / f"{split}_y.npy")
     except FileNotFoundError as err:
         raise DataError(f"{err.filename} not found: run `cxr preprocess` first") from None

@@ -65,3 +65,9 @@ def test_threshold_for_target_sensitivity_and_operating_point():
     assert op == {"threshold": 0.3, "sensitivity": 0.75, "specificity": 0.5, "ppv": 0.75, "npv": 0.5,
                   "tp": 3, "fp": 1, "fn": 1, "tn": 1}
     assert clinical.threshold_for_sensitivity(scores, positive, 1.0) == 0.2
+
+
+def test_perfectly_separated_validation_leaves_the_temperature_at_one():
+    # with no error on validation the NLL falls towards T → 0; sharpening to the bound would be a lie
+    logits = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    assert clinical.fit_temperature(logits, np.array([0, 1, 0])) == 1.0
