@@ -1,109 +1,85 @@
 """Evaluate the best checkpoint on the test split: honest, per-class, per-source numbers.
 
 Writes ``metrics.json`` (accuracy, macro F1, per-class precision/recall/specificity/F1/support/
-ROC-AUC, confusion matrix with its label order, ECE, per-source metrics), and under the report
-folder: ``predictions.csv`` and ``roc.csv`` (DVC plots), ``classification_report.txt``, and
-figures (confusion raw/normalised, ROC, PR, reliability, training curves, top-losses gallery,
-Grad-CAM overlays). Everything is also logged to the training run in MLflow.
+ROC-AUC, confusion matrix with its label order, ECE, per-source metrics, CIs, operating points,
+external sets), and under the report folder: ``predictions.csv`` and ``roc.csv`` (DVC plots),
+``classification_report.txt``, and figures (confusion raw/normalised, ROC, PR, reliability,
+training curves, top-losses gallery, Grad-CAM overlays). Everything is also logged to the
+training run in MLflow.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from components.core import clinical, models, plots, shards, tracking
-from components.core import metrics as M
-from components.core.config import Params
 from components.core.errors import DataError
-from components.core.fsutil import atomic_path, read_json, write_json, write_text
-from components.core.gradcam import gradcam, overlay
+from components.core.params_view import under_spec
+from components.core.spec import Option, Port, StepSpec
+
+log = logging.getLogger(__name__)
+
+SPEC = StepSpec(
+    name="evaluate",
+    help="evaluate the best checkpoint on the test split: metrics, plots, top losses, Grad-CAM",
+    params=("evaluate", "mlflow"),
+    inputs=(
+        Port("model_dir", "models", "folder with model.keras (+ history, train summary)", artifact="Model"),
+        Port("shards", "data/shards", "preprocessed shards (the test and val splits)"),
+        Port("external", "data/external", "prepared external sets (`cxr external`)", optional=True),
+    ),
+    outputs=(
+        Port("out", "reports/eval", "report folder: predictions, plots, galleries"),
+        Port("metrics", "reports/metrics.json", "the test metrics (the gate reads them)", kind="file",
+             dvc=((".", "metric"),)),
+    ),
+    kfp_views=(Port("scores", "", "accuracy, macro F1, ROC-AUC, ECE, recall per class", artifact="Metrics"),
+               Port("confusion", "", "the test confusion matrix", artifact="ClassificationMetrics")),
+    options=(Option("track", bool, True, "do not log to MLflow", flag="--no-mlflow"),),
+    resources=("2", "4", "8G", "16G"),
+    secrets=("mlflow",),
+    plots=(
+        {"confusion": {"template": "confusion", "x": "predicted", "y": {"reports/eval/predictions.csv": "actual"}}},
+        {"roc": {"template": "simple", "x": "fpr", "y": {"reports/eval/roc.csv": "tpr"}}},
+        "reports/eval/plots/confusion_normalized.png",
+        "reports/eval/plots/roc.png",
+        "reports/eval/plots/reliability.png",
+        "reports/eval/plots/training_curves.png",
+        "reports/eval/plots/internal_vs_external.png",
+    ),
+)
 
 
-def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    if len(x) == 0:
-        return np.zeros((0, int(model.output.shape[-1])), np.float32)
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+@under_spec(SPEC)
+def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
+        metrics: str | Path = "reports/metrics.json", external: str | Path | None = None, track: bool = True) -> dict:
+    """Evaluate ``model_dir/model.keras`` on the test split of ``shards`` (and the external sets)."""
+    import pandas as pd
 
+    from components.core import clinical, models, plots
+    from components.core import metrics as M
+    from components.core import shards as shard_io
+    from components.core.evaluation import calibration_report, evaluate_arrays, external_sets, predict, top_losses
+    from components.core.fsutil import atomic_path, read_json, write_json, write_text
+    from components.core.gradcam import gradcam, overlay
 
-def per_source(rows: pd.DataFrame, y: np.ndarray, proba: np.ndarray, classes: list[str], bins: int) -> dict:
-    if "source" not in rows.columns:
-        return {}
-    sources = rows["source"].fillna("").astype(str).to_numpy()
-    if len(set(sources) - {""}) < 2:
-        return {}
-    return {s or "unknown": M.classification_metrics(y[sources == s], proba[sources == s], classes, bins)
-            for s in sorted(set(sources))}
-
-
-def top_losses(test: shards.Split, y: np.ndarray, proba: np.ndarray, classes: list[str], k: int):
-    loss = -np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1))
-    order = np.argsort(-loss)[:k]
-    items = [{"path": test.rows["path"].iloc[i], "label": classes[y[i]], "predicted": classes[int(proba[i].argmax())],
-              "p_label": round(float(proba[i, y[i]]), 4), "loss": round(float(loss[i]), 4)} for i in order]
-    return order, items
-
-
-def evaluate_arrays(model, test: shards.Split, classes: list[str], params: Params,
-                    thresholds: dict | None = None) -> tuple[np.ndarray, dict]:
-    """Metrics, per-source metrics, patient-level CIs and operating points for one labelled set."""
-    cfg = params.evaluate
-    proba = predict(model, test.x)
-    result = M.classification_metrics(test.y, proba, classes, cfg.ece_bins)
-    result["per_source"] = per_source(test.rows, test.y, proba, classes, cfg.ece_bins)
-    if cfg.bootstrap.resamples:
-        result["ci"] = clinical.bootstrap_ci(test.y, proba, test.rows["patient_id"].to_numpy(), classes,
-                                             cfg.bootstrap.resamples, cfg.bootstrap.seed, cfg.bootstrap.level)
-    if thresholds:
-        result["operating_points"] = clinical.apply_thresholds(test.y, proba, classes, thresholds)
-    return proba, result
-
-
-def calibration_report(model, test: shards.Split, proba: np.ndarray, bins: int, train_summary: dict) -> dict:
-    """ECE on the test split without and with the model's temperature. The logits take a second pass:
-    recovering them from float32 probabilities loses the saturated ones."""
-    t = models.temperature(model)
-    logits = np.asarray(models.logits_model(model).predict(test.x, batch_size=64, verbose=0), dtype=np.float64)
-    return {**(train_summary.get("calibration") or {}), "temperature": round(t, 6),
-            "test_ece_before": round(M.expected_calibration_error(test.y, clinical.calibrated(logits, 1.0), bins), 5),
-            "test_ece_after": round(M.expected_calibration_error(test.y, proba, bins), 5)}
-
-
-def external_sets(model, external_dir: Path | None, classes: list[str], params: Params, thresholds: dict) -> dict:
-    """Evaluate every prepared external set (``cxr external``) exactly like the internal test split."""
-    out = {}
-    if external_dir is None or not external_dir.is_dir():
-        return out
-    for ext in params.evaluate.external:
-        d = external_dir / ext.name
-        if not (d / "meta.json").is_file():
-            raise DataError(f"external set {ext.name!r} is not prepared under {external_dir}: run `cxr external`")
-        meta = shards.read_meta(d)
-        if meta.classes != classes or meta.image_size != models.model_image_size(model):
-            raise DataError(f"{d} was prepared for {meta.image_size}px {meta.classes}: re-run `cxr external`")
-        _, out[ext.name] = evaluate_arrays(model, shards.load_split(d, "test"), classes, params, thresholds)
-    return out
-
-
-def run(params: Params, model_dir: str | Path, shards_dir: str | Path, report_dir: str | Path,
-        metrics_path: str | Path = "reports/metrics.json", track: bool = True,
-        external_dir: str | Path | None = None) -> dict:
-    model_dir, report_dir = Path(model_dir), Path(report_dir)
-    meta = shards.read_meta(shards_dir)
+    model_dir, report_dir, shards_dir, metrics_path = Path(model_dir), Path(out), Path(shards), Path(metrics)
+    external_dir = external
+    meta = shard_io.read_meta(shards_dir)
     classes = meta.classes
     model = models.load_model(model_dir / "model.keras")
     if models.model_image_size(model) != meta.image_size:
         raise DataError(f"the model takes {models.model_image_size(model)}px images but {shards_dir} holds "
                         f"{meta.image_size}px shards: re-run `cxr preprocess` or retrain")
-    test = shards.load_split(shards_dir, "test")
+    test = shard_io.load_split(shards_dir, "test")
     if len(test.y) == 0:
         raise DataError("the test split is empty: nothing to evaluate")
     train_summary = read_json(model_dir / "train_summary.json") if (model_dir / "train_summary.json").is_file() else {}
     # operating points are chosen on the validation split only, then reported on test and external sets
-    val = shards.load_split(shards_dir, "val")
+    val = shard_io.load_split(shards_dir, "val")
     thresholds = clinical.choose_thresholds(val.y, predict(model, val.x), classes, params.evaluate.target_sensitivity)
     proba, result = evaluate_arrays(model, test, classes, params, thresholds)
     result["calibration"] = calibration_report(model, test, proba, params.evaluate.ece_bins, train_summary)
@@ -148,6 +124,12 @@ def run(params: Params, model_dir: str | Path, shards_dir: str | Path, report_di
                           [f"{classes[y[i]]} → {classes[int(proba[i].argmax())]}" for i in picks],
                           figs / "gradcam.png", "Grad-CAM (predicted class)")
     write_json(metrics_path, result)
+    log.info("test (%d images): accuracy %s, macro F1 %s, macro ROC-AUC %s, recall %s", result["n"],
+             result["accuracy"], result["macro_f1"], result["macro_roc_auc"],
+             {c: m["recall"] for c, m in result["per_class"].items()})
+    for name, ext in result["external"].items():
+        log.info("external %s (%d images): accuracy %s, macro ROC-AUC %s", name, ext["n"], ext["accuracy"],
+                 ext["macro_roc_auc"])
     if track and result["run_id"]:
         _log(params, result, report_dir, metrics_path)
     return {k: result[k] for k in ("accuracy", "macro_f1", "macro_roc_auc", "ece", "n", "notes")} | {
@@ -157,9 +139,11 @@ def run(params: Params, model_dir: str | Path, shards_dir: str | Path, report_di
                      for k, v in result["external"].items()}}
 
 
-def _log(params: Params, result: dict, report_dir: Path, metrics_path: str | Path) -> None:
+def _log(params, result: dict, report_dir: Path, metrics_path: str | Path) -> None:
     """Add test metrics and report artifacts to the training run."""
     import mlflow
+
+    from components.core import tracking
 
     tracking.setup(params)
     flat = {"test_accuracy": result["accuracy"], "test_macro_f1": result["macro_f1"],

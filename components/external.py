@@ -1,61 +1,77 @@
 """External test sets (``evaluate.external``): data from other hospitals, never trained or tuned on.
 
-Each set goes through the same code as the main data (``ingest.run`` then ``validate.run``, with
-its own manifest, quarantine and bias audit), then every usable image is decoded once at the
-model's input size into ``<out>/<name>/test_*.npy`` shards. Images whose sha256 is also in the
-main data set are dropped (and counted): an external set must not contain training images.
-
-This module composes two other steps on purpose: an external set is "the data plane again", and
-running it through the very same functions is the point.
+Each set goes through the same code as the main data (:func:`components.core.sources.ingest_into`
+then :func:`components.core.validation.validate_into`, with its own manifest, quarantine and bias
+audit), then every usable image is decoded once at the model's input size into
+``<out>/<name>/test_*.npy`` shards. Images whose sha256 is also in the main data set are dropped
+(and counted): an external set must not contain training images.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from components import ingest, validate
-from components.core import manifest
-from components.core.config import Params, parse_params
 from components.core.errors import DataError
-from components.core.fsutil import atomic_path, write_json
-from components.core.images import decode_files
-from components.core.shards import ShardMeta
+from components.core.params_view import under_spec
+from components.core.spec import Port, StepSpec
+
+log = logging.getLogger(__name__)
+
+SPEC = StepSpec(
+    name="external",
+    help="ingest, validate and decode the external test sets (evaluate.external)",
+    params=("data", "validate", "preprocess", "train.image_size", "evaluate.external"),
+    inputs=(Port("main_manifest", "data/validated/manifest.csv",
+                 "the main data: external images also found there are dropped", kind="file"),),
+    outputs=(Port("out", "data/external", "one folder per external set (raw, validated, shards)"),),
+    resources=("2", "4", "4G", "16G"),
+    secrets=("kaggle",),
+    retries=3,
+)
 
 
-def _set_params(params: Params, ext) -> Params:
-    raw = params.model_dump(mode="json", by_alias=True, exclude_none=True)
-    data = {**raw["data"], "source": ext.source if ext.source in ("kaggle", "demo") else "dir",
-            "path": ext.path if ext.source == "dir" else None,
-            "label_aliases": {**raw["data"]["label_aliases"], **ext.label_aliases},
-            "exclude_labels": ext.exclude_labels}
+def _data_section(data, ext):
+    """The ``data`` params of one external set: the main data's classes, the set's own source."""
+    from components.core.config import DataConfig
+
+    base = data.model_dump(mode="json")
+    merged = {**base, "source": ext.source if ext.source in ("kaggle", "demo") else "dir",
+              "path": ext.path if ext.source in ("dir", "dvc") else None,  # dvc: the URI (ingest fetches it)
+              "label_aliases": {**base["label_aliases"], **ext.label_aliases}, "exclude_labels": ext.exclude_labels}
     if ext.kaggle_dataset:
-        data["kaggle_dataset"] = ext.kaggle_dataset
+        merged["kaggle_dataset"] = ext.kaggle_dataset
     if ext.demo is not None:
-        data["demo"] = ext.demo.model_dump()
-    raw["data"] = {k: v for k, v in data.items() if v is not None}
-    raw["validate"]["critical"] = [c for c in raw["validate"]["critical"] if c != "class_share"]
-    return parse_params(raw, f"evaluate.external[{ext.name}]")
+        merged["demo"] = ext.demo.model_dump()
+    return DataConfig.model_validate({k: v for k, v in merged.items() if v is not None})
 
 
-def _ingest(ext, p: Params, out: Path) -> dict:
-    return ingest.fetch_dvc(ext.path, out) if ext.source == "dvc" else ingest.run(p, out)
+@under_spec(SPEC)
+def run(params, main_manifest: str | Path, out: str | Path) -> dict:
+    """Prepare every external set under ``out``; ``main_manifest`` is the validated main data."""
+    from components.core import manifest, sources
+    from components.core.fsutil import atomic_path, write_json
+    from components.core.images import decode_files
+    from components.core.shards import ShardMeta
+    from components.core.validation import validate_into
 
-
-def run(params: Params, main_manifest: str | Path, out_dir: str | Path) -> dict:
-    """Prepare every external set under ``out_dir``; ``main_manifest`` is the validated main data."""
     main = manifest.read(main_manifest, required=("path", "sha256"))
     main_sha = set(main["sha256"])
     size, resize = params.train.image_size, params.preprocess.resize
     classes = list(params.data.classes)
+    # an external set may hold one class only: the class-share expectation cannot be critical here
+    vcfg = params.validate_.model_copy(update={"critical": [c for c in params.validate_.critical
+                                                             if c != "class_share"]})
     summary: dict = {"sets": {}}
-    with atomic_path(out_dir, directory=True) as tmp:
+    with atomic_path(out, directory=True) as tmp:
         for ext in params.evaluate.external:
-            p = _set_params(params, ext)
             d = tmp / ext.name
-            ingested = _ingest(ext, p, d / "raw")
-            checked = validate.run(p, d / "raw", d / "validated", d / "reports")
+            ingested = sources.ingest_into(_data_section(params.data, ext), d / "raw",
+                                           data_uri=ext.path if ext.source == "dvc" else "")
+            sources.write_account(ingested, d / "reports" / "ingest")
+            checked = validate_into(classes, vcfg, d / "raw", d / "validated", d / "reports")
             rows = manifest.read(d / "validated" / manifest.MANIFEST_NAME)
             leaked = rows["sha256"].isin(main_sha)
             rows = rows[~leaked].reset_index(drop=True)
@@ -73,10 +89,13 @@ def run(params: Params, main_manifest: str | Path, out_dir: str | Path) -> dict:
             write_json(d / "meta.json", ShardMeta(classes=classes, image_size=size, resize=resize).as_dict())
             summary["sets"][ext.name] = {
                 "source": ext.source, "ingested": ingested["images"], "usable": checked["usable"],
+                "skipped_at_ingest": len(ingested.get("skipped") or []),
                 "quarantined": checked["quarantined"], "removed_as_in_main_data": int(leaked.sum()),
                 "images": len(rows), "per_class": {c: int((rows["label"] == c).sum()) for c in classes},
                 "sources": sorted(set(rows["source"].astype(str)) - {""}),
                 "bias_audit_flagged": checked["source_bias_audit"].get("flagged"),
             }
+            log.info("external set %s: %d images (%d quarantined, %d also in the main data)", ext.name, len(rows),
+                     checked["quarantined"], int(leaked.sum()))
         write_json(tmp / "summary.json", summary)
     return summary

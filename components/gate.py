@@ -1,6 +1,7 @@
 """Gate: decide whether the candidate model may be registered.
 
-Two kinds of checks, all written to ``gate.json`` with value, threshold and result:
+Two kinds of checks, all written to ``gate.json`` with value, threshold and result
+(:mod:`components.core.gating`):
 
 * thresholds from ``params.yaml`` (``gate.min_accuracy``, ``gate.min_macro_f1``,
   ``gate.min_roc_auc``, ``gate.min_recall.<CLASS>``);
@@ -8,114 +9,52 @@ Two kinds of checks, all written to ``gate.json`` with value, threshold and resu
   test split** (not compared by stale logged numbers) and the candidate may not be worse by more
   than ``gate.max_regression`` on any gated metric.
 
-A failed gate is a result, not a crash: the step exits 0 and ``passed`` is false.
+A failed gate is a result, not a crash: the step exits 0 and ``passed`` is false (``--strict``:
+exit 6). The result depends on the registry, so KFP never caches it and DVC re-runs it when the
+registry's champion changes (``reports/registry_state.json``).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-import numpy as np
+from components.core.errors import RefusedError
+from components.core.params_view import under_spec
+from components.core.spec import Option, Port, StepSpec
 
-from components.core import metrics as M
-from components.core import registry, shards, tracking
-from components.core.config import Params
-from components.core.errors import DataError
-from components.core.fsutil import read_json, write_json
-from components.core.images import decode_files
+log = logging.getLogger(__name__)
 
-
-def gated_metrics(m: dict, params: Params) -> dict[str, float | None]:
-    """The metrics the gate looks at, flattened: accuracy, macro_f1, macro_roc_auc, recall.<CLASS>."""
-    out = {"accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"), "macro_roc_auc": m.get("macro_roc_auc")}
-    for c in params.data.classes:
-        out[f"recall.{c}"] = (m.get("per_class", {}).get(c) or {}).get("recall")
-    return out
-
-
-def lower_ci_bounds(m: dict, params: Params) -> dict[str, float | None]:
-    """The lower ends of the patient-level bootstrap CIs of the gated metrics."""
-    ci = m.get("ci") or {}
-
-    def low(entry: dict | None) -> float | None:
-        return entry.get("low") if entry else None
-
-    out = {k: low(ci.get(k)) for k in ("accuracy", "macro_f1", "macro_roc_auc")}
-    for c in params.data.classes:
-        out[f"recall.{c}"] = low(((ci.get("per_class") or {}).get(c) or {}).get("sensitivity"))
-    return out
+SPEC = StepSpec(
+    name="gate",
+    help="pass/fail the candidate on thresholds and against the re-evaluated champion",
+    params=("data.classes", "validate.max_pixels", "gate", "registry", "mlflow"),
+    inputs=(
+        Port("metrics", "reports/metrics.json", "the candidate's test metrics", kind="file"),
+        Port("shards", "data/shards", "the test split the champion is re-evaluated on"),
+        Port("images", "data/raw", "image root (to decode the test split for a champion with another input size)"),
+    ),
+    outputs=(Port("out", "reports/gate.json", "the decision: every check with value, threshold, result",
+                  kind="file", dvc=((".", "metric"),)),),
+    kfp_views=(Port("decision", "", "passed (1/0) and the number of failed checks", artifact="Metrics"),),
+    options=(Option("strict", bool, False, "exit 6 when the gate fails (for CI)"),),
+    dvc_deps=("reports/registry_state.json",),
+    cache=False,
+    returns="passed",
+    resources=("2", "4", "8G", "16G"),
+    secrets=("mlflow",),
+)
 
 
-def threshold_checks(m: dict, params: Params) -> list[dict]:
-    """``gate.min_*`` against the point estimates, or the CI lower bounds with ``gate.use_lower_ci``."""
-    g = params.gate
-    wanted = {"accuracy": g.min_accuracy, "macro_f1": g.min_macro_f1, "macro_roc_auc": g.min_roc_auc,
-              **{f"recall.{c}": v for c, v in g.min_recall.items()}}
-    points = gated_metrics(m, params)
-    if g.use_lower_ci and not m.get("ci"):
-        raise DataError("gate.use_lower_ci is on but the metrics have no bootstrap CIs: re-run `cxr evaluate` "
-                        "with evaluate.bootstrap.resamples > 0")
-    values = lower_ci_bounds(m, params) if g.use_lower_ci else points
-    checks = []
-    for name, threshold in wanted.items():
-        value = values.get(name)
-        ok = value is not None and value >= threshold
-        label = f"{name} (lower 95% CI bound) >= {threshold}" if g.use_lower_ci else f"{name} >= {threshold}"
-        check = {"check": label, "kind": "threshold", "metric": name, "value": value, "threshold": threshold,
-                 "passed": bool(ok)}
-        if g.use_lower_ci:
-            check["point"] = points.get(name)
-        checks.append(check)
-    return checks
+@under_spec(SPEC)
+def run(params, metrics: str | Path, shards: str | Path, out: str | Path, images: str | Path | None = None,
+        strict: bool = False) -> dict:
+    """Gate the candidate (``metrics``) and write the decision to ``out``."""
+    from components.core import tracking
+    from components.core.fsutil import read_json, write_json
+    from components.core.gating import champion_checks, gated_metrics, threshold_checks
 
-
-def champion_test_arrays(bundle: registry.ModelBundle, shards_dir: Path, images_dir: Path | None,
-                         max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """The test split as the champion needs it (its own input size and resize mode)."""
-    meta = shards.read_meta(shards_dir)
-    test = shards.load_split(shards_dir, "test")
-    if bundle.image_size == meta.image_size and bundle.resize == meta.resize:
-        return test.x, test.y
-    if images_dir is None:
-        raise DataError(f"the champion takes {bundle.image_size}px images; pass --images to decode the test split")
-    decoded = decode_files([str(images_dir / p) for p in test.rows["path"]], bundle.image_size, bundle.resize,
-                           max_pixels, desc="champion test set")
-    bad = [d for d in decoded if isinstance(d, str)]
-    if bad:
-        raise DataError(f"{len(bad)} test images could not be decoded for the champion: {bad[:3]}")
-    return np.stack(decoded)[..., None], test.y
-
-
-def champion_checks(candidate: dict, params: Params, shards_dir: Path, images_dir: Path | None) -> tuple[list, dict]:
-    mv = registry.version_by_alias(params.registry.model_name, registry.CHAMPION)
-    if mv is None:
-        return [], {"exists": False, "note": "no champion yet: thresholds only"}
-    bundle = registry.load(f"models:/{params.registry.model_name}/{mv.version}")
-    info = {"exists": True, "version": str(mv.version), "run_id": mv.run_id}
-    classes = shards.read_meta(shards_dir).classes
-    if bundle.classes != classes:
-        check = {"check": "champion comparable", "kind": "vs_champion", "metric": "classes", "value": classes,
-                 "threshold": bundle.classes, "passed": False,
-                 "note": "the champion predicts other classes; register this task under another registry.model_name"}
-        return [check], info
-    x, y = champion_test_arrays(bundle, shards_dir, images_dir, params.validate_.max_pixels)
-    proba = np.asarray(bundle.model.predict(x, batch_size=64, verbose=0), dtype=np.float64)
-    champ = gated_metrics(M.classification_metrics(y, proba, classes), params)
-    info["metrics"] = champ
-    cand = gated_metrics(candidate, params)
-    checks = []
-    for name, cv in cand.items():
-        ch = champ.get(name)
-        if cv is None or ch is None:
-            continue
-        floor = round(ch - params.gate.max_regression, 6)
-        checks.append({"check": f"{name} >= champion {ch:.4f} - {params.gate.max_regression}", "kind": "vs_champion",
-                       "metric": name, "value": cv, "threshold": floor, "champion": ch, "passed": bool(cv >= floor)})
-    return checks, info
-
-
-def run(params: Params, metrics_path: str | Path, shards_dir: str | Path, out_path: str | Path,
-        images_dir: str | Path | None = None) -> dict:
+    metrics_path, shards_dir, out_path, images_dir = metrics, shards, out, images
     candidate = read_json(metrics_path)
     tracking.setup(params)
     checks = threshold_checks(candidate, params)
@@ -131,4 +70,10 @@ def run(params: Params, metrics_path: str | Path, shards_dir: str | Path, out_pa
     }
     result["failed"] = [c["check"] for c in checks if not c["passed"]]
     write_json(out_path, result)
+    for c in checks:
+        log.info("%s %s: value %s", "pass" if c["passed"] else "FAIL", c["check"], c["value"])
+    log.info("gate %s (%d checks, %d failed)", "passed" if result["passed"] else "FAILED", len(checks),
+             len(result["failed"]))
+    if strict and not result["passed"]:
+        raise RefusedError(f"the gate failed ({'; '.join(result['failed'])}); see {out_path}")
     return result

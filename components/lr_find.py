@@ -7,11 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-from components.core import models, shards
-from components.core.config import Params
-from components.core.fsutil import atomic_path, write_json
-from components.core.plots import plt
-from components.train import class_weights
+from components.core.params_view import under_spec
+from components.core.spec import Option, Port, StepSpec
+
+SPEC = StepSpec(
+    name="lr-find",
+    help="LR range test on the first phase: a loss-vs-LR plot and a suggested learning rate",
+    params=("train",),
+    inputs=(Port("shards", "data/shards", "preprocessed shards (`cxr preprocess`)"),),
+    outputs=(Port("out", "reports/lr_find", "folder for lr_find.png and lr_find.json"),),
+    options=(Option("min_lr", float, 1e-7, "lowest learning rate of the sweep"),
+             Option("max_lr", float, 1.0, "highest learning rate of the sweep"),
+             Option("steps", int, 100, "batches in the sweep")),
+    dvc=False,
+    kfp=False,
+)
 
 
 def suggest(lrs: np.ndarray, losses: np.ndarray) -> dict:
@@ -25,13 +35,23 @@ def suggest(lrs: np.ndarray, losses: np.ndarray) -> dict:
     return {"steepest": float(lrs[steep]), "min_loss_div10": float(lrs[cut] / 10)}
 
 
-def run(params: Params, shards_dir: str | Path, out_dir: str | Path, min_lr: float = 1e-7, max_lr: float = 1.0,
+@under_spec(SPEC)
+def run(params, shards: str | Path, out: str | Path, min_lr: float = 1e-7, max_lr: float = 1.0,
         steps: int = 100) -> dict:
+    """Sweep the learning rate of phase 1 on the train split of ``shards``; plot and JSON into ``out``."""
     import keras
 
+    from components.core import models
+    from components.core import shards as shard_io
+    from components.core.fsutil import atomic_path, write_json
+    from components.core.plots import plt
+    from components.core.training import class_weights
+
+    shards_dir, out_dir = shards, out
+
     cfg = params.train
-    meta = shards.read_meta(shards_dir)
-    train = shards.load_split(shards_dir, "train")
+    meta = shard_io.read_meta(shards_dir)
+    train = shard_io.load_split(shards_dir, "train")
     keras.utils.set_random_seed(cfg.seed)
     model = models.build_model(cfg, len(meta.classes))
     phase = cfg.phases[0]
@@ -59,7 +79,7 @@ def run(params: Params, shards_dir: str | Path, out_dir: str | Path, min_lr: flo
                 self.model.stop_training = True
             self.model.optimizer.learning_rate.assign(lr * factor)
 
-    ds = shards.dataset(train, cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed).repeat()
+    ds = shard_io.dataset(train, cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed).repeat()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[Sweep()],
               class_weight=class_weights(train.y, len(meta.classes), cfg.class_weight))
     lrs, smooth = np.array(record["lr"]), np.array(record["smooth"])

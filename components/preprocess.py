@@ -7,21 +7,38 @@ mode). Epochs then read arrays, never full-resolution JPEGs. Decoding runs in pa
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-from components.core import manifest
-from components.core.config import Params
 from components.core.errors import DataError
-from components.core.fsutil import atomic_path, write_json
-from components.core.images import decode_files
-from components.core.shards import SPLITS, ShardMeta
+from components.core.params_view import under_spec
+from components.core.spec import Port, StepSpec
+
+log = logging.getLogger(__name__)
+
+SPEC = StepSpec(
+    name="preprocess",
+    help="decode each split once into uint8 shards at train.image_size",
+    params=("data.classes", "train.image_size", "preprocess", "validate.max_pixels"),
+    inputs=(Port("splits", "data/splits", "folder with train.csv, val.csv, test.csv"),
+            Port("images", "data/raw", "image root the manifests' paths are relative to")),
+    outputs=(Port("out", "data/shards", "output folder: uint8 .npy shards per split"),),
+    resources=("2", "8", "4G", "16G"),
+)
 
 
-def run(params: Params, splits_dir: str | Path, images_dir: str | Path, out_dir: str | Path) -> dict:
-    splits_dir, images_dir = Path(splits_dir), Path(images_dir)
+@under_spec(SPEC)
+def run(params, splits: str | Path, images: str | Path, out: str | Path) -> dict:
+    """Decode every image of ``splits`` (paths under ``images``) once into shards under ``out``."""
+    from components.core import manifest
+    from components.core.fsutil import atomic_path, write_json
+    from components.core.images import decode_files
+    from components.core.shards import SPLITS, ShardMeta
+
+    splits_dir, images_dir, out_dir = Path(splits), Path(images), Path(out)
     size, mode = params.train.image_size, params.preprocess.resize
     classes = list(params.data.classes)
     workers = min(params.preprocess.workers, os.cpu_count() or 1)
@@ -45,5 +62,6 @@ def run(params: Params, splits_dir: str | Path, images_dir: str | Path, out_dir:
             np.save(tmp / f"{split}_y.npy", y)
             manifest.write(df, tmp / f"{split}.csv", sort=False)
             summary["splits"][split] = {"images": len(df), "bytes": int(x.nbytes)}
+            log.info("%s: %d images -> %s %s", split, len(df), x.shape, x.dtype)
         write_json(tmp / "meta.json", ShardMeta(classes=classes, image_size=size, resize=mode).as_dict())
     return summary

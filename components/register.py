@@ -9,15 +9,46 @@ them; the model card is logged to the run and set as the version's description; 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
-from components.core import modelcard, registry, tracking
-from components.core.config import Params
 from components.core.errors import CxrError, ServiceError
-from components.core.fsutil import read_json, write_json, write_text
+from components.core.params_view import under_spec
+from components.core.spec import Port, StepSpec
+
+log = logging.getLogger(__name__)
+
+SPEC = StepSpec(
+    name="register",
+    help="register a gated model version in MLflow (tags, model card) and alias it challenger",
+    params=("data", "validate", "split", "preprocess", "train", "evaluate", "gate", "registry", "mlflow"),
+    inputs=(
+        Port("gate_report", "reports/gate.json", "the gate's decision", kind="file"),
+        Port("model_dir", "models", "the trained model folder", artifact="Model"),
+        Port("metrics", "reports/metrics.json", "the candidate's test metrics", kind="file"),
+        Port("ingest_report", "reports/ingest/summary.json", "files skipped at ingest (for the model card)",
+             kind="file", optional=True),
+        Port("validation", "reports/validation/summary.json", "the validation summary (for the model card)",
+             kind="file", optional=True),
+        Port("split_report", "reports/split/summary.json", "the split summary (for the model card)", kind="file",
+             optional=True),
+        Port("external_summary", "data/external/summary.json", "the external sets (for the model card)",
+             kind="file", optional=True),
+    ),
+    outputs=(Port("out", "reports/registration", "registration.json, model_card.md, model_card.html",
+                  dvc=((".", "uncached"),)),),
+    kfp_views=(Port("model_card", "", "the model card", artifact="Markdown"),),
+    when="gate",
+    cache=False,
+    resources=("500m", "1", "2G", "4G"),
+    secrets=("mlflow",),
+    retries=3,
+)
 
 
 def _optional_json(path: str | Path | None) -> dict | None:
+    from components.core.fsutil import read_json
+
     return read_json(path) if path and Path(path).is_file() else None
 
 
@@ -25,25 +56,32 @@ def models_temperature(train: dict) -> float:
     return float((train.get("calibration") or {}).get("temperature", 1.0))
 
 
-def run(params: Params, gate_path: str | Path, model_dir: str | Path, metrics_path: str | Path,
-        out_path: str | Path, validation_path: str | Path | None = None, split_path: str | Path | None = None,
-        external_path: str | Path | None = None) -> dict:
-    """Register when the gate passed; always write the candidate's model card (Markdown and HTML)."""
+@under_spec(SPEC)
+def run(params, gate_report: str | Path, model_dir: str | Path, metrics: str | Path, out: str | Path,
+        validation: str | Path | None = None, split_report: str | Path | None = None,
+        external_summary: str | Path | None = None, ingest_report: str | Path | None = None) -> dict:
+    """Register when the gate passed; always write the candidate's model card (Markdown and HTML) to ``out``."""
+    from components.core import modelcard, registry, tracking
+    from components.core.fsutil import read_json, write_json, write_text
+
+    gate_path, metrics_path, out_dir = Path(gate_report), Path(metrics), Path(out)
+    validation_path, split_path, external_path = validation, split_report, external_summary
     gate = read_json(gate_path)
     name = params.registry.model_name
     train = read_json(Path(model_dir) / "train_summary.json")
     metrics = read_json(metrics_path)
-    card = modelcard.render(name=name, metrics=metrics, train=train,
-                            params=params.model_dump(mode="json", by_alias=True),
+    card = modelcard.render(name=name, metrics=metrics, train=train, params=params.declared_dump(),
                             validation=_optional_json(validation_path), split=_optional_json(split_path), gate=gate,
-                            external=_optional_json(external_path))
-    card_path = Path(out_path).with_name("model_card.md")
+                            external=_optional_json(external_path), ingest=_optional_json(ingest_report))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path, card_path = out_dir / "registration.json", out_dir / "model_card.md"
     write_text(card_path, card)
     write_text(card_path.with_suffix(".html"), modelcard.to_html(card, f"Model card: {name}"))
     if not gate.get("passed"):
         result = {"registered": False, "name": name, "reason": "gate failed: " + "; ".join(gate.get("failed", [])),
                   "model_card": str(card_path)}
         write_json(out_path, result)
+        log.info("not registered: %s", result["reason"])
         return result
     run_id = train.get("run_id")
     if not run_id:
@@ -59,7 +97,7 @@ def run(params: Params, gate_path: str | Path, model_dir: str | Path, metrics_pa
         "gate_report": compact_gate[:5000],
         "git_commit": tracking.git_commit(),
         "data_version": train.get("data_version", ""),
-        "params_hash": tracking.params_hash(params, ("data", "split", "preprocess", "train")),
+        "params_hash": tracking.params_hash(params),
         "backbone": train.get("backbone", ""),
         "image_size": str(train.get("image_size", "")),
         "resize": params.preprocess.resize,
@@ -87,4 +125,5 @@ def run(params: Params, gate_path: str | Path, model_dir: str | Path, metrics_pa
     result = {"registered": True, "name": name, "version": str(mv.version), "alias": registry.CHALLENGER,
               "run_id": run_id, "model_uri": f"models:/{name}/{mv.version}", "model_card": str(card_path)}
     write_json(out_path, result)
+    log.info("registered %s v%s (alias %s)", name, mv.version, registry.CHALLENGER)
     return result

@@ -7,18 +7,34 @@ set; patients that also appear in its train part are removed from training and r
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from components.core import manifest
-from components.core.config import Params
 from components.core.errors import DataError
-from components.core.fsutil import atomic_path, write_json
+from components.core.params_view import under_spec
+from components.core.spec import Port, StepSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
+
+SPEC = StepSpec(
+    name="split",
+    help="split the validated manifest into train/val/test by patient, stratified by label",
+    params=("data.classes", "split"),
+    inputs=(Port("manifest", "data/validated/manifest.csv", "the validated manifest", kind="file"),),
+    outputs=(
+        Port("out", "data/splits", "output folder: train.csv, val.csv, test.csv"),
+        Port("reports", "reports/split", "summary.json", dvc=(("summary.json", "metric"),)),
+    ),
+    resources=("500m", "1", "1G", "2G"),
+)
 
 
 def carve(df: pd.DataFrame, fraction: float, seed: int, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -44,6 +60,8 @@ def carve(df: pd.DataFrame, fraction: float, seed: int, what: str) -> tuple[pd.D
 
 def leakage(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
     """How many patients and sha256 values appear in more than one split (must be 0)."""
+    import pandas as pd
+
     out = {}
     for col in ("patient_id", "sha256"):
         if all(col in s.columns for s in splits.values()):
@@ -52,9 +70,15 @@ def leakage(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
     return out
 
 
-def run(params: Params, manifest_path: str | Path, out_dir: str | Path, report_dir: str | Path) -> dict:
+@under_spec(SPEC)
+def run(params, manifest: str | Path, out: str | Path, reports: str | Path) -> dict:
+    """Split ``manifest`` into ``out/{train,val,test}.csv``; ``reports/summary.json`` says how."""
+    from components.core import manifest as manifests
+    from components.core.fsutil import atomic_path, write_json
+
+    manifest_path, out_dir, report_dir = manifest, out, reports
     cfg = params.split
-    df = manifest.read(manifest_path, required=("path", "label", "patient_id"))
+    df = manifests.read(manifest_path, required=("path", "label", "patient_id"))
     if "status" in df.columns:
         df = df[df["status"] == "ok"]
     if df.empty:
@@ -93,8 +117,12 @@ def run(params: Params, manifest_path: str | Path, out_dir: str | Path, report_d
                      "treated as one patient each")
     with atomic_path(out_dir, directory=True) as tmp:
         for name, s in splits.items():
-            manifest.write(s.assign(split=name), tmp / f"{name}.csv")
+            manifests.write(s.assign(split=name), tmp / f"{name}.csv")
     summary = {"splits": per_split, "leakage": leaks, "seed": cfg.seed, "notes": notes,
                "official_test_used": bool(cfg.use_official_test and official)}
     write_json(Path(report_dir) / "summary.json", summary)
+    log.info("split by patient: %s", {k: f"{v['images']} images / {v['patients']} patients"
+                                      for k, v in per_split.items()})
+    for note in notes:
+        log.info(note)
     return summary

@@ -39,151 +39,57 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override a parameter for this run, e.g. --set train.image_size=64 (repeatable)")
 
 
-# ---------------------------------------------------------------- data plane
-def _ingest_args(p: argparse.ArgumentParser) -> None:
+# ---------------------------------------------------------------- pipeline steps (from their specs)
+def _add_spec_args(p: argparse.ArgumentParser, spec) -> None:
+    """``--<port>`` for each input/output (default: the spec's path), then the spec's options."""
     _common(p)
-    p.add_argument("--out", default="data/raw", help="output folder: images + manifest.csv")
-    p.add_argument("--source-path", help="read this folder/CSV instead of data.path (or a downloaded Kaggle folder)")
+    for port in spec.inputs:
+        p.add_argument(port.flag, dest=port.name, default=port.path, metavar="PATH",
+                       help=f"input: {port.help} (default: {port.path})")
+    for port in spec.outputs:
+        p.add_argument(port.flag, dest=port.name, default=port.path, metavar="PATH",
+                       help=f"output: {port.help} (default: {port.path})")
+    for opt in spec.options:
+        if opt.type is bool:
+            action = "store_false" if opt.default else "store_true"
+            p.add_argument(opt.cli_flag, dest=opt.name, action=action, help=opt.help)
+        else:
+            p.add_argument(opt.cli_flag, dest=opt.name, type=opt.type, default=opt.default,
+                           help=opt.help + (f" (default: {opt.default})" if opt.default not in (None, "") else ""))
 
 
-def _ingest(args: argparse.Namespace) -> Any:
-    from components import ingest
+def _step_command(spec) -> tuple[str, str, AddArgs, Handler]:
+    def add_args(p: argparse.ArgumentParser) -> None:
+        _add_spec_args(p, spec)
 
-    return ingest.run(_params(args), args.out, source_path=args.source_path)
+    def handler(args: argparse.Namespace) -> Any:
+        from components import catalog
 
+        kwargs = {x.name: getattr(args, x.name) for x in (*spec.ports, *spec.options)}
+        return catalog.module(spec.name).run(_params(args), **kwargs)
 
-def _validate_args(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--raw", default="data/raw", help="ingested folder (with manifest.csv)")
-    p.add_argument("--out", default="data/validated", help="output folder: manifest.csv + quarantine.csv")
-    p.add_argument("--reports", default="reports/validation", help="summary.json and GX Data Docs")
-
-
-def _validate(args: argparse.Namespace) -> Any:
-    from components import validate
-
-    return validate.run(_params(args), args.raw, args.out, args.reports)
+    return spec.name, spec.help, add_args, handler
 
 
-def _split_args(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--manifest", default="data/validated/manifest.csv")
-    p.add_argument("--out", default="data/splits", help="output folder: train.csv, val.csv, test.csv")
-    p.add_argument("--reports", default="reports/split")
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="spec_command", metavar="ACTION", required=True)
+    sub.add_parser("sync", help="write dvc.yaml and pipelines/tasks.py from the step specs")
+    sub.add_parser("check", help="exit 1 when dvc.yaml or pipelines/tasks.py differ from the step specs")
+    sub.add_parser("show", help="print every step's params, inputs, outputs and cache policy as JSON")
 
 
-def _split(args: argparse.Namespace) -> Any:
-    from components import split
+def _spec(args: argparse.Namespace) -> Any:
+    from pipelines import codegen
 
-    return split.run(_params(args), args.manifest, args.out, args.reports)
-
-
-# ---------------------------------------------------------------- model
-def _preprocess_args(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--splits", default="data/splits", help="folder with train.csv, val.csv, test.csv")
-    p.add_argument("--images", default="data/raw", help="image root the manifests' paths are relative to")
-    p.add_argument("--out", default="data/shards", help="output folder: uint8 .npy shards per split")
-
-
-def _preprocess(args: argparse.Namespace) -> Any:
-    from components import preprocess
-
-    return preprocess.run(_params(args), args.splits, args.images, args.out)
-
-
-def _train_args(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--shards", default="data/shards")
-    p.add_argument("--out", default="models", help="output folder: model.keras, history.csv, train_summary.json")
-    p.add_argument("--state", default=".cxr/train-state",
-                   help="resume state (per-epoch checkpoints); a killed run restarted with the same args resumes")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-
-
-def _train(args: argparse.Namespace) -> Any:
-    from components import train
-
-    return train.run(_params(args), args.shards, args.out, args.state, track=not args.no_mlflow)
-
-
-def _lr_find_args(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--shards", default="data/shards")
-    p.add_argument("--out", default="reports/lr_find", help="folder for lr_find.png and lr_find.json")
-    p.add_argument("--min-lr", type=float, default=1e-7)
-    p.add_argument("--max-lr", type=float, default=1.0)
-    p.add_argument("--steps", type=int, default=100, help="batches in the sweep")
-
-
-def _lr_find(args: argparse.Namespace) -> Any:
-    from components import lr_find
-
-    return lr_find.run(_params(args), args.shards, args.out, args.min_lr, args.max_lr, args.steps)
-
-
-def _external_args(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--main-manifest", default="data/validated/manifest.csv",
-                   help="the main data: external images also found there are dropped")
-    p.add_argument("--out", default="data/external", help="one folder per external set (raw, validated, shards)")
-
-
-def _external(args: argparse.Namespace) -> Any:
-    from components import external
-
-    return external.run(_params(args), args.main_manifest, args.out)
-
-
-def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--model-dir", default="models", help="folder with model.keras (+ history, train summary)")
-    p.add_argument("--shards", default="data/shards")
-    p.add_argument("--external", default=None, help="prepared external sets (`cxr external`), e.g. data/external")
-    p.add_argument("--out", default="reports/eval", help="report folder: predictions, plots, galleries")
-    p.add_argument("--metrics", default="reports/metrics.json")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-
-
-def _evaluate(args: argparse.Namespace) -> Any:
-    from components import evaluate
-
-    return evaluate.run(_params(args), args.model_dir, args.shards, args.out, args.metrics,
-                        track=not args.no_mlflow, external_dir=args.external)
-
-
-# ---------------------------------------------------------------- registry and serving
-def _gate_args(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--metrics", default="reports/metrics.json", help="the candidate's test metrics")
-    p.add_argument("--shards", default="data/shards", help="the test split the champion is re-evaluated on")
-    p.add_argument("--images", default="data/raw", help="image root (to decode the test split for a champion "
-                   "with another input size)")
-    p.add_argument("--out", default="reports/gate.json")
-
-
-def _gate(args: argparse.Namespace) -> Any:
-    from components import gate
-
-    return gate.run(_params(args), args.metrics, args.shards, args.out, args.images)
-
-
-def _register_args(p: argparse.ArgumentParser) -> None:
-    _common(p)
-    p.add_argument("--gate", default="reports/gate.json")
-    p.add_argument("--model-dir", default="models")
-    p.add_argument("--metrics", default="reports/metrics.json")
-    p.add_argument("--validation", default="reports/validation/summary.json")
-    p.add_argument("--split-report", default="reports/split/summary.json")
-    p.add_argument("--external-summary", default="data/external/summary.json")
-    p.add_argument("--out", default="reports/registration.json")
-
-
-def _register(args: argparse.Namespace) -> Any:
-    from components import register
-
-    return register.run(_params(args), args.gate, args.model_dir, args.metrics, args.out, args.validation,
-                        args.split_report, args.external_summary)
+    if args.spec_command == "show":
+        return codegen.describe()
+    if args.spec_command == "sync":
+        return codegen.sync()
+    stale = codegen.stale()
+    if stale:
+        print("stale: " + ", ".join(stale) + " (run `cxr spec sync`)", file=sys.stderr)
+        return 1
+    return {"up_to_date": list(codegen.GENERATED)}
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
@@ -293,41 +199,34 @@ def _pipeline(args: argparse.Namespace) -> Any:
     return ops.schedule(args.host, args.cron, args.name, args.package, args.experiment, arguments=extra)
 
 
-COMMANDS: list[tuple[str, str, AddArgs, Handler]] = [
-    ("ingest", "bring images from the demo generator, a folder/CSV or Kaggle into data/raw",
-     _ingest_args, _ingest),
-    ("validate", "check images and manifest with Great Expectations; quarantine bad files; bias audit",
-     _validate_args, _validate),
-    ("split", "split the validated manifest into train/val/test by patient, stratified by label",
-     _split_args, _split),
-    ("preprocess", "decode each split once into uint8 shards at train.image_size", _preprocess_args, _preprocess),
-    ("train", "train the classifier in phases (head, then unfreeze); resumable; logged to MLflow",
-     _train_args, _train),
-    ("lr-find", "LR range test on the first phase: a loss-vs-LR plot and a suggested learning rate",
-     _lr_find_args, _lr_find),
-    ("external", "ingest, validate and decode the external test sets (evaluate.external)", _external_args,
-     _external),
-    ("evaluate", "evaluate the best checkpoint on the test split: metrics, plots, top losses, Grad-CAM",
-     _evaluate_args, _evaluate),
-    ("gate", "pass/fail the candidate on thresholds and against the re-evaluated champion", _gate_args, _gate),
-    ("register", "register a gated model version in MLflow (tags, model card) and alias it challenger",
-     _register_args, _register),
+TOOLS: list[tuple[str, str, AddArgs, Handler]] = [
     ("promote", "make a gated version the champion (the old one becomes previous-champion)", _promote_args, _promote),
     ("rollback", "swap champion and previous-champion", _common, _rollback),
     ("predict", "batch prediction for an image, a folder or a CSV → preds.csv", _predict_args, _predict),
     ("serve", "REST API + web page for a registered model (POST /predict, /health, /model, /)",
      _serve_args, _serve),
     ("pipeline", "Kubeflow Pipelines: compile | run-local | submit | schedule", _pipeline_args, _pipeline),
+    ("spec", "the step specs: sync | check | show (dvc.yaml and the KFP tasks are generated from them)",
+     _spec_args, _spec),
 ]
+
+
+def commands() -> list[tuple[str, str, AddArgs, Handler]]:
+    """Every subcommand: the pipeline steps (derived from their specs), then the tools."""
+    from components import catalog
+
+    return [_step_command(s) for s in catalog.specs()] + TOOLS
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cxr",
-        description="cxr-mlops: chest X-ray classifier pipeline (DVC, Great Expectations, Keras, MLflow, KFP).",
+        description="cxr-mlops: chest X-ray classifier pipeline (DVC, Great Expectations, Keras, MLflow, KFP). "
+                    "Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad params, 4 bad data/input, "
+                    "5 service unavailable, 6 refused (failed gate with --strict, stale promotion), 130 interrupted.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, help_text, add_args, handler in COMMANDS:
+    for name, help_text, add_args, handler in commands():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_args(p)
         p.set_defaults(handler=handler)
@@ -337,8 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    from components.core.errors import CxrError
+    from components.core import logs
+    from components.core.errors import EXIT_INTERRUPTED, CxrError
 
+    logs.configure()
     try:
         result = args.handler(args)
     except CxrError as err:
@@ -346,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         print(f"cxr {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     if isinstance(result, int):
         return result
     if result is not None:

@@ -54,7 +54,7 @@ def _results(m: dict, title: str) -> list[str]:
 
 def render(*, name: str, metrics: dict, train: dict, params: dict, validation: dict | None = None,
            split: dict | None = None, gate: dict | None = None, external: dict | None = None,
-           version: str | None = None) -> str:
+           version: str | None = None, ingest: dict | None = None) -> str:
     classes = metrics.get("classes") or list(metrics.get("per_class", {}))
     t, data = params.get("train", {}), params.get("data", {})
     validation, split, external = validation or {}, split or {}, external or {}
@@ -72,6 +72,11 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
     for src, info in (validation.get("sources") or {}).items():
         lines.append(f"- `{src or 'unspecified'}`: {info.get('images')} images"
                      + (f", licence {info['license']}" if info.get("license") else ", licence: see the source"))
+    skipped = (ingest or {}).get("skipped") or {}
+    if ingest:
+        lines.append(f"- ingest: {ingest.get('images')} images taken; {skipped.get('count', 0)} files or rows skipped"
+                     + (f" ({skipped.get('by_reason')})" if skipped.get("count") else "")
+                     + " — every one is listed with its reason in `reports/ingest/skipped.csv`")
     lines += [
         f"- inclusion: every readable JPEG/PNG/BMP/TIFF image whose label maps to {classes}; "
         f"excluded labels: {data.get('exclude_labels') or 'none'}",

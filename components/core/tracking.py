@@ -7,14 +7,16 @@ retries are bounded so a dead server gives a clear error in seconds, not a hang.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from components.core.config import Params
 from components.core.errors import ServiceError
 
 # Bounded retries with backoff for every MLflow HTTP call (MLflow reads these at request time).
@@ -22,7 +24,7 @@ _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_B
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
-def tracking_uri(params: Params) -> str:
+def tracking_uri(params) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or params.mlflow.tracking_uri
 
 
@@ -46,7 +48,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise ServiceError(f"MLflow tracking server {uri} is unhealthy: HTTP {resp.status_code} on /health")
 
 
-def setup(params: Params, check: bool = True) -> str:
+def setup(params, check: bool = True) -> str:
     """Point MLflow at the tracking store and experiment; return the URI."""
     for k, v in _HTTP_DEFAULTS.items():
         os.environ.setdefault(k, v)
@@ -85,6 +87,55 @@ def git_commit(cwd: str | Path = ".") -> str:
         return "unknown"
 
 
-def params_hash(params: Params, sections: tuple[str, ...]) -> str:
-    blob = json.dumps({s: params.section(s) for s in sections}, sort_keys=True)
+def params_hash(params) -> str:
+    """A short hash of the params a step declared (its view's ``declared_dump``)."""
+    blob = json.dumps(params.declared_dump(), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def tracked_run(run_id: str | None, run_name: str, params: dict[str, Any] | None = None,
+                tags: dict[str, Any] | None = None, system_metrics: bool = True) -> Iterator[Any]:
+    """An MLflow run around a block: started (or resumed by ``run_id``), ended FINISHED on success and
+    FAILED on any exception (even when the server is the reason). Params and tags are logged once,
+    when the run is new; CPU/memory/GPU system metrics are sampled while it runs."""
+    import mlflow
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    try:
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics) if run_id else \
+            mlflow.start_run(run_name=run_name, log_system_metrics=system_metrics)
+        if not run_id:
+            if params:
+                mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+            if tags:
+                mlflow.set_tags(tags)
+    except Exception as err:
+        with contextlib.suppress(Exception):
+            mlflow.end_run("FAILED")
+        raise ServiceError(f"MLflow: cannot start the run: {type(err).__name__}: {str(err)[:300]}") from None
+    try:
+        yield run
+    except BaseException:
+        with contextlib.suppress(Exception):  # the server may be the reason we are here
+            mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run()
+
+
+def epoch_logger(enabled: bool) -> Callable[[dict], None]:
+    """Log one epoch's metrics to the active run; a dead server is a clear, resumable error."""
+    if not enabled:
+        return lambda row: None
+    import mlflow
+
+    def log_row(row: dict) -> None:
+        try:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        except Exception as err:
+            raise ServiceError(
+                f"MLflow stopped answering during training (epoch {row['epoch']}): {type(err).__name__}: "
+                f"{str(err)[:300]}. The epoch is saved: start the tracking server again and re-run the same "
+                "command to resume.") from None
+
+    return log_row

@@ -41,7 +41,7 @@ def test_held_out_part_of_the_shared_sample_as_an_external_set(shared_sample, tm
 
     train.run(p, tmp_path / "shards", tmp_path / "models", tmp_path / "state", track=False)
     with_ext = evaluate.run(p, tmp_path / "models", tmp_path / "shards", tmp_path / "e1", tmp_path / "m1.json",
-                            track=False, external_dir=tmp_path / "external")
+                            track=False, external=tmp_path / "external")
     m1 = json.loads((tmp_path / "m1.json").read_text())
     ext_m = m1["external"]["held-out"]
     assert ext_m["n"] == info["images"] and set(ext_m["per_source"]) == set(m["source_repo"])

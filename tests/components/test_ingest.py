@@ -49,7 +49,7 @@ def test_kaggle_layout_with_wrappers_and_splits(tmp_path):
     assert df.loc["val/NORMAL/x y ü.png", "patient_id_origin"] == "file"
     assert (tmp_path / "raw" / "val" / "NORMAL" / "x y ü.png").read_bytes() == png
     assert df.loc["train/NORMAL/IM-0001-0001.jpeg", "source"] == p.data.kaggle_dataset
-    assert any("readme.txt" in s["path"] for s in summary["skipped"])
+    assert any("readme.txt" in s["path"] for s in summary["skipped"]["examples"])
 
 
 def test_kaggle_without_credentials_is_a_clear_error(tmp_path, monkeypatch):
@@ -95,7 +95,8 @@ def test_csv_manifest_with_patients_sources_and_escaping_paths(tmp_path):
     df = manifest.read(tmp_path / "raw" / "manifest.csv").set_index("path")
     assert "COVID19/c.png" in df.index  # never written outside the output folder
     assert df.loc["a.png", "source"] == "h1" and df.loc["b.png", "patient_id"] == "p2"
-    assert summary["skipped"][0]["path"] == "missing.png"
+    assert summary["skipped"]["examples"][0]["path"] == "missing.png"
+    assert summary["skipped"]["by_reason"] == {"missing_file": 1}
 
 
 def test_symlink_loop_and_broken_link_are_skipped(tmp_path):
@@ -103,10 +104,10 @@ def test_symlink_loop_and_broken_link_are_skipped(tmp_path):
                                         "COVID19/c.png": encode(gray(seed=2))})
     os.symlink(src / "NORMAL" / "loop2.png", src / "NORMAL" / "loop1.png")
     os.symlink(src / "NORMAL" / "loop1.png", src / "NORMAL" / "loop2.png")
-    os.symlink(src, src / "NORMAL" / "self")  # a directory link back to the root: not followed
+    os.symlink(src, src / "NORMAL" / "self")  # a directory link back to the root: a loop, scanned once
     summary = ingest.run(dir_params(src), tmp_path / "raw")
     assert summary["images"] == 3
-    assert {s["path"] for s in summary["skipped"]} == {"NORMAL/loop1.png", "NORMAL/loop2.png"}
+    assert {s["path"] for s in summary["skipped"]["examples"]} == {"NORMAL/loop1.png", "NORMAL/loop2.png", "NORMAL/self/"}
 
 
 def test_failed_ingest_keeps_previous_output(tmp_path, params):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from components import train
-from components.core import models, shards
+from components.core import models, shards, training
 from components.core.errors import DataError, ServiceError
 from tests.conftest import train_params
 
@@ -18,9 +18,9 @@ def free_port() -> int:
 
 
 def test_class_weights_balanced():
-    w = train.class_weights(np.array([0, 0, 0, 1]), 2, "balanced")
+    w = training.class_weights(np.array([0, 0, 0, 1]), 2, "balanced")
     assert w == {0: 4 / (2 * 3), 1: 4 / (2 * 1)}
-    assert train.class_weights(np.array([0, 1]), 2, "none") is None
+    assert training.class_weights(np.array([0, 1]), 2, "none") is None
 
 
 @pytest.mark.slow

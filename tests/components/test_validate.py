@@ -3,7 +3,7 @@ import json
 import pytest
 
 from components import ingest, split, validate
-from components.core import manifest
+from components.core import manifest, validation
 from components.core.errors import DataError
 from tests.conftest import encode, gray, png_16bit, png_header_only, tiny_params, write_tree
 
@@ -91,8 +91,8 @@ def test_parallel_workers_give_the_same_facts(tmp_path):
     p = tiny_params(data={"source": "dir", "path": str(src)})
     ingest.run(p, tmp_path / "raw")
     raw = manifest.read(tmp_path / "raw" / "manifest.csv")
-    one = validate.build_facts(tmp_path / "raw", raw, 10**7, workers=1)
-    two = validate.build_facts(tmp_path / "raw", raw, 10**7, workers=2)
+    one = validation.build_facts(tmp_path / "raw", raw, 10**7, workers=1)
+    two = validation.build_facts(tmp_path / "raw", raw, 10**7, workers=2)
     assert one.equals(two)
 
 

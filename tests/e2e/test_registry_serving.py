@@ -50,7 +50,7 @@ def candidate(tmp, shards, **train_cfg):
 
 def gate_and_register(p, tmp, shards):
     g = gate.run(p, tmp / "metrics.json", shards, tmp / "gate.json")
-    r = register.run(p, tmp / "gate.json", tmp / "models", tmp / "metrics.json", tmp / "registration.json")
+    r = register.run(p, tmp / "gate.json", tmp / "models", tmp / "metrics.json", tmp)
     return g, r
 
 
@@ -145,8 +145,8 @@ def test_tracking_server_down_during_register_registers_nothing(champion, tiny_s
     try:
         with pytest.raises(ServiceError, match="unreachable"):
             register.run(p, tmp_path / "gate.json", good_tmp / "models", good_tmp / "metrics.json",
-                         tmp_path / "registration.json")
-        assert not (tmp_path / "registration.json").exists()
+                         tmp_path / "registration")
+        assert not (tmp_path / "registration" / "registration.json").exists()
     finally:
         server.start()
     assert {v.version for v in registry.client().search_model_versions(f"name='{name}'")} == before

@@ -32,11 +32,11 @@ def test_committed_spec_is_not_stale(spec):
 
 def test_train_task_requests_a_gpu_on_gpu_nodes(spec):
     pipeline, executors = docs(spec)
-    resources = pipeline["deploymentSpec"]["executors"]["exec-train-op"]["container"]["resources"]
+    resources = pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
     accelerator = resources["accelerator"]
     assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
     assert resources["cpuLimit"] and resources["memoryLimit"]
-    train = executors["exec-train-op"]
+    train = executors["exec-train"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train["tolerations"]
     assert train["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     for name, executor in pipeline["deploymentSpec"]["executors"].items():
@@ -45,27 +45,27 @@ def test_train_task_requests_a_gpu_on_gpu_nodes(spec):
 
 def test_secrets_security_context_retries_and_caching(spec):
     pipeline, executors = docs(spec)
-    kaggle = executors["exec-ingest-op"]["secretAsEnv"][0]
+    kaggle = executors["exec-ingest"]["secretAsEnv"][0]
     assert kaggle["secretName"] == "kaggle-credentials"  # pragma: allowlist secret
     assert {e["envVar"] for e in kaggle["keyToEnv"]} == {"KAGGLE_USERNAME", "KAGGLE_KEY"}
-    for name in ("exec-train-op", "exec-register-op"):
+    for name in ("exec-train", "exec-register"):
         env = {e["envVar"] for s in executors[name]["secretAsEnv"] for e in s["keyToEnv"]}
         assert env == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
     for name, ex in executors.items():
         assert ex["securityContext"]["runAsNonRoot"] is True, name
     tasks = pipeline["root"]["dag"]["tasks"]
-    assert tasks["ingest-op"]["retryPolicy"]["maxRetryCount"] == 3
-    assert tasks["ingest-op"]["cachingOptions"]["enableCache"] is True
-    assert tasks["gate-op"]["cachingOptions"].get("enableCache", False) is False
-    register = pipeline["components"]["comp-condition-1"]["dag"]["tasks"]["register-op"]
+    assert tasks["ingest"]["retryPolicy"]["maxRetryCount"] == 3
+    assert tasks["ingest"]["cachingOptions"]["enableCache"] is True
+    assert tasks["gate"]["cachingOptions"].get("enableCache", False) is False
+    register = pipeline["components"]["comp-condition-1"]["dag"]["tasks"]["register"]
     assert register["retryPolicy"]["maxRetryCount"] == 3 and not register["cachingOptions"].get("enableCache", False)
 
 
 def test_register_is_behind_a_bool_gate_condition(spec):
     pipeline, _ = docs(spec)
     cond = pipeline["root"]["dag"]["tasks"]["condition-1"]
-    assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-op-Output'] == true"
-    outputs = pipeline["components"]["comp-gate-op"]["outputDefinitions"]["parameters"]
+    assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
+    outputs = pipeline["components"]["comp-gate"]["outputDefinitions"]["parameters"]
     assert outputs == {"Output": {"parameterType": "BOOLEAN"}}
 
 

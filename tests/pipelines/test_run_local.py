@@ -7,7 +7,7 @@ import mlflow
 import pytest
 from kfp import dsl, local
 
-from components import ingest
+from components.core.sources import dvc as dvc_source
 from components.core import manifest
 from pipelines import ops
 from tests.conftest import write_params
@@ -30,23 +30,23 @@ def test_whole_pipeline_registers_a_challenger_and_reuses_the_cache(tmp_path, ml
     pf = tiny_pipeline_params(tmp_path)
     first = ops.run_local(pf, tmp_path / "kfp")
     run_dir = Path(first["run_dir"])
-    gate = json.loads((run_dir / "gate-op" / "decision").read_text())
+    gate = json.loads((run_dir / "gate" / "decision").read_text())
     assert gate["passed"] is True and gate["champion"]["exists"] is False
-    assert (run_dir / "register-op" / "model_card").is_file()
+    assert (run_dir / "register" / "model_card").is_file()
     client = mlflow.MlflowClient(mlflow_store)
     (mv,) = client.search_model_versions("name='cxr-classifier'")
     assert client.get_model_version_by_alias("cxr-classifier", "challenger").version == mv.version
     assert mv.tags["gate_passed"] == "true"
-    metrics = json.loads((run_dir / "evaluate-op" / "metrics").read_text())
+    metrics = json.loads((run_dir / "evaluate" / "metrics").read_text())
     assert metrics["n"] > 0 and set(metrics["per_class"]) == {"COVID19", "NORMAL", "PNEUMONIA"}
-    assert (run_dir / "validate-op" / "data_docs").read_text().lstrip().startswith("<")
+    assert (run_dir / "validate" / "data_docs").read_text().lstrip().startswith("<")
 
     second = ops.run_local(pf, tmp_path / "kfp")
     run2 = Path(second["run_dir"])
     # cached data steps produce no new task folders in the second run; gate/register always run
-    assert not (run2 / "ingest-op").exists() and not (run2 / "preprocess-op").exists()
-    assert not (run2 / "train-op").exists()
-    assert (run2 / "gate-op").is_dir()
+    assert not (run2 / "ingest").exists() and not (run2 / "preprocess").exists()
+    assert not (run2 / "train").exists()
+    assert (run2 / "gate").is_dir()
     assert second["seconds"] < first["seconds"]
 
 
@@ -103,7 +103,7 @@ def test_ingest_from_a_dvc_version(tmp_path):
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "data v1"], repo)
     rev = sh(["git", "rev-parse", "HEAD"], repo).stdout.strip()
-    summary = ingest.fetch_dvc(f"dvc://{repo}@{rev}", tmp_path / "raw")
+    summary = dvc_source.fetch(f"dvc://{repo}@{rev}", tmp_path / "raw")
     want = manifest.read(repo / "data" / "raw" / "manifest.csv")
     got = manifest.read(tmp_path / "raw" / "manifest.csv")
     assert got.equals(want) and summary["images"] == len(want)
@@ -111,7 +111,7 @@ def test_ingest_from_a_dvc_version(tmp_path):
     from components.core.errors import DataError, ServiceError
 
     with pytest.raises(DataError, match="dvc://"):
-        ingest.fetch_dvc("dvc://no-rev", tmp_path / "x")
+        dvc_source.fetch("dvc://no-rev", tmp_path / "x")
     with pytest.raises(ServiceError, match="dvc get"):
-        ingest.fetch_dvc(f"dvc://{repo}@no-such-rev", tmp_path / "y")
+        dvc_source.fetch(f"dvc://{repo}@no-such-rev", tmp_path / "y")
     assert not (tmp_path / "y").exists()

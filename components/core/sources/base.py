@@ -1,0 +1,62 @@
+"""What every source adapter produces: entries to ingest, and an account of everything it skipped."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Folder names that mean a split (Kaggle's layouts) and what they mean.
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}
+IGNORED_DIRS = {"__MACOSX"}
+
+
+@dataclass
+class Entry:
+    """One image to ingest: where it is now and what we know about it."""
+
+    src: Path
+    dest: str  # posix path relative to the output folder (valid UTF-8)
+    raw_label: str
+    patient_id: str = ""
+    source: str = ""
+    license: str = ""
+    official_split: str = ""
+    extra: dict[str, str] = field(default_factory=dict)  # more manifest columns (e.g. DICOM study uid)
+
+
+@dataclass
+class Scan:
+    """A scanned source: what to ingest, what was skipped (with a reason), what was renamed."""
+
+    entries: list[Entry] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    renamed: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    layout: str = ""
+
+    def skip(self, path: str, reason: str, detail: str = "") -> None:
+        self.skipped.append({"path": path, "reason": reason, "detail": detail})
+
+
+def safe_name(name: str) -> str:
+    """A file name as valid UTF-8: bytes that were not UTF-8 (surrogate-escaped by the OS layer, as
+    in names from archives made on Windows) become ``%XX``, so nothing is lost and nothing crashes."""
+    if not any("\udc80" <= ch <= "\udcff" for ch in name):
+        return name
+    return "".join(f"%{ord(ch) - 0xDC00:02X}" if "\udc80" <= ch <= "\udcff" else ch for ch in name)
+
+
+def shown(path: str | Path) -> str:
+    """A path for reports and messages (never raises on undecodable bytes)."""
+    return safe_name(os.fspath(path))
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves (following every link) to somewhere under ``root``."""
+    try:
+        path.resolve(strict=True).relative_to(root.resolve())
+        return True
+    except (OSError, RuntimeError, ValueError):
+        return False

@@ -1,0 +1,77 @@
+"""CSV manifests: ``path,label`` plus optional ``patient_id``, ``source``/``source_repo``, ``split``, ``license``.
+
+Paths are relative to the CSV's folder (or absolute). Windows-style ``a\\b.png`` paths are
+resolved as ``a/b.png`` when no file has the literal name. A row whose file is missing is skipped
+and reported (every row is accounted for); a CSV row names its file explicitly, so it may point
+outside the CSV's folder (the README's held-out example does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from components.core.errors import DataError
+from components.core.sources.base import SPLIT_NAMES, Entry, Scan, safe_name
+
+
+def _locate(base: Path, rel: str) -> tuple[Path, str]:
+    """The file a CSV path names: as given, else with backslashes read as separators."""
+    literal = Path(rel) if Path(rel).is_absolute() else base / rel
+    if "\\" not in rel or literal.exists():
+        return literal, rel
+    posix = rel.replace("\\", "/")
+    return (Path(posix) if Path(posix).is_absolute() else base / posix), posix
+
+
+def scan_csv(csv_path: Path) -> Scan:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{csv_path}: cannot read the CSV manifest: {err}") from None
+    missing = {"path", "label"} - set(df.columns)
+    if missing:
+        raise DataError(f"{csv_path}: CSV manifest needs columns path,label; missing {sorted(missing)}")
+    source_col = "source" if "source" in df.columns else ("source_repo" if "source_repo" in df.columns else None)
+    scan = Scan(layout="csv")
+    base = csv_path.parent
+    used: set[str] = set()
+    for line, row in enumerate(df.itertuples(index=False), start=2):
+        rel = str(row.path)
+        if not rel.strip():
+            scan.skip(f"{csv_path.name}:{line}", "empty_path", "the row has no path")
+            continue
+        src, resolved = _locate(base, rel)
+        posix = PurePosixPath(resolved)
+        escapes = posix.is_absolute() or ".." in posix.parts
+        dest = f"{row.label}/{posix.name}" if escapes else posix.as_posix()  # never outside the output folder
+        dest = safe_name(dest)
+        stem, n = dest, 1
+        while dest in used:
+            n += 1
+            dest = f"{PurePosixPath(stem).with_suffix('')}-{n}{PurePosixPath(stem).suffix}"
+        try:
+            if not src.resolve(strict=True).is_file():
+                raise OSError("not a regular file")
+        except FileNotFoundError:
+            scan.skip(rel, "missing_file", f"listed in {csv_path.name} (line {line}) but no such file")
+            continue
+        except (OSError, RuntimeError) as err:
+            scan.skip(rel, "unreadable_link_or_file", f"{csv_path.name} line {line}: {err}")
+            continue
+        used.add(dest)
+        if resolved != rel:
+            scan.renamed.append({"path": rel, "reason": "backslash_path", "detail": f"read as {resolved}"})
+        split = SPLIT_NAMES.get(str(getattr(row, "split", "")).lower(), "")
+        scan.entries.append(Entry(
+            src=src, dest=dest, raw_label=str(row.label),
+            patient_id=str(getattr(row, "patient_id", "") or ""),
+            source=str(getattr(row, source_col)) if source_col else "",
+            license=str(getattr(row, "license", "") or ""),
+            official_split=split,
+        ))
+    if any(r["reason"] == "backslash_path" for r in scan.renamed):
+        scan.warnings.append(f"{sum(r['reason'] == 'backslash_path' for r in scan.renamed)} CSV paths used "
+                             "Windows separators (\\) and were read with /")
+    return scan
