@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,8 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def repeated_sample(dest: Path, n_files: int, sample: Path = SAMPLE) -> Path:
-    """A class-folder tree of ``n_files`` symlinks cycling through the real sample's images."""
+    """A class-folder tree of ``n_files`` hard links (copies across file systems) cycling through the real
+    sample's images. Not symlinks: ingest refuses links that lead outside the data folder."""
     per_class = [sorted(p for p in (sample / c).iterdir() if p.is_file()) for c in CLASSES]
     # interleave the classes, so any prefix has all of them
     files = [f for group in itertools.zip_longest(*per_class) for f in group if f is not None]
@@ -40,7 +42,10 @@ def repeated_sample(dest: Path, n_files: int, sample: Path = SAMPLE) -> Path:
         link = dest / src.parent.name / f"r{i // len(files):03d}-{src.name}"
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
-            link.symlink_to(src.resolve())
+            try:
+                os.link(src.resolve(), link)
+            except OSError:
+                shutil.copyfile(src, link)
     return dest
 
 

@@ -32,7 +32,7 @@ def make_model(backbone: str, size: int, out: Path) -> Path:
 def latency(model_dir: Path, files: list[Path], requests_n: int, log: Path) -> tuple[float, float, float]:
     import requests
 
-    from tests.e2e.servers import free_port, start_cxr_serve, stop
+    from cxr.testing import free_port, start_cxr_serve, stop
 
     port = free_port()
     proc = start_cxr_serve(["--model", str(model_dir)], port, log)

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args(argv)
     from components import ingest, validate
-    from components.core import manifest
+    from components.core import manifest, validation
     from components.core.config import parse_params
 
     rows = []
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         baseline = None
         for w in args.workers:
             t = time.perf_counter()
-            validate.build_facts(Path(tmp) / "raw", raw, 40_000_000, w)
+            validation.build_facts(Path(tmp) / "raw", raw, 40_000_000, w)
             facts_s = time.perf_counter() - t
             p = parse_params({**base, "validate": {**base["validate"], "workers": w,
                                                    "critical": ["label_in_classes"]}})

@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 from cxr.cli import build_parser, commands, main
-from tests.e2e.helpers import env
+from cxr.testing import env
 
 
 def test_help_lists_every_command(capsys):

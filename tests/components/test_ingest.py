@@ -107,7 +107,9 @@ def test_symlink_loop_and_broken_link_are_skipped(tmp_path):
     os.symlink(src, src / "NORMAL" / "self")  # a directory link back to the root: a loop, scanned once
     summary = ingest.run(dir_params(src), tmp_path / "raw")
     assert summary["images"] == 3
-    assert {s["path"] for s in summary["skipped"]["examples"]} == {"NORMAL/loop1.png", "NORMAL/loop2.png", "NORMAL/self/"}
+    skipped = {s["path"]: s["reason"] for s in summary["skipped"]["examples"]}
+    assert skipped == {"NORMAL/loop1.png": "unreadable_link_or_file", "NORMAL/loop2.png": "unreadable_link_or_file",
+                       "NORMAL/self/": "link_loop"}
 
 
 def test_failed_ingest_keeps_previous_output(tmp_path, params):

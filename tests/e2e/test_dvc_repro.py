@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.e2e.helpers import TINY, copy_repo, sh
+from cxr.testing import TINY, copy_repo, sh
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +40,18 @@ def test_second_repro_does_nothing(repo):
     assert [line for line in second.stdout.splitlines() if "Running stage" in line] == [
         "Running stage 'registry-state':"]
     assert "Stage 'gate' didn't change, skipping" in second.stdout
+
+
+def test_editing_the_label_alias_table_makes_ingest_stale(repo):
+    path, _ = repo
+    labels = path / "components/core/labels.py"
+    original = labels.read_text()
+    labels.write_text(original + "\n# an edit to the alias table\n")
+    try:
+        status = sh(["dvc", "status", "ingest"], path).stdout
+        assert "ingest:" in status and "modified:" in status and "components/core" in status
+    finally:
+        labels.write_text(original)
 
 
 def test_evaluation_param_change_does_not_retrain(repo):

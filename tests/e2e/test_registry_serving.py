@@ -11,9 +11,8 @@ import requests
 from components import evaluate, gate, promote, register, train
 from components.core import registry
 from components.core.errors import CxrError, ServiceError
+from cxr.testing import MlflowServer, env, free_port, start_cxr_serve, stop, wait_http
 from tests.conftest import train_params, write_params
-from tests.e2e.helpers import env
-from tests.e2e.servers import MlflowServer, free_port, start_cxr_serve, stop, wait_http
 
 pytestmark = pytest.mark.slow
 GATE = {"min_accuracy": 0.0, "min_macro_f1": 0.0, "min_roc_auc": 0.0, "max_regression": 0.02}
@@ -198,7 +197,7 @@ def test_cxr_serve_answers_predict_for_a_real_image(champion, shared_sample, tmp
 def test_mlflow_models_serve_pyfunc(champion, tiny_shards, tmp_path, server):
     p, _, _ = champion
     from components.core import shards
-    from tests.e2e.helpers import BIN
+    from cxr.testing import BIN
 
     port = free_port()
     log = tmp_path / "pyfunc.log"

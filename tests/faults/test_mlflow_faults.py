@@ -13,9 +13,8 @@ import pytest
 
 from components import evaluate, gate, register, train
 from components.core import registry
+from cxr.testing import MlflowServer, env, free_port, start_cxr_serve, stop
 from tests.conftest import train_params, write_params
-from tests.e2e.helpers import env
-from tests.e2e.servers import MlflowServer, free_port, start_cxr_serve, stop
 
 pytestmark = pytest.mark.slow
 

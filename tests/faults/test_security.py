@@ -14,10 +14,9 @@ import requests
 
 from components.core import models, registry
 from components.core.errors import CxrError
+from cxr.testing import BIN, ROOT, env, free_port, stop, wait_http
 from serving import predict
 from tests.conftest import encode, gray, train_params, write_params
-from tests.e2e.helpers import BIN, ROOT, env
-from tests.e2e.servers import free_port, stop, wait_http
 
 
 def test_csv_paths_cannot_escape_the_root(tiny_model_dir, tmp_path):

@@ -12,8 +12,8 @@ import pytest
 
 from components import ingest, split
 from components.core import manifest
+from cxr.testing import env
 from tests.conftest import tiny_params, write_params
-from tests.e2e.helpers import env
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from components import evaluate
+from cxr.testing import env
 from tests.conftest import train_params, write_params
-from tests.e2e.helpers import env
 
 pytestmark = pytest.mark.slow
 

@@ -1,17 +1,18 @@
 """The whole pipeline under kfp.local (SubprocessRunner, use_venv=False), for real."""
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
 import pytest
 from kfp import dsl, local
 
-from components.core.sources import dvc as dvc_source
 from components.core import manifest
+from components.core.sources import dvc as dvc_source
+from cxr.testing import TINY, copy_repo, sh
 from pipelines import ops
 from tests.conftest import write_params
-from tests.e2e.helpers import TINY, copy_repo, sh
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +27,14 @@ def tiny_pipeline_params(tmp_path):
     return write_params(tmp_path / "params.yaml", parse_params(raw))
 
 
-def test_whole_pipeline_registers_a_challenger_and_reuses_the_cache(tmp_path, mlflow_store):
+def test_whole_pipeline_registers_a_challenger_and_reuses_the_cache(tmp_path, mlflow_store, capfd):
     pf = tiny_pipeline_params(tmp_path)
     first = ops.run_local(pf, tmp_path / "kfp")
+    logs = "\n".join(capfd.readouterr())
+    for step in ("ingest", "validate", "split", "preprocess", "train", "external", "evaluate", "gate", "register"):
+        # what a pod's log shows: timestamped lines from each step as it runs, not only a final summary
+        assert re.search(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d INFO +components\.{step}: start {step}", logs), step
+    assert re.search(r"components\.core\.checkpoint: epoch 1 \(phase 1\)", logs)
     run_dir = Path(first["run_dir"])
     gate = json.loads((run_dir / "gate" / "decision").read_text())
     assert gate["passed"] is True and gate["champion"]["exists"] is False
