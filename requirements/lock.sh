@@ -13,33 +13,40 @@
 #   gpu-image.txt  main only: the GPU image, whose base (tensorflow/tensorflow:2.21.0-gpu) has TensorFlow
 #   server.txt     mlflow[auth] + server extra (Postgres, S3): the MLflow server image (Dockerfile.mlflow)
 #
-# The later locks take the earlier ones as constraints, so a package shared by two locks has one version.
+# All of them take one resolution of everything (every extra together) as constraints, so a package that
+# two locks share has one version, and a pin that fits one install but not another fails here, not later.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uv="${UV:-uv}"
 command -v "$uv" >/dev/null || { echo "lock.sh: uv not found (pip install uv, or set UV=/path/to/uv)" >&2; exit 1; }
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
 
 compile() {  # compile OUTPUT INPUT [uv options...]
-  local out="requirements/$1" in="$2"
+  local out="$1" in="$2"
   shift 2
   "$uv" pip compile "$in" -o "$out" --quiet --generate-hashes --python-version 3.11 \
     --python-platform x86_64-manylinux_2_28 --custom-compile-command "bash requirements/lock.sh" "$@"
 }
 
-compile cpu-dev.txt pyproject.toml --extra cpu --extra dev "$@"
-compile cpu.txt pyproject.toml --extra cpu -c requirements/cpu-dev.txt "$@"
-compile gpu.txt pyproject.toml --extra gpu -c requirements/cpu-dev.txt "$@"
-compile gpu-image.txt pyproject.toml -c requirements/gpu.txt "$@"
+# everything at once; the current cpu-dev lock is its starting point, so versions move only when they must
+cp requirements/cpu-dev.txt "$tmp/all.txt" 2>/dev/null || true
+compile "$tmp/all.txt" pyproject.toml --extra cpu --extra gpu --extra dev --extra server "$@"
+all=(-c "$tmp/all.txt")
+
+compile requirements/cpu-dev.txt pyproject.toml --extra cpu --extra dev "${all[@]}"
+compile requirements/cpu.txt pyproject.toml --extra cpu "${all[@]}"
+compile requirements/gpu.txt pyproject.toml --extra gpu "${all[@]}"
+compile requirements/gpu-image.txt pyproject.toml "${all[@]}"
 
 # the MLflow server needs only mlflow[auth] and the server extra: no TensorFlow, no project code
-server_in="$(mktemp --suffix=.in)"
-trap 'rm -f "$server_in"' EXIT
-python3 - >"$server_in" <<'EOF'
+python3 - >"$tmp/server.in" <<'EOF_PY'
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 print(*[d for d in project["dependencies"] if d.startswith("mlflow[")], *project["optional-dependencies"]["server"],
       sep="\n")
-EOF
-compile server.txt "$server_in" -c requirements/cpu-dev.txt "$@"
-# the header would name the temporary input file
-sed -i "s#$server_in#the mlflow pin and server extra of pyproject.toml#" requirements/server.txt
+EOF_PY
+compile requirements/server.txt "$tmp/server.in" "${all[@]}"
+# the annotations would name the temporary files: drop the constraint, name the server's input
+sed -i -e "\\#^    \\#   -c $tmp/all.txt\$#d" requirements/*.txt
+sed -i -e "s#-r $tmp/server.in#-r (the mlflow pin and server extra of pyproject.toml)#" requirements/server.txt
