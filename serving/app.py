@@ -1,9 +1,13 @@
 """The REST API and its web page (FastAPI).
 
 ``POST /predict`` (multipart ``file``; ``?gradcam=true`` adds a heat-map overlay as base64 PNG),
-``GET /health``, ``GET /model``, ``GET /`` (an upload page). Uploads are limited in bytes, pixels
-and type (checked by magic bytes); errors are 4xx JSON without stack traces. Optional bearer-token
-auth for ``/predict`` and ``/model`` (``CXR_API_TOKEN``); CORS is off unless ``CXR_CORS_ORIGINS``.
+``GET /health``, ``GET /model``, ``GET /`` (an upload page). Uploads are limited in bytes and type
+(checked by magic bytes) and go through the decoder validate uses, with validate's limits (min/max
+side, max pixels: :class:`Settings`, from ``params.validate`` via ``Settings.from_env(validate)``);
+errors are 4xx JSON ``{"error": code, "detail": text, "limit": param}`` without stack traces, where
+``limit`` names the refusing setting (``validate.min_side``…) or is absent. DICOM uploads are
+accepted; nothing from a DICOM header (patient name, id, dates…) is echoed in any response or error.
+Optional bearer-token auth for ``/predict`` and ``/model`` (``CXR_API_TOKEN``); CORS is off unless ``CXR_CORS_ORIGINS``.
 """
 
 
@@ -22,26 +26,41 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from components.core.gradcam import gradcam, overlay, to_png
-from components.core.images import ImageError, load_for_model
+from components.core.images import ImageError, Limits, load_for_model
 from components.core.registry import ModelBundle
 
 log = logging.getLogger("cxr.serve")
 STATIC = Path(__file__).parent / "static"
-STATUS_BY_REASON = {"empty_file": 400, "not_an_image": 415, "unsupported_format": 415, "too_large": 413}
+STATUS_BY_REASON = {"empty_file": 400, "not_an_image": 415, "unsupported_format": 415, "too_large": 413,
+                    "too_small": 422, "dicom_unsupported_transfer_syntax": 415, "dicom_unsupported_photometric": 415,
+                    "dicom_multiframe": 422, "dicom_no_pixels": 422}
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Server settings. ``min_side``/``max_side``/``max_pixels`` are validate's limits: pass
+    ``params.validate_`` to :meth:`from_env` so serving refuses what validate quarantines."""
+
     max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_pixels: int = Limits.max_pixels
     token: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    min_side: int = Limits.min_side
+    max_side: int = Limits.max_side
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.min_side, self.max_side, self.max_pixels)
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls, validate=None) -> "Settings":
+        """Environment variables over ``validate`` (``params.validate_``) over the defaults."""
+        base = Limits.from_config(validate) if validate is not None else Limits()
         origins = tuple(o.strip() for o in os.environ.get("CXR_CORS_ORIGINS", "").split(",") if o.strip())
         return cls(max_bytes=int(os.environ.get("CXR_MAX_UPLOAD_BYTES", cls.max_bytes)),
-                   max_pixels=int(os.environ.get("CXR_MAX_PIXELS", cls.max_pixels)),
+                   max_pixels=int(os.environ.get("CXR_MAX_PIXELS", base.max_pixels)),
+                   min_side=int(os.environ.get("CXR_MIN_SIDE", base.min_side)),
+                   max_side=int(os.environ.get("CXR_MAX_SIDE", base.max_side)),
                    token=os.environ.get("CXR_API_TOKEN") or None, cors_origins=origins)
 
 
@@ -107,10 +126,11 @@ def create_app(bundle: ModelBundle, settings: Settings | None = None) -> FastAPI
         if len(data) > settings.max_bytes:
             raise HTTPException(413, {"error": "too_large", "detail": f"upload larger than {settings.max_bytes} bytes"})
         try:
-            pixels = load_for_model(data, bundle.image_size, bundle.resize, settings.max_pixels)
-        except ImageError as err:
-            raise HTTPException(STATUS_BY_REASON.get(err.reason, 422),
-                                {"error": err.reason, "detail": err.detail}) from None
+            pixels = load_for_model(data, bundle.image_size, bundle.resize, settings.max_pixels,
+                                    limits=settings.limits)
+        except ImageError as err:  # details name limits and tags, never DICOM values (see dicom.py)
+            body = {"error": err.reason, "detail": err.detail} | ({"limit": err.limit} if err.limit else {})
+            raise HTTPException(STATUS_BY_REASON.get(err.reason, 422), body) from None
         x = pixels[None, ..., None]
         with lock:
             probs = bundle.infer(x)[0]
@@ -129,7 +149,8 @@ def create_app(bundle: ModelBundle, settings: Settings | None = None) -> FastAPI
     return app
 
 
-def serve(bundle: ModelBundle, host: str, port: int) -> None:
+def serve(bundle: ModelBundle, host: str, port: int, settings: Settings | None = None) -> None:
+    """Run the API; pass ``Settings.from_env(params.validate_)`` to apply validate's limits."""
     import uvicorn
 
-    uvicorn.run(create_app(bundle), host=host, port=port, log_level="info", access_log=True)
+    uvicorn.run(create_app(bundle, settings), host=host, port=port, log_level="info", access_log=True)

@@ -1,7 +1,12 @@
 """Batch prediction: a file, a folder or a CSV of images → ``preds.csv``.
 
 Columns: ``path,predicted_label,prob_<CLASS>…,error``. An unreadable image gets its reason in
-``error`` and empty probabilities; it never stops the batch. CSV paths are resolved against the
+``error`` and empty probabilities; it never stops the batch. Images go through the decoder validate
+uses, with validate's limits (``limits``: min/max side, max pixels; the CLI passes
+``Limits.from_config(params.validate_)``), so an image validate would quarantine (a 1×1 thumbnail,
+a 9000×9000 scan, a multi-frame DICOM) gets ``error`` = ``reason: detail`` naming the limit instead
+of a prediction. DICOM files (``.dcm`` or any name given explicitly) are read too; the error text
+never carries identifying DICOM values. CSV paths are resolved against the
 CSV's folder and must stay inside ``root`` (default: that folder): ``../`` cannot escape it.
 """
 
@@ -15,7 +20,7 @@ import pandas as pd
 
 from components.core.errors import DataError
 from components.core.fsutil import atomic_path
-from components.core.images import IMAGE_SUFFIXES, decode_files
+from components.core.images import IMAGE_SUFFIXES, Limits, decode_files
 from components.core.registry import ModelBundle
 
 
@@ -58,11 +63,13 @@ def predict_arrays(bundle: ModelBundle, x: np.ndarray, batch_size: int = 64) -> 
 
 
 def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: str | Path | None = None,
-        batch_size: int = 64, workers: int | None = None) -> dict:
+        batch_size: int = 64, workers: int | None = None, limits: Limits | None = None) -> dict:
+    """Predict every input image; ``limits`` default to validate's defaults (:class:`Limits`)."""
+    limits = limits or Limits()
     items = list_inputs(input_path, root)
     todo = [(i, str(f)) for i, (_, f, err) in enumerate(items) if f is not None and not err]
-    decoded = decode_files([f for _, f in todo], bundle.image_size, bundle.resize,
-                           workers=workers or min(2, os.cpu_count() or 1), desc="predict")
+    decoded = decode_files([f for _, f in todo], bundle.image_size, bundle.resize, limits.max_pixels,
+                           workers=workers or min(2, os.cpu_count() or 1), desc="predict", limits=limits)
     errors = {i: err for i, (_, f, err) in enumerate(items) if err}
     good_idx, arrays = [], []
     for (i, _), d in zip(todo, decoded, strict=True):

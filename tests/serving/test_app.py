@@ -9,6 +9,7 @@ from PIL import Image
 
 from components.core import registry
 from serving.app import Settings, create_app
+from tests import imagegen
 from tests.conftest import encode, gray, png_header_only
 
 
@@ -39,7 +40,7 @@ def test_predict_returns_label_probabilities_and_gradcam(bundle):
 @pytest.mark.parametrize(("data", "status", "error"), [
     (b"", 400, "empty_file"),
     (b"%PDF-1.4 not an image" * 10, 415, "not_an_image"),
-    (b"\0" * 128 + b"DICM" + b"\0" * 100, 415, "unsupported_format"),
+    (b"\0" * 128 + b"DICM" + b"\0" * 100, 422, "dicom_no_pixels"),  # DICOM is read now; this one is empty
     (png_header_only(30_000, 30_000), 413, "too_large"),
     (encode(gray(200, 200), "JPEG")[:5000], 422, "truncated"),
     (encode(gray(64, 64), "JPEG")[:300], 422, "unreadable_header"),
@@ -114,3 +115,87 @@ def test_thresholded_decision_uses_the_operating_points(tiny_model_dir, tmp_path
 
 def test_model_card_endpoint(bundle):
     assert client(bundle).get("/model/card").status_code == 404  # a bare model file has no card
+
+
+# ---------------------------------------------------------------- validate's limits, DICOM uploads
+PHI = ("DOE", "JANE", "MRN123", "Example Hospital", "ACC12345", "19700101", "XR-ROOM-3", "SN-0001")
+
+
+def dicom_with_phi(**kw) -> bytes:
+    return imagegen.dicom(imagegen.deep(64, 72), patient_name="DOE^JANE", patient_id="MRN123", identifying=True, **kw)
+
+
+def test_a_1x1_image_is_refused_naming_the_limit(bundle):
+    r = post(client(bundle), encode(gray(1, 1)))
+    assert r.status_code == 422
+    assert r.json()["detail"] == {"error": "too_small", "limit": "validate.min_side",
+                                  "detail": "1x1: shorter side 1 < limit 32 (validate.min_side)"}
+
+
+def test_max_side_and_max_pixels_name_their_limit(bundle):
+    r = post(client(bundle, max_side=100), encode(gray(130, 60)))
+    assert r.status_code == 413 and r.json()["detail"]["limit"] == "validate.max_side"
+    r = post(client(bundle, max_pixels=50 * 50), encode(gray(60, 60)))
+    assert r.status_code == 413 and r.json()["detail"]["limit"] == "validate.max_pixels"
+    assert "3600 pixels > limit 2500" in r.json()["detail"]["detail"]
+
+
+def test_settings_take_validate_params_and_env_overrides(monkeypatch):
+    from components.core.config import ValidateConfig
+
+    s = Settings.from_env(ValidateConfig(min_side=100, max_side=2000, max_pixels=3_000_000))
+    assert (s.min_side, s.max_side, s.max_pixels) == (100, 2000, 3_000_000)
+    assert Settings.from_env().limits == Settings().limits  # defaults = validate's defaults
+    monkeypatch.setenv("CXR_MIN_SIDE", "64")
+    assert Settings.from_env(ValidateConfig(min_side=100)).limits.min_side == 64
+
+
+def test_dicom_upload_is_predicted_and_nothing_identifying_is_echoed(bundle):
+    c = client(bundle)
+    r = post(c, dicom_with_phi(), name="DOE_JANE.dcm", params={"gradcam": "true"})
+    assert r.status_code == 200 and r.json()["label"] in bundle.classes
+    assert not any(v in r.text for v in PHI)
+
+
+@pytest.mark.parametrize(("kwargs", "status", "error"), [
+    ({"frames": 2}, 422, "dicom_multiframe"),
+    ({"syntax": "1.2.840.10008.1.2.4.100"}, 415, "dicom_unsupported_transfer_syntax"),
+    ({"truncate": 300}, 422, "truncated"),
+])
+def test_bad_dicom_uploads_name_the_reason_without_identifying_values(bundle, kwargs, status, error):
+    if "syntax" in kwargs:
+        data = imagegen.dicom_with_syntax(imagegen.deep(64, 72), kwargs["syntax"], patient_name="DOE^JANE",
+                                          patient_id="MRN123", identifying=True)
+    elif "truncate" in kwargs:
+        data = dicom_with_phi()[:-kwargs["truncate"]]
+    else:
+        data = dicom_with_phi(**kwargs)
+    r = post(client(bundle), data)
+    assert r.status_code == status and r.json()["detail"]["error"] == error
+    assert not any(v in r.text for v in PHI)
+
+
+def test_batch_predict_applies_validate_limits_and_reads_dicom(tiny_model_dir, tmp_path):
+    import pandas as pd
+
+    from components.core import images
+    from serving import predict
+
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "ok.png").write_bytes(encode(gray(64, 64)))
+    (d / "tiny.png").write_bytes(encode(gray(1, 1)))
+    (d / "huge.png").write_bytes(png_header_only(9000, 9000))
+    (d / "film.dcm").write_bytes(dicom_with_phi())
+    (d / "cine.dcm").write_bytes(dicom_with_phi(frames=3))
+    b = registry.load(str(tiny_model_dir))
+    summary = predict.run(b, d, tmp_path / "preds.csv", workers=1)
+    df = pd.read_csv(tmp_path / "preds.csv", keep_default_na=False).set_index("path")
+    assert summary["predicted"] == 2 and df.loc["ok.png", "error"] == "" and df.loc["film.dcm", "predicted_label"]
+    assert df.loc["tiny.png", "error"] == "too_small: 1x1: shorter side 1 < limit 32 (validate.min_side)"
+    assert df.loc["huge.png", "error"].startswith("too_large: 9000x9000 = 81000000 pixels > limit 40000000")
+    assert df.loc["cine.dcm", "error"].startswith("dicom_multiframe: 3 frames")
+    assert not any(v in (tmp_path / "preds.csv").read_text() for v in PHI)
+    predict.run(b, d, tmp_path / "strict.csv", workers=1, limits=images.Limits(max_side=70))  # the caller's limits
+    strict = pd.read_csv(tmp_path / "strict.csv", keep_default_na=False).set_index("path")
+    assert strict.loc["ok.png", "error"] == "" and strict.loc["film.dcm", "error"].startswith("too_large: 64x72")
