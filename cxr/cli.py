@@ -137,9 +137,11 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace) -> Any:
+    from components.core.images import Limits
     from serving import predict
 
-    return predict.run(_load_bundle(args), args.input, args.output, args.root, args.batch_size)
+    limits = Limits.from_config(_params(args).validate_)  # the same limits as validate
+    return predict.run(_load_bundle(args), args.input, args.output, args.root, args.batch_size, limits=limits)
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -153,7 +155,7 @@ def _serve(args: argparse.Namespace) -> Any:
     from serving import app
 
     bundle = _load_bundle(args)  # refuses to start when the model cannot be loaded
-    app.serve(bundle, args.host, args.port)
+    app.serve(bundle, args.host, args.port, app.Settings.from_env(_params(args).validate_))
     return 0
 
 

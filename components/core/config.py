@@ -94,6 +94,7 @@ class ClassShareConfig(Section):
 
 
 ExpectationId = Literal[
+    "deidentified",
     "label_in_classes",
     "decodable",
     "dimensions_in_range",
@@ -116,6 +117,10 @@ class ValidateConfig(Section):
     )
     workers: int = Field(2, ge=1, le=256)
     bias_audit: BiasAuditConfig = Field(default_factory=BiasAuditConfig)
+    # DICOM de-identification audit (PS3.15 basic profile attributes, BurnedInAnnotation): "report" counts them
+    # in the summary and model card; "quarantine" also refuses every file that has one. A pseudonymised
+    # PatientID counts too (public sets such as RSNA keep one): use "report" for those.
+    phi: Literal["report", "quarantine"] = "report"
 
 
 class SplitConfig(Section):

@@ -27,7 +27,7 @@ from components.core.progress import progress
 log = logging.getLogger(__name__)
 
 # Row-level expectations in the order their failure names the quarantine reason.
-ROW_EXPECTATIONS = ("decodable", "dimensions_in_range", "label_in_classes", "unique_sha256")
+ROW_EXPECTATIONS = ("decodable", "dimensions_in_range", "label_in_classes", "unique_sha256", "deidentified")
 
 
 def build_facts(raw_dir: Path, df: pd.DataFrame, max_pixels: int, workers: int) -> pd.DataFrame:
@@ -44,6 +44,11 @@ def build_facts(raw_dir: Path, df: pd.DataFrame, max_pixels: int, workers: int) 
     table = pd.DataFrame([f.as_dict() for f in facts], columns=list(ImageFacts.__dataclass_fields__))
     out = pd.concat([df.reset_index(drop=True), table], axis=1)
     out["patient_id"] = out["patient_id"].replace("", None)
+    # a DICOM's PatientID names the patient when the source gave none (as a digest: raw ids stay in the files)
+    from_dicom = (out["patient_id_origin"] == "file") & (out["dicom_patient_digest"] != "")
+    out.loc[from_dicom, "patient_id"] = "dicom:" + out.loc[from_dicom, "dicom_patient_digest"]
+    out.loc[from_dicom, "patient_id_origin"] = "dicom"
+    out = out.drop(columns=["dicom_patient_id"])
     out["patient_labels"] = out.groupby("patient_id", dropna=False)["label"].transform("nunique")
     return out
 
@@ -63,6 +68,11 @@ def _suites(gx, classes: list[str], v):
         ("one_label_per_patient", E.ExpectColumnValuesToBeBetween(column="patient_labels", min_value=1,
                                                                   max_value=1)),
     ]
+    if v.phi == "quarantine":  # DICOM files that still carry identifying attributes or burned-in text
+        checks += [
+            ("deidentified", E.ExpectColumnValuesToBeBetween(column="phi_count", min_value=0, max_value=0)),
+            ("deidentified", E.ExpectColumnValuesToNotBeInSet(column="burned_in_annotation", value_set=["YES"])),
+        ]
     for check_id, exp in checks:
         exp.meta = {"id": check_id, "critical": check_id in v.critical}
         images.add_expectation(exp)
@@ -127,7 +137,8 @@ def quarantine(facts: pd.DataFrame, results: list[dict]) -> pd.Series:
         if check == "decodable":
             for i in rows:
                 if reason[i] == "":
-                    reason[i] = f"decodable: {facts.at[i, 'reason'] or 'not decodable'}"
+                    code, detail = facts.at[i, "reason"] or "not decodable", facts.at[i, "detail"]
+                    reason[i] = f"decodable: {code}: {detail}" if detail else f"decodable: {code}"
             continue
         if check == "unique_sha256" and rows:
             dup = facts.loc[sorted(rows)]
@@ -147,6 +158,20 @@ def quarantine(facts: pd.DataFrame, results: list[dict]) -> pd.Series:
             if reason[i] == "":
                 reason[i] = check
     return reason
+
+
+def phi_summary(facts: pd.DataFrame, policy: str) -> dict:
+    """The de-identification audit over every DICOM file: counts and attribute names, never values."""
+    dicom = facts[facts["format"] == "DICOM"]
+    names: dict[str, int] = {}
+    for attrs in dicom["phi_attributes"]:
+        for a in filter(None, str(attrs).split(";")):
+            names[a] = names.get(a, 0) + 1
+    return {"policy": policy, "dicom_files": len(dicom),
+            "files_with_identifying_attributes": int((dicom["phi_count"] > 0).sum()),
+            "identifying_attributes": dict(sorted(names.items(), key=lambda kv: -kv[1])),
+            "burned_in_annotation_yes": int((dicom["burned_in_annotation"] == "YES").sum()),
+            "files_with_private_tags": int((dicom["private_tags"] > 0).sum())}
 
 
 def class_shares(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
@@ -202,6 +227,7 @@ def validate_into(classes: list[str], v, raw_dir: str | Path, out_dir: str | Pat
             "expectations": [{k: r[k] for k in ("id", "expectation", "column", "critical", "success",
                                                 "unexpected_count")} for r in expectations],
             "source_bias_audit": audit,
+            "deidentification": phi_summary(facts, v.phi),
             "data_docs": str(report_dir / "data_docs" / "index.html"),
         }
     write_json(report_dir / "summary.json", summary)

@@ -32,7 +32,8 @@ def test_bad_files_are_quarantined_with_reasons(tmp_path):
         "NORMAL/text.png": b"just text\n" * 20,
         "NORMAL/deep16.png": png_16bit(),
         "NORMAL/alpha.png": encode(gray(40, 40), "PNG", mode="RGBA"),
-        "NORMAL/bomb.png": png_header_only(60_000, 60_000),
+        "NORMAL/bomb.png": png_header_only(9_000, 5_000),
+        "NORMAL/huge-bomb.png": png_header_only(60_000, 60_000),  # past PIL's own guard too
         "NORMAL/tiny.png": encode(gray(8, 8)),
         "PNEUMONIA/same-as-normal0.png": dup,          # same image under two labels
         "NORMAL/copy of normal0.png": dup,             # and a same-label copy
@@ -40,17 +41,22 @@ def test_bad_files_are_quarantined_with_reasons(tmp_path):
     _, summary = run_validate(tmp_path, src)
     q = manifest.read(tmp_path / "validated" / "quarantine.csv").set_index("path")
     reasons = q["reason"].to_dict()
-    assert reasons["NORMAL/zero.png"] == "decodable: empty_file"
-    assert reasons["NORMAL/trunc.jpeg"] == "decodable: truncated"
-    assert reasons["NORMAL/text.png"] == "decodable: not_an_image"
-    assert reasons["NORMAL/bomb.png"] == "decodable: too_large"
+    assert reasons["NORMAL/zero.png"] == "decodable: empty_file: the file has 0 bytes"
+    assert reasons["NORMAL/trunc.jpeg"].startswith("decodable: truncated: ")
+    assert reasons["NORMAL/text.png"].startswith("decodable: not_an_image: ")
+    # the detail keeps the numbers, and the header's size is kept although the file was refused
+    assert reasons["NORMAL/bomb.png"] == ("decodable: too_large: 9000x5000 = 45000000 pixels > limit 40000000 "
+                                          "(validate.max_pixels)")
+    assert (q.loc["NORMAL/bomb.png", "width"], q.loc["NORMAL/bomb.png", "height"]) == (9000, 5000)
+    assert reasons["NORMAL/huge-bomb.png"].startswith("decodable: too_large: ")
     assert reasons["NORMAL/tiny.png"] == "dimensions_in_range"
+    assert summary["quarantine_reasons"]["decodable"] == 5
     for p in ("NORMAL/normal_0.png", "PNEUMONIA/same-as-normal0.png", "NORMAL/copy of normal0.png"):
         assert reasons[p].startswith("unique_sha256: same image under labels NORMAL/PNEUMONIA")
     ok = manifest.read(tmp_path / "validated" / "manifest.csv").set_index("path")
     assert {"NORMAL/deep16.png", "NORMAL/alpha.png"} <= set(ok.index)  # usable after conversion
     assert ok.loc["NORMAL/deep16.png", "bit_depth"] == 16
-    assert summary["passed"] and summary["quarantined"] == 8
+    assert summary["passed"] and summary["quarantined"] == 9
     assert (tmp_path / "reports" / "data_docs" / "index.html").is_file()
     assert json.loads((tmp_path / "reports" / "summary.json").read_text())["usable"] == summary["usable"]
 
@@ -116,3 +122,37 @@ def test_shared_sample_is_flagged_by_the_bias_audit_and_splits_without_leakage(t
     parts = {k: manifest.read(tmp_path / "splits" / f"{k}.csv") for k in ("train", "val", "test")}
     assert sum(len(v) for v in parts.values()) == summary["usable"]
     assert not set(parts["train"]["patient_id"]) & set(parts["test"]["patient_id"])
+
+
+@pytest.mark.parametrize("policy", ["report", "quarantine"])
+def test_dicom_files_are_audited_for_identifying_attributes(tmp_path, policy):
+    from tests import imagegen
+
+    src = good_tree(tmp_path / "src")
+    pixels = imagegen.deep(80, 96)
+    write_tree(src, {
+        "NORMAL/clean.dcm": imagegen.dicom(pixels, patient_id="P-17"),
+        "NORMAL/named.dcm": imagegen.dicom(pixels + 1, patient_id="P-18", patient_name="DOE^JANE", identifying=True),
+        "PNEUMONIA/burned.dcm": imagegen.dicom(pixels + 2, patient_id="P-19", burned_in="YES"),
+    })
+    p = tiny_params(data={"source": "dir", "path": str(src)}, validate={"workers": 1, "phi": policy,
+                                                                       "bias_audit": {"enabled": False}})
+    ingest.run(p, tmp_path / "raw")
+    summary = validate.run(p, tmp_path / "raw", tmp_path / "validated", tmp_path / "reports")
+    audit = summary["deidentification"]
+    assert audit["dicom_files"] == 3 and audit["files_with_identifying_attributes"] >= 2
+    assert audit["identifying_attributes"]["PatientName"] == 1 and audit["burned_in_annotation_yes"] == 1
+    ok = manifest.read(tmp_path / "validated" / "manifest.csv").set_index("path")
+    text = (tmp_path / "validated" / "manifest.csv").read_text() + (tmp_path / "reports" / "summary.json").read_text()
+    assert "DOE" not in text and "P-17" not in text  # names and raw ids never leave the files
+    if policy == "report":
+        assert {"NORMAL/clean.dcm", "NORMAL/named.dcm", "PNEUMONIA/burned.dcm"} <= set(ok.index)
+        assert ok.loc["NORMAL/clean.dcm", "patient_id"].startswith("dicom:")  # the digest names the patient
+        assert ok.loc["NORMAL/clean.dcm", "patient_id_origin"] == "dicom"
+        assert ok.loc["NORMAL/clean.dcm", "view_position"] == "PA"
+    else:
+        # strict: any identifying attribute, even a (pseudonymised) PatientID, quarantines the file
+        q = manifest.read(tmp_path / "validated" / "quarantine.csv").set_index("path")
+        assert {q.loc[f, "reason"] for f in ("NORMAL/clean.dcm", "NORMAL/named.dcm", "PNEUMONIA/burned.dcm")} == {
+            "deidentified"}
+        assert not {"NORMAL/clean.dcm", "NORMAL/named.dcm", "PNEUMONIA/burned.dcm"} & set(ok.index)
