@@ -131,7 +131,10 @@ class GxRunner:
 def quarantine(facts: pd.DataFrame, results: list[dict]) -> pd.Series:
     """Reason per row ('' = keep) from failed row-level expectations; duplicates keep one copy."""
     reason = pd.Series("", index=facts.index, dtype=object)
-    failed = {r["id"]: set(r["unexpected_index_list"]) for r in results if not r["success"]}
+    failed: dict[str, set] = {}
+    for r in results:  # several expectations share an id (width and height are both dimensions_in_range)
+        if not r["success"]:
+            failed.setdefault(r["id"], set()).update(r["unexpected_index_list"])
     for check in ROW_EXPECTATIONS:
         rows = failed.get(check, set())
         if check == "decodable":
