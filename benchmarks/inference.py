@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, lat_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tree = repeated_sample(Path(tmp) / "tree", args.images)
-        files = sorted(p for p in tree.rglob("*") if p.is_symlink())
+        files = sorted(p for p in tree.rglob("*") if p.is_file())
         for cfg in args.configs:
             backbone, size = cfg.split("@")
             model_dir = make_model(backbone, int(size), Path(tmp) / cfg)

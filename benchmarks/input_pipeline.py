@@ -60,7 +60,7 @@ def run(files: int, size: int, epochs: int, batch: int, workdir: Path) -> list[l
     # (c) ours: decode once (`cxr preprocess`), then tf.data over uint8 shards
     splits = workdir / "splits"
     splits.mkdir()
-    paths = sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_symlink() or p.is_file())
+    paths = sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file())
     df = pd.DataFrame({"path": paths, "label": [p.split("/")[0] for p in paths],
                        "patient_id": [f"p{i}" for i in range(len(paths))]})
     for name in ("train", "val", "test"):

@@ -27,7 +27,7 @@ def prepare(workdir: Path, n: int, size: int) -> Path:
     tree = repeated_sample(workdir / f"tree{size}", n)
     splits = workdir / f"splits{size}"
     splits.mkdir(exist_ok=True)
-    paths = sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_symlink())
+    paths = sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file())
     df = pd.DataFrame({"path": paths, "label": [p.split("/")[0] for p in paths],
                        "patient_id": [f"p{i}" for i in range(len(paths))]})
     df.to_csv(splits / "train.csv", index=False)

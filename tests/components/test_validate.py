@@ -162,6 +162,6 @@ def test_a_too_wide_and_a_too_tall_image_are_both_quarantined(tmp_path):
     """Width and height are two expectations with one id: the second must not hide the first's rows."""
     src = good_tree(tmp_path / "src")
     write_tree(src, {"NORMAL/wide.png": encode(gray(200, 40)), "NORMAL/tall.png": encode(gray(40, 200))})
-    _, summary = run_validate(tmp_path, src, max_side=150)
+    run_validate(tmp_path, src, max_side=150)
     q = manifest.read(tmp_path / "validated" / "quarantine.csv").set_index("path")
     assert q.loc["NORMAL/wide.png", "reason"] == q.loc["NORMAL/tall.png", "reason"] == "dimensions_in_range"
