@@ -1,17 +1,19 @@
-"""Gate: decide whether the candidate model may be registered.
+"""Gate: decide whether the candidate model may be registered (:mod:`components.core.gating` has the maths).
 
-Two kinds of checks, all written to ``gate.json`` with value, threshold and result
-(:mod:`components.core.gating`):
+Checks, every one in ``reports/gate.json`` with its value, CI, threshold or margin, patients used
+and result:
 
-* thresholds from ``params.yaml`` (``gate.min_accuracy``, ``gate.min_macro_f1``,
-  ``gate.min_roc_auc``, ``gate.min_recall.<CLASS>``);
-* no regression against the current ``champion``: the champion is **re-evaluated on the same
-  test split** (not compared by stale logged numbers) and the candidate may not be worse by more
-  than ``gate.max_regression`` on any gated metric.
+* **absolute thresholds** (``gate.min_*``) on the candidate's test metrics, sensitivity and
+  specificity being those of the decision serving returns (the operating points chosen on the
+  validation split); with ``gate.use_lower_ci`` on the lower bound of the patient-level CI;
+* **paired non-inferiority against the champion** on the test patients neither model trained or
+  validated on (lineage digests), per metric: lower CI bound of (candidate - champion) > -margin;
+  too few clean patients, or a champion without lineage, is *incomparable* (``gate.on_incomparable``);
+* **shortcut risk** (source-bias audit, stress tests) blocks unless ``gate.accept_shortcut_risk``
+  gives a written reason; optional minimums per external set (``gate.external``).
 
-A failed gate is a result, not a crash: the step exits 0 and ``passed`` is false (``--strict``:
-exit 6). The result depends on the registry, so KFP never caches it and DVC re-runs it when the
-registry's champion changes (``reports/registry_state.json``).
+The report names the champion it was made against; ``cxr promote`` refuses a version gated against
+another champion than the current one. A failed gate is a result (exit 0) unless ``--strict`` (exit 6).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from components.core.errors import RefusedError
+import numpy as np
+
+from components.core.errors import DataError, RefusedError
 from components.core.params_view import under_spec
 from components.core.spec import Option, Port, StepSpec
 
@@ -27,17 +31,23 @@ log = logging.getLogger(__name__)
 
 SPEC = StepSpec(
     name="gate",
-    help="pass/fail the candidate on thresholds and against the re-evaluated champion",
-    params=("data.classes", "validate.max_pixels", "gate", "registry", "mlflow"),
+    help="pass/fail the candidate: thresholds on the served decision, paired non-inferiority vs the champion, "
+         "shortcut risk",
+    params=("data.classes", "validate.max_pixels", "evaluate.bootstrap", "evaluate.target_sensitivity", "gate",
+            "registry", "mlflow"),
     inputs=(
-        Port("metrics", "reports/metrics.json", "the candidate's test metrics", kind="file"),
-        Port("shards", "data/shards", "the test split the champion is re-evaluated on"),
+        Port("metrics", "reports/metrics.json", "the candidate's test metrics (operating points, external sets)",
+             kind="file"),
+        Port("model_dir", "models", "the candidate model (model.keras, lineage.json)", artifact="Model"),
+        Port("shards", "data/shards", "the test split both models are scored on, the val split for threshold CIs"),
         Port("images", "data/raw", "image root (to decode the test split for a champion with another input size)"),
+        Port("validation", "reports/validation/summary.json", "the validation summary (source-bias audit)",
+             kind="file", optional=True),
     ),
-    outputs=(Port("out", "reports/gate.json", "the decision: every check with value, threshold, result",
-                  kind="file", dvc=((".", "metric"),)),),
-    kfp_views=(Port("decision", "", "passed (1/0) and the number of failed checks", artifact="Metrics"),),
+    outputs=(Port("out", "reports/gate.json", "the decision: every check with value, CI, threshold or margin, "
+                  "patients, result", kind="file", dvc=((".", "metric"),)),),
     options=(Option("strict", bool, False, "exit 6 when the gate fails (for CI)"),),
+    kfp_views=(Port("decision", "", "passed (1/0) and the number of failed checks", artifact="Metrics"),),
     dvc_deps=("reports/registry_state.json",),
     cache=False,
     returns="passed",
@@ -46,33 +56,134 @@ SPEC = StepSpec(
 )
 
 
-@under_spec(SPEC)
-def run(params, metrics: str | Path, shards: str | Path, out: str | Path, images: str | Path | None = None,
-        strict: bool = False) -> dict:
-    """Gate the candidate (``metrics``) and write the decision to ``out``."""
-    from components.core import tracking
-    from components.core.fsutil import read_json, write_json
-    from components.core.gating import champion_checks, gated_metrics, threshold_checks
+def _predict(model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=64, verbose=0), dtype=np.float64)
 
-    metrics_path, shards_dir, out_path, images_dir = metrics, shards, out, images
-    candidate = read_json(metrics_path)
+
+def champion_test_arrays(bundle, test, shards_meta, images_dir: Path | None, max_pixels: int) -> np.ndarray:
+    """The test split as the champion needs it (its own input size and resize mode)."""
+    from components.core.images import decode_files
+
+    if bundle.image_size == shards_meta.image_size and bundle.resize == shards_meta.resize:
+        return test.x
+    if images_dir is None:
+        raise DataError(f"the champion takes {bundle.image_size}px images; pass --images to decode the test split")
+    decoded = decode_files([str(images_dir / p) for p in test.rows["path"]], bundle.image_size, bundle.resize,
+                           max_pixels, desc="champion test set")
+    bad = [d for d in decoded if isinstance(d, str)]
+    if bad:
+        raise DataError(f"{len(bad)} test images could not be decoded for the champion: {bad[:3]}")
+    return np.stack(decoded)[..., None]
+
+
+def champion_lineage(run_id: str | None) -> dict | None:
+    """The lineage the champion's training run recorded (``lineage/lineage.json``), or None."""
+    import mlflow
+
+    if not run_id:
+        return None
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/lineage/lineage.json")
+    except Exception as err:  # older versions have none; the gate then says the ground is unknown
+        log.warning("champion run %s has no lineage record (%s)", run_id, type(err).__name__)
+        return None
+
+
+def _champion(params, test, meta, images_dir, classes):
+    """(info, probabilities on the test split, thresholds, seen patient digests) of the current champion."""
+    from components.core import gating, registry
+
+    name = params.registry.model_name
+    mv = registry.version_by_alias(name, registry.CHAMPION)
+    if mv is None:
+        return {"exists": False, "note": "no champion yet: absolute thresholds only"}, None, {}, None
+    bundle = registry.load(f"models:/{name}/{mv.version}")
+    info = {"exists": True, "version": str(mv.version), "run_id": mv.run_id, "image_size": bundle.image_size,
+            "resize": bundle.resize, "operating_points": bundle.thresholds}
+    if bundle.classes != classes:
+        info["incomparable"] = (f"the champion predicts {bundle.classes}, the candidate {classes}: register this task "
+                                "under another registry.model_name")
+        return info, None, {}, None
+    x = champion_test_arrays(bundle, test, meta, images_dir, params.validate_.max_pixels)
+    record = champion_lineage(mv.run_id)
+    info["lineage"] = {"available": record is not None,
+                       **({"counts": record.get("counts"), "data_version": record.get("data_version")}
+                          if record else {})}
+    return info, _predict(bundle.model, x), bundle.thresholds, gating.seen_patients(record)
+
+
+@under_spec(SPEC)
+def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, out: str | Path,
+        images: str | Path | None = None, validation: str | Path | None = None, strict: bool = False) -> dict:
+    """Gate the candidate (``model_dir`` + its ``metrics``) and write the decision to ``out``."""
+    from components.core import gating, models, tracking
+    from components.core import shards as shard_io
+    from components.core.fsutil import read_json, write_json
+
+    g, boot = params.gate, params.evaluate.bootstrap
+    candidate_metrics = read_json(metrics)
+    validation_summary = read_json(validation) if validation and Path(validation).is_file() else None
+    model_dir, out_path = Path(model_dir), Path(out)
     tracking.setup(params)
-    checks = threshold_checks(candidate, params)
-    vs, champion = champion_checks(candidate, params, Path(shards_dir), Path(images_dir) if images_dir else None)
-    checks += vs
+    meta = shard_io.read_meta(shards)
+    classes = meta.classes
+    test, val = shard_io.load_split(shards, "test"), shard_io.load_split(shards, "val")
+    model = models.load_model(model_dir / "model.keras")
+    cand_lineage = read_json(model_dir / "lineage.json") if (model_dir / "lineage.json").is_file() else None
+    cand_thresholds = {c: float(v["threshold"]) for c, v in
+                       ((candidate_metrics.get("thresholds") or {}).get("val") or {}).items()}
+    patients = test.rows["patient_id"].astype(str).to_numpy()
+    p_cand = _predict(model, test.x)
+    cand_stats = gating.bootstrap(test.y, p_cand, patients, classes, cand_thresholds, boot.resamples, boot.seed,
+                                  boot.level)
+    checks = gating.threshold_checks(cand_stats, g, len(set(patients)))
+
+    champion, p_champ, champ_thresholds, champ_seen = _champion(params, test, meta, Path(images) if images else None,
+                                                                classes)
+    comparison: dict = {"status": "no_champion"}
+    if champion["exists"]:
+        if champion.get("incomparable"):
+            comparison = {"status": "incomparable", "reason": champion["incomparable"], "patients_used": 0,
+                          "min_comparison_patients": g.min_comparison_patients}
+        else:
+            comparison = gating.comparison_ground(patients, gating.seen_patients(cand_lineage), champ_seen,
+                                                  g.min_comparison_patients)
+        if comparison["status"] == "compared":
+            mask = np.isin(patients, comparison["keep"])
+            paired = gating.paired_bootstrap(test.y[mask], p_cand[mask], p_champ[mask], patients[mask], classes,
+                                             cand_thresholds, champ_thresholds, boot.resamples, boot.seed,
+                                             boot.level)
+            checks += gating.non_inferiority_checks(paired, g, comparison["patients_used"])
+        else:
+            checks.append(gating.incomparable_check(comparison, g.on_incomparable))
+        comparison.pop("keep", None)
+    shortcut = gating.shortcut_check(validation_summary, candidate_metrics, g.accept_shortcut_risk)
+    if shortcut:
+        checks.append(shortcut)
+    checks += gating.external_checks(candidate_metrics, g.external)
+    val_patients = val.rows["patient_id"].astype(str).to_numpy()
+    thresholds = gating.threshold_cis(val.y, _predict(model, val.x), val_patients, classes,
+                                      dict(params.evaluate.target_sensitivity), boot.resamples, boot.seed, boot.level)
     result = {
         "passed": all(c["passed"] for c in checks),
         "checks": checks,
-        "candidate": {"run_id": candidate.get("run_id"), "metrics": gated_metrics(candidate, params)},
-        "champion": champion,
+        "failed": [c["check"] for c in checks if not c["passed"]],
         "model_name": params.registry.model_name,
-        "max_regression": params.gate.max_regression,
+        "candidate": {"run_id": candidate_metrics.get("run_id"), "operating_points": cand_thresholds,
+                      "metrics": {k: v["point"] for k, v in cand_stats.items()},
+                      "lineage": (cand_lineage or {}).get("counts")},
+        "champion": champion,
+        "gated_against": champion.get("version") if champion["exists"] else None,
+        "comparison": comparison,
+        "operating_points": thresholds,
+        "shortcut_accepted": g.accept_shortcut_risk if shortcut and shortcut["passed"] else None,
+        "bootstrap": {"resamples": boot.resamples, "seed": boot.seed, "level": boot.level, "unit": "patient"},
     }
-    result["failed"] = [c["check"] for c in checks if not c["passed"]]
     write_json(out_path, result)
     for c in checks:
-        log.info("%s %s: value %s", "pass" if c["passed"] else "FAIL", c["check"], c["value"])
-    log.info("gate %s (%d checks, %d failed)", "passed" if result["passed"] else "FAILED", len(checks),
+        log.info("%s %s: %s", "pass" if c["passed"] else "FAIL", c["check"], c.get("value"))
+    log.info("gate %s against %s (%d checks, %d failed)", "passed" if result["passed"] else "FAILED",
+             f"champion v{champion['version']}" if champion["exists"] else "no champion", len(checks),
              len(result["failed"]))
     if strict and not result["passed"]:
         raise RefusedError(f"the gate failed ({'; '.join(result['failed'])}); see {out_path}")

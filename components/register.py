@@ -1,9 +1,11 @@
-"""Register: a model that passed its gate becomes a new version in the MLflow registry.
+"""Register: a model that passed its gate becomes a version in the MLflow registry.
 
-The version is created with its tags in one call (git commit, data version, params hash,
-backbone, image size, classes, gated metrics, the gate report), so no version ever exists without
-them; the model card is logged to the run and set as the version's description; the alias
-``challenger`` moves to it last. A failed gate registers nothing.
+The version is created with its tags in one call (git commit, data version, manifest digest, lineage
+counts and digest, params hash, backbone, image size, classes, gated metrics, the gate report, the
+champion it was gated against, an accepted shortcut risk), so no version ever exists without them;
+the model card is logged to the run and set as the version's description; the alias ``challenger``
+moves to it last. A failed gate registers nothing. The same training run gated again (after a
+promotion re-runs the gate) refreshes its existing version instead of registering a duplicate.
 """
 
 from __future__ import annotations
@@ -90,11 +92,18 @@ def run(params, gate_report: str | Path, model_dir: str | Path, metrics: str | P
     import mlflow
 
     gated = {f"metric.{k}": v for k, v in gate["candidate"]["metrics"].items() if v is not None}
-    compact_gate = json.dumps({"passed": True, "checks": [{k: c.get(k) for k in ("check", "value", "passed")}
-                                                          for c in gate["checks"]]})
+    compact_gate = json.dumps({"passed": True, "gated_against": gate.get("gated_against"),
+                               "checks": [{k: c.get(k) for k in ("check", "value", "passed")} for c in gate["checks"]]})
+    lineage = read_json(Path(model_dir) / "lineage.json") if (Path(model_dir) / "lineage.json").is_file() else {}
     tags = {
         registry.GATE_TAG: "true",
         "gate_report": compact_gate[:5000],
+        # the champion this decision was made against: `cxr promote` refuses when it is no longer the champion
+        "gated_against": str(gate.get("gated_against") or "none"),
+        "manifest_digest": lineage.get("manifest_digest", ""),
+        "lineage.seen_digest": lineage.get("seen_digest", ""),
+        "lineage.train_patients": str((lineage.get("counts") or {}).get("train", "")),
+        "lineage.val_patients": str((lineage.get("counts") or {}).get("val", "")),
         "git_commit": tracking.git_commit(),
         "data_version": train.get("data_version", ""),
         "params_hash": tracking.params_hash(params),
@@ -108,13 +117,22 @@ def run(params, gate_report: str | Path, model_dir: str | Path, metrics: str | P
                                         ((metrics.get("thresholds") or {}).get("val") or {}).items()}),
         **{k: str(v) for k, v in gated.items()},
     }
+    if gate.get("shortcut_accepted"):
+        tags["shortcut_risk_accepted"] = gate["shortcut_accepted"][:5000]
     try:
         with mlflow.start_run(run_id=run_id):
             mlflow.log_artifact(str(gate_path), artifact_path="gate")
             mlflow.log_artifact(str(card_path), artifact_path="model_card")
             mlflow.log_artifact(str(card_path.with_suffix(".html")), artifact_path="model_card")
-        mv = mlflow.register_model(train.get("mlflow_model_uri") or f"runs:/{run_id}/model", name, tags=tags)
         client = registry.client()
+        mv = _existing_version(client, name, run_id)
+        if mv is None:
+            mv = mlflow.register_model(train.get("mlflow_model_uri") or f"runs:/{run_id}/model", name, tags=tags)
+            reused = False
+        else:  # the same trained model gated again (e.g. after a promotion): refresh its decision, no duplicate
+            for k, v in tags.items():
+                client.set_model_version_tag(name, mv.version, k, v)
+            reused = True
         client.update_model_version(name, mv.version, description=card[:60000])
         client.set_registered_model_alias(name, registry.CHALLENGER, mv.version)
     except CxrError:
@@ -123,7 +141,19 @@ def run(params, gate_report: str | Path, model_dir: str | Path, metrics: str | P
         raise ServiceError(f"registering {name} in MLflow failed: {type(err).__name__}: {str(err)[:500]}. "
                            "Nothing was aliased; re-run `cxr register` when the server is back.") from None
     result = {"registered": True, "name": name, "version": str(mv.version), "alias": registry.CHALLENGER,
-              "run_id": run_id, "model_uri": f"models:/{name}/{mv.version}", "model_card": str(card_path)}
+              "run_id": run_id, "model_uri": f"models:/{name}/{mv.version}", "model_card": str(card_path),
+              "reused_version": reused, "gated_against": tags["gated_against"]}
     write_json(out_path, result)
-    log.info("registered %s v%s (alias %s)", name, mv.version, registry.CHALLENGER)
+    log.info("%s %s v%s (alias %s; gated against %s)", "refreshed" if reused else "registered", name, mv.version,
+             registry.CHALLENGER, tags["gated_against"])
     return result
+
+
+def _existing_version(client, name: str, run_id: str):
+    """A version of ``name`` already registered from this training run, if any."""
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except Exception:  # the model does not exist yet
+        return None
+    found = [v for v in versions if run_id in (v.run_id, (v.tags or {}).get("run_id"))]
+    return min(found, key=lambda v: int(v.version)) if found else None

@@ -86,7 +86,7 @@ def _fit_phase(model, phase, state, train, val, datasets, weights, callbacks, st
 def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/train-state",
         track: bool = True) -> dict:
     """Train on ``shards``; write ``model.keras``, ``history.csv``, ``train_summary.json`` to ``out``."""
-    from components.core import models, tracking, training
+    from components.core import manifest, models, tracking, training
     from components.core import shards as shard_io
     from components.core.checkpoint import TrainState, load_weights, make_tracker
     from components.core.fsutil import atomic_path, remove, write_json
@@ -126,8 +126,12 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
                else contextlib.nullcontext())
     started = time.time()
     phase_info = []
+    frames = {"train": train.rows, "val": val.rows, "test": manifest.read(shards_dir / "test.csv")}
+    lineage = _lineage(params, frames, data_version)
     with run_ctx as mlflow_run:
         run_id = mlflow_run.info.run_id if mlflow_run else None
+        if track and not resumed:
+            _log_lineage(lineage, frames)
         ckpt["run_id"] = run_id
         log_epoch = tracking.epoch_logger(track)
         for idx, phase in enumerate(cfg.phases):
@@ -174,6 +178,7 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
         with atomic_path(out_dir, directory=True) as tmp:
             model.save(tmp / "model.keras")
             _write_history(history, tmp / "history.csv")
+            write_json(tmp / "lineage.json", lineage)
             if track:
                 try:
                     summary["mlflow_model_uri"] = _log_model(model, tmp, summary)
@@ -186,6 +191,32 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
     log.info("best epoch %s (%s %.4g) of %d; %.0f s", summary["best_epoch"], summary["monitor"],
              summary["best_value"], summary["epochs_run"], seconds)
     return summary
+
+
+def _lineage(params, frames: dict, data_version: str) -> dict:
+    """Which patients this model trained and validated on (digests), and what data and params made it."""
+    from components.core import gating, tracking
+
+    return gating.lineage(frames["train"]["patient_id"], frames["val"]["patient_id"], data_version=data_version,
+                          manifest_digest=gating.manifest_digest(frames), params_hash=tracking.params_hash(params),
+                          git_commit=tracking.git_commit())
+
+
+def _log_lineage(lineage: dict, frames: dict) -> None:
+    """The lineage record and MLflow dataset inputs (rows with patient digests, never ids) for each split."""
+    import mlflow
+
+    from components.core import gating
+
+    mlflow.log_dict(lineage, "lineage/lineage.json")
+    mlflow.set_tags({"manifest_digest": lineage["manifest_digest"], "lineage.seen_digest": lineage["seen_digest"],
+                     "lineage.train_patients": lineage["counts"]["train"],
+                     "lineage.val_patients": lineage["counts"]["val"]})
+    contexts = {"train": "training", "val": "validation", "test": "testing"}
+    for name, df in frames.items():
+        dataset = mlflow.data.from_pandas(gating.digested_rows(df), name=name, targets="label",
+                                          digest=lineage["manifest_digest"][:8] + "-" + name)
+        mlflow.log_input(dataset, context=contexts[name])
 
 
 def _write_history(history: list[dict], path: Path) -> None:

@@ -97,18 +97,26 @@ def _promote_args(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--version", help="model version to promote")
     group.add_argument("--alias", default=None, help="promote the version behind this alias (default: challenger)")
+    p.add_argument("--force", action="store_true",
+                   help="promote although its gate was made against another champion (needs --reason)")
+    p.add_argument("--reason", help="why (recorded on the version; required with --force)")
 
 
 def _promote(args: argparse.Namespace) -> Any:
     from components import promote
 
-    return promote.promote(_params(args), args.version, args.alias)
+    return promote.promote(_params(args), args.version, args.alias, force=args.force, reason=args.reason)
+
+
+def _rollback_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--reason", help="why (recorded on the version rolled back to)")
 
 
 def _rollback(args: argparse.Namespace) -> Any:
     from components import promote
 
-    return promote.rollback(_params(args))
+    return promote.rollback(_params(args), reason=args.reason)
 
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
@@ -202,8 +210,9 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
 
 TOOLS: list[tuple[str, str, AddArgs, Handler]] = [
-    ("promote", "make a gated version the champion (the old one becomes previous-champion)", _promote_args, _promote),
-    ("rollback", "swap champion and previous-champion", _common, _rollback),
+    ("promote", "make a gated version the champion (the old one becomes previous-champion); refuses a stale gate",
+     _promote_args, _promote),
+    ("rollback", "swap champion and previous-champion (recorded)", _rollback_args, _rollback),
     ("predict", "batch prediction for an image, a folder or a CSV → preds.csv", _predict_args, _predict),
     ("serve", "REST API + web page for a registered model (POST /predict, /health, /model, /)",
      _serve_args, _serve),

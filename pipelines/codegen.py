@@ -92,7 +92,8 @@ def task_source(spec: StepSpec, wires: dict) -> str:
                else "the step's summary as JSON.")
     args = [w for d in docs for w in textwrap.wrap(d, 112, initial_indent=" " * 8, subsequent_indent=" " * 12)]
     lines = [f"def {func_name(spec)}(", *(f"    {p}," for p in params), f") -> {returns}:",
-             f'    """{spec.help[0].upper()}{spec.help[1:]}.', "", "    Args:",
+             *textwrap.wrap(f'"""{spec.help[0].upper()}{spec.help[1:]}.', 112, initial_indent=" " * 4,
+                            subsequent_indent=" " * 4), "", "    Args:",
              *args, "", "    Returns:", f"        {ret_doc}", '    """',
              "    from pipelines.runtime import run_task", "",
              f"    return run_task({spec.name!r}, locals())"]

@@ -294,23 +294,74 @@ class EvaluateConfig(Section):
         return v
 
 
+class ExternalGate(Section):
+    """Minimums for one external test set (``gate.external.<name>``), on its point estimates."""
+
+    min_accuracy: float = Field(0.0, ge=0, le=1)
+    min_macro_roc_auc: float = Field(0.0, ge=0, le=1)
+    min_sensitivity: dict[str, float] = Field(default_factory=dict)  # at the served operating point
+
+
+# metrics the candidate must be non-inferior to the champion on; sensitivity/specificity are per class
+# (disease classes, at each model's served operating point); "sensitivity.COVID19" overrides one class
+NON_INFERIORITY_KEYS = ("accuracy", "macro_f1", "macro_roc_auc", "sensitivity", "specificity")
+
+
 class GateConfig(Section):
+    # absolute thresholds (point estimates, or the lower CI bound with use_lower_ci)
     min_accuracy: float = Field(0.0, ge=0, le=1)
     min_macro_f1: float = Field(0.0, ge=0, le=1)
-    min_recall: dict[str, float] = Field(default_factory=dict)
     min_roc_auc: float = Field(0.0, ge=0, le=1)
-    # The candidate may not be worse than the champion by more than this on any gated metric.
-    max_regression: float = Field(0.02, ge=0, le=1)
-    # compare thresholds with the lower bound of the patient-level bootstrap CI, not the point estimate
+    # at the operating points serving uses (evaluate.target_sensitivity, chosen on the validation split)
+    min_sensitivity: dict[str, float] = Field(default_factory=dict)
+    min_specificity: dict[str, float] = Field(default_factory=dict)
     use_lower_ci: bool = False
+    # paired non-inferiority against the champion, on test patients neither model trained or validated on:
+    # passes when the lower bound of the CI of (candidate - champion) is above -margin
+    non_inferiority_margin: dict[str, float] = Field(default_factory=lambda: {
+        "accuracy": 0.02, "macro_f1": 0.03, "macro_roc_auc": 0.02, "sensitivity": 0.02, "specificity": 0.05})
+    min_comparison_patients: int = Field(30, ge=1)
+    # too few clean patients to compare: fail (default), or decide on the absolute thresholds only
+    on_incomparable: Literal["fail", "thresholds_only"] = "fail"
+    # a flagged shortcut (source-bias audit, stress tests) blocks registration unless a written reason accepts it
+    accept_shortcut_risk: str | None = None
+    external: dict[str, ExternalGate] = Field(default_factory=dict)
 
-    @field_validator("min_recall")
+    @field_validator("min_sensitivity", "min_specificity")
     @classmethod
-    def _recall(cls, v: dict[str, float]) -> dict[str, float]:
+    def _unit(cls, v: dict[str, float]) -> dict[str, float]:
         for k, x in v.items():
             if not 0 <= x <= 1:
-                raise ValueError(f"min_recall.{k} must be within 0..1, got {x}")
+                raise ValueError(f"{k} must be within 0..1, got {x}")
         return v
+
+    @field_validator("non_inferiority_margin")
+    @classmethod
+    def _margins(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, x in v.items():
+            base = k.split(".", 1)[0]
+            if base not in NON_INFERIORITY_KEYS or ("." in k and base not in ("sensitivity", "specificity")):
+                raise ValueError(f"non_inferiority_margin key {k!r}: use one of {list(NON_INFERIORITY_KEYS)}, or "
+                                 "sensitivity.<CLASS> / specificity.<CLASS>")
+            if not 0 <= x < 1:
+                raise ValueError(f"non_inferiority_margin.{k} must be within [0, 1), got {x}")
+        return v
+
+    @field_validator("accept_shortcut_risk")
+    @classmethod
+    def _reason(cls, v: str | None) -> str | None:
+        if v is not None and len(v.strip()) < 20:
+            raise ValueError("a written reason of at least 20 characters (who accepts the risk, and why), "
+                             f"got {v!r}")
+        return v.strip() if v else v
+
+    def margin(self, metric: str) -> float:
+        """The margin for ``accuracy`` … or ``sensitivity.<CLASS>`` (the class override, else the kind's)."""
+        defaults = GateConfig.model_fields["non_inferiority_margin"].default_factory()
+        for key in (metric, metric.split(".", 1)[0]):
+            if key in self.non_inferiority_margin:
+                return self.non_inferiority_margin[key]
+        return defaults[metric.split(".", 1)[0]]
 
 
 class RegistryConfig(Section):
@@ -337,13 +388,26 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
-        for key, named in (("gate.min_recall", self.gate.min_recall),
+        for key, named in (("gate.min_sensitivity", self.gate.min_sensitivity),
+                           ("gate.min_specificity", self.gate.min_specificity),
                            ("evaluate.target_sensitivity", self.evaluate.target_sensitivity)):
             unknown = set(named) - set(self.data.classes)
             if unknown:
                 raise ValueError(f"{key} names classes not in data.classes {self.data.classes}: {sorted(unknown)}")
         if self.gate.use_lower_ci and self.evaluate.bootstrap.resamples == 0:
             raise ValueError("gate.use_lower_ci needs evaluate.bootstrap.resamples > 0")
+        served = set(self.evaluate.target_sensitivity)
+        for key, named in (("gate.min_sensitivity", self.gate.min_sensitivity),
+                           ("gate.min_specificity", self.gate.min_specificity)):
+            if set(named) - served:
+                raise ValueError(f"{key} names {sorted(set(named) - served)}, which have no operating point: add "
+                                 "them to evaluate.target_sensitivity (the gate checks the decision that is served)")
+        unknown_ext = set(self.gate.external) - {e.name for e in self.evaluate.external}
+        if unknown_ext:
+            raise ValueError(f"gate.external names sets not in evaluate.external: {sorted(unknown_ext)}")
+        bad = {k for k in self.gate.non_inferiority_margin if "." in k and k.split(".", 1)[1] not in self.data.classes}
+        if bad:
+            raise ValueError(f"gate.non_inferiority_margin names classes not in data.classes: {sorted(bad)}")
         return self
 
     def section(self, name: str) -> dict[str, Any]:

@@ -1,102 +1,289 @@
-"""The gate's checks, shared by the gate step and (later) promotion: thresholds on the candidate's
-metrics, and the candidate against the current champion re-scored on the same test split."""
+"""The gate's statistics: lineage, clean comparison ground, paired non-inferiority, the served decision.
+
+* **Lineage.** Every model records the patients it trained and validated on, as SHA-256 digests of
+  the patient ids (never the ids), with its data version and params hash (:func:`lineage`).
+* **Clean ground.** Candidate and champion are compared only on test patients that neither of them
+  trained or validated on; the patients left out are counted, with the reason. Fewer than
+  ``gate.min_comparison_patients`` left, or a champion without lineage, makes the comparison
+  *incomparable*, and ``gate.on_incomparable`` decides.
+* **Paired non-inferiority.** For each gated metric, patients are resampled with replacement
+  (all of a patient's images move together) and the metric of *both* models is computed on the same
+  resample; the check passes when the lower bound of the CI of (candidate - champion) is above
+  ``-margin``, and the candidate is marked *superior* when that bound is above 0. Point estimates of
+  two models on a reshuffled split, or a flat regression allowance, can pass a worse model.
+* **The served decision.** Sensitivity and specificity are those of the thresholded decision at each
+  model's own operating points (chosen on its validation split), i.e. what ``cxr serve`` returns,
+  not argmax recall.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
+from collections.abc import Iterable
 
 import numpy as np
 
-from components.core import metrics as M
-from components.core import registry, shards
-from components.core.errors import DataError
-from components.core.images import decode_files
+from components.core.clinical import auc, patient_resamples, threshold_for_sensitivity
+
+DIGEST_NAMESPACE = "cxr-mlops/patient/"
 
 
-def gated_metrics(m: dict, params) -> dict[str, float | None]:
-    """The metrics the gate looks at, flattened: accuracy, macro_f1, macro_roc_auc, recall.<CLASS>."""
-    out = {"accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"), "macro_roc_auc": m.get("macro_roc_auc")}
-    for c in params.data.classes:
-        out[f"recall.{c}"] = (m.get("per_class", {}).get(c) or {}).get("recall")
+# ---------------------------------------------------------------- lineage
+def patient_digest(patient_id: str) -> str:
+    """A patient id's digest (128 bits of SHA-256): comparable across models, not the id itself."""
+    return hashlib.sha256((DIGEST_NAMESPACE + str(patient_id)).encode()).hexdigest()[:32]
+
+
+def digests(patient_ids: Iterable[str]) -> list[str]:
+    return sorted({patient_digest(p) for p in patient_ids})
+
+
+def set_digest(items: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16]
+
+
+def lineage(train_ids: Iterable[str], val_ids: Iterable[str], *, data_version: str, manifest_digest: str,
+            params_hash: str, git_commit: str) -> dict:
+    """What a model version must carry so a later gate can tell which patients it has seen."""
+    train, val = digests(train_ids), digests(val_ids)
+    return {"schema": 1, "digest": "sha256:" + DIGEST_NAMESPACE + "<patient_id>, first 128 bits",
+            "patients": {"train": train, "val": val},
+            "counts": {"train": len(train), "val": len(val)},
+            "seen_digest": set_digest(train + val), "data_version": data_version,
+            "manifest_digest": manifest_digest, "params_hash": params_hash, "git_commit": git_commit}
+
+
+def manifest_digest(frames) -> str:
+    """A digest of which images, labels and patients a split holds (formatting and order do not matter)."""
+    rows = []
+    for name, df in frames.items():
+        sha = df["sha256"] if "sha256" in df.columns else df["path"]
+        rows += [f"{name}\x1f{p}\x1f{lbl}\x1f{s}\x1f{patient_digest(pid)}"
+                 for p, lbl, s, pid in zip(df["path"], df["label"], sha, df["patient_id"], strict=True)]
+    return set_digest(rows)
+
+
+def digested_rows(df):
+    """Manifest rows safe to log (MLflow datasets): the patient id replaced by its digest."""
+    keep = [c for c in ("path", "label", "source", "sha256", "width", "height", "format") if c in df.columns]
+    out = df[keep].copy()
+    out["patient"] = [patient_digest(p) for p in df["patient_id"]]
     return out
 
 
-def lower_ci_bounds(m: dict, params) -> dict[str, float | None]:
-    """The lower ends of the patient-level bootstrap CIs of the gated metrics."""
-    ci = m.get("ci") or {}
+def seen_patients(record: dict | None) -> set[str] | None:
+    """The digests a model trained or validated on; None when the record is missing."""
+    if not record or "patients" not in record:
+        return None
+    return set(record["patients"].get("train", [])) | set(record["patients"].get("val", []))
 
-    def low(entry: dict | None) -> float | None:
-        return entry.get("low") if entry else None
 
-    out = {k: low(ci.get(k)) for k in ("accuracy", "macro_f1", "macro_roc_auc")}
-    for c in params.data.classes:
-        out[f"recall.{c}"] = low(((ci.get("per_class") or {}).get(c) or {}).get("sensitivity"))
+# ---------------------------------------------------------------- metrics of the served decision
+def served_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str], thresholds: dict[str, float]) -> dict:
+    """accuracy, macro F1, macro ROC-AUC (as evaluate reports them), and per class with an operating point
+    the sensitivity and specificity of the thresholded decision ``proba[:, c] >= threshold``."""
+    y, proba = np.asarray(y), np.asarray(proba, dtype=float)
+    pred = proba.argmax(axis=1)
+    out: dict[str, float] = {"accuracy": float((pred == y).mean()) if len(y) else np.nan}
+    f1s, aucs = [], []
+    for i in range(len(classes)):
+        pos, hit = y == i, pred == i
+        tp, fp, fn = (pos & hit).sum(), (~pos & hit).sum(), (pos & ~hit).sum()
+        if pos.any():
+            prec, rec = (tp / (tp + fp) if tp + fp else 0.0), tp / (tp + fn)
+            f1s.append(2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0)
+        aucs.append(auc(pos, proba[:, i]))
+    out["macro_f1"] = float(np.mean(f1s)) if f1s else np.nan
+    finite = [a for a in aucs if np.isfinite(a)]
+    out["macro_roc_auc"] = float(np.mean(finite)) if finite else np.nan
+    for c, t in thresholds.items():
+        if c not in classes:
+            continue
+        i = classes.index(c)
+        pos, flag = y == i, proba[:, i] >= t
+        out[f"sensitivity.{c}"] = float((flag & pos).sum() / pos.sum()) if pos.any() else np.nan
+        out[f"specificity.{c}"] = float((~flag & ~pos).sum() / (~pos).sum()) if (~pos).any() else np.nan
     return out
 
 
-def threshold_checks(m: dict, params) -> list[dict]:
-    """``gate.min_*`` against the point estimates, or the CI lower bounds with ``gate.use_lower_ci``."""
-    g = params.gate
-    wanted = {"accuracy": g.min_accuracy, "macro_f1": g.min_macro_f1, "macro_roc_auc": g.min_roc_auc,
-              **{f"recall.{c}": v for c, v in g.min_recall.items()}}
-    points = gated_metrics(m, params)
-    if g.use_lower_ci and not m.get("ci"):
-        raise DataError("gate.use_lower_ci is on but the metrics have no bootstrap CIs: re-run `cxr evaluate` "
-                        "with evaluate.bootstrap.resamples > 0")
-    values = lower_ci_bounds(m, params) if g.use_lower_ci else points
+def _ci(values: list[float], level: float) -> tuple[float, float] | None:
+    arr = np.asarray(values, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if len(arr) < 10:
+        return None
+    lo, hi = np.percentile(arr, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return round(float(lo), 4), round(float(hi), 4)
+
+
+def bootstrap(y: np.ndarray, proba: np.ndarray, patients: np.ndarray, classes: list[str],
+              thresholds: dict[str, float], resamples: int, seed: int, level: float) -> dict[str, dict]:
+    """Point and patient-level CI of every served metric of one model."""
+    point = served_metrics(y, proba, classes, thresholds)
+    samples: dict[str, list[float]] = {k: [] for k in point}
+    for idx in patient_resamples(patients, resamples, seed):
+        for k, v in served_metrics(y[idx], proba[idx], classes, thresholds).items():
+            samples[k].append(v)
+    return {k: {"point": _round(v), "ci": _ci(samples[k], level)} for k, v in point.items()}
+
+
+def paired_bootstrap(y: np.ndarray, cand: np.ndarray, champ: np.ndarray, patients: np.ndarray,
+                     classes: list[str], cand_thresholds: dict[str, float], champ_thresholds: dict[str, float],
+                     resamples: int, seed: int, level: float) -> dict[str, dict]:
+    """For each metric both models have: candidate, champion, their difference and its paired CI."""
+    pc = served_metrics(y, cand, classes, cand_thresholds)
+    ph = served_metrics(y, champ, classes, champ_thresholds)
+    keys = [k for k in pc if k in ph]
+    diffs: dict[str, list[float]] = {k: [] for k in keys}
+    for idx in patient_resamples(patients, resamples, seed):
+        a = served_metrics(y[idx], cand[idx], classes, cand_thresholds)
+        b = served_metrics(y[idx], champ[idx], classes, champ_thresholds)
+        for k in keys:
+            diffs[k].append(a[k] - b[k])
+    return {k: {"candidate": _round(pc[k]), "champion": _round(ph[k]), "difference": _round(pc[k] - ph[k]),
+                "ci": _ci(diffs[k], level)} for k in keys}
+
+
+def threshold_cis(y_val: np.ndarray, proba_val: np.ndarray, patients: np.ndarray, classes: list[str],
+                  targets: dict[str, float], resamples: int, seed: int, level: float) -> dict[str, dict]:
+    """How much each operating point's threshold itself moves when the validation patients are resampled."""
+    out = {}
+    for c, target in targets.items():
+        i = classes.index(c)
+        t = threshold_for_sensitivity(proba_val[:, i], y_val == i, target)
+        if t is None:
+            continue
+        values = [threshold_for_sensitivity(proba_val[idx, i], y_val[idx] == i, target)
+                  for idx in patient_resamples(patients, resamples, seed)]
+        out[c] = {"threshold": round(t, 6), "target_sensitivity": target,
+                  "ci": _ci([v for v in values if v is not None], level)}
+    return out
+
+
+def _round(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 4)
+
+
+# ---------------------------------------------------------------- checks
+GATED_BASE = ("accuracy", "macro_f1", "macro_roc_auc")
+
+
+def threshold_checks(cand_stats: dict[str, dict], gate, patients: int) -> list[dict]:
+    """``gate.min_*`` on the candidate's served metrics (lower CI bounds with ``gate.use_lower_ci``)."""
+    wanted = {"accuracy": gate.min_accuracy, "macro_f1": gate.min_macro_f1, "macro_roc_auc": gate.min_roc_auc,
+              **{f"sensitivity.{c}": v for c, v in gate.min_sensitivity.items()},
+              **{f"specificity.{c}": v for c, v in gate.min_specificity.items()}}
     checks = []
-    for name, threshold in wanted.items():
-        value = values.get(name)
-        ok = value is not None and value >= threshold
-        label = f"{name} (lower 95% CI bound) >= {threshold}" if g.use_lower_ci else f"{name} >= {threshold}"
-        check = {"check": label, "kind": "threshold", "metric": name, "value": value, "threshold": threshold,
-                 "passed": bool(ok)}
-        if g.use_lower_ci:
-            check["point"] = points.get(name)
+    for metric, minimum in wanted.items():
+        stat = cand_stats.get(metric) or {}
+        point, ci = stat.get("point"), stat.get("ci")
+        value = (ci[0] if ci else None) if gate.use_lower_ci else point
+        label = f"{metric} {'lower CI bound ' if gate.use_lower_ci else ''}>= {minimum}"
+        checks.append({"check": label, "kind": "threshold", "metric": metric, "value": value, "point": point,
+                       "ci": list(ci) if ci else None, "threshold": minimum, "patients": patients,
+                       "passed": value is not None and value >= minimum})
+    return checks
+
+
+def non_inferiority_checks(paired: dict[str, dict], gate, patients: int) -> list[dict]:
+    """The candidate may be worse than the champion by less than the margin, with confidence."""
+    checks = []
+    for metric, d in paired.items():
+        if metric not in GATED_BASE and not metric.startswith(("sensitivity.", "specificity.")):
+            continue
+        margin = gate.margin(metric)
+        ci = d["ci"]
+        lower = ci[0] if ci else None
+        check = {
+            "check": f"{metric}: candidate - champion, lower CI bound > -{margin}", "kind": "non_inferiority",
+            "metric": metric, "value": d["difference"], "ci": list(ci) if ci else None, "margin": margin,
+            "candidate": d["candidate"], "champion": d["champion"], "patients": patients,
+            "passed": lower is not None and lower > -margin, "superior": lower is not None and lower > 0}
+        if ci is None:  # cannot show non-inferiority: fail, and say why
+            check["note"] = ("no CI: too few comparison patients with (and without) this finding, or "
+                             "evaluate.bootstrap.resamples is 0; add patients new to both models")
         checks.append(check)
     return checks
 
 
-def champion_test_arrays(bundle: registry.ModelBundle, shards_dir: Path, images_dir: Path | None,
-                         max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """The test split as the champion needs it (its own input size and resize mode)."""
-    meta = shards.read_meta(shards_dir)
-    test = shards.load_split(shards_dir, "test")
-    if bundle.image_size == meta.image_size and bundle.resize == meta.resize:
-        return test.x, test.y
-    if images_dir is None:
-        raise DataError(f"the champion takes {bundle.image_size}px images; pass --images to decode the test split")
-    decoded = decode_files([str(images_dir / p) for p in test.rows["path"]], bundle.image_size, bundle.resize,
-                           max_pixels, desc="champion test set")
-    bad = [d for d in decoded if isinstance(d, str)]
-    if bad:
-        raise DataError(f"{len(bad)} test images could not be decoded for the champion: {bad[:3]}")
-    return np.stack(decoded)[..., None], test.y
+def comparison_ground(test_patients: np.ndarray, cand_seen: set[str] | None, champ_seen: set[str] | None,
+                      minimum: int) -> dict:
+    """Which test patients may compare the two models, and why the others may not."""
+    uniq = sorted(set(map(str, test_patients)))
+    dig = {p: patient_digest(p) for p in uniq}
+    excluded = {"champion_trained_or_validated": 0, "candidate_trained_or_validated": 0}
+    keep = []
+    for p in uniq:
+        if champ_seen is not None and dig[p] in champ_seen:
+            excluded["champion_trained_or_validated"] += 1
+        elif cand_seen is not None and dig[p] in cand_seen:
+            excluded["candidate_trained_or_validated"] += 1
+        else:
+            keep.append(p)
+    out = {"patients_total": len(uniq), "patients_used": len(keep), "excluded": excluded, "keep": keep,
+           "min_comparison_patients": minimum}
+    if champ_seen is None:
+        out.update(status="incomparable", reason="the champion has no lineage record (registered before lineage "
+                   "was recorded), so the patients it trained on are unknown")
+    elif len(keep) < minimum:
+        out.update(status="incomparable", reason=f"only {len(keep)} test patients are new to both models "
+                   f"(gate.min_comparison_patients is {minimum}; {excluded['champion_trained_or_validated']} "
+                   "were in the champion's training or validation data)")
+    else:
+        out.update(status="compared", reason="")
+    return out
 
 
-def champion_checks(candidate: dict, params, shards_dir: Path, images_dir: Path | None) -> tuple[list, dict]:
-    mv = registry.version_by_alias(params.registry.model_name, registry.CHAMPION)
-    if mv is None:
-        return [], {"exists": False, "note": "no champion yet: thresholds only"}
-    bundle = registry.load(f"models:/{params.registry.model_name}/{mv.version}")
-    info = {"exists": True, "version": str(mv.version), "run_id": mv.run_id}
-    classes = shards.read_meta(shards_dir).classes
-    if bundle.classes != classes:
-        check = {"check": "champion comparable", "kind": "vs_champion", "metric": "classes", "value": classes,
-                 "threshold": bundle.classes, "passed": False,
-                 "note": "the champion predicts other classes; register this task under another registry.model_name"}
-        return [check], info
-    x, y = champion_test_arrays(bundle, shards_dir, images_dir, params.validate_.max_pixels)
-    proba = np.asarray(bundle.model.predict(x, batch_size=64, verbose=0), dtype=np.float64)
-    champ = gated_metrics(M.classification_metrics(y, proba, classes), params)
-    info["metrics"] = champ
-    cand = gated_metrics(candidate, params)
+def incomparable_check(ground: dict, on_incomparable: str) -> dict:
+    what_to_do = ("Evaluate on patients the champion never saw: keep split.seed and the data the champion was "
+                  "trained on and add new patients, or hold out an external set; or set "
+                  "gate.on_incomparable: thresholds_only to decide on the absolute thresholds alone.")
+    passed = on_incomparable == "thresholds_only"
+    return {"check": f"comparison with the champion: incomparable ({ground['reason']})", "kind": "comparison",
+            "metric": "comparison", "value": ground["patients_used"], "threshold": ground["min_comparison_patients"],
+            "patients": ground["patients_used"], "passed": passed,
+            "note": "decided on the absolute thresholds only (gate.on_incomparable: thresholds_only)" if passed
+            else what_to_do}
+
+
+def shortcut_check(validation: dict | None, metrics: dict, accept: str | None) -> dict | None:
+    """A flagged shortcut blocks registration unless ``gate.accept_shortcut_risk`` gives a written reason."""
+    evidence = []
+    audit = (validation or {}).get("source_bias_audit") or {}
+    if audit.get("flagged"):
+        evidence.append(f"file metadata alone predicts the label (balanced accuracy {audit.get('balanced_accuracy')}"
+                        f", chance {audit.get('chance_balanced_accuracy')})")
+    stress = metrics.get("shortcut") or {}
+    if stress.get("shortcut_risk"):
+        flags = stress.get("flags") or []
+        evidence.append("stress tests: " + ("; ".join(str(f.get("test", f)) if isinstance(f, dict) else str(f)
+                                                     for f in flags) or "flagged"))
+    if not evidence:
+        return None
+    text = " and ".join(evidence)
+    if accept:
+        return {"check": f"shortcut risk accepted: {text}", "kind": "shortcut", "metric": "shortcut_risk",
+                "value": True, "passed": True, "accepted": accept}
+    return {"check": f"shortcut risk: {text}", "kind": "shortcut", "metric": "shortcut_risk", "value": True,
+            "passed": False, "note": "such a model scores well on its own test split and fails on other hospitals. "
+            "Fix the data (see the validation summary and the model card), or set gate.accept_shortcut_risk to a "
+            "written reason (who accepts it, and why) to register anyway"}
+
+
+def external_checks(metrics: dict, external_gates: dict) -> list[dict]:
     checks = []
-    for name, cv in cand.items():
-        ch = champ.get(name)
-        if cv is None or ch is None:
+    for name, g in external_gates.items():
+        m = (metrics.get("external") or {}).get(name)
+        if m is None:
+            checks.append({"check": f"external {name}: evaluated", "kind": "external", "metric": "present",
+                           "value": None, "passed": False, "note": "no results for this set: run `cxr external`"})
             continue
-        floor = round(ch - params.gate.max_regression, 6)
-        checks.append({"check": f"{name} >= champion {ch:.4f} - {params.gate.max_regression}", "kind": "vs_champion",
-                       "metric": name, "value": cv, "threshold": floor, "champion": ch, "passed": bool(cv >= floor)})
-    return checks, info
+        ops = m.get("operating_points") or {}
+        wanted = {"accuracy": (m.get("accuracy"), g.min_accuracy),
+                  "macro_roc_auc": (m.get("macro_roc_auc"), g.min_macro_roc_auc),
+                  **{f"sensitivity.{c}": ((ops.get(c) or {}).get("sensitivity"), v)
+                     for c, v in g.min_sensitivity.items()}}
+        for metric, (value, minimum) in wanted.items():
+            checks.append({"check": f"external {name}: {metric} >= {minimum}", "kind": "external", "metric": metric,
+                           "value": value, "threshold": minimum, "patients": None,
+                           "passed": value is not None and value >= minimum})
+    return checks

@@ -52,6 +52,50 @@ def _results(m: dict, title: str) -> list[str]:
     return lines
 
 
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.3f}"
+    if isinstance(x, list | tuple) and len(x) == 2 and all(isinstance(v, int | float) for v in x):
+        return f"[{x[0]:.3f}, {x[1]:.3f}]"
+    return "—" if x is None else str(x)
+
+
+def gate_section(gate: dict) -> list[str]:
+    """The gate's decision as a table: every check with its value, CI, threshold or margin, patients."""
+    champ = gate.get("champion") or {}
+    ground = gate.get("comparison") or {}
+    lines = ["## Gate", f"**{'passed' if gate.get('passed') else 'FAILED'}** — against "
+             + (f"champion v{champ.get('version')}" if champ.get("exists") else "no champion (absolute thresholds)"),
+             ""]
+    if ground.get("status") in ("compared", "incomparable"):
+        excluded = ground.get("excluded") or {}
+        lines.append(f"Comparison ground: {ground.get('patients_used')} of {ground.get('patients_total', '?')} test "
+                     f"patients new to both models ({excluded.get('champion_trained_or_validated', 0)} left out: the "
+                     f"champion trained or validated on them); {ground['status']}"
+                     + (f": {ground['reason']}" if ground.get("reason") else "") + ".")
+        lines.append("")
+    lines += ["| | check | value | 95% CI | threshold / margin | patients |", "|---|---|---|---|---|---|"]
+    for c in gate.get("checks", []):
+        mark = "✔" if c["passed"] else "✘"
+        if c.get("superior"):
+            mark += " (superior)"
+        bound = c.get("threshold") if "threshold" in c else (f"-{c['margin']}" if "margin" in c else "")
+        lines.append(f"| {mark} | {c['check']} | {_fmt(c.get('value'))} | {_fmt(c.get('ci'))} | {_fmt(bound)} | "
+                     f"{_fmt(c.get('patients'))} |")
+    ops = gate.get("operating_points") or {}
+    if ops:
+        lines += ["", "Operating points (thresholds chosen on the validation split; their 95% CI from resampling "
+                  "validation patients): " + ", ".join(f"{c} ≥ {v['threshold']:.4f} {_fmt(v.get('ci'))}"
+                                                       for c, v in ops.items())]
+    if gate.get("shortcut_accepted"):
+        lines += ["", f"**Shortcut risk accepted:** {gate['shortcut_accepted']}"]
+    boot = gate.get("bootstrap") or {}
+    if boot:
+        lines += ["", f"CIs: {boot.get('resamples')} bootstrap resamples of patients (paired for the comparison: "
+                  "both models on the same resample)."]
+    return lines
+
+
 def render(*, name: str, metrics: dict, train: dict, params: dict, validation: dict | None = None,
            split: dict | None = None, gate: dict | None = None, external: dict | None = None,
            version: str | None = None, ingest: dict | None = None) -> str:
@@ -132,8 +176,7 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
     else:
         lines.append("not run")
     if gate:
-        lines += ["", "## Gate", f"passed: **{gate.get('passed')}**", ""]
-        lines += [f"- {'✔' if c['passed'] else '✘'} {c['check']}: {c['value']}" for c in gate.get("checks", [])]
+        lines += ["", *gate_section(gate)]
     lines += ["", "## Limitations",
               "- Performance on one data set does not transfer to other hospitals, scanners, age groups or "
               "protocols: check the external sets and the per-source rows above.",

@@ -73,15 +73,15 @@ def registered(tiny_shards, tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", srv.uri)
         mp.chdir(tmp)
         p = train_params()
-        p = p.model_copy(update={"gate": p.gate.model_copy(update={"max_regression": 1.0})})
+        p = p.model_copy(update={"gate": p.gate.model_copy(update={"on_incomparable": "thresholds_only"})})
         train.run(p, tiny_shards, tmp / "models", tmp / "state")
         evaluate.run(p, tmp / "models", tiny_shards, tmp / "eval", tmp / "metrics.json")
-        gate.run(p, tmp / "metrics.json", tiny_shards, tmp / "gate.json")
+        gate.run(p, tmp / "metrics.json", tmp / "models", tiny_shards, tmp / "gate.json")
         yield p, tmp, srv
     srv.stop()
 
 
-def test_racing_registers_create_distinct_complete_versions(registered):
+def test_racing_registers_leave_only_complete_versions(registered):
     p, tmp, srv = registered
     pf = write_params(tmp / "params.yaml", p)
     procs = [subprocess.Popen([sys.executable, "-m", "cxr", "register", "--params", str(pf), "--gate-report",
@@ -95,14 +95,19 @@ def test_racing_registers_create_distinct_complete_versions(registered):
         assert proc.returncode == 0, err[-2000:]
     for i in range(2):
         versions.append(json.loads((tmp / f"reg{i}" / "registration.json").read_text())["version"])
-    assert len(set(versions)) == 2
     import mlflow
 
     client = mlflow.MlflowClient(srv.uri)
-    for v in versions:
-        mv = client.get_model_version(p.registry.model_name, v)
+    # two registers of one training run racing: one version each, or one reused; never a version without tags
+    every = client.search_model_versions(f"name='{p.registry.model_name}'")
+    assert {v.version for v in every} == set(versions) and 1 <= len(every) <= 2
+    for mv in every:
         assert mv.tags[registry.GATE_TAG] == "true" and mv.tags["gate_report"] and mv.description
+        assert mv.tags["gated_against"] == "none" and mv.tags["lineage.seen_digest"]
     assert client.get_model_version_by_alias(p.registry.model_name, "challenger").version in versions
+    # once the race is over, registering the same run again reuses its version: no duplicates
+    again = register.run(p, tmp / "gate.json", tmp / "models", tmp / "metrics.json", tmp / "reg-again")
+    assert again["reused_version"] is True and again["version"] == min(versions, key=int)
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])

@@ -22,7 +22,7 @@ def tiny_pipeline_params(tmp_path):
 
     raw = apply_overrides(TINY, {
         "train.backbone": "small_cnn", "train.weights": "none", "train.freeze_batchnorm": False,
-        "gate.min_accuracy": 0.0, "gate.min_macro_f1": 0.0, "gate.min_roc_auc": 0.0, "gate.min_recall": {},
+        "gate.min_accuracy": 0.0, "gate.min_macro_f1": 0.0, "gate.min_roc_auc": 0.0, "gate.min_sensitivity": {},
         "validate.workers": 1})
     return write_params(tmp_path / "params.yaml", parse_params(raw))
 
