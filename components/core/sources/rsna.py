@@ -80,7 +80,7 @@ def _pseudonym(folder: str, pid: str, suffix: str) -> str:
 
 
 class _Patient:
-    __slots__ = ("classes", "class_lines", "targets", "target_lines", "boxes")
+    __slots__ = ("boxes", "class_lines", "classes", "target_lines", "targets")
 
     def __init__(self) -> None:
         self.classes: set[str] = set()

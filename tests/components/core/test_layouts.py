@@ -35,7 +35,8 @@ def test_rsna_is_detected_under_a_wrapper_with_labels_patients_and_pseudonymous_
     df = manifest.read(tmp_path / "raw" / "manifest.csv").set_index("patient_id")
     assert sorted(df.index) == ["a1", "b2", "d4"] and set(df["patient_id_origin"]) == {"manifest"}
     assert df.loc["d4", "boxes"] == 3 and df.loc["b2", "boxes"] == 0
-    assert df.loc["a1", "source_label"] == "Lung Opacity" and df.loc["a1", "source"] == "rsna-pneumonia-detection-challenge"
+    assert df.loc["a1", "source_label"] == "Lung Opacity"
+    assert df.loc["a1", "source"] == "rsna-pneumonia-detection-challenge"
     # file names are patientIds: stored under their digest, the original name kept in the data folder only
     assert df.loc["a1", "path"] == f"stage_2_train_images/{patient_digest('a1')}.dcm"
     assert df.loc["a1", "source_file"] == "stage_2_train_images/a1.dcm"
@@ -87,12 +88,12 @@ def test_rsna_other_class_can_be_kept_and_layout_errors_are_clear(tmp_path):
     summary = sources.ingest_into(d, tmp_path / "raw")
     assert summary["per_class"] == {"NORMAL": 1, "OTHER": 1, "PNEUMONIA": 1}
     write_tree(tmp_path / "classes", {"NORMAL/a.png": encode(gray()), "PNEUMONIA/b.png": encode(gray(seed=1))})
-    with pytest.raises(DataError, match="data.layout is 'rsna'.*stage_2_train_labels.csv"):
+    with pytest.raises(DataError, match=r"data.layout is 'rsna'.*stage_2_train_labels\.csv"):
         sources.ingest_into(data(tmp_path / "classes", ["NORMAL", "PNEUMONIA"], layout="rsna"), tmp_path / "x")
     with pytest.raises(DataError, match="cannot find class folders"):  # classes: the layout is not detected
         sources.ingest_into(data(tmp_path / "rsna", ["NORMAL", "PNEUMONIA"], layout="classes"), tmp_path / "y")
     (tmp_path / "rsna" / "stage_2_detailed_class_info.csv").unlink()
-    with pytest.raises(DataError, match="stage_2_detailed_class_info.csv is missing"):
+    with pytest.raises(DataError, match=r"stage_2_detailed_class_info\.csv is missing"):
         sources.ingest_into(data(tmp_path / "rsna", ["NORMAL", "PNEUMONIA"]), tmp_path / "z")
 
 
