@@ -28,7 +28,7 @@ def test_validation(shared_sample, capsys):
 def test_pixels(shared_sample, capsys):
     pixels.main(["--files", "3", "--sizes", "32"])
     out = capsys.readouterr().out
-    assert "draft ms/img" in out and "| marker | robust window |" in out
+    assert "draft CPU ms/img" in out and "| marker | robust window |" in out
 
 
 def test_orchestration_kfp_part(capsys):
