@@ -93,8 +93,8 @@ def test_data_layout_and_kaggle_competitions():
     p = parse_params({"data": {"source": "kaggle", "kaggle_dataset": "competitions/siim-covid19-detection",
                                "layout": "siim"}})
     assert p.data.layout == "siim" and parse_params({}).data.layout == "auto"
-    with pytest.raises(ParamsError, match="data.layout.*'auto', 'classes', 'rsna' or 'siim'"):
+    with pytest.raises(ParamsError, match=r"data\.layout.*'auto', 'classes', 'rsna' or 'siim'"):
         parse_params({"data": {"layout": "nih"}})
     for bad in ("chest-xray", "a/b/c", "competitions/"):
-        with pytest.raises(ParamsError, match="owner/dataset' or 'competitions/<slug>'"):
+        with pytest.raises(ParamsError, match=r"owner/dataset' or 'competitions/<slug>'"):
             parse_params({"data": {"source": "kaggle", "kaggle_dataset": bad}})
