@@ -1,9 +1,16 @@
 """Source-bias audit: can file metadata alone predict the label?
 
-A classifier that sees only width, height, aspect, file size, format, colour mode and bit depth
-is cross-validated (grouped by patient) against the majority baseline. When it wins by a wide
-margin, the label is recoverable from how the file was made: a CNN can learn the hospital, the
-scanner or the export tool instead of the disease, and its test accuracy will not transfer.
+A classifier that sees only width, height, aspect, file size, format, colour mode and bit depth —
+and, for DICOM, the acquisition facts validate puts in the manifest: view position, manufacturer,
+modality and pixel spacing — is cross-validated (grouped by patient) against chance. When it wins
+by a wide margin, the label is recoverable from how the film was made: a CNN can learn the
+hospital, the scanner, the export tool or the patient's posture instead of the disease, and its test
+accuracy will not transfer. The view is the classic case: AP films are taken of patients too ill to
+stand for a PA film, so "AP" alone predicts pneumonia in many sets.
+
+DICOM columns are used only when the manifest has them with at least one non-empty value; an empty
+value is its own category (``unknown``). The report lists the features, the strongest three, and a
+table of labels per value of each header column used (``by_header``).
 """
 
 from __future__ import annotations
@@ -15,15 +22,55 @@ from components.core.config import BiasAuditConfig
 
 NUMERIC = ["width", "height", "bytes", "channels", "bit_depth"]
 CATEGORICAL = ["format", "mode"]
+# DICOM header facts (manifest columns written by validate), used when present
+HEADER_CATEGORICAL = ["view_position", "manufacturer", "modality"]
+MAX_LEVELS = 20  # rarer values of a header column are pooled as "other"
+
+
+def header_columns(df: pd.DataFrame) -> list[str]:
+    """The DICOM header columns of ``df`` that hold at least one value."""
+    return [c for c in HEADER_CATEGORICAL if c in df.columns and df[c].fillna("").astype(str).str.strip().ne("").any()]
+
+
+def _levels(col: pd.Series) -> pd.Series:
+    values = col.fillna("").astype(str).str.strip().str.upper().replace("", "unknown")
+    keep = set(values.value_counts().index[:MAX_LEVELS])
+    return values.where(values.isin(keep), "other")
+
+
+def _spacing_mm(col: pd.Series) -> pd.Series:
+    """``"0.143 x 0.143"`` → 0.143 (mean of row and column spacing); missing or unreadable → NaN."""
+    def one(v) -> float:
+        try:
+            parts = [float(x) for x in str(v).lower().split("x")]
+        except ValueError:
+            return np.nan
+        return float(np.mean(parts)) if parts else np.nan
+
+    return col.fillna("").map(one).astype(float)
 
 
 def metadata_features(df: pd.DataFrame) -> pd.DataFrame:
     x = df[NUMERIC].astype(float).copy()
     x["aspect"] = x["width"] / x["height"].replace(0, np.nan)
     x["log_bytes_per_pixel"] = np.log1p(x["bytes"]) - np.log1p(x["width"] * x["height"])
+    if "pixel_spacing" in df.columns and df["pixel_spacing"].fillna("").astype(str).str.strip().ne("").any():
+        x["pixel_spacing_mm"] = _spacing_mm(df["pixel_spacing"])
     x = x.fillna(0.0)
-    dummies = pd.get_dummies(df[CATEGORICAL].astype(str), prefix=CATEGORICAL, dtype=float)
+    cats = df[CATEGORICAL].astype(str)
+    for c in header_columns(df):
+        cats[c] = _levels(df[c])
+    dummies = pd.get_dummies(cats, prefix=list(cats.columns), dtype=float)
     return pd.concat([x.reset_index(drop=True), dummies.reset_index(drop=True)], axis=1)
+
+
+def by_header(df: pd.DataFrame) -> dict:
+    """Images per label for each value of each DICOM header column used."""
+    out = {}
+    for c in header_columns(df):
+        table = pd.crosstab(_levels(df[c]), df["label"].astype(str))
+        out[c] = {str(v): {str(k): int(n) for k, n in row.items() if n} for v, row in table.iterrows()}
+    return out
 
 
 def source_bias_audit(df: pd.DataFrame, cfg: BiasAuditConfig) -> dict:
@@ -65,6 +112,8 @@ def source_bias_audit(df: pd.DataFrame, cfg: BiasAuditConfig) -> dict:
         "top_features": [{"feature": f, "importance": round(float(i), 4)} for f, i in top],
         "flagged": bool(flagged),
     }
+    if header_columns(df):
+        report["by_header"] = by_header(df)
     if flagged:
         report["warning"] = (
             f"File metadata alone predicts the label with balanced accuracy {balanced:.2f} "
@@ -72,6 +121,11 @@ def source_bias_audit(df: pd.DataFrame, cfg: BiasAuditConfig) -> dict:
             "how their files were made (source, scanner, export), so a model can score well by learning the "
             "source instead of the disease. Treat test accuracy as an upper bound and check external data."
         )
+        if any(f.startswith("view_position_") for f, _ in top):
+            report["warning"] += (
+                " The view position is among the strongest cues: AP films are taken of patients too ill to "
+                "stand for a PA film, so a model can read the posture (markers, scapulae, magnified heart) "
+                "instead of the disease. Compare results per view.")
     else:
         report["note"] = "File metadata does not predict the label much better than chance."
     return report

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from components.core.errors import ParamsError
 
 Source = Literal["demo", "dir", "kaggle"]
+Layout = Literal["auto", "classes", "rsna", "siim"]
 Backbone = Literal[
     "vgg16", "resnet50", "resnet50v2", "densenet121", "efficientnetb0", "mobilenetv3small", "small_cnn"
 ]
@@ -49,9 +50,18 @@ class DemoConfig(Section):
 
 
 class DataConfig(Section):
+    """Where the images come from (adapters in ``components/core/sources/``)."""
+
     source: Source = "demo"
     path: str | None = None
+    # owner/dataset (a Kaggle data set) or competitions/<slug> (a competition's data)
     kaggle_dataset: str = "paultimothymooney/chest-xray-pneumonia"
+    # How a dir/kaggle folder is read. auto: a CSV manifest (or MANIFEST.csv), else the RSNA or SIIM
+    # layout when its label files are there, else class folders. classes: class folders or a CSV only.
+    # rsna: RSNA Pneumonia Detection (stage_2_train_labels.csv, stage_2_detailed_class_info.csv,
+    # stage_2_train_images/); siim: SIIM-FISABIO-RSNA COVID-19 (train_study_level.csv, train/).
+    # Ignored by the demo source.
+    layout: Layout = "auto"
     classes: list[str] = Field(default_factory=lambda: ["COVID19", "NORMAL", "PNEUMONIA"])
     label_aliases: dict[str, str] = Field(default_factory=dict)
     exclude_labels: list[str] = Field(default_factory=list)
@@ -73,8 +83,9 @@ class DataConfig(Section):
     def _source_needs(self) -> DataConfig:
         if self.source == "dir" and not self.path:
             raise ValueError("data.path is required when data.source is 'dir' (a class-folder tree or a CSV)")
-        if self.source == "kaggle" and "/" not in self.kaggle_dataset:
-            raise ValueError("data.kaggle_dataset must look like 'owner/dataset'")
+        if self.source == "kaggle" and (self.kaggle_dataset.count("/") != 1 or "" in self.kaggle_dataset.split("/")):
+            raise ValueError("data.kaggle_dataset must look like 'owner/dataset' or 'competitions/<slug>' "
+                             "(e.g. competitions/rsna-pneumonia-detection-challenge)")
         bad = {k: v for k, v in self.label_aliases.items() if v not in self.classes}
         if bad:
             raise ValueError(f"label_aliases map to labels not in data.classes {self.classes}: {bad}")

@@ -93,6 +93,47 @@ def gate_section(gate: dict) -> list[str]:
     if boot:
         lines += ["", f"CIs: {boot.get('resamples')} bootstrap resamples of patients (paired for the comparison: "
                   "both models on the same resample)."]
+
+
+_PHI_POLICY = {
+    "report": "`report` — identifying attributes are counted here and the files are kept",
+    "quarantine": "`quarantine` — every DICOM file with an identifying attribute or burned-in text (header flag) "
+                  "was refused by validation",
+}
+
+
+def _deidentification(audit: dict | None) -> list[str]:
+    """The "De-identification" section, from the validation summary's ``deidentification`` block."""
+    lines = ["## De-identification"]
+    if not audit:
+        lines += ["Not audited: the validation summary has no `deidentification` block (validated by an older "
+                  "version of the pipeline).", ""]
+        return lines
+    n = int(audit.get("dicom_files") or 0)
+    policy = audit.get("policy", "report")
+    lines.append(f"- policy (`validate.phi`): {_PHI_POLICY.get(policy, f'`{policy}`')}")
+    if not n:
+        lines += ["- DICOM files: 0 — the images are pixel formats (JPEG, PNG, …) without headers, so there is no "
+                  "header to audit. Public sets are released de-identified by their providers.",
+                  "- text burned into the pixels is not checked.", ""]
+        return lines
+    names = audit.get("identifying_attributes") or {}
+    with_phi = int(audit.get("files_with_identifying_attributes") or 0)
+    lines += [
+        f"- DICOM files: {n}",
+        f"- files with identifying attributes (DICOM PS3.15 basic profile): {with_phi} of {n}"
+        + (": " + ", ".join(f"`{k}` ({v})" for k, v in names.items()) if names else ""),
+        f"- BurnedInAnnotation = YES: {int(audit.get('burned_in_annotation_yes') or 0)} files (the header flag; "
+        "text burned into the pixels without the flag is not detected)",
+        f"- files with private tags: {int(audit.get('files_with_private_tags') or 0)}",
+        "- only attribute names and counts are recorded, never values. A DICOM PatientID names the patient "
+        "(for splitting) as a digest only; raw ids stay in the files, inside the DVC-tracked data folder.",
+    ]
+    if with_phi and policy == "report":
+        lines.append("- the attributes above are still in the files: public sets often keep a pseudonymous "
+                     "PatientID and PatientName; for hospital exports, de-identify them before training or set "
+                     "`validate.phi: quarantine`.")
+    lines.append("")
     return lines
 
 
@@ -127,10 +168,7 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
         f"- exclusion: {validation.get('quarantined', 'n/a')} of {validation.get('images', 'n/a')} images quarantined "
         f"by validation ({validation.get('quarantine_reasons') or 'none'}): undecodable, out-of-range size, "
         "duplicates (same sha256) or label conflicts", "",
-        "## De-identification",
-        "The pipeline accepts pixel formats only (DICOM, with its headers, is refused) and keeps file paths and "
-        "the patient ids given by the source. Public sets are released de-identified by their providers; text "
-        "burned into the pixels is not checked.", "",
+        *_deidentification(validation.get("deidentification")),
         "## Reference standard",
         "Labels are those of the source data sets (folder names or manifest labels, normalised by an alias "
         "table); they were not re-read for this model. For Kermany et al. (2018) they come from expert graders; "

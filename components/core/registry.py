@@ -8,16 +8,22 @@ at the one in service, ``previous-champion`` at the one before.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from components.core import models
+from components.core.config import PreprocessConfig
 from components.core.errors import CxrError, ServiceError
 from components.core.fsutil import read_json
 
+log = logging.getLogger(__name__)
+
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+# preprocess.resize: how serving must fit an image to the model's square, as in training
+RESIZE_MODES: tuple[str, ...] = get_args(PreprocessConfig.model_fields["resize"].annotation)
 GATE_TAG = "gate_passed"
 
 
@@ -118,6 +124,8 @@ def load(uri: str) -> ModelBundle:
     """Load ``models:/name@alias``, ``models:/name/N``, ``runs:/<id>/model`` or a local path.
 
     Models are always read from a ``.keras`` file with ``safe_mode=True``: no pickled code runs.
+    The bundle knows the preprocessing its model was trained with (``resize``): from the version's
+    ``resize`` tag (else its run's), the run's tags, or a local folder's ``train_summary.json``.
     """
     m = _MODELS_URI.match(uri)
     if m:
@@ -126,7 +134,9 @@ def load(uri: str) -> ModelBundle:
         if mv is None:
             raise CxrError(f"{uri}: model {name} has no alias {alias!r} (see `cxr promote`, `cxr register`)")
         model = models.load_model(_find_keras_file(_download(f"models:/{name}/{mv.version}")))
-        tags = mv.tags or {}
+        tags = dict(mv.tags or {})
+        if not tags.get("resize") and getattr(mv, "run_id", None):  # a version registered without it: its run's
+            tags["resize"] = _run_tags(mv.run_id).get("resize", "")
         metrics = {k.removeprefix("metric."): _num(v) for k, v in tags.items() if k.startswith("metric.")}
         return _bundle(model, tags, name=name, version=str(mv.version), alias=alias or "", uri=uri, metrics=metrics,
                        model_card=mv.description or "")
@@ -137,12 +147,37 @@ def load(uri: str) -> ModelBundle:
     path = Path(uri)
     file = path / "model.keras" if path.is_dir() else path
     model = models.load_model(file)
-    summary_file = file.parent / "train_summary.json"
-    tags = {"classes": json.dumps(read_json(summary_file)["classes"])} if summary_file.is_file() else {}
+    tags = _local_tags(file.parent / "train_summary.json", model)
     thresholds_file = file.parent / "thresholds.json"
     if thresholds_file.is_file():  # optional: {"PNEUMONIA": 0.31, ...} next to a local model
         tags["operating_points"] = thresholds_file.read_text()
     return _bundle(model, tags, uri=str(file))
+
+
+def _run_tags(run_id: str) -> dict[str, str]:
+    try:
+        return dict(client().get_run(run_id).data.tags)
+    except Exception:  # the run was deleted: the version's own tags are all there is
+        return {}
+
+
+def _local_tags(summary_file: Path, model) -> dict[str, str]:
+    """What a model folder's ``train_summary.json`` says about the model: its classes and the preprocessing
+    it was trained with (``resize``), in the form of registry tags."""
+    if not summary_file.is_file():
+        log.warning("%s not found: class names unknown, resize assumed 'pad'", summary_file)
+        return {}
+    summary = read_json(summary_file)
+    size = summary.get("image_size")
+    if size is not None and int(size) != models.model_image_size(model):
+        raise CxrError(f"{summary_file} says image_size {size} but the model next to it takes "
+                       f"{models.model_image_size(model)} px: the folder mixes two trainings")
+    tags = {"classes": json.dumps(summary["classes"])} if summary.get("classes") else {}
+    if summary.get("resize"):
+        tags["resize"] = str(summary["resize"])
+    else:
+        log.warning("%s has no 'resize' (trained by an older version): assuming 'pad'", summary_file)
+    return tags
 
 
 def _num(v: str) -> Any:
@@ -158,5 +193,8 @@ def _bundle(model, tags: dict[str, str], **info) -> ModelBundle:
     if len(classes) != n_out:
         raise CxrError(f"model {info.get('uri')} has {n_out} outputs but its tags list classes {classes}")
     thresholds = {c: float(t) for c, t in json.loads(tags.get("operating_points") or "{}").items()}
+    resize = tags.get("resize") or "pad"
+    if resize not in RESIZE_MODES:
+        raise CxrError(f"model {info.get('uri')}: its 'resize' is {resize!r}, expected one of {RESIZE_MODES}")
     return ModelBundle(model=model, classes=classes, image_size=models.model_image_size(model),
-                       resize=tags.get("resize", "pad"), thresholds=thresholds, **info)
+                       resize=resize, thresholds=thresholds, **info)

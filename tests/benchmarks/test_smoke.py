@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks import inference, input_pipeline, load, orchestration, train_step, validation
+from benchmarks import inference, input_pipeline, load, orchestration, pixels, train_step, validation
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +23,12 @@ def test_train_step(shared_sample, capsys):
 def test_validation(shared_sample, capsys):
     validation.main(["--files", "40", "--workers", "1", "2"])
     assert "ratio vs 1 worker" in capsys.readouterr().out
+
+
+def test_pixels(shared_sample, capsys):
+    pixels.main(["--files", "3", "--sizes", "32"])
+    out = capsys.readouterr().out
+    assert "draft CPU ms/img" in out and "| marker | robust window |" in out
 
 
 def test_orchestration_kfp_part(capsys):

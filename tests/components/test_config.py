@@ -87,3 +87,14 @@ def test_overrides_apply_dotted_keys(tmp_path):
     p = load_params(f, {"split.seed": 7, "train.image_size": 64})
     assert p.split.seed == 7 and p.train.image_size == 64
     assert apply_overrides({"a": {"b": 1}}, {"a.c": 2}) == {"a": {"b": 1, "c": 2}}
+
+
+def test_data_layout_and_kaggle_competitions():
+    p = parse_params({"data": {"source": "kaggle", "kaggle_dataset": "competitions/siim-covid19-detection",
+                               "layout": "siim"}})
+    assert p.data.layout == "siim" and parse_params({}).data.layout == "auto"
+    with pytest.raises(ParamsError, match=r"data\.layout.*'auto', 'classes', 'rsna' or 'siim'"):
+        parse_params({"data": {"layout": "nih"}})
+    for bad in ("chest-xray", "a/b/c", "competitions/"):
+        with pytest.raises(ParamsError, match=r"owner/dataset' or 'competitions/<slug>'"):
+            parse_params({"data": {"source": "kaggle", "kaggle_dataset": bad}})

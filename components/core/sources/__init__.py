@@ -1,14 +1,22 @@
 """Source adapters: turn a data source into ``<out>/<images>`` + ``manifest.csv``, accounting for every file.
 
-Adapters: ``demo`` (the synthetic generator), ``dir`` (a class-folder tree, or a CSV manifest; a
-``MANIFEST.csv`` at a folder's root is used as its manifest), ``kaggle`` (downloaded, then read
-like ``dir``), ``dvc`` (``dvc://<git-url>@<rev>``: what a commit pins). Ingest and the external
-test sets both call :func:`ingest_into`, so an external set goes through the very same code.
+Adapters: ``demo`` (the synthetic generator), ``dir`` (a folder or a CSV), ``kaggle`` (downloaded,
+then read like ``dir``), ``dvc`` (``dvc://<git-url>@<rev>``: what a commit pins). Ingest and the
+external test sets both call :func:`ingest_into`, so an external set goes through the very same code.
+
+A folder is read in one of these layouts (``data.layout``; ``auto`` picks the first that fits):
+
+- a CSV manifest (``path,label,…``; a ``MANIFEST.csv`` at a folder's root is used as its manifest),
+- ``rsna``: the RSNA Pneumonia Detection Challenge (:mod:`.rsna`),
+- ``siim``: the SIIM-FISABIO-RSNA COVID-19 Detection competition (:mod:`.siim`),
+- ``classes``: a class-folder tree, ``<CLASS>/…`` or ``train|val|test/<CLASS>/…`` (:mod:`.folder`).
 
 Files are hard-linked (or copied) into a temporary sibling of the output, renamed when complete.
-Contents are not judged here (that is validate's job); labels are normalised and unknown labels
-are an error. Every file the source holds is either in the manifest or in the skipped list with a
-reason; :func:`write_account` writes both as a report.
+Contents are not judged here (that is validate's job); labels are normalised (a named layout adds
+its own aliases and default exclusions) and unknown labels are an error. Every file the source
+holds is either in the manifest or in the skipped list with a reason; :func:`write_account` writes
+both as a report. A skipped file whose name is a patient id is reported under a pseudonym; its real
+name goes to ``<out>/skipped_sources.csv``, inside the data folder only.
 """
 
 from __future__ import annotations
@@ -25,19 +33,28 @@ from components.core.errors import DataError
 from components.core.fsutil import atomic_path, write_json
 from components.core.labels import LabelMap, patient_from_filename
 from components.core.progress import progress
-from components.core.sources import demo, dvc, folder, kaggle, table
+from components.core.sources import demo, dvc, folder, kaggle, rsna, siim, table
 from components.core.sources.base import Entry, Scan
 
 log = logging.getLogger(__name__)
 MANIFEST_CANDIDATES = ("MANIFEST.csv", "manifest.csv")
+NAMED_LAYOUTS = {"rsna": rsna, "siim": siim}
+PRIVATE_SKIPPED = "skipped_sources.csv"
 
 __all__ = ["Entry", "Scan", "ingest_into", "scan_path", "write_account"]
 
 
-def scan_path(path: Path, labels: LabelMap) -> Scan:
-    """A folder (class tree or one with a MANIFEST.csv) or a CSV file."""
+def scan_path(path: Path, labels: LabelMap, layout: str = "auto") -> Scan:
+    """A folder (class tree, a named Kaggle layout, or one with a MANIFEST.csv) or a CSV file."""
     if not path.exists():
-        raise DataError(f"data.path {path} does not exist (a class-folder tree or a CSV manifest)")
+        raise DataError(f"data.path {path} does not exist (a class-folder tree, an RSNA/SIIM folder or a CSV manifest)")
+    if layout in NAMED_LAYOUTS:
+        adapter = NAMED_LAYOUTS[layout]
+        base = adapter.find(path) if path.is_dir() else None
+        if base is None:
+            raise DataError(f"data.layout is {layout!r} but " + adapter.expected(path)
+                            + ". Set data.layout: auto to detect the layout.")
+        return adapter.scan(base, path)
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise DataError(f"data.path {path} is a file but not a .csv manifest")
@@ -45,22 +62,39 @@ def scan_path(path: Path, labels: LabelMap) -> Scan:
     for name in MANIFEST_CANDIDATES:
         if (path / name).is_file():
             return table.scan_csv(path / name)
+    if layout == "auto":
+        for adapter in NAMED_LAYOUTS.values():
+            base = adapter.find(path)
+            if base is not None:
+                return adapter.scan(base, path)
     return folder.scan_tree(path, labels)
+
+
+def layout_labels(data, scan: Scan) -> LabelMap:
+    """The label map for a scanned source: built-in aliases, the layout's, then ``data.label_aliases``;
+    the layout's default exclusions unless ``data.label_aliases`` maps them."""
+    aliased = LabelMap(data.classes, exclude=data.label_aliases)  # matches a label as alias keys match it
+    default_excluded = [x for x in scan.default_excluded if not aliased.excluded(x)]
+    return LabelMap(data.classes, {**scan.aliases, **data.label_aliases}, [*data.exclude_labels, *default_excluded])
 
 
 def _rows(scan: Scan, labels: LabelMap, where: str, default_source: str) -> list[dict[str, Any]]:
     kept = [e for e in scan.entries if not labels.excluded(e.raw_label)]
+    by_default = LabelMap([], exclude=scan.default_excluded)
     for e in scan.entries:
         if labels.excluded(e.raw_label):
-            scan.skip(e.dest, "excluded_label", f"label {e.raw_label!r} is in data.exclude_labels")
+            why = (f"label {e.raw_label!r} is excluded by default in the {scan.layout.split()[0]} layout (map it with "
+                   "data.label_aliases to keep it)" if by_default.excluded(e.raw_label)
+                   else f"label {e.raw_label!r} is in data.exclude_labels")
+            scan.skip(e.dest, "excluded_label", why, source_file=e.extra.get("source_file", ""))
     excluded = Counter(e.raw_label for e in scan.entries if labels.excluded(e.raw_label))
     if excluded:
-        scan.warnings.append(f"excluded by data.exclude_labels: {dict(excluded)}")
+        scan.warnings.append(f"excluded labels (data.exclude_labels, or the layout's default): {dict(excluded)}")
     norm = labels.normalise_all([e.raw_label for e in kept], where)
     rows = []
     for e, label in zip(kept, norm, strict=True):
         if e.patient_id:
-            pid, origin = e.patient_id, "manifest"
+            pid, origin = e.patient_id, e.patient_id_origin or "manifest"
         elif (from_name := patient_from_filename(Path(e.dest).name)) is not None:
             pid, origin = from_name, "filename"
         else:
@@ -95,6 +129,7 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
     src = data.source
     labels = LabelMap(data.classes, data.label_aliases, data.exclude_labels)
     summary: dict = {"source": src, "output": str(out_dir)}
+    private: list[dict] = []
     with atomic_path(out_dir, directory=True) as tmp:
         if src == "demo":
             df = pd.DataFrame(demo.write(list(data.classes), data.demo, tmp), columns=manifest.RAW_COLUMNS)
@@ -106,8 +141,9 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
             else:
                 root = Path(source_path or data.path or "")
                 default_source = ""
-            scan = scan_path(root, labels)
+            scan = scan_path(root, labels, data.layout)
             log.info("scanned %s (%s): %d images, %d skipped", root, scan.layout, len(scan.entries), len(scan.skipped))
+            labels = layout_labels(data, scan)
             rows = _rows(scan, labels, str(root), default_source)
             extra = sorted({k for r in rows for k in r} - set(manifest.RAW_COLUMNS) - {"license", "_src"})
             df = pd.DataFrame(rows, columns=[*manifest.RAW_COLUMNS, "license", *extra, "_src"])
@@ -119,6 +155,11 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
             for s, d in progress(zip(df["_src"], df["path"], strict=True), "ingest", total=len(df)):
                 _place(s, tmp / d)
             df = df.drop(columns="_src")
+            private = [s for s in scan.skipped if s.get("source_file")]
+            if private:  # real names of files reported under a pseudonym: the data folder only
+                pd.DataFrame(private, columns=["path", "source_file", "reason", "detail"]).to_csv(
+                    tmp / PRIVATE_SKIPPED, index=False)
+                scan.skipped = [{k: v for k, v in s.items() if k != "source_file"} for s in scan.skipped]
         manifest.write(df, tmp / manifest.MANIFEST_NAME)
     summary.update({
         "layout": scan.layout,
@@ -131,6 +172,9 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
         "renamed": scan.renamed,
         "warnings": scan.warnings,
     })
+    if private:
+        summary["skipped_sources"] = (f"{len(private)} skipped files are reported under pseudonyms (their names are "
+                                      f"patient ids); their real names are in {out_dir / PRIVATE_SKIPPED}")
     if summary["patient_id_origin"].get("file"):
         summary["warnings"].append(
             f"{summary['patient_id_origin']['file']} images have no patient id: each is treated as its own "

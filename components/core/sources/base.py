@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.core.errors import DataError
+
 # Folder names that mean a split (Kaggle's layouts) and what they mean.
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}
@@ -20,6 +22,7 @@ class Entry:
     dest: str  # posix path relative to the output folder (valid UTF-8)
     raw_label: str
     patient_id: str = ""
+    patient_id_origin: str = ""  # where patient_id came from; "manifest" when left empty
     source: str = ""
     license: str = ""
     official_split: str = ""
@@ -28,16 +31,44 @@ class Entry:
 
 @dataclass
 class Scan:
-    """A scanned source: what to ingest, what was skipped (with a reason), what was renamed."""
+    """A scanned source: what to ingest, what was skipped (with a reason), what was renamed.
+
+    A layout whose labels are not class names brings its own ``aliases`` (raw label → class, under
+    ``data.label_aliases``) and ``default_excluded`` labels (dropped unless ``data.label_aliases``
+    maps them). A skipped file whose path names a patient (RSNA file names are patientIds) is
+    reported under a pseudonymous ``path``; its real path is kept in ``source_file``, which
+    :func:`components.core.sources.ingest_into` writes into the data folder only.
+    """
 
     entries: list[Entry] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     renamed: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     layout: str = ""
+    aliases: dict[str, str] = field(default_factory=dict)
+    default_excluded: tuple[str, ...] = ()
 
-    def skip(self, path: str, reason: str, detail: str = "") -> None:
-        self.skipped.append({"path": path, "reason": reason, "detail": detail})
+    def skip(self, path: str, reason: str, detail: str = "", source_file: str = "") -> None:
+        row = {"path": path, "reason": reason, "detail": detail}
+        if source_file:
+            row["source_file"] = source_file
+        self.skipped.append(row)
+
+
+def read_table(path: Path, required: tuple[str, ...], what: str):
+    """A label CSV of a named layout, as strings (nothing parsed as NaN); a missing column is a
+    :class:`DataError` naming the file, the columns it needs and those it has."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read {what}: {err}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: {what} needs columns {list(required)}; missing {missing} (it has {list(df.columns)})")
+    return df
 
 
 def safe_name(name: str) -> str:

@@ -8,7 +8,7 @@ copied: DVC would cache and push whatever it points at); link loops are detected
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from components.core.errors import DataError
@@ -109,6 +109,20 @@ def _looks_like_class(name: str, labels: LabelMap) -> bool:
     return labels.normalise(name) is not None or labels.excluded(name)
 
 
+def descend(root: Path, is_base: Callable[[Path], bool], depth: int = 6) -> Path | None:
+    """The first folder, from ``root`` down through single wrapper folders (as zips have), for which
+    ``is_base`` holds; None when there is none."""
+    current = root
+    for _ in range(depth):
+        if is_base(current):
+            return current
+        dirs = visible_dirs(current, root)
+        if len(dirs) != 1:
+            return None
+        current = dirs[0]
+    return None
+
+
 def find_layout_root(root: Path, labels: LabelMap) -> tuple[Path, str]:
     """Descend through single wrapper folders (as Kaggle zips have) to the split or class level."""
     current = root
@@ -148,3 +162,16 @@ def scan_tree(root: Path, labels: LabelMap) -> Scan:
             continue
         _scan_class_folders(split_dir, base, scan, official_split=split)
     return scan
+
+
+def account_rest(base: Path, used: set[str], scan: Scan, reason: str, detail: str) -> None:
+    """Record every file under ``base`` outside the entries named in ``used`` (top-level names) as
+    skipped with ``reason``: a named layout reads only its own files and folders, and says so."""
+    for p in sorted(base.iterdir()):
+        if p.name.startswith(".") or p.name in IGNORED_DIRS or p.name in used:
+            continue
+        if p.is_dir():
+            for _, rel in walk_files(p, scan, base):  # non-image names are recorded as such
+                scan.skip(rel, reason, detail)
+        else:
+            scan.skip(safe_name(p.name), reason, detail)

@@ -1,4 +1,8 @@
-"""Kaggle data sets, downloaded with ``kagglehub`` using credentials from the environment."""
+"""Kaggle data sets and competitions, downloaded with ``kagglehub`` using credentials from the environment.
+
+``data.kaggle_dataset`` is ``owner/dataset`` (a data set) or ``competitions/<slug>`` (a competition's
+data, e.g. ``competitions/rsna-pneumonia-detection-challenge``: accept its rules on kaggle.com first).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import os
 from pathlib import Path
 
 from components.core.errors import ServiceError
+
+COMPETITION_PREFIX = "competitions/"
 
 
 def download(dataset: str) -> Path:
@@ -21,9 +27,13 @@ def download(dataset: str) -> Path:
     try:
         import kagglehub
 
+        if dataset.startswith(COMPETITION_PREFIX):
+            return Path(kagglehub.competition_download(dataset.removeprefix(COMPETITION_PREFIX)))
         return Path(kagglehub.dataset_download(dataset))
     except Exception as err:
+        rules = (" For a competition, accept its rules on kaggle.com (Join Competition) with this account."
+                 if dataset.startswith(COMPETITION_PREFIX) else "")
         raise ServiceError(
             f"downloading Kaggle dataset {dataset!r} failed: {type(err).__name__}: {err}. "
-            "Check the network, the credentials and data.kaggle_dataset."
+            f"Check the network, the credentials and data.kaggle_dataset.{rules}"
         ) from None
