@@ -38,7 +38,8 @@ def _data_section(data, ext):
     from components.core.config import DataConfig
 
     base = data.model_dump(mode="json")
-    merged = {**base, "source": ext.source if ext.source in ("kaggle", "demo") else "dir",
+    merged = {**base, "layout": "auto",  # the set's own layout, whatever the main data's is
+              "source": ext.source if ext.source in ("kaggle", "demo") else "dir",
               "path": ext.path if ext.source in ("dir", "dvc") else None,  # dvc: the URI (ingest fetches it)
               "label_aliases": {**base["label_aliases"], **ext.label_aliases}, "exclude_labels": ext.exclude_labels}
     if ext.kaggle_dataset:

@@ -96,7 +96,7 @@ json_values = st.recursive(
 sections = st.sampled_from(["data", "validate", "split", "preprocess", "train", "evaluate", "gate", "registry",
                             "mlflow", "trian"])
 keys = st.sampled_from(["source", "path", "classes", "seed", "val_fraction", "backbone", "image_size", "phases",
-                        "weights", "min_recall", "external", "bootstrap", "critical", "workers", "x"])
+                        "weights", "min_sensitivity", "external", "bootstrap", "critical", "workers", "x"])
 
 
 @FUZZ
