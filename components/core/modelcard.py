@@ -93,6 +93,7 @@ def gate_section(gate: dict) -> list[str]:
     if boot:
         lines += ["", f"CIs: {boot.get('resamples')} bootstrap resamples of patients (paired for the comparison: "
                   "both models on the same resample)."]
+    return lines
 
 
 _PHI_POLICY = {
