@@ -6,18 +6,13 @@ import pytest
 
 from components import evaluate, gate, train
 from components.core.errors import RefusedError
-from tests.conftest import train_params
+from tests.conftest import sqlite_tracking, train_params
 
 
 @pytest.fixture(scope="module")
 def candidate(tiny_shards, tmp_path_factory, _migrated_mlflow_db):
-    import shutil
-
     tmp = tmp_path_factory.mktemp("gate-candidate")
-    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-        mp.chdir(tmp)
+    with sqlite_tracking(tmp, _migrated_mlflow_db) as mp:
         p = params()
         train.run(p, tiny_shards, tmp / "models", tmp / "state")
         evaluate.run(p, tmp / "models", tiny_shards, tmp / "eval", tmp / "metrics.json")

@@ -8,18 +8,14 @@ from components import evaluate, gate, promote, register, train
 from components.core import registry
 from components.core.errors import CxrError, RefusedError
 from tests.components.test_gate import params
+from tests.conftest import sqlite_tracking
 
 
 @pytest.fixture(scope="module")
 def registered(tiny_shards, tmp_path_factory, _migrated_mlflow_db):
-    import shutil
-
     tmp = tmp_path_factory.mktemp("promote")
-    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+    with sqlite_tracking(tmp, _migrated_mlflow_db) as mp:
         mp.setenv("CXR_USER", "test-owner")
-        mp.chdir(tmp)
         p = params()
         train.run(p, tiny_shards, tmp / "models", tmp / "state")
         evaluate.run(p, tmp / "models", tiny_shards, tmp / "eval", tmp / "metrics.json")
