@@ -292,7 +292,7 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float, sleep: Callable[
     while clock() < deadline:
         if ready():
             return True
-        sleep(interval)
+        sleep(min(interval, max(0.05, timeout / 10)))
     log.warning("%s not ready after %.0f s", what, timeout)
     return False
 
