@@ -256,8 +256,11 @@ def _monitor(args: argparse.Namespace) -> Any:
         from pipelines import ops
 
         def trigger(summary: dict) -> dict:
-            return ops.submit(args.kfp_host, args.package, args.experiment,
-                              run_name=f"cxr-training-retrain-{int(time.time())}")
+            import contextlib
+
+            with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links: keep stdout for the JSON
+                return ops.submit(args.kfp_host, args.package, args.experiment,
+                                  run_name=f"cxr-training-retrain-{int(time.time())}")
 
     kwargs = {x.name: getattr(args, x.name) for x in (*monitor.SPEC.ports, *monitor.SPEC.options)}
     summary = monitor.run(_params(args), trigger=trigger, **kwargs)

@@ -213,6 +213,10 @@ def fit_and_save(model, train, val, classes: list[str], false_alarm: float, out_
 
         mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
     summary = {**ref.describe(), "val_flag_rate": round(ref.val_flag_rate(), 4), "file": REFERENCE_FILE}
+    if len(ref.val_scores) < 2 / false_alarm:
+        summary["note"] = (f"only {len(ref.val_scores)} validation images: the threshold for a {false_alarm:.0%} "
+                           "false-alarm rate is coarse")
+        log.warning("OOD reference: %s", summary["note"])
     log.info("OOD reference: %s dims, %d training images, threshold %.4g (%.0f%% of validation above it)",
              summary["dims"], ref.n_train, ref.threshold, 100 * summary["val_flag_rate"])
     return summary
