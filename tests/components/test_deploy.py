@@ -176,7 +176,7 @@ def test_canary_pods_that_never_get_ready_are_rolled_back(registry, k8s, canary)
 def test_refusals_and_api_errors(registry, k8s, canary):
     with pytest.raises(RefusedError, match="no passed gate"):
         run(k8s, canary, version="3")
-    with pytest.raises(CxrError, match="not found.*infra/k8s/serving"):
+    with pytest.raises(CxrError, match=r"not found.*infra/k8s/serving"):
         run(k8s, canary, name="nope")
     cluster = deploy.Cluster("cxr-mlops", str(k8s.config))
     with pytest.raises(ServiceError, match="changed meanwhile"):

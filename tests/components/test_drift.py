@@ -43,7 +43,8 @@ def records(ref, n, seed, *, ood_rate=None, mean_shift=0.0, labels=None, version
                     "model": {"version": version}, "label": labels[i], "ood_score": float(scores[i]),
                     "unlike_training_data": bool(scores[i] > ref.threshold),
                     "image": {"mean": float(rng.normal(110, 15) + mean_shift), "std": float(rng.normal(55, 6)),
-                              "width": float(ref.stats["width"][pick[i]]), "height": float(ref.stats["height"][pick[i]])}})
+                              "width": float(ref.stats["width"][pick[i]]),
+                              "height": float(ref.stats["height"][pick[i]])}})
     return out
 
 

@@ -72,7 +72,7 @@ def test_the_schema_rejects_what_kserve_rejects():
 
 
 def test_model_server_pods_are_hardened_probed_and_scraped(rendered):
-    name, objs = rendered
+    _, objs = rendered
     for obj in objs:
         for pod in pod_specs(obj):
             assert pod["securityContext"]["runAsNonRoot"] is True and pod["serviceAccountName"] == "cxr-serve"
@@ -130,9 +130,9 @@ def test_plain_canary_is_the_stable_deployment_but_for_name_track_and_replicas()
         return d
 
     assert strip(canary) == strip(stable)
-    svc = [o for o in objects(SERVING / "plain") if o["kind"] == "Service"][0]
+    svc = next(o for o in objects(SERVING / "plain") if o["kind"] == "Service")
     assert svc["spec"]["selector"] == {"app.kubernetes.io/name": "cxr-serve"}  # both tracks take traffic
-    hpa = [o for o in objects(SERVING / "plain") if o["kind"] == "HorizontalPodAutoscaler"][0]
+    hpa = next(o for o in objects(SERVING / "plain") if o["kind"] == "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "cxr-serve"  # the stable one only
 
 
