@@ -90,6 +90,8 @@ def read_log(folder: str | Path, start: float, end: float, version: str | None =
     truth: dict[str, tuple[float, str]] = {}
     bad, other, files = 0, 0, sorted(folder.glob("predictions-*.jsonl"))
     for path in files:
+        if path.stat().st_mtime < start:  # last written before the window: nothing in it, nor feedback for it
+            continue
         with path.open(encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 try:

@@ -10,11 +10,14 @@ so one forward pass gives the probabilities and the score. Neither the paper's i
 Ledoit & Wolf (2004, *A well-conditioned estimator for large-dimensional covariance matrices*) so it
 can be inverted when there are fewer training images than feature dimensions (2048 for ResNet50).
 
-**Threshold.** The ``1 - monitor.ood_false_alarm`` quantile of the scores of the *validation* split:
-images of the training distribution the network never fitted, so about that share of in-distribution
-images is flagged ``unlike_training_data``. Training images score lower (the network fitted them),
-which is why the threshold is not taken on them. The sorted validation scores are kept, so a score
-can also be shown as a percentile ("more unusual than 99% of validation images").
+**Threshold.** Chosen on the scores of the *validation* split — images of the training distribution the
+network never fitted (training images score lower, which is why the threshold is not taken on them) —
+as the split-conformal quantile (Vovk, Gammerman & Shafer 2005; Angelopoulos & Bates 2021, *A Gentle
+Introduction to Conformal Prediction*): the ``ceil((n + 1)(1 - a))``-th smallest of the ``n`` validation
+scores for ``a = monitor.ood_false_alarm``. An exchangeable in-distribution image then exceeds it with
+probability at most ``a`` (on average over validation sets; a small split makes the realised rate vary
+around it, by about ``sqrt(a(1 - a)/n)``). The sorted validation scores are kept, so a score can also be
+shown as a percentile ("more unusual than 99% of validation images").
 
 **Drift reference.** The same file carries what ``cxr monitor`` compares a prediction log with:
 per-image statistics of the training split (pixel mean and standard deviation at the model's input,
@@ -86,7 +89,11 @@ class OodReference:
         return float(np.searchsorted(self.val_scores, score, side="left") / len(self.val_scores))
 
     def threshold_for(self, false_alarm: float) -> float:
-        return float(np.quantile(self.val_scores, 1 - false_alarm))
+        """The split-conformal threshold for ``false_alarm`` (the largest validation score when the split is
+        too small to reach it: fewer than ``1/false_alarm - 1`` images)."""
+        n = len(self.val_scores)
+        k = min(n, int(np.ceil((n + 1) * (1 - false_alarm))))
+        return float(np.sort(self.val_scores)[k - 1])
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.method, "threshold": round(self.threshold, 6), "false_alarm": self.false_alarm,
@@ -213,7 +220,7 @@ def fit_and_save(model, train, val, classes: list[str], false_alarm: float, out_
 
         mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
     summary = {**ref.describe(), "val_flag_rate": round(ref.val_flag_rate(), 4), "file": REFERENCE_FILE}
-    if len(ref.val_scores) < 2 / false_alarm:
+    if len(ref.val_scores) < 4 / false_alarm:
         summary["note"] = (f"only {len(ref.val_scores)} validation images: the threshold for a {false_alarm:.0%} "
                            "false-alarm rate is coarse")
         log.warning("OOD reference: %s", summary["note"])
