@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from components.core.errors import CxrError
+from components.core.errors import CxrError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,12 @@ def fit_and_save(model, train, val, classes: list[str], false_alarm: float, out_
     if track:
         import mlflow
 
-        mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
+        try:
+            mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
+        except Exception as err:
+            raise ServiceError(f"logging the OOD reference to MLflow failed: {type(err).__name__}: {str(err)[:300]}. "
+                               "Training is finished and resumable: re-run the same command when the server is "
+                               "back.") from None
     summary = {**ref.describe(), "val_flag_rate": round(ref.val_flag_rate(), 4), "file": REFERENCE_FILE}
     if len(ref.val_scores) < 4 / false_alarm:
         summary["note"] = (f"only {len(ref.val_scores)} validation images: the threshold for a {false_alarm:.0%} "

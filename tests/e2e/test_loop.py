@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from components.core import ood, registry, shards, synthetic
+from components.core import ood, shards, synthetic
 from cxr.testing import free_port, start_cxr_serve, stop
 from tests.conftest import ROOT, train_params, write_params
 from tests.e2e.kfp_fake import FakeKfp
@@ -137,7 +137,8 @@ def test_feedback_then_monitor_judges_each_window(loop, capsys):
     finally:
         fake.close()
     inside, shifted = verdicts["in_distribution"], verdicts["shifted"]
-    print("monitor, in-distribution window:", json.dumps({k: inside[k] for k in ("verdict", "predictions", "feedback")}))
+    print("monitor, in-distribution window:",
+          json.dumps({k: inside[k] for k in ("verdict", "predictions", "feedback")}))
     print("monitor, shifted window:", json.dumps({k: shifted[k] for k in ("verdict", "reasons", "predictions")}))
     assert inside["verdict"] == "ok" and inside["retraining"]["submitted"] is False and inside["feedback"] == 10
     assert inside["predictions"] == len(loop["inside"]) and shifted["predictions"] == len(loop["outside"])
