@@ -206,3 +206,21 @@ def test_follower_keeps_serving_when_the_registry_is_down(bundle, monkeypatch):
         mlflow.set_tracking_uri(previous)
     assert holder.current is bundle and holder.swaps == 0
     np.testing.assert_equal(holder.current.infer_ood(np.zeros((1, 32, 32, 1), np.uint8))[0].shape, (1, 3))
+
+
+def test_batch_predict_writes_the_ood_columns(tiny_model_dir, tmp_path):
+    import pandas as pd
+
+    from serving import predict
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i, data in enumerate(demo_images(2, 7) + demo_images(2, 8, SHIFTED)):
+        (d / f"{'shifted' if i >= 6 else 'same'}-{i:02d}.png").write_bytes(data)
+    (d / "broken.png").write_bytes(b"not an image")
+    summary = predict.run(registry.load(str(tiny_model_dir)), d, tmp_path / "preds.csv", workers=1)
+    df = pd.read_csv(tmp_path / "preds.csv", keep_default_na=False).set_index("path")
+    assert list(df.columns[-3:]) == ["ood_score", "unlike_training_data", "error"]
+    shifted = df[df.index.str.startswith("shifted")]
+    assert (shifted["unlike_training_data"] == "True").all() and summary["unlike_training_data"] >= len(shifted)
+    assert df.loc["broken.png", "ood_score"] == "" and df.loc["broken.png", "error"].startswith("not_an_image")
