@@ -5,9 +5,14 @@ seeds, and the shortcut stress tests (components/core/shortcut.py) run on the te
 mode (mean ± sd over seeds): test accuracy, the model's balanced accuracy with the lung field blanked,
 the share of PNEUMONIA's Grad-CAM heat outside the lung field (and the largest excess over the area
 share of any class), the border-only probe (it does not depend on the model), how many runs were
-flagged, and ratios against `pad` measured in the same run.
+flagged by each test, and ratios against `pad` measured in the same run.
 
     python -m benchmarks.resize_modes --seeds 1 2 3 --epochs 40
+
+``--cost``: instead, what the stress tests add to `cxr evaluate` on the demo (params.yaml's data and model):
+evaluate with `evaluate.shortcut.enabled` true and false, alternated, in the same run.
+
+    python -m benchmarks.resize_modes --cost --repeats 3
 """
 
 from __future__ import annotations
@@ -68,7 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--data", default="sample", help="sample (../shared/data/cxr-sample) | demo | demo:<shortcut>")
     ap.add_argument("--sample", type=Path, default=SAMPLE)
+    ap.add_argument("--cost", action="store_true", help="measure the seconds the stress tests add to evaluate")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--params", type=Path, default=Path(__file__).resolve().parents[1] / "params.yaml")
     args = ap.parse_args(argv)
+    if args.cost:
+        return _cost(args)
     if args.modes[0] != "pad":
         args.modes = ["pad", *[m for m in args.modes if m != "pad"]]  # the baseline comes first
     logging.getLogger("components").setLevel(logging.WARNING)
@@ -119,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         acc = [x["accuracy"] for x in runs]
         masked_above = _mean([x["masked"] - x["chance"] for x in runs if x["masked"] is not None])
         base_above = _mean([x["masked"] - x["chance"] for x in base if x["masked"] is not None])
-        flagged = [x for x in runs if x["flags"]]
+        per_test = ", ".join(f"{t} {sum(t in x['flags'] for x in runs)}/{len(runs)}"
+                             for t in ("lung_masked", "attention_outside", "border_probe"))
         rows.append([
             mode, _mean_sd(acc), f"{_mean(acc) / _mean([x['accuracy'] for x in base]):.2f}",
             _mean_sd([x["masked"] for x in runs]),
@@ -127,16 +138,44 @@ def main(argv: list[str] | None = None) -> None:
             f"{_mean_sd([x['pneumonia_outside'] for x in runs])} "
             f"(area {_mean([x['pneumonia_area'] for x in runs]):.2f})",
             _mean_sd([x["excess"] for x in runs]),
-            _mean_sd([x["border"] for x in runs]),
-            f"{len(flagged)}/{len(runs)} " + ",".join(sorted({t for x in flagged for t in x["flags"]})),
-            f"{_mean([x['train_s'] for x in runs]):.0f}", f"{_mean([x['stress_s'] for x in runs]):.1f}",
+            f"{_mean([x['border'] for x in runs]):.3f}", per_test, f"{_mean([x['stress_s'] for x in runs]):.1f}",
         ])
     n_test = len(test.y)
     print(f"\nresize modes on {args.data} ({n_test} test images), small_cnn @ {args.size} px, {args.epochs} epochs, "
           f"seeds {args.seeds}; chance balanced accuracy {base[0]['chance']:.3f}; {machine()}")
     print(table(["resize", "test accuracy", "ratio vs pad", "lung-masked balanced acc", "above-chance ratio vs pad",
-                 "PNEUMONIA heat outside lungs", "max excess heat outside", "border probe", "runs flagged (tests)",
-                 "train s", "stress tests s"], rows))
+                 "PNEUMONIA heat outside lungs", "max excess heat outside", "border probe (data only)",
+                 "runs flagged, per test", "stress tests s"], rows))
+
+
+def _cost(args) -> None:
+    from components import evaluate, ingest, preprocess, split, train
+    from components.core import shards as shard_io
+    from components.core.config import load_params
+
+    logging.getLogger("components").setLevel(logging.WARNING)
+    p = load_params(args.params, {"evaluate.external": [], "train.image_size": args.size})
+    off = p.model_copy(update={"evaluate": p.evaluate.model_copy(update={
+        "shortcut": p.evaluate.shortcut.model_copy(update={"enabled": False})})})
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ingest.run(p, root / "raw")
+        split.run(p, root / "raw" / "manifest.csv", root / "splits", root / "reports")
+        preprocess.run(p, root / "splits", root / "raw", root / "shards")
+        train.run(p, root / "shards", root / "models", root / "state", track=False)
+        n = len(shard_io.load_split(root / "shards", "test").y)
+        times: dict[str, list[float]] = {"off": [], "on": []}
+        for i in range(args.repeats):
+            for name, params in (("off", off), ("on", p)):
+                t = time.perf_counter()
+                evaluate.run(params, root / "models", root / "shards", root / f"e-{name}-{i}",
+                             root / f"m-{name}-{i}.json", track=False)
+                times[name].append(time.perf_counter() - t)
+    on, base = float(np.median(times["on"])), float(np.median(times["off"]))
+    print(f"evaluate on the demo test split ({n} images, {p.train.backbone} @ {p.train.image_size} px, "
+          f"resize {p.preprocess.resize}), median of {args.repeats}; {machine()}")
+    print(table(["evaluate", "seconds", "ratio vs off", "added s"],
+                [["shortcut tests off", base, 1.0, 0.0], ["shortcut tests on", on, on / base, on - base]]))
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ class PreprocessConfig(Section):
     # pad: whole film, black letterbox bands; pad_edge: whole film, bands filled by repeating the film's
     # edge (no sharp black rectangle whose height is the aspect ratio); crop: centre square (cuts the long
     # side). Chosen by the shortcut tests: BENCHMARKS.md "Resize modes and shortcuts".
-    resize: Literal["pad", "pad_edge", "crop"] = "pad"
+    resize: Literal["pad", "pad_edge", "crop"] = "crop"
     workers: int = Field(2, ge=1, le=256)
 
 

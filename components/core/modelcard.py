@@ -93,10 +93,11 @@ def _shortcut(block: dict | None) -> list[str]:
     lf = block.get("lung_field") or {}
     lines += [
         f"- Lung field: rows {_pct(lf.get('top'))}–{_pct(lf.get('bottom'))} and columns {_pct(lf.get('left'))}–"
-        f"{_pct(lf.get('right'))} of each film's own box (the film inside its letterbox), blanked with the film's "
-        f"mean grey; the border probe reads the outer {_pct(block.get('frame'))} of each side outside that field, "
-        "cross-validated by patient. A test flags at chance + margin when its p-value against chance (by patient) "
-        f"is ≤ {block.get('alpha')}.",
+        f"{_pct(lf.get('right'))} of each film's own box (where the film lies in the square: inside its letterbox, "
+        "or overflowing the square when cropped), blanked with the mean grey of the rest of the film; the border "
+        "probe reads the "
+        f"outer {_pct(block.get('frame'))} of each side outside that field, cross-validated by patient. A test "
+        f"flags at chance + margin when its p-value against chance (by patient) is ≤ {block.get('alpha')}.",
         "- The Grad-CAM gallery (`reports/eval/plots/gradcam.png`) shows, per class, correct and wrong cases with "
         "the lung field outlined.", ""]
     return lines

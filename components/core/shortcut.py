@@ -4,8 +4,8 @@ The source-bias audit (:mod:`components.core.bias`) asks whether *file metadata*
 These tests ask it of the *preprocessed images and the trained model*, on the internal test split and
 on every external set:
 
-1. ``lung_masked`` — the same images with the central lung field blanked (filled with the film's
-   own mean grey). A model that reads the lungs falls to chance; one that still beats chance
+1. ``lung_masked`` — the same images with the central lung field blanked (filled with the mean grey
+   of the rest of the film). A model that reads the lungs falls to chance; one that still beats chance
    clearly reads something else (letterbox bands, borders, markers, devices, body shape).
 2. ``border_probe`` — a logistic regression on the outer ``frame`` (12 %) of each side of the
    preprocessed square: strip means on a coarse grid, their spread, the share of black and of white
@@ -171,14 +171,19 @@ def lung_masks(boxes: np.ndarray, size: int, field: LungFieldConfig) -> np.ndarr
 
 
 def mask_lungs(x: np.ndarray, masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """A copy of ``x`` with each lung field filled with the mean grey of its film (inside its box)."""
+    """A copy of ``x`` with each lung field filled with the mean grey of the rest of its film (inside its
+    box, outside the field). Not the film's overall mean: that includes the lungs, so an opacity would
+    leak into the fill."""
     out = x.copy()
     gray = out[..., 0] if out.ndim == 4 else out
     size = gray.shape[1]
     for g, m, (top, left, bh, bw) in zip(gray, masks, boxes, strict=True):
-        r0, r1, c0, c1 = max(top, 0), min(top + bh, size), max(left, 0), min(left + bw, size)
-        film = g[r0:r1, c0:c1]
-        g[m] = np.uint8(round(float(film.mean()))) if film.size else 0
+        film = np.zeros_like(m)
+        film[max(top, 0):min(top + bh, size), max(left, 0):min(left + bw, size)] = True
+        rest = g[film & ~m]
+        if rest.size == 0:
+            rest = g[~m]
+        g[m] = np.uint8(round(float(rest.mean()))) if rest.size else 0
     return out
 
 
@@ -359,7 +364,8 @@ def source_probe(pooled: dict[str, dict], classes: list[str], cfg: ShortcutConfi
 def stress_tests(model, sets: dict[str, EvalSet], classes: list[str], cfg: ShortcutConfig) -> dict:
     """Run every test on every set (the internal test split first); the ``shortcut`` block of metrics.json."""
     if not cfg.enabled:
-        return {"enabled": False, "shortcut_risk": False, "flags": []}
+        block = {"enabled": False, "shortcut_risk": False, "flags": []}
+        return {**block, "summary": summary_text(block)}
     t0 = time.perf_counter()
     block: dict = {"enabled": True, "lung_field": cfg.lung_field.model_dump(), "frame": cfg.frame,
                    "alpha": cfg.alpha, "max_images": cfg.max_images, "sets": {}}

@@ -68,8 +68,10 @@ def test_lung_field_follows_the_film_box_not_the_square():
     assert shortcut.lung_rect(boxes[0], 40, FIELD) == (12, 28, 2, 38)
     assert not masks[0, :12].any() and masks[0, 12:28, 2:38].all() and not masks[0, 28:].any()
     blanked = shortcut.mask_lungs(x, masks, boxes)
-    film_mean = round(float(x[0, 10:30].mean()))
-    assert (blanked[0][masks[0]] == film_mean).all() and (blanked[0][~masks[0]] == x[0][~masks[0]]).all()
+    rest = np.zeros((40, 40), bool)
+    rest[10:30] = True  # the film's box, minus its lung field: what stays visible (the lungs never leak in)
+    rest_mean = round(float(x[0][rest & ~masks[0]].mean()))
+    assert (blanked[0][masks[0]] == rest_mean).all() and (blanked[0][~masks[0]] == x[0][~masks[0]]).all()
 
 
 # --- statistics and probes on arrays ---------------------------------------------------------------
