@@ -79,3 +79,20 @@ def test_shortcut_tests_can_be_turned_off(trained, tiny_shards, tmp_path):
     assert summary["shortcut_risk"] is False and m["shortcut"]["enabled"] is False
     assert m["shortcut"]["flags"] == [] and "turned off" in m["shortcut"]["summary"]
     assert not (tmp_path / "eval" / "plots" / "gradcam.png").exists()
+
+
+def test_shortcut_metrics_reach_mlflow(trained, tiny_shards, tmp_path, mlflow_store):
+    import mlflow
+
+    p = train_params()
+    evaluate.run(p, trained, tiny_shards, tmp_path / "eval", tmp_path / "m.json", track=False)
+    result = json.loads((tmp_path / "m.json").read_text())
+    mlflow.set_experiment("cxr")
+    with mlflow.start_run() as run:
+        pass
+    result["run_id"] = run.info.run_id
+    evaluate._log(p, result, tmp_path / "eval", tmp_path / "m.json")
+    logged = mlflow.MlflowClient().get_run(run.info.run_id).data
+    assert logged.metrics["shortcut_risk"] == float(result["shortcut"]["shortcut_risk"])
+    assert logged.metrics["shortcut_test_lung_masked"] == result["shortcut"]["sets"]["test"]["lung_masked"]["value"]
+    assert logged.tags["shortcut_risk"] == str(result["shortcut"]["shortcut_risk"]).lower()

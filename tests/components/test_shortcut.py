@@ -128,6 +128,26 @@ def test_attention_outside_and_subsample():
     assert len(idx) == 10 and np.bincount(np.repeat([0, 1, 2], [50, 30, 20])[idx]).tolist() == [5, 3, 2]
 
 
+def test_source_probe_within_a_class():
+    """Class 0 comes from two hospitals whose features differ; class 1 from one: only class 0 is probed."""
+    rng = np.random.default_rng(0)
+    n = 40
+    feats = rng.normal(size=(n, 8)).astype(np.float32)
+    y = np.repeat([0, 1], n // 2)
+    source = np.array(["a", "b"] * (n // 4) + ["a"] * (n // 2))
+    feats[source == "b", 0] += 4.0  # hospital b shifts one feature
+    pooled = {"test": {"features": feats[: n // 2 + 10], "y": y[: n // 2 + 10], "source": source[: n // 2 + 10],
+                       "groups": np.arange(n // 2 + 10).astype(str)},
+              "ext": {"features": feats[n // 2 + 10:], "y": y[n // 2 + 10:], "source": np.full(10, ""),
+                      "groups": np.arange(10).astype(str)}}
+    out = shortcut.source_probe(pooled, ["A", "B"], ShortcutConfig())
+    assert out["class"] == "A" and out["flagged"] and out["value"] > 0.8 and out["chance"] == 0.5
+    assert out["per_class"]["B"]["sources"] == ["a", "set:ext"]  # an empty source is named after its set
+    assert not out["per_class"]["B"]["flagged"]
+    one = {"test": {**pooled["test"], "source": np.full(n // 2 + 10, "a")}}
+    assert shortcut.source_probe(one, ["A", "B"], ShortcutConfig())["not_run"].startswith("no class")
+
+
 def test_disabled_block():
     block = shortcut.stress_tests(None, {}, ["A", "B"], ShortcutConfig(enabled=False))
     assert block["shortcut_risk"] is False and "turned off" in shortcut.summary_text(block)
