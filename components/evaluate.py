@@ -4,8 +4,11 @@ Writes ``metrics.json`` (accuracy, macro F1, per-class precision/recall/specific
 ROC-AUC, confusion matrix with its label order, ECE, per-source metrics, CIs, operating points,
 external sets), and under the report folder: ``predictions.csv`` and ``roc.csv`` (DVC plots),
 ``classification_report.txt``, and figures (confusion raw/normalised, ROC, PR, reliability,
-training curves, top-losses gallery, Grad-CAM overlays). Everything is also logged to the
-training run in MLflow.
+training curves, top-losses gallery, Grad-CAM overlays per class, correct next to wrong, with the lung
+field outlined). The shortcut stress tests (:mod:`components.core.shortcut`: lung field blanked,
+border-only probe, Grad-CAM outside the lungs, source predictability) run on the test split and every
+external set and land in the ``shortcut`` block of ``metrics.json`` (``shortcut_risk`` blocks the gate
+unless a written acceptance is given). Everything is also logged to the training run in MLflow.
 """
 
 from __future__ import annotations
@@ -62,9 +65,16 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     from components.core import clinical, models, plots
     from components.core import metrics as M
     from components.core import shards as shard_io
-    from components.core.evaluation import calibration_report, evaluate_arrays, external_sets, predict, top_losses
+    from components.core.evaluation import (
+        calibration_report,
+        evaluate_arrays,
+        external_sets,
+        load_external,
+        predict,
+        shortcut_tests,
+        top_losses,
+    )
     from components.core.fsutil import atomic_path, read_json, write_json, write_text
-    from components.core.gradcam import gradcam, overlay
 
     model_dir, report_dir, shards_dir, metrics_path = Path(model_dir), Path(out), Path(shards), Path(metrics)
     external_dir = external
@@ -84,8 +94,9 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     proba, result = evaluate_arrays(model, test, classes, params, thresholds)
     result["calibration"] = calibration_report(model, test, proba, params.evaluate.ece_bins, train_summary)
     result["thresholds"] = {"chosen_on": "val", "val": thresholds}
-    result["external"] = external_sets(model, Path(external_dir) if external_dir else None, classes, params,
-                                       thresholds)
+    loaded = load_external(model, Path(external_dir) if external_dir else None, classes, params)
+    result["external"] = external_sets(model, loaded, classes, params, thresholds)
+    result["shortcut"] = shortcut_tests(model, test, meta.resize, loaded, classes, params)
     from components.core import ood  # issue 16: does the OOD score tell each external set from the test split?
     result["ood"] = ood.evaluate_dir(model, model_dir, test.x, external_dir, [e.name for e in params.evaluate.external])
     result.update({"split": "test", "classes": classes, "model": str(model_dir / "model.keras"),
@@ -119,12 +130,8 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
         write_json(tmp / "top_losses.json", losses)
         result["top_losses"] = losses[:10]
         plots.compare_sets({"internal test": result, **result["external"]}, figs / "internal_vs_external.png")
-        picks = [i for c in range(len(classes)) for i in np.flatnonzero(y == c)[: params.evaluate.gradcam_per_class]]
-        if picks:
-            heat = gradcam(model, test.x[picks])
-            plots.gallery([overlay(test.x[i, ..., 0], h) for i, h in zip(picks, heat, strict=True)],
-                          [f"{classes[y[i]]} → {classes[int(proba[i].argmax())]}" for i in picks],
-                          figs / "gradcam.png", "Grad-CAM (predicted class)")
+        if params.evaluate.gradcam_per_class:
+            _gradcam_gallery(model, test, proba, classes, meta.resize, params, figs / "gradcam.png")
     write_json(metrics_path, result)
     log.info("test (%d images): accuracy %s, macro F1 %s, macro ROC-AUC %s, recall %s", result["n"],
              result["accuracy"], result["macro_f1"], result["macro_roc_auc"],
@@ -134,11 +141,51 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
                  ext["macro_roc_auc"])
     if track and result["run_id"]:
         _log(params, result, report_dir, metrics_path)
+    if result["shortcut"].get("shortcut_risk"):
+        log.warning("%s", result["shortcut"]["summary"])
     return {k: result[k] for k in ("accuracy", "macro_f1", "macro_roc_auc", "ece", "n", "notes")} | {
+        "shortcut_risk": result["shortcut"].get("shortcut_risk", False),
         "recall": {c: m["recall"] for c, m in result["per_class"].items()},
         "temperature": result["calibration"]["temperature"],
         "external": {k: {"n": v["n"], "accuracy": v["accuracy"], "macro_roc_auc": v["macro_roc_auc"]}
                      for k, v in result["external"].items()}}
+
+
+def _gradcam_gallery(model, test, proba: np.ndarray, classes: list[str], resize: str, params, path: Path) -> None:
+    """Grad-CAM of the predicted class, one row per true class: correct cases, then wrong ones, each with
+    the lung field of the shortcut tests outlined."""
+    from components.core import plots, shortcut
+    from components.core.gradcam import gradcam, overlay
+
+    k, y, pred = params.evaluate.gradcam_per_class, test.y, proba.argmax(axis=1)
+    grid = [[*np.flatnonzero((y == c) & (pred == c))[:k], *([None] * k)][:k]
+            + [*np.flatnonzero((y == c) & (pred != c))[:k], *([None] * k)][:k] for c in range(len(classes))]
+    picks = sorted({int(i) for row in grid for i in row if i is not None})
+    if not picks:
+        return
+    heat = dict(zip(picks, gradcam(model, test.x[picks]), strict=True))
+    boxes, _ = shortcut.film_boxes(test.x[picks], test.rows.iloc[picks].reset_index(drop=True), resize)
+    size = test.x.shape[1]
+    rects = {i: shortcut.lung_rect(b, size, params.evaluate.shortcut.lung_field) for i, b in zip(picks, boxes,
+                                                                                                 strict=True)}
+    cells = [[None if i is None else {"image": overlay(test.x[i, ..., 0], heat[i]), "rect": rects[i],
+                                      "caption": f"{classes[y[i]]} → {classes[pred[i]]} (p={proba[i, pred[i]]:.2f})"}
+              for i in row] for row in grid]
+    plots.gradcam_grid(cells, [f"{c}\n(true class)" for c in classes], ["correct"] * k + ["wrong"] * k, path,
+                       "Grad-CAM of the predicted class; dashed: the lung field of the shortcut tests")
+
+
+def _shortcut_metrics(block: dict) -> dict:
+    """The shortcut block as flat MLflow metrics."""
+    flat = {"shortcut_risk": float(bool(block.get("shortcut_risk"))), "shortcut_seconds": block.get("seconds")}
+    for name, res in (block.get("sets") or {}).items():
+        for test in ("lung_masked", "border_probe", "attention_outside"):
+            flat[f"shortcut_{name}_{test}"] = (res.get(test) or {}).get("value")
+        for c, v in ((res.get("attention_outside") or {}).get("per_class") or {}).items():
+            flat[f"shortcut_{name}_attention_outside_share_{c}"] = v.get("share_outside")
+    for c, v in ((block.get("source_probe") or {}).get("per_class") or {}).items():
+        flat[f"shortcut_source_probe_{c}"] = v.get("value")
+    return flat
 
 
 def _log(params, result: dict, report_dir: Path, metrics_path: str | Path) -> None:
@@ -157,8 +204,10 @@ def _log(params, result: dict, report_dir: Path, metrics_path: str | Path) -> No
     for c, m in result["per_class"].items():
         for k in ("precision", "recall", "specificity", "f1", "roc_auc"):
             flat[f"test_{k}_{c}"] = m[k]
+    flat.update(_shortcut_metrics(result.get("shortcut") or {}))
     with mlflow.start_run(run_id=result["run_id"]):
         mlflow.log_metrics({k: v for k, v in flat.items() if v is not None})
+        mlflow.set_tag("shortcut_risk", str(bool((result.get("shortcut") or {}).get("shortcut_risk"))).lower())
         mlflow.log_artifacts(str(report_dir), artifact_path="evaluation")
         mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
         mlflow.set_tag("operating_points", json.dumps(

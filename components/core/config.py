@@ -41,6 +41,10 @@ class DemoConfig(Section):
     min_side: int = Field(160, ge=32)
     max_side: int = Field(320, ge=32)
     seed: int = 0
+    # A planted, class-dependent shortcut for proving the shortcut tests (never for a real model):
+    # corner_marker: a bright marker in a corner chosen by the class; border: a black frame whose
+    # width depends on the class. none: the default films (no shortcut by construction).
+    shortcut: Literal["none", "corner_marker", "border"] = "none"
 
     @model_validator(mode="after")
     def _sides(self) -> DemoConfig:
@@ -148,8 +152,10 @@ class SplitConfig(Section):
 
 
 class PreprocessConfig(Section):
-    # pad: keep the whole film (letterbox); crop: centre crop to a square.
-    resize: Literal["pad", "crop"] = "pad"
+    # pad: whole film, black letterbox bands; pad_edge: whole film, bands filled by repeating the film's
+    # edge (no sharp black rectangle whose height is the aspect ratio); crop: centre square (cuts the long
+    # side). Chosen by the shortcut tests: BENCHMARKS.md "Resize modes and shortcuts".
+    resize: Literal["pad", "pad_edge", "crop"] = "crop"
     workers: int = Field(2, ge=1, le=256)
 
 
@@ -279,6 +285,47 @@ class ExternalSet(Section):
         return self
 
 
+class LungFieldConfig(Section):
+    """The central lung field as fractions of the film's box (not of the square: a letterboxed film is
+    smaller than its square). Generous on purpose: it covers both lungs of a frontal film, so what lies
+    outside it is borders, corners, shoulders, neck and abdomen."""
+
+    top: float = Field(0.1, ge=0, lt=1)
+    bottom: float = Field(0.9, gt=0, le=1)
+    left: float = Field(0.05, ge=0, lt=1)
+    right: float = Field(0.95, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> LungFieldConfig:
+        if self.top >= self.bottom or self.left >= self.right:
+            raise ValueError(f"needs top < bottom and left < right, got {self.model_dump()}")
+        return self
+
+
+class ShortcutMargins(Section):
+    """How far above chance (or above the uniform-map share) a test may go before it flags a shortcut."""
+
+    lung_masked: float = Field(0.2, gt=0, lt=1)  # balanced accuracy with the lung field blanked
+    border_probe: float = Field(0.25, gt=0, lt=1)  # balanced accuracy of a classifier on the outer frame
+    attention_outside: float = Field(0.1, gt=0, lt=1)  # Grad-CAM share outside the lungs − the area share
+    source_probe: float = Field(0.3, gt=0, lt=1)  # balanced accuracy of source-from-features, within a class
+
+
+class ShortcutConfig(Section):
+    """Shortcut stress tests run by evaluate (components/core/shortcut.py)."""
+
+    enabled: bool = True
+    max_images: int = Field(300, ge=10, le=100_000)  # per set (a class-stratified subset beyond it)
+    lung_field: LungFieldConfig = Field(default_factory=LungFieldConfig)
+    frame: float = Field(0.12, gt=0, lt=0.5)  # the border probe reads this outer fraction of each side
+    folds: int = Field(5, ge=2, le=20)
+    margins: ShortcutMargins = Field(default_factory=ShortcutMargins)
+    # a beat-chance test flags only when its one-sided p-value (against chance, per patient) is at most this
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    min_per_class: int = Field(5, ge=2, le=1000)  # the attention test needs this many images of a class
+    seed: int = 0
+
+
 class EvaluateConfig(Section):
     gradcam_per_class: int = Field(2, ge=0, le=50)
     top_losses: int = Field(12, ge=0, le=200)
@@ -287,6 +334,7 @@ class EvaluateConfig(Section):
     # per-class thresholds chosen on the validation split to reach these sensitivities
     target_sensitivity: dict[str, float] = Field(default_factory=dict)
     external: list[ExternalSet] = Field(default_factory=list)
+    shortcut: ShortcutConfig = Field(default_factory=ShortcutConfig)
 
     @field_validator("target_sensitivity")
     @classmethod

@@ -1,5 +1,6 @@
 """Evaluation shared by evaluate and the gate: predictions, metrics, per-source metrics, patient-level
-CIs and operating points for a labelled set, the calibration report, the external test sets."""
+CIs and operating points for a labelled set, the calibration report, the external test sets, and the
+shortcut stress tests over all of them."""
 
 from __future__ import annotations
 
@@ -62,9 +63,9 @@ def calibration_report(model, test: shards.Split, proba: np.ndarray, bins: int, 
             "test_ece_after": round(M.expected_calibration_error(test.y, proba, bins), 5)}
 
 
-def external_sets(model, external_dir: Path | None, classes: list[str], params, thresholds: dict) -> dict:
-    """Evaluate every prepared external set (``cxr external``) exactly like the internal test split."""
-    out = {}
+def load_external(model, external_dir: Path | None, classes: list[str], params) -> dict[str, tuple]:
+    """Every prepared external set (``cxr external``) as ``{name: (Split, ShardMeta)}``, in params order."""
+    out: dict[str, tuple] = {}
     if external_dir is None or not external_dir.is_dir():
         return out
     for ext in params.evaluate.external:
@@ -74,5 +75,23 @@ def external_sets(model, external_dir: Path | None, classes: list[str], params, 
         meta = shards.read_meta(d)
         if meta.classes != classes or meta.image_size != models.model_image_size(model):
             raise DataError(f"{d} was prepared for {meta.image_size}px {meta.classes}: re-run `cxr external`")
-        _, out[ext.name] = evaluate_arrays(model, shards.load_split(d, "test"), classes, params, thresholds)
+        out[ext.name] = (shards.load_split(d, "test"), meta)
     return out
+
+
+def external_sets(model, external: Path | dict | None, classes: list[str], params, thresholds: dict) -> dict:
+    """Evaluate every prepared external set exactly like the internal test split. ``external``: the folder
+    of ``cxr external``, or what :func:`load_external` returned for it."""
+    loaded = external if isinstance(external, dict) else load_external(model, external, classes, params)
+    return {name: evaluate_arrays(model, split, classes, params, thresholds)[1] for name, (split, _) in loaded.items()}
+
+
+def shortcut_tests(model, test: shards.Split, resize: str, external: dict, classes: list[str], params) -> dict:
+    """The shortcut stress tests (:mod:`components.core.shortcut`) on the test split and every external set:
+    the ``shortcut`` block of metrics.json."""
+    from components.core import shortcut
+
+    sets = {"test": shortcut.EvalSet(test.x, test.y, test.rows, resize)}
+    for name, (split, meta) in external.items():
+        sets[name] = shortcut.EvalSet(split.x, split.y, split.rows, meta.resize)
+    return shortcut.stress_tests(model, sets, classes, params.evaluate.shortcut)

@@ -2,7 +2,8 @@
 classification model (Mongan et al. 2020, "Checklist for Artificial Intelligence in Medical
 Imaging"): intended use, data and their licences, inclusion/exclusion, de-identification, reference
 standard, partitioning, model and training, results with patient-level CIs per set and per source,
-operating points, calibration, failure analysis, the source-bias audit and limitations.
+operating points, calibration, failure analysis, the source-bias audit, what the model looks at (the
+shortcut stress tests of evaluate) and limitations.
 Rendered as Markdown (registry description, `GET /model`) and HTML."""
 
 from __future__ import annotations
@@ -138,6 +139,56 @@ def _deidentification(audit: dict | None) -> list[str]:
     return lines
 
 
+_TEST_NAMES = {
+    "lung_masked": "lung field blanked: model's balanced accuracy",
+    "border_probe": "border-only classifier: balanced accuracy",
+    "attention_outside": "Grad-CAM heat outside the lungs, excess over the area share",
+    "source_probe": "source from the model's features, within a class: balanced accuracy",
+}
+
+
+def _shortcut(block: dict | None) -> list[str]:
+    """The "What the model looks at" section: the shortcut stress tests in plain words, then the figures."""
+    if not block:
+        return ["not run (these metrics predate the shortcut stress tests)", ""]
+    lines = [block.get("summary", ""), ""]
+    if not block.get("enabled"):
+        return lines
+    lines += ["| set | test | value | chance | flagged from | p | result |", "|---|---|---|---|---|---|---|"]
+
+    def row(where: str, test: str, r: dict) -> str:
+        if "value" not in r:
+            return f"| {where} | {_TEST_NAMES[test]} | not run: {r.get('not_run', 'n/a')} | | | | |"
+        extra = f" ({r['class']})" if r.get("class") else ""
+        p = "" if r.get("p_value") is None else f"{r['p_value']:.3g}"
+        return (f"| {where} | {_TEST_NAMES[test]}{extra} | {_num(r['value'])} | {_num(r['chance'])} | "
+                f"{_num(r['threshold'])} | {p} | "
+                f"{'**shortcut**' if r.get('flagged') else 'ok'} |")
+
+    for name, res in (block.get("sets") or {}).items():
+        where = "test" if name == "test" else f"external `{name}`"
+        lines += [row(where, t, res.get(t) or {}) for t in ("lung_masked", "border_probe", "attention_outside")]
+    lines.append(row("test + external", "source_probe", block.get("source_probe") or {}))
+    lines.append("")
+    for name, res in (block.get("sets") or {}).items():
+        per_class = (res.get("attention_outside") or {}).get("per_class") or {}
+        shares = ", ".join(f"{c} {_pct(v['share_outside'])} (area {_pct(v['area_outside'])})"
+                           for c, v in per_class.items() if v.get("share_outside") is not None)
+        if shares:
+            lines.append(f"- Grad-CAM heat of the true class outside the lung field, {name}: {shares}")
+    lf = block.get("lung_field") or {}
+    lines += [
+        f"- Lung field: rows {_pct(lf.get('top'))}–{_pct(lf.get('bottom'))} and columns {_pct(lf.get('left'))}–"
+        f"{_pct(lf.get('right'))} of each film's own box (where the film lies in the square: inside its letterbox, "
+        "or overflowing the square when cropped), blanked with the mean grey of the rest of the film; the border "
+        "probe reads the "
+        f"outer {_pct(block.get('frame'))} of each side outside that field, cross-validated by patient. A test "
+        f"flags at chance + margin when its p-value against chance (by patient) is ≤ {block.get('alpha')}.",
+        "- The Grad-CAM gallery (`reports/eval/plots/gradcam.png`) shows, per class, correct and wrong cases with "
+        "the lung field outlined.", ""]
+    return lines
+
+
 def render(*, name: str, metrics: dict, train: dict, params: dict, validation: dict | None = None,
            split: dict | None = None, gate: dict | None = None, external: dict | None = None,
            version: str | None = None, ingest: dict | None = None) -> str:
@@ -215,6 +266,7 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
                   audit.get("warning") or audit.get("note", "")]
     else:
         lines.append("not run")
+    lines += ["", "## What the model looks at", *_shortcut(metrics.get("shortcut"))]
     if gate:
         lines += ["", *gate_section(gate)]
     lines += ["", "## Limitations",

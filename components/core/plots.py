@@ -1,5 +1,6 @@
 """Report figures (matplotlib, headless): confusion matrices, ROC/PR curves, reliability diagram,
-training curves, and image galleries (top losses, Grad-CAM overlays)."""
+training curves, and image galleries (top losses; Grad-CAM overlays per class, correct next to wrong,
+with the lung field of the shortcut tests outlined)."""
 
 from __future__ import annotations
 
@@ -106,6 +107,43 @@ def gallery(images: list[np.ndarray], captions: list[str], path: Path, title: st
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
         ax.set_title(cap, fontsize=8)
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def gradcam_grid(rows: list[list[dict | None]], row_labels: list[str], col_labels: list[str], path: Path,
+                 title: str) -> Path:
+    """A grid of Grad-CAM overlays: one row per class, columns as labelled (e.g. correct…, wrong…).
+
+    Each cell is ``None`` (shown as "none") or ``{"image": H×W×3 uint8, "caption": str, "rect": (r0, r1,
+    c0, c1) or None}``; ``rect`` is drawn as a dashed white outline (the lung field).
+    """
+    from matplotlib.patches import Rectangle
+
+    n_rows, n_cols = max(1, len(rows)), max(1, len(col_labels))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.8 * n_rows), squeeze=False)
+    for r, cells in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            cell = cells[c] if c < len(cells) else None
+            if cell is None:
+                ax.text(0.5, 0.5, "none", ha="center", va="center", color="grey", transform=ax.transAxes)
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+            else:
+                ax.imshow(cell["image"], vmin=0, vmax=255)
+                if cell.get("rect"):
+                    r0, r1, c0, c1 = cell["rect"]
+                    ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, ec="white",
+                                           ls="--", lw=1.2))
+                ax.set_xlabel(cell.get("caption", ""), fontsize=7)
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -11,6 +11,12 @@ Size, aspect, format (JPEG/PNG), colour mode (gray/RGB), exposure and noise are 
 independently of the class, so metadata cannot predict the label (unlike many real mixed-source
 sets: the validate step's source-bias audit should stay quiet on this data). Anatomy is drawn
 once per patient, so a patient's films look alike: a split that leaks patients would show it.
+
+``shortcut`` (``data.demo.shortcut``) plants a class-dependent shortcut, only to prove that the
+shortcut stress tests (:mod:`components.core.shortcut`) catch one: ``corner_marker`` burns a bright
+marker into the corner that belongs to the class (like a hospital's side marker), ``border`` draws a
+black frame whose width depends on the class (like a scanner's collimation). Both are drawn after the
+film is rendered and use no random draws, so ``none`` (the default) gives the same bytes as before.
 """
 
 from __future__ import annotations
@@ -21,6 +27,29 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 PATHOLOGY = {"NORMAL": "clear", "PNEUMONIA": "lobar", "COVID19": "peripheral"}
+SHORTCUTS = ("none", "corner_marker", "border")
+
+
+def plant_shortcut(img: np.ndarray, kind: str, class_index: int) -> np.ndarray:
+    """Draw a class-dependent shortcut on a rendered film (float, 0..1; changed in place and returned).
+
+    ``corner_marker``: a white block of 9% of the shorter side, 3% in from the corner numbered
+    ``class_index`` (top-left, top-right, bottom-right, bottom-left, then again). ``border``: a black
+    frame of 3% × ``class_index`` of each side (none for the first class).
+    """
+    h, w = img.shape
+    if kind == "corner_marker":
+        side, inset = max(2, round(0.09 * min(h, w))), max(1, round(0.03 * min(h, w)))
+        corner = class_index % 4
+        top = inset if corner in (0, 1) else h - inset - side
+        left = inset if corner in (0, 3) else w - inset - side
+        img[top:top + side, left:left + side] = 1.0
+    elif kind == "border" and class_index:
+        bh, bw = round(0.03 * class_index * h), round(0.03 * class_index * w)
+        img[:bh], img[h - bh:], img[:, :bw], img[:, w - bw:] = 0.0, 0.0, 0.0, 0.0
+    elif kind not in SHORTCUTS:
+        raise ValueError(f"unknown demo shortcut {kind!r} (allowed: {SHORTCUTS})")
+    return img
 
 
 def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
@@ -116,10 +145,12 @@ def encode(img: np.ndarray, rng: np.random.Generator, blur: bool = True) -> tupl
 
 
 def generate(classes: list[str], patients_per_class: int, max_images_per_patient: int,
-             min_side: int, max_side: int, seed: int, style: dict[str, float] | None = None):
-    """Yield ``(relative_path, label, patient_id, encoded_bytes)`` deterministically (``style``: see :func:`render`)."""
+             min_side: int, max_side: int, seed: int, style: dict[str, float] | None = None,
+             shortcut: str = "none"):
+    """Yield ``(relative_path, label, patient_id, encoded_bytes)`` deterministically (``style``: see
+    :func:`render`; ``shortcut``: see :func:`plant_shortcut`)."""
     pid = 0
-    for label in classes:
+    for class_index, label in enumerate(classes):
         for _ in range(patients_per_class):
             prng = np.random.default_rng([seed, pid])
             anatomy = patient_anatomy(prng)
@@ -130,6 +161,9 @@ def generate(classes: list[str], patients_per_class: int, max_images_per_patient
                 side = int(rng.integers(min_side, max_side + 1))
                 aspect = rng.uniform(0.8, 1.25)
                 w, h = (side, max(32, int(side / aspect))) if aspect > 1 else (max(32, int(side * aspect)), side)
-                data, ext = encode(render(label, anatomy, rng, w, h, style), rng)
+                img = render(label, anatomy, rng, w, h, style)
+                if shortcut != "none":
+                    img = plant_shortcut(img, shortcut, class_index)
+                data, ext = encode(img, rng)
                 yield f"{label}/{patient}-{j:02d}{ext}", label, patient, data
             pid += 1

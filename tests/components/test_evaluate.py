@@ -32,6 +32,17 @@ def test_evaluate_writes_every_report(trained, tiny_shards, tmp_path):
     for f in ("confusion.png", "confusion_normalized.png", "roc.png", "pr.png", "reliability.png",
               "training_curves.png", "top_losses.png", "gradcam.png"):
         assert (tmp_path / "eval" / "plots" / f).stat().st_size > 1000
+    # the shortcut stress tests: the block the gate reads, with the evidence of every flag
+    sc = m["shortcut"]
+    assert set(sc) >= {"enabled", "shortcut_risk", "flags", "sets", "source_probe", "lung_field", "summary", "seconds"}
+    assert summary["shortcut_risk"] == sc["shortcut_risk"] and isinstance(sc["shortcut_risk"], bool)
+    assert set(sc["sets"]) == {"test"} and sc["sets"]["test"]["n"] == m["n"]
+    for test in ("lung_masked", "border_probe", "attention_outside"):
+        r = sc["sets"]["test"][test]
+        assert "not_run" in r or {"value", "chance", "threshold", "p_value", "flagged"} <= set(r)
+    assert all({"set", "test", "value", "threshold", "chance", "p_value", "what"} <= set(f) for f in sc["flags"])
+    flat = evaluate._shortcut_metrics(sc)
+    assert flat["shortcut_risk"] == float(sc["shortcut_risk"]) and "shortcut_test_lung_masked" in flat
 
 
 def test_class_missing_from_test_is_noted(trained, tiny_shards, tmp_path):
@@ -57,3 +68,31 @@ def test_gradcam_shape_range_and_overlay(trained, tiny_shards):
     assert heat.shape == (3, 32, 32) and np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
     rgb = overlay(x[0, ..., 0], heat[0])
     assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
+
+
+def test_shortcut_tests_can_be_turned_off(trained, tiny_shards, tmp_path):
+    p = train_params()
+    p = p.model_copy(update={"evaluate": p.evaluate.model_copy(update={
+        "shortcut": p.evaluate.shortcut.model_copy(update={"enabled": False}), "gradcam_per_class": 0})})
+    summary = evaluate.run(p, trained, tiny_shards, tmp_path / "eval", tmp_path / "m.json", track=False)
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert summary["shortcut_risk"] is False and m["shortcut"]["enabled"] is False
+    assert m["shortcut"]["flags"] == [] and "turned off" in m["shortcut"]["summary"]
+    assert not (tmp_path / "eval" / "plots" / "gradcam.png").exists()
+
+
+def test_shortcut_metrics_reach_mlflow(trained, tiny_shards, tmp_path, mlflow_store):
+    import mlflow
+
+    p = train_params()
+    evaluate.run(p, trained, tiny_shards, tmp_path / "eval", tmp_path / "m.json", track=False)
+    result = json.loads((tmp_path / "m.json").read_text())
+    mlflow.set_experiment("cxr")
+    with mlflow.start_run() as run:
+        pass
+    result["run_id"] = run.info.run_id
+    evaluate._log(p, result, tmp_path / "eval", tmp_path / "m.json")
+    logged = mlflow.MlflowClient().get_run(run.info.run_id).data
+    assert logged.metrics["shortcut_risk"] == float(result["shortcut"]["shortcut_risk"])
+    assert logged.metrics["shortcut_test_lung_masked"] == result["shortcut"]["sets"]["test"]["lung_masked"]["value"]
+    assert logged.tags["shortcut_risk"] == str(result["shortcut"]["shortcut_risk"]).lower()

@@ -12,7 +12,7 @@ def write(classes: list[str], demo, out: Path) -> list[dict]:
     """Generate the demo set under ``out``; return its manifest rows."""
     rows = []
     gen = synthetic.generate(classes, demo.patients_per_class, demo.max_images_per_patient, demo.min_side,
-                             demo.max_side, demo.seed)
+                             demo.max_side, demo.seed, shortcut=demo.shortcut)
     for rel, label, patient, data in progress(gen, "demo images"):
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
