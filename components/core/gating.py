@@ -254,9 +254,7 @@ def shortcut_check(validation: dict | None, metrics: dict, accept: str | None) -
                         f", chance {audit.get('chance_balanced_accuracy')})")
     stress = metrics.get("shortcut") or {}
     if stress.get("shortcut_risk"):
-        flags = stress.get("flags") or []
-        evidence.append("stress tests: " + ("; ".join(str(f.get("test", f)) if isinstance(f, dict) else str(f)
-                                                     for f in flags) or "flagged"))
+        evidence.append("stress tests: " + ("; ".join(_flag_text(f) for f in stress.get("flags") or []) or "flagged"))
     if not evidence:
         return None
     text = " and ".join(evidence)
@@ -267,6 +265,17 @@ def shortcut_check(validation: dict | None, metrics: dict, accept: str | None) -
             "passed": False, "note": "such a model scores well on its own test split and fails on other hospitals. "
             "Fix the data (see the validation summary and the model card), or set gate.accept_shortcut_risk to a "
             "written reason (who accepts it, and why) to register anyway"}
+
+
+def _flag_text(flag) -> str:
+    """One stress-test flag of evaluate (``metrics["shortcut"]["flags"]``) in a few words."""
+    if not isinstance(flag, dict):
+        return str(flag)
+    where = flag.get("set", "")
+    cls = f", {flag['class']}" if flag.get("class") else ""
+    value, limit = flag.get("value"), flag.get("threshold")
+    numbers = f" {value:.2f} >= {limit:.2f}" if isinstance(value, float) and isinstance(limit, float) else ""
+    return f"{flag.get('test', '?')} ({where}{cls}){numbers}"
 
 
 def external_checks(metrics: dict, external_gates: dict) -> list[dict]:

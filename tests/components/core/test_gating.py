@@ -126,9 +126,9 @@ def test_shortcut_risk_needs_a_written_reason():
     flagged = {"source_bias_audit": {"flagged": True, "balanced_accuracy": 0.99, "chance_balanced_accuracy": 0.33}}
     blocked = gating.shortcut_check(flagged, {}, None)
     assert not blocked["passed"] and "gate.accept_shortcut_risk" in blocked["note"]
-    stress = gating.shortcut_check(None, {"shortcut": {"shortcut_risk": True, "flags": [{"test": "border_probe"}]}},
-                                   None)
-    assert not stress["passed"] and "border_probe" in stress["check"]
+    flag = {"set": "test", "test": "border_probe", "value": 0.62, "threshold": 0.58, "class": None}
+    stress = gating.shortcut_check(None, {"shortcut": {"shortcut_risk": True, "flags": [flag]}}, None)
+    assert not stress["passed"] and "border_probe (test) 0.62 >= 0.58" in stress["check"]
     accepted = gating.shortcut_check(flagged, {}, "Dr. A. accepts: research use on one hospital's data only")
     assert accepted["passed"] and accepted["accepted"].startswith("Dr. A.")
     assert gating.shortcut_check({"source_bias_audit": {"flagged": False}}, {}, None) is None
