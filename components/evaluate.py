@@ -69,6 +69,7 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
         calibration_report,
         evaluate_arrays,
         external_sets,
+        image_refs,
         load_external,
         predict,
         shortcut_tests,
@@ -105,7 +106,7 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     with atomic_path(report_dir, directory=True) as tmp:
         figs = tmp / "plots"
         figs.mkdir()
-        pred = test.rows[["path"]].copy()
+        pred = pd.DataFrame({"image": image_refs(test.rows)})  # no file names: they can carry patient ids
         pred["actual"] = [classes[i] for i in y]
         pred["predicted"] = [classes[i] for i in proba.argmax(axis=1)]
         for i, c in enumerate(classes):

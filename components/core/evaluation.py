@@ -30,10 +30,23 @@ def per_source(rows: pd.DataFrame, y: np.ndarray, proba: np.ndarray, classes: li
             for s in sorted(set(sources))}
 
 
+def image_refs(rows) -> list[str]:
+    """A reference per image for reports that leave the data folder: ``img:`` + the first 12 hex digits of its
+    sha256 (of its path when the manifest has none). File names can carry patient ids (Kermany's
+    ``person123_…``), so reports, MLflow and the model card name images this way;
+    ``grep <ref without img:> data/validated/manifest.csv`` finds the file."""
+    import hashlib
+
+    sha = rows["sha256"].astype(str) if "sha256" in rows.columns else None
+    return [f"img:{sha.iloc[i][:12]}" if sha is not None and sha.iloc[i] else
+            "img:" + hashlib.sha256(str(rows["path"].iloc[i]).encode()).hexdigest()[:12] for i in range(len(rows))]
+
+
 def top_losses(test: shards.Split, y: np.ndarray, proba: np.ndarray, classes: list[str], k: int):
     loss = -np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1))
     order = np.argsort(-loss)[:k]
-    items = [{"path": test.rows["path"].iloc[i], "label": classes[y[i]], "predicted": classes[int(proba[i].argmax())],
+    refs = image_refs(test.rows)
+    items = [{"image": refs[i], "label": classes[y[i]], "predicted": classes[int(proba[i].argmax())],
               "p_label": round(float(proba[i, y[i]]), 4), "loss": round(float(loss[i]), 4)} for i in order]
     return order, items
 

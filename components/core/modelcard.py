@@ -254,9 +254,11 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
             lines.append(f"{info['removed_as_in_main_data']} images also in the main data were removed from it.")
     lines += _ood_section(metrics.get("ood") or {})
     losses = metrics.get("top_losses") or []
-    lines += ["## Failure analysis", "The test images the model is most wrong about (label → prediction, "
+    lines += ["## Failure analysis", "The test images the model is most wrong about (image reference → its file: "
+              "`grep <hex> data/validated/manifest.csv`; label → prediction, "
               "probability of the true label); look at them before trusting the numbers:", ""]
-    lines += [f"- `{x['path']}`: {x['label']} → {x['predicted']} (p={x['p_label']:.2f})" for x in losses[:8]] or [
+    lines += [f"- `{x.get('image', x.get('path'))}`: {x['label']} → {x['predicted']} (p={x['p_label']:.2f})"
+              for x in losses[:8]] or [
         "- none"]
     audit = validation.get("source_bias_audit") or {}
     lines += ["", "## Source-bias audit"]

@@ -73,7 +73,7 @@ def test_rsna_layout_end_to_end_without_patient_ids_outside_the_data_folder(tmp_
     # the tree puts every PNEUMONIA film in AP and every NORMAL one in PA: the audit must say so
     assert v["source_bias_audit"]["flagged"] and "view_position_AP" in v["source_bias_audit"]["features"]
     assert out["split"]["splits"]["test"]["images"] >= 4 and out["split"]["leakage"] == {"patient_id": 0, "sha256": 0}
-    assert out["train"]["resize"] == "pad" and out["evaluate"]["n"] == out["split"]["splits"]["test"]["images"]
+    assert out["train"]["resize"] == "crop" and out["evaluate"]["n"] == out["split"]["splits"]["test"]["images"]
     assert "DICOM files: 24" in out["card"]
     assert leaks(tmp_path, [*pids, "test-patient-000", "test-patient-001"]) == []
 
