@@ -120,8 +120,21 @@ def _migrated_mlflow_db(tmp_path_factory) -> Path:
     return db
 
 
+@contextlib.contextmanager
+def _tracking_uri(uri: str):
+    """MLflow's process-global URI too: a step's ``tracking.setup`` sets it, and it would outlive the test and
+    win over the next test's MLFLOW_TRACKING_URI (runs then land in, and are looked up in, the wrong store)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(None)  # back to unset (this also unsets the env var it had set)
+
+
 @pytest.fixture
-def mlflow_store(tmp_path, monkeypatch, _migrated_mlflow_db) -> str:
+def mlflow_store(tmp_path, monkeypatch, _migrated_mlflow_db):
     """A fresh, isolated tracking store under ``tmp_path`` (artifacts land in ``tmp_path/mlruns``)."""
     import shutil
 
@@ -130,7 +143,8 @@ def mlflow_store(tmp_path, monkeypatch, _migrated_mlflow_db) -> str:
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
-    return uri
+    with _tracking_uri(uri):
+        yield uri
 
 
 @contextlib.contextmanager
@@ -140,8 +154,8 @@ def sqlite_tracking(root: Path, migrated_db: Path):
     import shutil
 
     shutil.copy(migrated_db, root / "mlflow.db")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    with pytest.MonkeyPatch.context() as mp, _tracking_uri(f"sqlite:///{root / 'mlflow.db'}") as uri:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.chdir(root)
         yield mp
 
@@ -153,7 +167,7 @@ def served_tracking(root: Path):
 
     srv = MlflowServer(root).start()
     try:
-        with pytest.MonkeyPatch.context() as mp:
+        with pytest.MonkeyPatch.context() as mp, _tracking_uri(srv.uri):
             mp.setenv("MLFLOW_TRACKING_URI", srv.uri)
             mp.chdir(srv.root)
             yield srv

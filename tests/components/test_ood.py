@@ -77,7 +77,7 @@ def test_a_shifted_site_scores_higher_than_the_training_site(tiny_model_dir):
     bundle = registry.load(str(tiny_model_dir))
 
     def site(style):
-        x = [load_for_model(data, bundle.image_size) for *_, data in
+        x = [load_for_model(data, bundle.image_size, bundle.resize) for *_, data in
              synthetic.generate(CLASSES, 8, 1, 64, 96, seed=91, style=style)]
         return bundle.infer_ood(np.stack(x)[..., None])[1]
 

@@ -23,8 +23,9 @@ NAME = "cxr-classifier"
 CLASSES = ["COVID19", "NORMAL", "PNEUMONIA"]
 
 
-def register(model_dir, run_id=None) -> str:
-    """Log the trained folder as the train step does (model + OOD reference) and register a gated version."""
+def register(model_dir, run_id=None, resize: str | None = None) -> str:
+    """Log the trained folder as the train step does (model + OOD reference) and register a gated version,
+    tagged with its resize mode as `cxr register` tags it."""
     import mlflow
 
     from components.core import models
@@ -34,8 +35,9 @@ def register(model_dir, run_id=None) -> str:
             mlflow.keras.log_model(models.load_model(model_dir / "model.keras"), name="model")
             mlflow.log_artifact(str(model_dir / ood.REFERENCE_FILE), artifact_path=ood.ARTIFACT_DIR)
             run_id = run.info.run_id
-    mv = mlflow.register_model(f"runs:/{run_id}/model", NAME,
-                               tags={"gate_passed": "true", "classes": json.dumps(CLASSES), "run_id": run_id})
+    resize = resize or json.loads((model_dir / "train_summary.json").read_text())["resize"]
+    mv = mlflow.register_model(f"runs:/{run_id}/model", NAME, tags={
+        "gate_passed": "true", "classes": json.dumps(CLASSES), "run_id": run_id, "resize": resize})
     return str(mv.version), run_id
 
 
@@ -52,6 +54,7 @@ def loop(tiny_model_dir, tiny_shards, tmp_path_factory, _migrated_mlflow_db):
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("cxr")
         v1, run_id = register(tiny_model_dir)
+        resize = json.loads((tiny_model_dir / "train_summary.json").read_text())["resize"]
         mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", v1)
         p = train_params()
         p = p.model_copy(update={"monitor": p.monitor.model_copy(update={
@@ -63,6 +66,7 @@ def loop(tiny_model_dir, tiny_shards, tmp_path_factory, _migrated_mlflow_db):
                                 "--prediction-log", str(root / "predictions")], port, root / "serve.log",
                                MLFLOW_TRACKING_URI=uri)
         state = {"root": root, "url": f"http://127.0.0.1:{port}", "params": params, "run_id": run_id, "v1": v1,
+                 "resize": resize,
                  "startup_s": round(time.perf_counter() - started, 1)}
         try:
             yield state
@@ -153,7 +157,7 @@ def test_hot_swap_under_load_drops_no_request(loop, tiny_shards):
 
     from tests.serving.test_loop import hammer
 
-    v2, _ = register(None, loop["run_id"])  # the same run's model, registered again: a new version
+    v2, _ = register(None, loop["run_id"], resize=loop["resize"])  # the same run registered again: a new version
     images = [d for *_, d in synthetic.generate(CLASSES, 2, 1, 64, 96, seed=103)]
     stop_event, failures = threading.Event(), []
     seen: list[list[str]] = [[] for _ in range(4)]
