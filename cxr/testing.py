@@ -24,16 +24,21 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def env(**extra: str) -> dict[str, str]:
+def env(**extra: str | None) -> dict[str, str]:
+    """The calling process's environment for a child, plus ``extra`` (a ``None`` value removes the variable)."""
     e = dict(os.environ)
     e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
     e.update({"DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "GIT_AUTHOR_NAME": "t",
               "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"})
-    e.update(extra)
+    for key, value in extra.items():
+        if value is None:
+            e.pop(key, None)
+        else:
+            e[key] = value
     return e
 
 
-def sh(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900, **extra: str):
+def sh(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900, **extra: str | None):
     proc = subprocess.run(cmd, cwd=cwd, env=env(**extra), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"

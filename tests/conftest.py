@@ -110,6 +110,23 @@ def tiny_shards(tmp_path_factory) -> Path:
     return root / "shards"
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_uri_restored():
+    """Whatever a test does to MLflow's tracking URI (``mlflow.set_tracking_uri`` also sets the environment
+    variable) ends with it: the next test, and the ``dvc repro`` / ``cxr`` children it starts, see the URI
+    that was there before (a leaked URI once sent a ``dvc repro`` test's runs into another test's store)."""
+    import sys
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:  # the process-global URI outlives a monkeypatched variable
+        sys.modules["mlflow"].set_tracking_uri(before)  # None unsets both the global and the variable
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def _migrated_mlflow_db(tmp_path_factory) -> Path:
     """An MLflow sqlite store migrated once; each test gets a copy (migrations take seconds)."""
