@@ -86,6 +86,8 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     result["thresholds"] = {"chosen_on": "val", "val": thresholds}
     result["external"] = external_sets(model, Path(external_dir) if external_dir else None, classes, params,
                                        thresholds)
+    from components.core import ood  # issue 16: does the OOD score tell each external set from the test split?
+    result["ood"] = ood.evaluate_dir(model, model_dir, test.x, external_dir, [e.name for e in params.evaluate.external])
     result.update({"split": "test", "classes": classes, "model": str(model_dir / "model.keras"),
                    "best_epoch": train_summary.get("best_epoch"), "run_id": train_summary.get("run_id")})
     y = test.y

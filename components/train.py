@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 SPEC = StepSpec(
     name="train",
     help="train the classifier in phases (head, then unfreeze); resumable; logged to MLflow",
-    params=("data.classes", "preprocess.resize", "train", "mlflow"),
+    params=("data.classes", "preprocess.resize", "train", "mlflow", "monitor.ood_false_alarm"),
     inputs=(Port("shards", "data/shards", "preprocessed shards (`cxr preprocess`)"),),
     outputs=(Port("out", "models", "output folder: model.keras, history.csv, train_summary.json", artifact="Model"),),
     options=(
@@ -255,6 +255,9 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
         }
         with atomic_path(out_dir, directory=True) as tmp:
             model.save(tmp / "model.keras")
+            from components.core import ood  # OOD reference: training features, threshold on val (issue 16)
+            summary["ood"] = ood.fit_and_save(model, train, val, meta.classes, params.monitor.ood_false_alarm, tmp,
+                                              track)
             _write_history(history, tmp / "history.csv")
             write_json(tmp / "lineage.json", lineage)
             if track:

@@ -157,13 +157,31 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     _model_arg(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--follow-alias", metavar="ALIAS",
+                   help="serve models:/<registry.model_name>@ALIAS and hot-swap the model when the alias moves")
+    p.add_argument("--poll-seconds", type=float, default=30.0, help="how often --follow-alias asks the registry")
+    p.add_argument("--prediction-log", metavar="DIR",
+                   help="append every prediction (no pixels) to rotating JSONL files here "
+                        "(default: $CXR_PREDICTION_LOG; "
+                        "off when neither is set)")
 
 
 def _serve(args: argparse.Namespace) -> Any:
     from serving import app
+    from serving.predlog import PredictionLog
 
+    if args.follow_alias:
+        from components.core.errors import CxrError
+
+        name = _params(args).registry.model_name
+        if args.model and args.model != f"models:/{name}@{args.follow_alias}":
+            raise CxrError(f"--follow-alias {args.follow_alias} serves models:/{name}@{args.follow_alias}: "
+                           f"drop --model {args.model}")
+        args.model = f"models:/{name}@{args.follow_alias}"
     bundle = _load_bundle(args)  # refuses to start when the model cannot be loaded
-    app.serve(bundle, args.host, args.port, app.Settings.from_env(_params(args).validate_))
+    app.serve(bundle, args.host, args.port, app.Settings.from_env(_params(args).validate_),
+              follow_alias=args.follow_alias, poll_seconds=args.poll_seconds,
+              prediction_log=PredictionLog.from_env(args.prediction_log))
     return 0
 
 
@@ -212,6 +230,9 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     c.add_argument("--image", help="project image the tasks run in (default: the published GPU image)")
     c.add_argument("--tracking-uri", help="MLflow URI inside the cluster")
     c.add_argument("--gpus", type=int, help="GPUs for the train task (default 1)")
+    c.add_argument("--monitor-output", default="pipelines/compiled/cxr_monitor.yaml",
+                   help="where the one-task cxr-monitor pipeline goes (empty: not compiled)")
+    c.add_argument("--prediction-log-pvc", help="the monitor task mounts this PVC (default cxr-prediction-log)")
     r = sub.add_parser("run-local", help="run the whole pipeline with kfp.local in this environment")
     r.add_argument("--params", default="params.yaml")
     r.add_argument("--root", default=".cxr/kfp-local", help="pipeline root: outputs and the local cache")
@@ -221,12 +242,18 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
                        ("schedule", "create or replace a recurring run (idempotent by --name)")):
         q = sub.add_parser(name, help=text)
         q.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
-        q.add_argument("--package", default="pipelines/compiled/cxr_training.yaml")
+        q.add_argument("--package", default=None,
+                       help="compiled pipeline (default: pipelines/compiled/cxr_training.yaml, or cxr_monitor.yaml "
+                            "with --monitor)")
         q.add_argument("--experiment", default="cxr")
         q.add_argument("--data-uri", default="", help="dvc://<git-url>@<rev>")
+        q.add_argument("--monitor", action="store_true",
+                       help="the cxr-monitor pipeline (prediction-log drift; submits cxr-training when due)")
         if name == "schedule":
-            q.add_argument("--cron", default="0 3 * * 1", help="5-field cron (default: Mondays 03:00)")
-            q.add_argument("--name", default="cxr-training-weekly")
+            q.add_argument("--cron", default=None,
+                           help="5-field cron (default: Mondays 03:00; hourly with --monitor)")
+            q.add_argument("--name", default=None,
+                           help="default: cxr-training-weekly (cxr-monitor-hourly with --monitor)")
 
 
 def _pipeline(args: argparse.Namespace) -> Any:
@@ -234,15 +261,90 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
     action = args.pipeline_command
     if action == "compile":
-        cfg = ops.cluster_config(image=args.image, tracking_uri=args.tracking_uri, gpus=args.gpus)
-        return ops.compile_pipeline(args.output, args.params, cfg)
+        cfg = ops.cluster_config(image=args.image, tracking_uri=args.tracking_uri, gpus=args.gpus,
+                                 prediction_log_pvc=args.prediction_log_pvc)
+        out = ops.compile_pipeline(args.output, args.params, cfg)
+        if args.monitor_output:
+            out["monitor"] = ops.compile_monitor_pipeline(args.monitor_output, args.params, cfg)
+        return out
     if action == "run-local":
         extra = {"data_uri": args.data_uri} if args.data_uri else None
         return ops.run_local(args.params, args.root, cache=not args.no_cache, arguments=extra)
-    extra = {"data_uri": args.data_uri} if args.data_uri else None
+    extra = {"data_uri": args.data_uri} if args.data_uri and not args.monitor else None
+    package = args.package or (ops.MONITOR_COMPILED if args.monitor else ops.COMPILED)
     if action == "submit":
-        return ops.submit(args.host, args.package, args.experiment, arguments=extra)
-    return ops.schedule(args.host, args.cron, args.name, args.package, args.experiment, arguments=extra)
+        return ops.submit(args.host, package, args.experiment, arguments=extra)
+    cron = args.cron or ("0 * * * *" if args.monitor else "0 3 * * 1")
+    name = args.name or ("cxr-monitor-hourly" if args.monitor else "cxr-training-weekly")
+    return ops.schedule(args.host, cron, name, package, args.experiment, arguments=extra)
+
+
+# ---------------------------------------------------------------- the loop: monitor, deploy
+def _monitor_args(p: argparse.ArgumentParser) -> None:
+    from components import monitor
+
+    _add_spec_args(p, monitor.SPEC)
+    p.add_argument("--kfp-host", default="", help="submit the training pipeline here when retraining is due "
+                                                  "(default: only report it)")
+    p.add_argument("--package", default="pipelines/compiled/cxr_training.yaml", help="the training pipeline to submit")
+    p.add_argument("--experiment", default="cxr")
+
+
+def _monitor(args: argparse.Namespace) -> Any:
+    import time
+
+    from components import monitor
+
+    trigger = None
+    if args.kfp_host:
+        from pipelines import ops
+
+        def trigger(summary: dict) -> dict:
+            import contextlib
+
+            with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links: keep stdout for the JSON
+                return ops.submit(args.kfp_host, args.package, args.experiment,
+                                  run_name=f"cxr-training-retrain-{int(time.time())}")
+
+    kwargs = {x.name: getattr(args, x.name) for x in (*monitor.SPEC.ports, *monitor.SPEC.options)}
+    summary = monitor.run(_params(args), trigger=trigger, **kwargs)
+    return {k: summary[k] for k in ("verdict", "reasons", "predictions", "feedback", "retraining", "model", "window")
+            } | {"report": f"{args.out}/report.html"}
+
+
+def _deploy_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--version", help="registered version to deploy (refused unless it passed its gate)")
+    group.add_argument("--alias", default=None, help="deploy the version behind this alias (default: champion)")
+    p.add_argument("--target", choices=("kserve", "deployment"), default="kserve",
+                   help="KServe InferenceService (canaryTrafficPercent) or two plain Deployments (default: kserve)")
+    p.add_argument("--namespace", default="cxr-mlops")
+    p.add_argument("--name", default="cxr-serve", help="the InferenceService / stable Deployment (default: cxr-serve)")
+    p.add_argument("--canary-percent", type=int, help="canary share of traffic (monitor.canary.traffic_percent)")
+    p.add_argument("--analysis-seconds", type=float, help="watch the canary this long (monitor.canary.*)")
+    p.add_argument("--interval", type=float, default=15.0, help="seconds between two metric reads (default 15)")
+    p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for the canary's pods")
+    p.add_argument("--prometheus", help="Prometheus HTTP API URL for the canary's metrics")
+    p.add_argument("--metrics-url", action="append", help="or the canary pods' /metrics URL (repeatable)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: ~/.kube/config, or the pod's service account)")
+    p.add_argument("--context", help="kubeconfig context")
+    p.add_argument("--dry-run", action="store_true", help="print the first patch, change nothing")
+
+
+def _deploy(args: argparse.Namespace) -> Any:
+    from components import deploy
+
+    params = _params(args)
+    c = params.monitor.canary
+    policy = deploy.Policy(args.canary_percent or c.traffic_percent, args.analysis_seconds or c.analysis_seconds,
+                           c.max_error_rate, c.max_ood_rate, c.min_requests, args.interval, args.ready_timeout)
+    result = deploy.deploy(params, version=args.version, alias=args.alias, target=args.target,
+                           namespace=args.namespace, name=args.name, policy=policy,
+                           source=deploy.metrics_source(args.prometheus, args.metrics_url),
+                           kubeconfig=args.kubeconfig, context=args.context, dry_run=args.dry_run)
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    return 6 if result["status"] == "rolled-back" else 0  # 6: refused (the canary failed its analysis)
 
 
 TOOLS: list[tuple[str, str, AddArgs, Handler]] = [
@@ -252,6 +354,10 @@ TOOLS: list[tuple[str, str, AddArgs, Handler]] = [
     ("predict", "batch prediction for an image, a folder or a CSV → preds.csv", _predict_args, _predict),
     ("serve", "REST API + web page for a registered model (POST /predict, /health, /model, /)",
      _serve_args, _serve),
+    ("deploy", "roll a registered version out on the cluster behind a canary; roll back on bad canary metrics",
+     _deploy_args, _deploy),
+    ("monitor", "compare the prediction log with the training reference (OOD rate, drift, live accuracy); "
+     "submit retraining when due", _monitor_args, _monitor),
     ("pipeline", "Kubeflow Pipelines: compile | run-local | submit | schedule", _pipeline_args, _pipeline),
     ("spec", "the step specs: sync | check | show (dvc.yaml and the KFP tasks are generated from them)",
      _spec_args, _spec),

@@ -8,19 +8,32 @@ from pathlib import Path
 
 from components.core.errors import CxrError, ServiceError
 from components.core.fsutil import atomic_path
-from pipelines.pipeline import ClusterConfig, default_arguments, make_pipeline
+from pipelines.pipeline import ClusterConfig, default_arguments, make_monitor_pipeline, make_pipeline
 
 COMPILED = Path("pipelines/compiled/cxr_training.yaml")
+MONITOR_COMPILED = Path("pipelines/compiled/cxr_monitor.yaml")
 PIPELINE_NAME = "cxr-training"
 
 
 def compile_pipeline(output: str | Path = COMPILED, params_path: str | Path = "params.yaml",
                      cluster: ClusterConfig | None = None) -> dict:
     """Write the pipeline spec (defaults from ``params_path``) for a cluster."""
+    cluster = cluster or ClusterConfig()
+    _compile(make_pipeline(default_arguments(params_path), cluster), output)
+    return {"output": str(output), "image": cluster.image, "tracking_uri": cluster.tracking_uri}
+
+
+def compile_monitor_pipeline(output: str | Path = MONITOR_COMPILED, params_path: str | Path = "params.yaml",
+                             cluster: ClusterConfig | None = None) -> dict:
+    """Write the one-task ``cxr-monitor`` pipeline spec (scheduled with ``cxr pipeline schedule --monitor``)."""
+    cluster = cluster or ClusterConfig()
+    _compile(make_monitor_pipeline(default_arguments(params_path), cluster), output)
+    return {"output": str(output), "image": cluster.image, "prediction_log_pvc": cluster.prediction_log_pvc}
+
+
+def _compile(pipeline, output: str | Path) -> None:
     from kfp import compiler
 
-    cluster = cluster or ClusterConfig()
-    pipeline = make_pipeline(default_arguments(params_path), cluster)
     with atomic_path(output) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp.with_suffix(".yaml")))
         text = tmp.with_suffix(".yaml").read_text()
@@ -28,7 +41,6 @@ def compile_pipeline(output: str | Path = COMPILED, params_path: str | Path = "p
         # KFP's header comment lists defaults in hash order: drop it so the file is reproducible
         body = "\n".join(line for line in text.splitlines() if not line.startswith("#")) + "\n"
         tmp.write_text(f"# Compiled by `cxr pipeline compile` from params.yaml; do not edit.\n{body}")
-    return {"output": str(output), "image": cluster.image, "tracking_uri": cluster.tracking_uri}
 
 
 def run_local(params_path: str | Path = "params.yaml", pipeline_root: str | Path = ".cxr/kfp-local",

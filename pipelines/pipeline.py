@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kfp import dsl, kubernetes
 
-SECTIONS = ("data", "validate", "split", "preprocess", "train", "evaluate", "gate", "registry", "mlflow")
+SECTIONS = ("data", "validate", "split", "preprocess", "train", "evaluate", "gate", "registry", "mlflow", "monitor")
 DEFAULT_IMAGE = "ghcr.io/cxr-mlops/cxr-mlops-gpu:latest"
 
 
@@ -28,6 +28,11 @@ class ClusterConfig:
     kaggle_secret: str = "kaggle-credentials"
     mlflow_secret: str = "mlflow-credentials"
     run_as_user: int = 1000
+    # the cxr-monitor pipeline: the prediction log share (ReadWriteMany, see infra/k8s/serving) and the KFP API
+    prediction_log_pvc: str = "cxr-prediction-log"
+    prediction_log_path: str = "/var/log/cxr/predictions"
+    kfp_host: str = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+    training_package: str = "/app/pipelines/compiled/cxr_training.yaml"
 
 
 def default_arguments(params_path: str | Path = "params.yaml") -> dict:
@@ -93,10 +98,11 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
         data: dict = defaults["data"], validate: dict = defaults["validate"], split: dict = defaults["split"],
         preprocess: dict = defaults["preprocess"], train: dict = defaults["train"],
         evaluate: dict = defaults["evaluate"], gate: dict = defaults["gate"], registry: dict = defaults["registry"],
-        mlflow: dict = defaults["mlflow"], data_uri: str = "",
+        mlflow: dict = defaults["mlflow"], monitor: dict = defaults["monitor"], data_uri: str = "",
     ):
         values = {"data": data, "validate": validate, "split": split, "preprocess": preprocess, "train": train,
-                  "evaluate": evaluate, "gate": gate, "registry": registry, "mlflow": mlflow, "data_uri": data_uri}
+                  "evaluate": evaluate, "gate": gate, "registry": registry, "mlflow": mlflow, "monitor": monitor,
+                  "data_uri": data_uri}
         done: dict = {}
         for spec in specs:
             if spec.when:
@@ -108,3 +114,31 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
                 done[spec.name] = add(spec, values, done)
 
     return cxr_training
+
+
+MONITOR_SECTIONS = ("monitor", "registry", "mlflow")
+
+
+def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
+    """The one-task ``cxr-monitor`` pipeline (run it on a schedule: ``cxr pipeline schedule --monitor``)."""
+    from components import monitor as monitor_step
+    from pipelines.monitor import cxr_monitor
+
+    cfg = cluster or ClusterConfig()
+    op = dsl.component(cxr_monitor, base_image=cfg.image, install_kfp_package=False)
+
+    @dsl.pipeline(name="cxr-monitor", description="Compare the prediction log with the champion's training "
+                  "reference (OOD rate, drift, live accuracy); submit cxr-training when retraining is due.")
+    def cxr_monitor_pipeline(
+        monitor: dict = defaults["monitor"], registry: dict = defaults["registry"], mlflow: dict = defaults["mlflow"],
+        log_dir: str = cfg.prediction_log_path, model: str = "", kfp_host: str = cfg.kfp_host,
+        training_package: str = cfg.training_package, experiment: str = "cxr",
+    ):
+        task = op(monitor=monitor, registry=registry, mlflow=mlflow, log_dir=log_dir, model=model, kfp_host=kfp_host,
+                  training_package=training_package, experiment=experiment)
+        task.set_caching_options(False)  # reads the log and the registry: never the same answer twice
+        if cluster is not None:
+            _configure(monitor_step.SPEC, task, cluster)
+            kubernetes.mount_pvc(task, pvc_name=cluster.prediction_log_pvc, mount_path=cluster.prediction_log_path)
+
+    return cxr_monitor_pipeline

@@ -117,6 +117,7 @@ def train(
     preprocess: dict,
     train: dict,
     mlflow: dict,
+    monitor: dict,
     shards: Input[Dataset],
     out: Output[Model],
 ) -> str:
@@ -127,6 +128,7 @@ def train(
         preprocess: the ``preprocess`` section of params.yaml (reads resize).
         train: the ``train`` section of params.yaml (the whole section).
         mlflow: the ``mlflow`` section of params.yaml (the whole section).
+        monitor: the ``monitor`` section of params.yaml (reads ood_false_alarm).
         shards: input from preprocess.out: preprocessed shards (`cxr preprocess`) (``data/shards`` under DVC).
         out: output, output folder: model.keras, history.csv, train_summary.json (``models`` under DVC).
 

@@ -1,6 +1,8 @@
 """Batch prediction: a file, a folder or a CSV of images → ``preds.csv``.
 
-Columns: ``path,predicted_label,prob_<CLASS>…,error``. An unreadable image gets its reason in
+Columns: ``path,predicted_label,prob_<CLASS>…,positive_<CLASS>…,ood_score,unlike_training_data,error``
+(``ood_score``/``unlike_training_data``: the out-of-distribution score and flag of
+:mod:`components.core.ood`, empty for a model without a reference). An unreadable image gets its reason in
 ``error`` and empty probabilities; it never stops the batch. Images go through the decoder validate
 uses, with validate's limits (``limits``: min/max side, max pixels; the CLI passes
 ``Limits.from_config(params.validate_)``), so an image validate would quarantine (a 1×1 thumbnail,
@@ -57,9 +59,17 @@ def list_inputs(input_path: str | Path, root: str | Path | None = None) -> list[
 
 
 def predict_arrays(bundle: ModelBundle, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return predict_with_ood(bundle, x, batch_size)[0]
+
+
+def predict_with_ood(bundle: ModelBundle, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, OOD scores or None) for uint8 images (N × S × S or N × S × S × 1), in batches."""
     if len(x) == 0:
-        return np.zeros((0, len(bundle.classes)), np.float32)
-    return np.asarray(bundle.model.predict(x[..., None] if x.ndim == 3 else x, batch_size=batch_size, verbose=0))
+        return np.zeros((0, len(bundle.classes)), np.float32), (np.zeros(0) if bundle.ood is not None else None)
+    x = x[..., None] if x.ndim == 3 else x
+    parts = [bundle.infer_ood(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    probs = np.concatenate([p for p, _ in parts])
+    return probs, (np.concatenate([s for _, s in parts]) if bundle.ood is not None else None)
 
 
 def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: str | Path | None = None,
@@ -78,16 +88,22 @@ def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: s
         else:
             good_idx.append(i)
             arrays.append(d)
-    proba = predict_arrays(bundle, np.stack(arrays) if arrays else np.zeros((0, 1, 1)), batch_size)
+    proba, scores = predict_with_ood(bundle, np.stack(arrays) if arrays else np.zeros((0, 1, 1), np.uint8), batch_size)
     flags = [f"positive_{c}" for c in bundle.thresholds]
     rows = [{"path": shown, "predicted_label": "", **{f"prob_{c}": None for c in bundle.classes},
-             **dict.fromkeys(flags), "error": errors.get(i, "")} for i, (shown, _, _) in enumerate(items)]
-    for i, p in zip(good_idx, proba, strict=True):
+             **dict.fromkeys(flags), "ood_score": None, "unlike_training_data": None, "error": errors.get(i, "")}
+            for i, (shown, _, _) in enumerate(items)]
+    for k, (i, p) in enumerate(zip(good_idx, proba, strict=True)):
         rows[i]["predicted_label"] = bundle.classes[int(np.argmax(p))]
         rows[i].update({f"prob_{c}": round(float(v), 6) for c, v in zip(bundle.classes, p, strict=True)})
         rows[i].update({f"positive_{c}": d for c, d in bundle.decide(p).items()})
+        if scores is not None:
+            rows[i]["ood_score"] = round(float(scores[k]), 4)
+            rows[i]["unlike_training_data"] = bundle.ood.flag(scores[k])
     with atomic_path(output) as tmp:
         pd.DataFrame(rows, columns=["path", "predicted_label", *[f"prob_{c}" for c in bundle.classes], *flags,
-                                    "error"]).to_csv(tmp, index=False)
+                                    "ood_score", "unlike_training_data", "error"]).to_csv(tmp, index=False)
+    flagged = sum(1 for r in rows if r["unlike_training_data"] is True)
     return {"output": str(output), "images": len(items), "predicted": len(good_idx), "errors": len(errors),
+            "unlike_training_data": flagged if scores is not None else None,
             "model": bundle.describe() | {"metrics": None}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -130,6 +131,34 @@ def mlflow_store(tmp_path, monkeypatch, _migrated_mlflow_db) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     return uri
+
+
+@contextlib.contextmanager
+def sqlite_tracking(root: Path, migrated_db: Path):
+    """Point MLflow at a copy of the migrated sqlite store under ``root`` (and chdir there) for a block:
+    module-scoped fixtures use it, where the function-scoped ``mlflow_store`` cannot be."""
+    import shutil
+
+    shutil.copy(migrated_db, root / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.chdir(root)
+        yield mp
+
+
+@contextlib.contextmanager
+def served_tracking(root: Path):
+    """A real ``mlflow server`` under ``root``, MLflow pointed at it (and chdir there) for a block."""
+    from cxr.testing import MlflowServer
+
+    srv = MlflowServer(root).start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", srv.uri)
+            mp.chdir(srv.root)
+            yield srv
+    finally:
+        srv.stop()
 
 
 def write_params(path: Path, params: Params) -> Path:

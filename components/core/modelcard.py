@@ -93,6 +93,7 @@ def gate_section(gate: dict) -> list[str]:
     if boot:
         lines += ["", f"CIs: {boot.get('resamples')} bootstrap resamples of patients (paired for the comparison: "
                   "both models on the same resample)."]
+    return lines
 
 
 _PHI_POLICY = {
@@ -200,6 +201,7 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
         lines += _results(m, title)
         if info.get("removed_as_in_main_data"):
             lines.append(f"{info['removed_as_in_main_data']} images also in the main data were removed from it.")
+    lines += _ood_section(metrics.get("ood") or {})
     losses = metrics.get("top_losses") or []
     lines += ["## Failure analysis", "The test images the model is most wrong about (label → prediction, "
               "probability of the true label); look at them before trusting the numbers:", ""]
@@ -223,6 +225,22 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
     if metrics.get("notes"):
         lines += ["Notes: " + "; ".join(metrics["notes"]), ""]
     return "\n".join(lines)
+
+
+def _ood_section(ood: dict) -> list[str]:
+    """Issue 16: the out-of-distribution warning and how well it separates each external set."""
+    if not ood.get("available"):
+        return []
+    test = ood.get("test") or {}
+    lines = ["## Out-of-distribution warning",
+             f"Every prediction carries an OOD score ({ood.get('method')}) and is flagged `unlike_training_data` "
+             f"above {_num(ood.get('threshold'))}, chosen on the validation split for a false-alarm rate of "
+             f"{_pct(ood.get('false_alarm'))}; on the internal test split {_pct(test.get('flag_rate'))} of "
+             f"{test.get('n')} images were flagged."]
+    for name, ext in (ood.get("external") or {}).items():
+        lines.append(f"- external set `{name}`: {_pct(ext.get('flag_rate'))} of {ext.get('n')} images flagged; "
+                     f"AUROC of the score against the internal test split {_num(ext.get('auroc_vs_test'))}")
+    return [*lines, ""]
 
 
 def to_html(markdown: str, title: str) -> str:

@@ -43,12 +43,31 @@ class ModelBundle:
     # per-class decision thresholds chosen on the validation split (evaluate.target_sensitivity)
     thresholds: dict[str, float] = field(default_factory=dict)
     model_card: str = ""
+    # the training-data reference and OOD threshold (components.core.ood.OodReference); None: no OOD score
+    ood: Any = None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "alias": self.alias, "uri": self.uri,
                 "classes": self.classes, "image_size": self.image_size, "resize": self.resize,
                 "temperature": models.temperature(self.model), "thresholds": self.thresholds,
-                "metrics": self.metrics, "model_card": self.model_card}
+                "metrics": self.metrics, "model_card": self.model_card,
+                "ood": self.ood.describe() if self.ood is not None else None}
+
+    def infer_ood(self, x):
+        """(probabilities, OOD scores or None) for a uint8 batch, from one compiled pass through the model."""
+        if self.ood is None:
+            return self.infer(x), None
+        if not hasattr(self, "_infer_ood"):
+            import tensorflow as tf
+
+            from components.core.ood import scoring_model
+
+            spec = tf.TensorSpec([None, self.image_size, self.image_size, 1], tf.uint8)
+            both = scoring_model(self.model)
+            self._infer_ood = tf.function(lambda t: both(t, training=False), input_signature=[spec],
+                                          autograph=False)
+        probs, feats = self._infer_ood(x)
+        return probs.numpy(), self.ood.score(feats.numpy())
 
     def infer(self, x):
         """Probabilities for a uint8 batch through a graph compiled once (an eager Keras call of a deep
@@ -121,12 +140,70 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 
 
 def load(uri: str) -> ModelBundle:
-    """Load ``models:/name@alias``, ``models:/name/N``, ``runs:/<id>/model`` or a local path.
+    """Load ``models:/name@alias``, ``models:/name/N``, ``runs:/<id>/model`` or a local path, with its OOD
+    reference (``ood_reference.npz`` next to a local model; the training run's ``model_extras/`` otherwise).
 
     Models are always read from a ``.keras`` file with ``safe_mode=True``: no pickled code runs.
     The bundle knows the preprocessing its model was trained with (``resize``): from the version's
     ``resize`` tag (else its run's), the run's tags, or a local folder's ``train_summary.json``.
     """
+    bundle = _load(uri)
+    bundle.ood = load_reference(bundle)
+    if bundle.ood is not None and bundle.ood.means.shape[0] != len(bundle.classes):
+        raise CxrError(f"{uri}: the OOD reference has {bundle.ood.means.shape[0]} classes, the model "
+                       f"{len(bundle.classes)}")
+    return bundle
+
+
+def load_reference(bundle: ModelBundle):
+    """The bundle's :class:`~components.core.ood.OodReference`, or None (a model trained before it existed)."""
+    if not bundle.uri.startswith(("models:/", "runs:/")):
+        return _run_reference(None, Path(bundle.uri).parent, bundle.uri)
+    run_id = bundle.uri.split("/")[1] if bundle.uri.startswith("runs:/") else (
+        get_version(bundle.name, bundle.version).run_id)
+    return _run_reference(run_id, None, bundle.uri)
+
+
+def reference_for(uri: str) -> tuple[Any, dict[str, str]]:
+    """(OOD/drift reference or None, {name, version, uri}) for a model URI, without loading the model."""
+    m = _MODELS_URI.match(uri)
+    if m:
+        mv = version_by_alias(m["name"], m["alias"]) if m["alias"] else get_version(m["name"], m["version"])
+        if mv is None:
+            raise CxrError(f"{uri}: model {m['name']} has no alias {m['alias']!r} (see `cxr promote`)")
+        info = {"name": m["name"], "version": str(mv.version), "uri": uri}
+        return _run_reference(mv.run_id or (mv.tags or {}).get("run_id"), None, uri), info
+    if uri.startswith("runs:/"):
+        return _run_reference(uri.split("/")[1], None, uri), {"name": "", "version": "", "uri": uri}
+    path = Path(uri)
+    folder = path if path.is_dir() else path.parent
+    return _run_reference(None, folder, uri), {"name": "", "version": "", "uri": str(folder)}
+
+
+def _run_reference(run_id: str | None, folder: Path | None, uri: str):
+    import logging
+
+    from components.core import ood
+
+    log = logging.getLogger(__name__)
+    if folder is not None:
+        path = folder / ood.REFERENCE_FILE
+        return ood.OodReference.load(path) if path.is_file() else None
+    if not run_id:
+        log.warning("%s: no training run recorded: no OOD reference", uri)
+        return None
+    import mlflow
+
+    try:
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{ood.ARTIFACT_DIR}/{ood.REFERENCE_FILE}")
+    except Exception as err:  # an older run without one: serve without OOD scores, and say so
+        log.warning("%s: no OOD reference in run %s (%s): predictions carry no OOD score", uri, run_id,
+                    type(err).__name__)
+        return None
+    return ood.OodReference.load(local)
+
+
+def _load(uri: str) -> ModelBundle:
     m = _MODELS_URI.match(uri)
     if m:
         name, alias, version = m["name"], m["alias"], m["version"]

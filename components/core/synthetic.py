@@ -51,6 +51,8 @@ def patient_anatomy(rng: np.random.Generator) -> dict[str, float]:
     }
 
 
+# acquisition style of a demo "site" (``style=`` of :func:`render`/:func:`generate`); the defaults are today's films
+STYLE = {"contrast": 1.0, "brightness": 0.0, "noise": 1.0}
 # difficulty of the demo's findings (render's keywords): severity multiplies a finding's opacity and size,
 # drawn per film; patchiness breaks the COVID19 haze into patches; asymmetry lets it favour one lung
 SEVERITY = (0.5, 1.0)
@@ -58,15 +60,18 @@ PATCHINESS = 0.4
 ASYMMETRY = 0.4
 
 
-def render(label: str, anatomy: dict[str, float], rng: np.random.Generator, width: int, height: int, *,
-           severity: tuple[float, float] = SEVERITY, patchiness: float = PATCHINESS,
-           asymmetry: float = ASYMMETRY) -> np.ndarray:
-    """One film as float32 in 0..1 (height × width).
+def render(label: str, anatomy: dict[str, float], rng: np.random.Generator, width: int, height: int,
+           style: dict[str, float] | None = None, *, severity: tuple[float, float] = SEVERITY,
+           patchiness: float = PATCHINESS, asymmetry: float = ASYMMETRY) -> np.ndarray:
+    """One film as float32 in 0..1 (height × width). ``style`` shifts the acquisition (another "site"):
+    ``contrast`` scales around mid-grey, ``brightness`` adds, ``noise`` multiplies the noise level; the
+    random draws are the same, so the default style gives exactly the films of before.
 
-    ``severity`` (low, high): the finding's opacity (and a lobar opacity's size) is scaled by a factor
-    drawn uniformly in this range, per film. ``patchiness`` (0..1): how much of the COVID19 haze is
+    Difficulty: ``severity`` (low, high): the finding's opacity (and a lobar opacity's size) is scaled by a
+    factor drawn uniformly in this range, per film. ``patchiness`` (0..1): how much of the COVID19 haze is
     broken up by a coarse random texture. ``asymmetry`` (0..1): how far the haze of one lung may fade.
     """
+    st = {**STYLE, **(style or {})}
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     x, y = x / width, y / height
     x = x + anatomy["tilt"] * (y - 0.5)
@@ -112,7 +117,9 @@ def render(label: str, anatomy: dict[str, float], rng: np.random.Generator, widt
     # exposure, blur and noise: independent of the class
     img = np.clip(img, 0, 1) ** rng.uniform(0.8, 1.25)
     img = img * rng.uniform(0.85, 1.1) + rng.uniform(-0.05, 0.05)
-    img += rng.normal(0, rng.uniform(0.01, 0.035), img.shape).astype(np.float32)
+    img += rng.normal(0, rng.uniform(0.01, 0.035) * st["noise"], img.shape).astype(np.float32)
+    if st["contrast"] != 1.0 or st["brightness"] != 0.0:
+        img = (img - 0.5) * st["contrast"] + 0.5 + st["brightness"]
     return np.clip(img, 0, 1)
 
 
@@ -132,8 +139,8 @@ def encode(img: np.ndarray, rng: np.random.Generator, blur: bool = True) -> tupl
 
 
 def generate(classes: list[str], patients_per_class: int, max_images_per_patient: int,
-             min_side: int, max_side: int, seed: int):
-    """Yield ``(relative_path, label, patient_id, encoded_bytes)`` deterministically."""
+             min_side: int, max_side: int, seed: int, style: dict[str, float] | None = None):
+    """Yield ``(relative_path, label, patient_id, encoded_bytes)`` deterministically (``style``: see :func:`render`)."""
     pid = 0
     for label in classes:
         for _ in range(patients_per_class):
@@ -146,6 +153,6 @@ def generate(classes: list[str], patients_per_class: int, max_images_per_patient
                 side = int(rng.integers(min_side, max_side + 1))
                 aspect = rng.uniform(0.8, 1.25)
                 w, h = (side, max(32, int(side / aspect))) if aspect > 1 else (max(32, int(side * aspect)), side)
-                data, ext = encode(render(label, anatomy, rng, w, h), rng)
+                data, ext = encode(render(label, anatomy, rng, w, h, style), rng)
                 yield f"{label}/{patient}-{j:02d}{ext}", label, patient, data
             pid += 1

@@ -11,8 +11,8 @@ from components import evaluate, gate, ingest, preprocess, promote, register, sp
 from components.core import registry
 from components.core.config import parse_params
 from components.core.errors import RefusedError
-from cxr.testing import MlflowServer, env
-from tests.conftest import TRAIN_TINY, write_params
+from cxr.testing import env
+from tests.conftest import TRAIN_TINY, served_tracking, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +41,8 @@ def make_params(**overrides):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = MlflowServer(tmp_path_factory.mktemp("gate-server")).start()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", srv.uri)
-        mp.chdir(srv.root)
+    with served_tracking(tmp_path_factory.mktemp("gate-server")) as srv:
         yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

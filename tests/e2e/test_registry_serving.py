@@ -11,8 +11,8 @@ import requests
 from components import evaluate, gate, promote, register, train
 from components.core import registry
 from components.core.errors import CxrError, ServiceError
-from cxr.testing import MlflowServer, env, free_port, start_cxr_serve, stop, wait_http
-from tests.conftest import train_params, write_params
+from cxr.testing import env, free_port, start_cxr_serve, stop, wait_http
+from tests.conftest import served_tracking, train_params, write_params
 
 pytestmark = pytest.mark.slow
 GATE = {"min_accuracy": 0.0, "min_macro_f1": 0.0, "min_roc_auc": 0.0, "min_comparison_patients": 3}
@@ -31,12 +31,8 @@ WORSE = {"phases": [{"epochs": 1, "trainable": "head", "lr": 1e-6}]}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", srv.uri)
-        mp.chdir(srv.root)
+    with served_tracking(tmp_path_factory.mktemp("mlflow-server")) as srv:
         yield srv
-    srv.stop()
 
 
 def candidate(tmp, shards, **train_cfg):

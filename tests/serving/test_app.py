@@ -89,7 +89,7 @@ def test_internal_errors_do_not_leak_traces(bundle, monkeypatch):
     def broken(x):
         raise RuntimeError("secret internal detail at /srv/model.keras")
 
-    monkeypatch.setattr(bundle, "infer", broken)  # make inference blow up inside the handler
+    monkeypatch.setattr(bundle, "infer_ood", broken)  # make inference blow up inside the handler
     r = post(c, encode(gray()))
     assert r.status_code == 500 and r.json() == {"detail": {"error": "internal_error",
                                                             "detail": "the server failed; see its log"}}

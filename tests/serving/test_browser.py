@@ -1,5 +1,6 @@
 """The web page in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright):
-upload a real chest X-ray, see a label, probabilities and the Grad-CAM overlay."""
+upload a real chest X-ray, see a label, probabilities, the Grad-CAM overlay, and the warning that the
+image is unlike the training data (the test model was trained on the synthetic demo films)."""
 
 import os
 import shutil
@@ -48,6 +49,10 @@ def test_upload_shows_label_and_overlay(chromium, tiny_model_dir, shared_sample,
             assert page.get_attribute("#overlay", "src").startswith("data:image/png;base64,")
             width = page.evaluate("document.getElementById('overlay').naturalWidth")
             assert width > 0  # the overlay really decoded as an image
+            # a real film shown to a model trained on synthetic ones: the OOD warning sits next to the prediction
+            assert page.get_attribute("#ood", "class") == "unlike" and page.is_visible("#ood")
+            assert "unlike the images the model was trained on" in page.text_content("#ood")
+            assert "OOD score" in page.text_content("#ood") and page.text_content("#request").startswith("request ")
             page.screenshot(path=str(tmp_path / "page.png"))
 
             page.set_input_files("#file", str(Path(__file__)))  # a text file: a readable error, no crash
