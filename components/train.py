@@ -110,6 +110,8 @@ def _phase_lr(model, phase, idx: int, ckpt, cfg, train, weights, strategy, track
     found = ckpt.data.setdefault("lr_found", {})
     if str(idx) in found:
         return float(found[str(idx)])
+    if ckpt["phase_epoch"] > 0:  # resumed mid-phase: the restored optimizer already trains at the found rate
+        return float(_current_lr(model))
     from components.core import shards as shard_io
     from components.core import training
 
@@ -125,6 +127,12 @@ def _phase_lr(model, phase, idx: int, ckpt, cfg, train, weights, strategy, track
     if track:
         _log_lr_find(result, lr, idx)
     return lr
+
+
+def _current_lr(model) -> float:
+    import keras
+
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 def _log_lr_find(result: dict, lr: float, idx: int) -> None:

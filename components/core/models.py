@@ -7,7 +7,9 @@ the head ``GlobalMaxPooling2D → Dense(512, relu) → Dropout(0.5) → Dense(so
 ``pooling`` max, avg, or concat = average and max side by side, fastai's head).
 
 The graph is flat (backbone layers are layers of the model, not a nested model), so any phase can
-unfreeze "the last N backbone layers" and Grad-CAM can read the backbone's feature map.
+unfreeze "the last N backbone layers", discriminative learning rates can cut the backbone into layer
+groups (:func:`layer_groups`), and Grad-CAM can read the backbone's feature map. The model that is
+saved is never compiled (:func:`inference_model`): no optimizer or other custom object is inside it.
 Layer names: ``cxr_*`` for input/preprocessing, ``head_*`` for the head, the rest is backbone.
 """
 
