@@ -247,6 +247,8 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
         if failure:
             log.error("training failed: %s. Check train.phases (rates, schedule), train.refresh_batchnorm and the "
                       "data; the gate refuses this model", failure)
+        collapse_check = ("done" if len(val.y) >= training.COLLAPSE_MIN_IMAGES else
+                          f"inconclusive: {len(val.y)} validation images (needs {training.COLLAPSE_MIN_IMAGES})")
         calibration = training.calibrate(model, val.x, val.y) if cfg.calibrate else {"temperature": 1.0}
         model = (models.with_temperature(model, calibration["temperature"]) if cfg.calibrate
                  else models.inference_model(model))  # uncompiled: no optimizer inside the saved model
@@ -255,7 +257,8 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
         summary = {
             "run_id": run_id, "classes": meta.classes, "image_size": cfg.image_size, "backbone": cfg.backbone,
             "resize": params.preprocess.resize,
-            "status": "training_failed" if failure else "ok", "failure": failure, "warnings": warnings,
+            "status": "training_failed" if failure else "ok", "failure": failure, "collapse_check": collapse_check,
+            "warnings": warnings,
             "best_epoch": ckpt["best_epoch"], "best_value": ckpt["best"], "monitor": cfg.early_stopping.monitor,
             "epochs_run": len(history), "phases": phase_info, "device": device, "data_version": data_version,
             "calibration": calibration, "resumed_from_epoch": resumed_from, "seconds": round(seconds, 1),

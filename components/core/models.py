@@ -257,7 +257,8 @@ def inference_model(model):
     custom object inside)."""
     import keras
 
-    return keras.Model(model.inputs, model.outputs, name=model.name)
+    outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs  # a single tensor stays single
+    return keras.Model(model.inputs, outputs, name=model.name)
 
 
 def load_model(path: str | Path):

@@ -360,11 +360,17 @@ def calibrate(model, x_val: np.ndarray, y_val: np.ndarray, bins: int = 10) -> di
     return result
 
 
-def collapse(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> str | None:
+# below this many images, one class for all of them does not tell a constant predictor from a weak model
+# (an untrained 3-class model calls 6 images the same class more often than not)
+COLLAPSE_MIN_IMAGES = 20
+
+
+def collapse(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
+             min_images: int = COLLAPSE_MIN_IMAGES) -> str | None:
     """Why the predictions are those of a constant predictor (one class for every image of a split that holds
-    several), or None."""
+    several classes and at least ``min_images`` images), or None."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if len(y_pred) == 0 or len(np.unique(y_true)) < 2:
+    if len(y_pred) < max(1, min_images) or len(np.unique(y_true)) < 2:
         return None
     predicted = np.unique(y_pred)
     if len(predicted) == 1:

@@ -146,8 +146,19 @@ def test_lr_auto_trains_at_the_range_tests_suggestion_and_logs_it(tiny_shards, t
 
 
 def test_a_constant_predictor_is_a_failed_training_the_gate_refuses(tiny_shards, tmp_path, monkeypatch):
+    import shutil
+
     from components.core import gating
 
+    data = tmp_path / "shards"  # val and test tiled to 24+ images: enough to call one class for all a failure
+    shutil.copytree(tiny_shards, data)
+    for split in ("val", "test"):
+        reps = -(-training.COLLAPSE_MIN_IMAGES // len(np.load(data / f"{split}_y.npy")))
+        for suffix in ("x", "y"):
+            arr = np.load(data / f"{split}_{suffix}.npy")
+            np.save(data / f"{split}_{suffix}.npy", np.concatenate([arr] * reps))
+        rows = pd.read_csv(data / f"{split}.csv")
+        pd.concat([rows] * reps).to_csv(data / f"{split}.csv", index=False)
     real_build = models.build_model
 
     def biased(cfg, n_classes):  # logits dominated by class 0, and a rate too small to undo it
@@ -157,11 +168,12 @@ def test_a_constant_predictor_is_a_failed_training_the_gate_refuses(tiny_shards,
 
     monkeypatch.setattr(models, "build_model", biased)
     p = train_params(phases=[{"epochs": 1, "trainable": "head", "lr": 1e-7}], calibrate=False)
-    summary = train.run(p, tiny_shards, tmp_path / "models", tmp_path / "state", track=False)
+    summary = train.run(p, data, tmp_path / "models", tmp_path / "state", track=False)
     assert summary["status"] == "training_failed" and "constant predictor" in summary["failure"]
+    assert summary["collapse_check"] == "done"
     saved = json.loads((tmp_path / "models" / "train_summary.json").read_text())
     assert saved["status"] == "training_failed"
-    test = shards.load_split(tiny_shards, "test")
+    test = shards.load_split(data, "test")
     proba = models.load_model(tmp_path / "models" / "model.keras").predict(test.x, verbose=0)
     check = gating.training_check(saved, test.y, proba)
     assert not check["passed"] and "constant predictor" in check["note"]
