@@ -27,7 +27,11 @@ BEFORE = {"train": {"phases": [{"epochs": 20, "trainable": "all", "lr": 0.003}],
 GPU_RECIPES = ("seed1-vgg16", "seed2-fastai")
 # published dense peak of one H100 SXM (NVIDIA datasheet): BF16/FP16 tensor cores, without sparsity
 H100_PEAK_TFLOPS = 989.0
-MFU = (0.25, 0.45)  # model FLOPs utilisation convnets reach in practice: a range, not a measurement
+# model FLOPs utilisation convnet training reaches: a range, not a measurement. Upper end: NVIDIA's
+# TensorFlow ResNet-50 v1.5 example, 1,270 img/s on one V100 with AMP + XLA (as quoted in
+# NVIDIA/DeepLearningExamples#837) = 1,270 × 24.6 GFLOP ≈ 31 TFLOP/s of 125, 25%. Lower end: ResNet-50 on an
+# H100 at ~3,000 img/s ≈ 74 TFLOP/s of 989, 8% (BatchNorm and memory traffic do not scale with tensor cores).
+MFU = (0.08, 0.25)
 KERMANY_TRAIN, KERMANY_EVAL = 5216, 640  # paultimothymooney/chest-xray-pneumonia: train, val + test images
 
 
