@@ -9,6 +9,8 @@ and result:
 * **paired non-inferiority against the champion** on the test patients neither model trained or
   validated on (lineage digests), per metric: lower CI bound of (candidate - champion) > -margin;
   too few clean patients, or a champion without lineage, is *incomparable* (``gate.on_incomparable``);
+* **training**: a model whose training failed (``training_failed`` in ``train_summary.json``: one class for
+  every validation image) or that predicts one class for every test image is refused;
 * **shortcut risk** (source-bias audit, stress tests) blocks unless ``gate.accept_shortcut_risk``
   gives a written reason; optional minimums per external set (``gate.external``).
 
@@ -137,6 +139,8 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
     cand_stats = gating.bootstrap(test.y, p_cand, patients, classes, cand_thresholds, boot.resamples, boot.seed,
                                   boot.level)
     checks = gating.threshold_checks(cand_stats, g, len(set(patients)))
+    train_summary = model_dir / "train_summary.json"
+    checks.append(gating.training_check(read_json(train_summary) if train_summary.is_file() else None, test.y, p_cand))
 
     champion, p_champ, champ_thresholds, champ_seen = _champion(params, test, meta, Path(images) if images else None,
                                                                 classes)

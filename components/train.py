@@ -1,12 +1,23 @@
 """Train: transfer learning in phases (head first, then unfreeze), resumable, tracked in MLflow.
 
-``train.phases`` is a list of ``{epochs, trainable: head|all|last:N, lr, amsgrad}``. Each phase
-compiles a fresh optimizer; early stopping (``train.early_stopping``) ends a phase, whose best
-epoch (by the monitored metric) is restored before the next one. The final model has the weights
-of the best epoch of the whole run, and the softmax temperature fitted on the validation split.
+``train.phases`` is a list of ``{epochs, trainable: head|all|last:N, lr, schedule, lr_mult, …}``
+(:class:`components.core.config.Phase`). Each phase compiles a fresh optimizer
+(:func:`components.core.training.compile_for_phase`: a constant rate with ReduceLROnPlateau, or a
+one-cycle / warm-up + cosine schedule; discriminative rates per layer group); ``lr: auto`` runs the LR
+range test first and trains at its suggestion (the plot goes to MLflow). Early stopping
+(``train.early_stopping``) ends a phase, whose best epoch (by the monitored metric) is restored before
+the next one. Trainable BatchNorm statistics are re-estimated before every validation
+(``train.refresh_batchnorm``). The final model has the weights of the best epoch of the whole run, and
+the softmax temperature fitted on the validation split; it is saved uncompiled.
+
+A model that predicts one class for every validation image is a failed training, not a model:
+``train_summary.json`` says ``status: training_failed`` with the reason (and so does the MLflow run),
+and the gate refuses it. ``train.*`` combinations that look wrong are logged as warnings and recorded
+(``warnings`` in the summary).
 
 Resume (:mod:`components.core.checkpoint`): a killed ``cxr train`` started again with the same
-params and data continues after its last finished epoch.
+params and data continues after its last finished epoch (the optimizer, its schedule position and
+the rate ``lr: auto`` found come back with it).
 """
 
 from __future__ import annotations
@@ -65,21 +76,78 @@ def _check_data(params, meta, train, val) -> None:
         raise DataError("the val split is empty: early stopping and best-epoch selection need it")
 
 
-def _fit_phase(model, phase, state, train, val, datasets, weights, callbacks, strategy, batch_size: int):
-    """Run one phase's remaining epochs (on cached backbone features when ``phase.cache_features``)."""
+def _fit_phase(model, phase, state, train, val, datasets, weights, callbacks, strategy, batch_size: int,
+               lr: float) -> dict:
+    """Compile (unless resuming mid-phase) and run one phase's remaining epochs (on cached backbone features
+    when ``phase.cache_features``). Returns what was compiled."""
     from components.core import models, training
 
     remaining = phase.epochs - state["phase_epoch"]
+    steps = -(-len(train.y) // batch_size)
     fit_model, fit_data = model, {"x": datasets[0], "validation_data": datasets[1]}
+    info: dict = {}
     if phase.cache_features:  # frozen backbone: compute its features once, fit the head on them
         with strategy.scope():
             feats = models.pooled_features(model, train.x)
             fit_model = models.head_model(model, feats.shape[-1])
-            training.compile_for_phase(fit_model, phase)
+            info = training.compile_for_phase(fit_model, phase, lr, steps)
         fit_data = {"x": feats, "y": train.y, "batch_size": batch_size, "shuffle": True,
                     "validation_data": (models.pooled_features(model, val.x), val.y)}
-    fit_model.fit(**fit_data, initial_epoch=state["epoch"], epochs=state["epoch"] + remaining,
-                  class_weight=weights, callbacks=callbacks, verbose=0)
+    elif state["phase_epoch"] == 0:
+        with strategy.scope():
+            info = training.compile_for_phase(model, phase, lr, steps)
+    if remaining > 0:
+        fit_model.fit(**fit_data, initial_epoch=state["epoch"], epochs=state["epoch"] + remaining,
+                      class_weight=weights, callbacks=callbacks, verbose=0)
+    return info
+
+
+def _phase_lr(model, phase, idx: int, ckpt, cfg, train, weights, strategy, track: bool) -> float:
+    """The phase's learning rate; ``auto``: the LR range test's suggestion (kept in the resume state, and
+    logged to MLflow with its plot)."""
+    if not isinstance(phase.lr, str):
+        return float(phase.lr)
+    found = ckpt.data.setdefault("lr_found", {})
+    if str(idx) in found:
+        return float(found[str(idx)])
+    if ckpt["phase_epoch"] > 0:  # resumed mid-phase: the restored optimizer already trains at the found rate
+        return float(_current_lr(model))
+    from components.core import shards as shard_io
+    from components.core import training
+
+    f = cfg.lr_find
+    ds = shard_io.dataset(train, cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed)
+    with strategy.scope():
+        result = training.lr_range_test(model, ds, min_lr=f.min_lr, max_lr=f.max_lr, steps=f.steps,
+                                        class_weight=weights, amsgrad=phase.amsgrad)
+    lr = training.pick_lr(result, f.suggestion)
+    log.info("phase %d: lr auto -> %.3g (%s of the LR range test over %d steps, %.1e..%.1e)", idx + 1, lr,
+             f.suggestion, result["steps"], f.min_lr, f.max_lr)
+    found[str(idx)] = lr
+    if track:
+        _log_lr_find(result, lr, idx)
+    return lr
+
+
+def _current_lr(model) -> float:
+    import keras
+
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def _log_lr_find(result: dict, lr: float, idx: int) -> None:
+    import tempfile
+
+    import mlflow
+
+    from components.core import training
+    from components.core.fsutil import write_json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        training.plot_lr_range(result, Path(tmp) / "lr_find.png", chosen=lr)
+        write_json(Path(tmp) / "lr_find.json", {**result, "chosen": lr})
+        mlflow.log_artifacts(tmp, artifact_path=f"lr_find/phase{idx + 1}")
+    mlflow.log_metric(f"phase{idx + 1}_lr_found", lr)
 
 
 @under_spec(SPEC)
@@ -112,8 +180,12 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
     data_version = fp.split("-", 1)[1]
     if resumed:
         log.info("resuming after epoch %d (phase %d)", resumed_from, ckpt["phase"] + 1)
-    with strategy.scope():
-        model = (keras.models.load_model(ckpt.dir / ckpt["last_model"], safe_mode=True) if resumed
+    warnings = cfg.warnings()
+    for w in warnings:
+        log.warning("%s", w)
+    with strategy.scope():  # a checkpoint holds the optimizer and its schedule: registered Keras objects
+        model = (keras.models.load_model(ckpt.dir / ckpt["last_model"], safe_mode=True,
+                                         custom_objects=training.custom_objects()) if resumed
                  else models.build_model(cfg, len(meta.classes)))
     datasets = (shard_io.dataset(train, cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed),
                 shard_io.dataset(val, cfg.batch_size))
@@ -121,7 +193,8 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
     run_params = tracking.flatten(params.declared_dump())
     tags = {"git_commit": tracking.git_commit(), "data_version": data_version, "backbone": cfg.backbone,
             "image_size": cfg.image_size, "resize": params.preprocess.resize,
-            "params_hash": tracking.params_hash(params), **{f"device.{k}": v for k, v in device.items()}}
+            "params_hash": tracking.params_hash(params), "train_warnings": len(warnings),
+            **{f"device.{k}": v for k, v in device.items()}}
     run_ctx = (tracking.tracked_run(ckpt["run_id"], f"train-{cfg.backbone}", run_params, tags) if track
                else contextlib.nullcontext())
     started = time.time()
@@ -139,37 +212,53 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
                 continue
             mid_phase = resumed and ckpt["phase_epoch"] > 0
             with strategy.scope():
-                counts = models.set_trainable(model, phase.trainable, cfg.freeze_batchnorm)
-                if not mid_phase:
-                    training.compile_for_phase(model, phase)
-            phase_info.append({"phase": idx + 1, "trainable": phase.trainable, **counts})
-            log.info("phase %d/%d: trainable %s (%d weights), lr %g, up to %d epochs", idx + 1, len(cfg.phases),
-                     phase.trainable, counts["trainable_weights"], phase.lr, phase.epochs)
+                counts = models.set_trainable(model, phase.trainable, cfg.freeze_batchnorm, phase.train_bn)
             if resumed and not mid_phase and ckpt["phase_best_weights"]:
                 load_weights(model, ckpt.dir / ckpt["phase_best_weights"])  # killed between two phases
             if not mid_phase:
                 ckpt["phase_start"], ckpt["phase_best"], ckpt["wait"], ckpt["phase_epoch"] = ckpt["epoch"], None, 0, 0
-            callbacks = [
-                make_tracker(ckpt, idx, cfg.early_stopping.monitor, cfg.early_stopping.patience, log_epoch, model),
-                keras.callbacks.ReduceLROnPlateau(monitor=cfg.early_stopping.monitor, factor=cfg.reduce_lr.factor,
-                                                  patience=cfg.reduce_lr.patience, min_lr=cfg.reduce_lr.min_lr),
-            ]
+            lr = _phase_lr(model, phase, idx, ckpt, cfg, train, weights, strategy, track)
+            log.info("phase %d/%d: trainable %s (%d weights, %d BatchNorm layers training), lr %g%s, %s schedule, "
+                     "up to %d epochs", idx + 1, len(cfg.phases), phase.trainable, counts["trainable_weights"],
+                     counts["batchnorm_training"], lr, f" / {phase.lr_mult:g} over {phase.lr_groups} groups"
+                     if phase.lr_mult > 1 else "", phase.schedule, phase.epochs)
+            callbacks = [make_tracker(ckpt, idx, cfg.early_stopping.monitor, cfg.early_stopping.patience, log_epoch,
+                                      model)]
+            if phase.schedule == "constant":
+                callbacks.append(keras.callbacks.ReduceLROnPlateau(
+                    monitor=cfg.early_stopping.monitor, factor=cfg.reduce_lr.factor, patience=cfg.reduce_lr.patience,
+                    min_lr=cfg.reduce_lr.min_lr))
+            if cfg.refresh_batchnorm and counts["batchnorm_training"] and not phase.cache_features:
+                # before the tracker's checkpoint: validation and the saved weights see the refreshed statistics
+                callbacks.insert(0, training.batchnorm_refresher(train.x, cfg.batch_size, cfg.refresh_batchnorm))
+            compiled = {}
             if phase.epochs - ckpt["phase_epoch"] > 0 and ckpt["wait"] < cfg.early_stopping.patience:
-                _fit_phase(model, phase, ckpt, train, val, datasets, weights, callbacks, strategy,
-                           cfg.batch_size)
+                compiled = _fit_phase(model, phase, ckpt, train, val, datasets, weights, callbacks, strategy,
+                                      cfg.batch_size, lr)
+            phase_info.append({"phase": idx + 1, "trainable": phase.trainable, "lr": lr, "schedule": phase.schedule,
+                               **counts, **{k: v for k, v in compiled.items() if k in ("groups", "total_steps")}})
             if ckpt["phase_best_weights"]:
                 load_weights(model, ckpt.dir / ckpt["phase_best_weights"])
             ckpt["phase"], ckpt["phase_epoch"], resumed = idx + 1, 0, False
             ckpt.commit()
         load_weights(model, ckpt.dir / ckpt["best_weights"])
+        failure = training.collapse(val.y, model.predict(val.x, batch_size=64, verbose=0).argmax(axis=1),
+                                    meta.classes)
+        if failure:
+            log.error("training failed: %s. Check train.phases (rates, schedule), train.refresh_batchnorm and the "
+                      "data; the gate refuses this model", failure)
+        collapse_check = ("done" if len(val.y) >= training.COLLAPSE_MIN_IMAGES else
+                          f"inconclusive: {len(val.y)} validation images (needs {training.COLLAPSE_MIN_IMAGES})")
         calibration = training.calibrate(model, val.x, val.y) if cfg.calibrate else {"temperature": 1.0}
-        if cfg.calibrate:
-            model = models.with_temperature(model, calibration["temperature"])
+        model = (models.with_temperature(model, calibration["temperature"]) if cfg.calibrate
+                 else models.inference_model(model))  # uncompiled: no optimizer inside the saved model
         history = ckpt["history"]
         seconds = time.time() - started
         summary = {
             "run_id": run_id, "classes": meta.classes, "image_size": cfg.image_size, "backbone": cfg.backbone,
             "resize": params.preprocess.resize,
+            "status": "training_failed" if failure else "ok", "failure": failure, "collapse_check": collapse_check,
+            "warnings": warnings,
             "best_epoch": ckpt["best_epoch"], "best_value": ckpt["best"], "monitor": cfg.early_stopping.monitor,
             "epochs_run": len(history), "phases": phase_info, "device": device, "data_version": data_version,
             "calibration": calibration, "resumed_from_epoch": resumed_from, "seconds": round(seconds, 1),
@@ -250,6 +339,10 @@ def _log_model(model, out: Path, summary: dict) -> str:
     mlflow.log_artifact(str(out / "input_example.npy"), artifact_path="model_extras")
     mlflow.log_artifact(str(out / "history.csv"), artifact_path="training")
     mlflow.log_dict({k: v for k, v in summary.items() if k != "run_id"}, "training/train_summary.json")
+    mlflow.set_tags({"training_status": summary["status"], **({"training_failure": summary["failure"]}
+                                                               if summary["failure"] else {})})
+    if summary["warnings"]:
+        mlflow.log_dict({"warnings": summary["warnings"]}, "training/warnings.json")
     mlflow.set_tags({"best_epoch": summary["best_epoch"], "classes": json.dumps(summary["classes"]),
                      "temperature": summary["calibration"]["temperature"]})
     mlflow.log_metrics({k: v for k, v in summary["calibration"].items() if isinstance(v, float)})

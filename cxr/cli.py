@@ -185,6 +185,42 @@ def _serve(args: argparse.Namespace) -> Any:
     return 0
 
 
+# ---------------------------------------------------------------- recipes
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
+    sub.add_parser("list", help="the named recipes (components/recipes/*.yaml)")
+    s = sub.add_parser("show", help="a recipe's overlay, notes, and the warnings of the params it would give")
+    s.add_argument("name")
+    s.add_argument("--params", default="params.yaml", help="the file it would be applied to (default: params.yaml)")
+    a = sub.add_parser("apply", help="lay recipes over params.yaml (comments kept; validated before writing); "
+                                     "dvc repro, dvc exp run and cxr pipeline compile then use them")
+    a.add_argument("names", nargs="+", metavar="NAME", help="one or more recipes, later ones win")
+    a.add_argument("--params", default="params.yaml", help="parameters file to rewrite (default: params.yaml)")
+    a.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="also set a parameter, e.g. --set data.source=kaggle (repeatable)")
+    a.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
+
+
+def _recipe(args: argparse.Namespace) -> Any:
+    from components.core import recipes
+
+    if args.recipe_command == "list":
+        return recipes.listing()
+    if args.recipe_command == "show":
+        return recipes.show(args.name, args.params)
+    overrides = {}
+    for item in args.set or []:
+        if "=" not in item:
+            from components.core.errors import ParamsError
+
+            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.source=kaggle")
+        key, value = item.split("=", 1)
+        import yaml
+
+        overrides[key] = yaml.safe_load(value)
+    return recipes.apply(args.names, args.params, overrides, dry_run=args.dry_run)
+
+
 # ---------------------------------------------------------------- Kubeflow Pipelines
 def _pipeline_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
@@ -325,6 +361,8 @@ TOOLS: list[tuple[str, str, AddArgs, Handler]] = [
     ("pipeline", "Kubeflow Pipelines: compile | run-local | submit | schedule", _pipeline_args, _pipeline),
     ("spec", "the step specs: sync | check | show (dvc.yaml and the KFP tasks are generated from them)",
      _spec_args, _spec),
+    ("recipe", "named training recipes: list | show NAME | apply NAME… (rewrites params.yaml)", _recipe_args,
+     _recipe),
 ]
 
 

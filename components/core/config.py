@@ -159,20 +159,72 @@ class PreprocessConfig(Section):
     workers: int = Field(2, ge=1, le=256)
 
 
+Schedule = Literal["constant", "one_cycle", "cosine"]
+# warmup (a fraction of the phase's steps) when a phase does not set it: fastai's pct_start for one_cycle
+DEFAULT_WARMUP: dict[str, float] = {"constant": 0.0, "one_cycle": 0.25, "cosine": 0.0}
+
+
 class Phase(Section):
-    """One fine-tuning phase: which layers train, for how long, at which learning rate."""
+    """One fine-tuning phase: which layers train, for how long, at which learning rate(s), on which schedule.
+
+    ``lr`` is a number, ``auto`` (the LR range test picks it before the phase, ``train.lr_find``), or
+    fastai's ``[low, high]``: discriminative rates, read as ``lr: high, lr_mult: high / low``.
+    ``lr_mult`` spreads the rate geometrically over ``lr_groups`` layer groups: the earliest backbone
+    group trains at ``lr / lr_mult``, the head at ``lr`` (fastai's ``fine_tune`` uses 100 over 3 groups).
+    ``schedule``: ``constant`` (ReduceLROnPlateau applies), ``one_cycle`` (fastai's ``fit_one_cycle``:
+    cosine warm-up from ``lr / div`` to ``lr`` over the first ``warmup`` of the phase, cosine annealing
+    to ``lr / div_final``) or ``cosine`` (linear warm-up from ``lr / div``, cosine annealing to
+    ``lr / div_final``). ``weight_decay``: decoupled (AdamW-style, fastai's ``wd``) on kernels only.
+    ``train_bn``: ``null`` follows ``train.freeze_batchnorm`` for the layers this phase trains; ``true``
+    trains every BatchNorm layer of the backbone even when the backbone is frozen (fastai's ``train_bn``);
+    ``false`` keeps them all in inference mode.
+    """
 
     epochs: int = Field(ge=1, le=1000)
     trainable: str = "head"
-    lr: float = Field(gt=0, lt=1)
+    lr: float | Literal["auto"]
+    lr_mult: float = Field(1.0, ge=1, le=1e6)
+    lr_groups: int = Field(3, ge=2, le=64)
+    schedule: Schedule = "constant"
+    warmup: float | None = Field(None, ge=0, lt=1)
+    div: float = Field(25.0, ge=1)
+    div_final: float = Field(1e5, ge=1)
+    weight_decay: float = Field(0.0, ge=0, lt=1)
     amsgrad: bool = False
+    train_bn: bool | None = None
     # head-only phase on backbone features computed once (no augmentation in this phase): much faster
     cache_features: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lr_range(cls, data: Any) -> Any:
+        """fastai's ``lr: [low, high]`` becomes ``lr: high, lr_mult: high / low``."""
+        if isinstance(data, dict) and isinstance(data.get("lr"), list | tuple):
+            pair = data["lr"]
+            if len(pair) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair) \
+                    or not 0 < pair[0] <= pair[1] < 1:
+                raise ValueError(f"lr as a list must be [low, high] with 0 < low <= high < 1, got {list(pair)!r}")
+            if "lr_mult" in data:
+                raise ValueError("give either lr: [low, high] or lr_mult, not both")
+            data = {**data, "lr": float(pair[1]), "lr_mult": float(pair[1]) / float(pair[0])}
+        return data
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and not 0 < v < 1:
+            raise ValueError(f"lr must be within (0, 1), 'auto' or [low, high], got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _cache(self) -> Phase:
         if self.cache_features and self.trainable != "head":
             raise ValueError("cache_features needs trainable: head (the backbone must stay frozen)")
+        if self.cache_features and self.train_bn:
+            raise ValueError("cache_features computes the backbone's features once, in inference mode: "
+                             "train_bn: true cannot apply (drop one of them)")
+        if self.schedule == "constant" and self.warmup:
+            raise ValueError("warmup applies to schedule: one_cycle or cosine (a constant schedule has none)")
         return self
 
     @field_validator("trainable")
@@ -185,9 +237,13 @@ class Phase(Section):
             raise ValueError(f"'last:N' needs N >= 1 (use 'head' to train only the head), got {v!r}")
         return v
 
+    @property
+    def warmup_fraction(self) -> float:
+        return DEFAULT_WARMUP[self.schedule] if self.warmup is None else self.warmup
+
 
 class HeadConfig(Section):
-    pooling: Literal["max", "avg"] = "max"
+    pooling: Literal["max", "avg", "concat"] = "max"  # concat: average and max pooling side by side (fastai)
     dense_units: int = Field(512, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
 
@@ -212,17 +268,36 @@ class ReduceLrConfig(Section):
     min_lr: float = Field(1e-7, ge=0)
 
 
+class LrFindConfig(Section):
+    """The LR range test that ``lr: auto`` runs before a phase (and ``cxr lr-find`` by default)."""
+
+    min_lr: float = Field(1e-7, gt=0, lt=1)
+    max_lr: float = Field(1.0, gt=0, le=10)
+    steps: int = Field(100, ge=5, le=10_000)
+    # which suggestion trains: min_loss_div10 (the loss minimum / 10, fastai's lr_min) or steepest
+    suggestion: Literal["min_loss_div10", "steepest"] = "min_loss_div10"
+
+    @model_validator(mode="after")
+    def _range(self) -> LrFindConfig:
+        if self.min_lr >= self.max_lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must be below max_lr ({self.max_lr})")
+        return self
+
+
+# backbones without BatchNorm layers
+NO_BATCHNORM = frozenset({"vgg16"})
+
+
 class TrainConfig(Section):
+    """Training; the defaults are the ``seed1-vgg16`` recipe (``components/recipes/seed1-vgg16.yaml``)."""
+
     backbone: Backbone = "vgg16"
     # imagenet | none | path to a local weights file for the backbone (include_top=False)
     weights: str = "imagenet"
     image_size: int = Field(224, ge=1, le=1024)
     batch_size: int = Field(32, ge=1, le=4096)
     phases: list[Phase] = Field(
-        default_factory=lambda: [
-            Phase(epochs=6, trainable="head", lr=1e-3),
-            Phase(epochs=4, trainable="last:6", lr=1e-5),
-        ],
+        default_factory=lambda: [Phase(epochs=20, trainable="last:6", lr=1e-4, amsgrad=True)],
         min_length=1,
     )
     head: HeadConfig = Field(default_factory=HeadConfig)
@@ -231,6 +306,10 @@ class TrainConfig(Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     reduce_lr: ReduceLrConfig = Field(default_factory=ReduceLrConfig)
     freeze_batchnorm: bool = True
+    # before each validation, re-estimate the statistics of trainable BatchNorm layers on up to this many
+    # training batches (0: keep Keras' moving averages, which lag badly when an epoch has few steps)
+    refresh_batchnorm: int = Field(200, ge=0, le=100_000)
+    lr_find: LrFindConfig = Field(default_factory=LrFindConfig)
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     # temperature scaling fitted on the validation split, saved in the model (serving uses it)
     calibrate: bool = True
@@ -255,6 +334,64 @@ class TrainConfig(Section):
         if self.backbone == "small_cnn" and self.weights == "imagenet":
             raise ValueError("backbone small_cnn has no ImageNet weights: set train.weights to 'none'")
         return self
+
+    def warnings(self) -> list[str]:
+        """Combinations that are allowed but rarely what anyone wants (the train step logs and records them;
+        ``cxr recipe show/apply`` prints them)."""
+        return train_warnings(self)
+
+
+def _backbone_lr(phase: Phase) -> float | None:
+    """The highest rate any backbone layer trains at in ``phase`` (None: no backbone layer, or ``auto``)."""
+    if phase.trainable == "head" or isinstance(phase.lr, str):
+        return None
+    if phase.lr_mult <= 1:
+        return phase.lr
+    groups = max(2, phase.lr_groups)
+    return phase.lr * phase.lr_mult ** (-1 / (groups - 1))  # the last backbone group
+
+
+def train_warnings(cfg: TrainConfig) -> list[str]:
+    """Incoherent-looking combinations of ``train`` settings, each with the key and what to do."""
+    out: list[str] = []
+    pretrained = cfg.weights != "none"
+    has_bn = cfg.backbone not in NO_BATCHNORM
+    for i, ph in enumerate(cfg.phases, start=1):
+        key = f"train.phases[{i}]"
+        blr = _backbone_lr(ph)
+        if pretrained and blr is not None and blr >= 1e-3:
+            out.append(f"{key}: pretrained ({cfg.weights}) backbone layers train at lr {blr:g} "
+                       f"(trainable: {ph.trainable}): rates >= 1e-3 usually destroy pretrained features; use "
+                       "1e-5..1e-4, discriminative rates (lr: [low, high]) or train the head first")
+        bn_trains = has_bn and (ph.train_bn is True or (ph.train_bn is None and not cfg.freeze_batchnorm
+                                                          and ph.trainable != "head"))
+        if bn_trains and cfg.batch_size < 16:
+            out.append(f"{key}: BatchNorm layers train with train.batch_size {cfg.batch_size}: statistics of "
+                       "fewer than 16 images are noise; raise the batch size or freeze them "
+                       "(train.freeze_batchnorm: true / train_bn: false)")
+        if has_bn and ph.trainable == "head" and ph.train_bn and cfg.batch_size < 32:
+            out.append(f"{key}: a frozen backbone with its BatchNorm layers in training mode (train_bn: true) "
+                       f"at batch size {cfg.batch_size}: their statistics follow noisy batches while the "
+                       "convolutions stay fixed; use a batch of 32+ or train_bn: false")
+        if ph.lr_mult > 1 and ph.trainable == "head":
+            out.append(f"{key}: lr_mult {ph.lr_mult:g} has no effect when only the head trains")
+        if ph.schedule == "one_cycle" and cfg.early_stopping.patience < ph.epochs:
+            out.append(f"{key}: early stopping (patience {cfg.early_stopping.patience}) can end this "
+                       f"{ph.epochs}-epoch one-cycle phase near its peak rate, before the annealing that makes "
+                       "the schedule work; set train.early_stopping.patience >= the phase's epochs")
+    if not pretrained and cfg.backbone != "small_cnn" and all(ph.trainable == "head" for ph in cfg.phases):
+        out.append(f"train.weights is none and every phase trains only the head: the {cfg.backbone} backbone "
+                   "stays random; unfreeze it (trainable: all) or use pretrained weights")
+    if not pretrained and cfg.backbone == "small_cnn" and all(ph.trainable == "head" for ph in cfg.phases):
+        out.append("small_cnn has no pretrained weights and every phase trains only the head: its "
+                   "convolutions stay random; use trainable: all")
+    bn_phases = [ph for ph in cfg.phases if ph.train_bn is True or (ph.train_bn is None and not cfg.freeze_batchnorm
+                                                                      and ph.trainable != "head")]
+    if has_bn and bn_phases and cfg.refresh_batchnorm == 0:
+        out.append("BatchNorm layers train and train.refresh_batchnorm is 0: with few steps per epoch their moving "
+                   "statistics lag behind the weights and validation sees another network (on 200 real images the "
+                   "model collapsed to one class); keep refresh_batchnorm > 0")
+    return out
 
 
 class BootstrapConfig(Section):

@@ -296,3 +296,21 @@ def external_checks(metrics: dict, external_gates: dict) -> list[dict]:
                            "value": value, "threshold": minimum, "patients": None,
                            "passed": value is not None and value >= minimum})
     return checks
+
+
+def training_check(train_summary: dict | None, y_test: np.ndarray, proba_test: np.ndarray) -> dict:
+    """A failed training is not a candidate: training said ``training_failed`` (a constant predictor on the
+    validation split), or the candidate predicts one class for every test image of several classes (splits of
+    at least ``COLLAPSE_MIN_IMAGES`` images: on fewer, a weak model does that by chance)."""
+    from components.core.training import COLLAPSE_MIN_IMAGES  # numpy only: no TensorFlow import
+
+    summary = train_summary or {}
+    reason = summary.get("failure") if summary.get("status") == "training_failed" else None
+    predicted = np.unique(np.asarray(proba_test).argmax(axis=1)) if len(proba_test) else np.array([])
+    if reason is None and len(predicted) == 1 and len(np.unique(y_test)) > 1 and len(y_test) >= COLLAPSE_MIN_IMAGES:
+        reason = f"the candidate predicts class index {int(predicted[0])} for all {len(y_test)} test images"
+    check = {"check": "training produced a classifier (not a constant predictor)", "kind": "training",
+             "metric": "training_status", "value": summary.get("status", "unknown"), "passed": reason is None}
+    if reason:
+        check["note"] = f"{reason}. Retrain (see train_summary.json and the training curves); never register it"
+    return check

@@ -3,10 +3,13 @@
 The saved model takes ``uint8`` grayscale pixels (``image_size × image_size × 1``), repeats them to
 three channels, applies the backbone's ``preprocess_input`` as built-in Keras layers (so
 ``safe_mode=True`` loading works and serving cannot drift from training), runs the backbone and
-the head ``GlobalMaxPooling2D → Dense(512, relu) → Dropout(0.5) → Dense(softmax)``.
+the head ``GlobalMaxPooling2D → Dense(512, relu) → Dropout(0.5) → Dense(softmax)`` (``train.head``:
+``pooling`` max, avg, or concat = average and max side by side, fastai's head).
 
 The graph is flat (backbone layers are layers of the model, not a nested model), so any phase can
-unfreeze "the last N backbone layers" and Grad-CAM can read the backbone's feature map.
+unfreeze "the last N backbone layers", discriminative learning rates can cut the backbone into layer
+groups (:func:`layer_groups`), and Grad-CAM can read the backbone's feature map. The model that is
+saved is never compiled (:func:`inference_model`): no optimizer or other custom object is inside it.
 Layer names: ``cxr_*`` for input/preprocessing, ``head_*`` for the head, the rest is backbone.
 """
 
@@ -130,8 +133,12 @@ def build_model(cfg: TrainConfig, n_classes: int):
                     "train.weights to a local .h5 file, or use train.weights: none."
                 ) from None
             raise
-    pool = layers.GlobalMaxPooling2D if cfg.head.pooling == "max" else layers.GlobalAveragePooling2D
-    x = pool(name=FEATURES_NAME)(features)
+    if cfg.head.pooling == "concat":  # fastai's AdaptiveConcatPool2d: average and max side by side
+        x = layers.Concatenate(name="head_concat")([layers.GlobalAveragePooling2D(name=FEATURES_NAME)(features),
+                                                    layers.GlobalMaxPooling2D(name="head_pool_max")(features)])
+    else:
+        pool = layers.GlobalMaxPooling2D if cfg.head.pooling == "max" else layers.GlobalAveragePooling2D
+        x = pool(name=FEATURES_NAME)(features)
     x = layers.Dense(cfg.head.dense_units, activation="relu", name="head_dense")(x)
     x = layers.Dropout(cfg.head.dropout, name="head_dropout")(x)
     x = layers.Dense(n_classes, name=LOGITS_NAME, dtype="float32")(x)
@@ -156,7 +163,7 @@ def pooled_features(model, x, batch_size: int = 64):
     """The pooled backbone features the head reads (the backbone runs in inference mode)."""
     import keras
 
-    extractor = keras.Model(model.inputs, model.get_layer(FEATURES_NAME).output)
+    extractor = keras.Model(model.inputs, model.get_layer(HEAD_LAYERS[0]).input)
     return extractor.predict(x, batch_size=batch_size, verbose=0)
 
 
@@ -191,11 +198,27 @@ def backbone_layers(model) -> list:
             and layer.__class__.__name__ != "InputLayer"]
 
 
-def set_trainable(model, spec: str, freeze_batchnorm: bool = True) -> dict[str, int]:
+def layer_groups(model, n_groups: int) -> list[list]:
+    """fastai's layer groups for discriminative learning rates: the backbone's layers that hold weights, in
+    graph order, cut into ``n_groups - 1`` contiguous parts of about equal length, then the head.
+
+    The groups are fixed by the architecture, not by what a phase unfreezes: with ``last:N`` the unfrozen
+    layers fall into the later groups.
+    """
+    body = [layer for layer in backbone_layers(model) if layer.weights]
+    head = [layer for layer in model.layers if layer.name.startswith("head_") and layer.weights]
+    parts = max(1, min(n_groups - 1, len(body)))
+    bounds = [round(i * len(body) / parts) for i in range(parts + 1)]
+    return [body[bounds[i]:bounds[i + 1]] for i in range(parts)] + [head]
+
+
+def set_trainable(model, spec: str, freeze_batchnorm: bool = True, train_bn: bool | None = None) -> dict[str, int]:
     """Apply a phase's ``trainable`` spec: ``head``, ``all`` or ``last:N`` backbone layers.
 
-    BatchNormalization layers stay frozen (inference mode) when ``freeze_batchnorm``: fine-tuning
-    them on small batches wrecks their statistics. Returns counts for logging and tests.
+    BatchNormalization layers among the unfrozen ones stay frozen (inference mode) when
+    ``freeze_batchnorm``: fine-tuning them on small batches wrecks their statistics. ``train_bn`` (a
+    phase's override) ``True`` trains every BatchNorm layer of the backbone, even in a frozen backbone
+    (fastai's ``train_bn``); ``False`` freezes them all. Returns counts for logging and tests.
     """
     backbone = backbone_layers(model)
     if spec == "head":
@@ -209,10 +232,12 @@ def set_trainable(model, spec: str, freeze_batchnorm: bool = True) -> dict[str, 
         chosen = backbone[-n:]
     chosen_ids = {id(layer) for layer in chosen}
     for layer in model.layers:
+        is_bn = layer.__class__.__name__ == "BatchNormalization"
         if layer.name.startswith("head_"):
             layer.trainable = True
+        elif is_bn and train_bn is not None and not layer.name.startswith("cxr_"):
+            layer.trainable = train_bn
         elif id(layer) in chosen_ids:
-            is_bn = layer.__class__.__name__ == "BatchNormalization"
             layer.trainable = not (is_bn and freeze_batchnorm)
         else:
             layer.trainable = False
@@ -222,7 +247,18 @@ def set_trainable(model, spec: str, freeze_batchnorm: bool = True) -> dict[str, 
         "trainable_layers": sum(1 for layer in model.layers if layer.trainable and layer.weights),
         "trainable_weights": sum(int(w.numpy().size) for w in model.trainable_weights),
         "backbone_layers": len(backbone),
+        "batchnorm_training": sum(1 for layer in model.layers
+                                  if layer.__class__.__name__ == "BatchNormalization" and layer.trainable),
     }
+
+
+def inference_model(model):
+    """The same graph and weights as a fresh, uncompiled model: what is saved and logged (no optimizer, no
+    custom object inside)."""
+    import keras
+
+    outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs  # a single tensor stays single
+    return keras.Model(model.inputs, outputs, name=model.name)
 
 
 def load_model(path: str | Path):

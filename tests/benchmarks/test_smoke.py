@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks import inference, input_pipeline, load, orchestration, pixels, train_step, validation
+from benchmarks import inference, input_pipeline, load, orchestration, pixels, recipes, train_step, validation
 
 pytestmark = pytest.mark.slow
 
@@ -46,3 +46,11 @@ def test_load(shared_sample, capsys):
     load.main(["--requests", "20", "--concurrency", "2", "--backbone", "small_cnn", "--size", "32"])
     out = capsys.readouterr().out
     assert "p99 ms" in out and "RSS" in out
+
+
+def test_recipes(capsys):
+    recipes.main(["--data", "demo", "--recipes", "before", "kermany-2class", "--epochs", "1", "--size", "32",
+                  "--demo-patients", "6", "--gpu-recipes", "seed2-fastai"])
+    out = capsys.readouterr().out
+    assert "| demo | kermany-2class | small_cnn@32 | 2 |" in out and "macro F1 [95% CI]" in out
+    assert "seed2-fastai | resnet50@224" in out and "unverified" in out

@@ -98,3 +98,42 @@ def test_data_layout_and_kaggle_competitions():
     for bad in ("chest-xray", "a/b/c", "competitions/"):
         with pytest.raises(ParamsError, match=r"owner/dataset' or 'competitions/<slug>'"):
             parse_params({"data": {"source": "kaggle", "kaggle_dataset": bad}})
+
+
+def test_phase_lr_forms():
+    from components.core.config import Phase
+
+    fastai = Phase(epochs=1, trainable="all", lr=[1e-5, 1e-3])
+    assert fastai.lr == pytest.approx(1e-3) and fastai.lr_mult == pytest.approx(100)
+    assert Phase(epochs=1, lr="auto").lr == "auto"
+    assert Phase(epochs=1, lr=0.01, schedule="one_cycle").warmup_fraction == 0.25  # fastai's pct_start
+    assert "[low, high]" in error_of({"train": {"phases": [{"epochs": 1, "lr": [1e-3, 1e-5]}]}})
+    assert "lr_mult" in error_of({"train": {"phases": [{"epochs": 1, "lr": [1e-5, 1e-3], "lr_mult": 10}]}})
+    assert "warmup applies to schedule" in error_of({"train": {"phases": [{"epochs": 1, "lr": 0.01, "warmup": 0.1}]}})
+    assert "train_bn" in error_of({"train": {"phases": [{"epochs": 1, "lr": 0.01, "cache_features": True,
+                                                          "train_bn": True}]}})
+    assert "train.phases.0.schedule" in error_of({"train": {"phases": [{"epochs": 1, "lr": 0.01, "schedule": "step"}]}})
+
+
+def test_incoherent_training_combinations_are_warned_about():
+    def warnings(**train):
+        return parse_params({"train": train}).train.warnings()
+
+    destroy = warnings(backbone="resnet50", phases=[{"epochs": 3, "trainable": "all", "lr": 3e-3}])
+    assert any("destroy pretrained features" in w and "phases[1]" in w for w in destroy)
+    assert not warnings(backbone="resnet50", phases=[{"epochs": 3, "trainable": "all", "lr": [1e-5, 1e-3]}])
+    tiny_bn = warnings(backbone="resnet50", batch_size=8, freeze_batchnorm=False,
+                       phases=[{"epochs": 3, "trainable": "all", "lr": 1e-4}])
+    assert any("fewer than 16 images" in w for w in tiny_bn)
+    frozen_bn = warnings(backbone="resnet50", batch_size=16,
+                         phases=[{"epochs": 1, "trainable": "head", "lr": 1e-3, "train_bn": True}])
+    assert any("frozen backbone with its BatchNorm layers in training mode" in w for w in frozen_bn)
+    random_head = warnings(backbone="small_cnn", weights="none", phases=[{"epochs": 3, "trainable": "head",
+                                                                          "lr": 1e-3}])
+    assert any("convolutions stay random" in w for w in random_head)
+    assert any("refresh_batchnorm" in w for w in warnings(
+        backbone="small_cnn", weights="none", freeze_batchnorm=False, refresh_batchnorm=0,
+        phases=[{"epochs": 3, "trainable": "all", "lr": 1e-3}]))
+    assert any("one-cycle" in w for w in warnings(
+        phases=[{"epochs": 10, "trainable": "last:6", "lr": 1e-4, "schedule": "one_cycle"}]))
+    assert warnings() == []  # the schema default (seed 1) is coherent

@@ -108,3 +108,35 @@ def test_imagenet_weights_are_requested_and_offline_failure_is_explained(tmp_pat
     msg = str(exc.value)
     assert "ImageNet weights" in msg and str(tmp_path / "keras" / "models") in msg and "none" in msg
     assert "Traceback" not in msg
+
+
+def test_train_bn_trains_batchnorm_of_a_frozen_backbone_or_freezes_all():
+    model = models.build_model(cfg("resnet50"), 2)
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    head = models.set_trainable(model, "head", freeze_batchnorm=True, train_bn=True)  # fastai's frozen phase
+    assert all(layer.trainable for layer in bns) and head["batchnorm_training"] == len(bns)
+    assert not any(layer.trainable for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    everything = models.set_trainable(model, "all", freeze_batchnorm=False, train_bn=False)
+    assert not any(layer.trainable for layer in bns) and everything["batchnorm_training"] == 0
+
+
+def test_layer_groups_cut_the_backbone_in_order_then_the_head():
+    model = models.build_model(cfg("vgg16"), 3)
+    groups = models.layer_groups(model, 3)
+    names = [[layer.name for layer in g] for g in groups]
+    assert names[0][0] == "block1_conv1" and names[1][-1] == "block5_conv3"
+    assert abs(len(names[0]) - len(names[1])) <= 1 and names[2] == ["head_dense", "head_logits"]
+    flat = [n for g in names[:2] for n in g]
+    assert flat == [layer.name for layer in models.backbone_layers(model) if layer.weights]
+
+
+def test_concat_pooling_head_feeds_gradcam_and_cached_features():
+    from components.core import gradcam
+
+    model = models.build_model(cfg("small_cnn", head={"pooling": "concat", "dense_units": 8}), 3)
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 1), dtype=np.uint8)
+    feats = models.pooled_features(model, x)
+    assert feats.shape == (2, 2 * 96)  # average and max of the last 96-channel map
+    head = models.head_model(model, feats.shape[-1])
+    np.testing.assert_allclose(head.predict(feats, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert gradcam.gradcam(model, x, np.array([0, 1])).shape[0] == 2

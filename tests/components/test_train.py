@@ -1,3 +1,4 @@
+import json
 import socket
 
 import mlflow
@@ -95,3 +96,87 @@ def test_cache_features_needs_a_frozen_backbone():
 
     with pytest.raises(ParamsError, match="cache_features needs trainable: head"):
         train_params(phases=[{"epochs": 1, "trainable": "all", "lr": 0.01, "cache_features": True}])
+
+
+@pytest.mark.slow
+def test_resume_continues_the_schedule_and_the_discriminative_optimizer(tiny_shards, tmp_path, monkeypatch):
+    """Killed mid-phase (after epoch 3), the rerun continues the one-cycle curve where it was: the optimizer,
+    its step counter and its per-layer rates come back from the checkpoint."""
+    from components.core.checkpoint import TrainState
+
+    p = train_params(phases=[{"epochs": 1, "trainable": "head", "lr": 0.003},
+                             {"epochs": 3, "trainable": "all", "lr": [1e-4, 1e-2], "schedule": "one_cycle",
+                              "weight_decay": 0.01}],
+                     early_stopping={"patience": 10})
+    real_commit = TrainState.commit
+
+    def commit_then_die(self):
+        real_commit(self)
+        if self["epoch"] == 3:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(TrainState, "commit", commit_then_die)
+    with pytest.raises(RuntimeError, match="killed"):
+        train.run(p, tiny_shards, tmp_path / "models", tmp_path / "state", track=False)
+    monkeypatch.setattr(TrainState, "commit", real_commit)
+    summary = train.run(p, tiny_shards, tmp_path / "models", tmp_path / "state", track=False)
+    assert summary["resumed_from_epoch"] == 3
+    hist = pd.read_csv(tmp_path / "models" / "history.csv")
+    steps = -(-len(shards.load_split(tiny_shards, "train").y) // p.train.batch_size)
+    expected = [training.schedule_value("one_cycle", k * steps, 3 * steps, 1e-2, 0.25, 25.0, 1e5) for k in (1, 2, 3)]
+    np.testing.assert_allclose(hist.loc[hist["phase"] == 2, "lr"], expected, rtol=1e-4)  # epoch 4: step 3·steps
+
+
+@pytest.mark.slow
+def test_lr_auto_trains_at_the_range_tests_suggestion_and_logs_it(tiny_shards, tmp_path, mlflow_store):
+    p = train_params(phases=[{"epochs": 1, "trainable": "all", "lr": "auto"}],
+                     lr_find={"min_lr": 1e-5, "max_lr": 0.5, "steps": 12})
+    summary = train.run(p, tiny_shards, tmp_path / "models", tmp_path / "state")
+    lr = summary["phases"][0]["lr"]
+    assert 1e-5 <= lr <= 0.5
+    hist = pd.read_csv(tmp_path / "models" / "history.csv")
+    assert hist["lr"].iloc[0] == pytest.approx(lr, rel=1e-5)  # the phase trained at it
+    client = mlflow.MlflowClient(mlflow_store)
+    run_id = summary["run_id"]
+    assert {a.path for a in client.list_artifacts(run_id, "lr_find/phase1")} == {
+        "lr_find/phase1/lr_find.png", "lr_find/phase1/lr_find.json"}
+    assert client.get_run(run_id).data.metrics["phase1_lr_found"] == pytest.approx(lr)
+    found = mlflow.artifacts.load_dict(f"runs:/{run_id}/lr_find/phase1/lr_find.json")
+    assert min(found["curve"]["lr"]) <= lr <= max(found["curve"]["lr"]) and found["chosen"] == lr
+
+
+def test_a_constant_predictor_is_a_failed_training_the_gate_refuses(tiny_shards, tmp_path, monkeypatch):
+    import shutil
+
+    from components.core import gating
+
+    data = tmp_path / "shards"  # val and test tiled to 24+ images: enough to call one class for all a failure
+    shutil.copytree(tiny_shards, data)
+    for split in ("val", "test"):
+        reps = -(-training.COLLAPSE_MIN_IMAGES // len(np.load(data / f"{split}_y.npy")))
+        for suffix in ("x", "y"):
+            arr = np.load(data / f"{split}_{suffix}.npy")
+            np.save(data / f"{split}_{suffix}.npy", np.concatenate([arr] * reps))
+        rows = pd.read_csv(data / f"{split}.csv")
+        pd.concat([rows] * reps).to_csv(data / f"{split}.csv", index=False)
+    real_build = models.build_model
+
+    def biased(cfg, n_classes):  # logits dominated by class 0, and a rate too small to undo it
+        model = real_build(cfg, n_classes)
+        model.get_layer(models.LOGITS_NAME).bias.assign(np.array([50.0, 0.0, 0.0], "float32"))
+        return model
+
+    monkeypatch.setattr(models, "build_model", biased)
+    p = train_params(phases=[{"epochs": 1, "trainable": "head", "lr": 1e-7}], calibrate=False)
+    summary = train.run(p, data, tmp_path / "models", tmp_path / "state", track=False)
+    assert summary["status"] == "training_failed" and "constant predictor" in summary["failure"]
+    assert summary["collapse_check"] == "done"
+    saved = json.loads((tmp_path / "models" / "train_summary.json").read_text())
+    assert saved["status"] == "training_failed"
+    test = shards.load_split(data, "test")
+    proba = models.load_model(tmp_path / "models" / "model.keras").predict(test.x, verbose=0)
+    check = gating.training_check(saved, test.y, proba)
+    assert not check["passed"] and "constant predictor" in check["note"]
+    # and a model that never said so, but predicts one class for every test image, is refused too
+    assert not gating.training_check({"status": "ok"}, test.y, proba)["passed"]
+    assert gating.training_check({"status": "ok"}, test.y, np.eye(3)[test.y])["passed"]

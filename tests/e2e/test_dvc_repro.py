@@ -75,6 +75,25 @@ def test_push_to_the_default_local_remote(repo):
     assert any((path / "dvc-storage").rglob("*"))
 
 
+def test_switching_to_two_classes_is_one_command(repo):
+    """`cxr recipe apply kermany-2class`, then `dvc repro`: classes, operating points and gate agree."""
+    path, _ = repo
+    original = (path / "params.yaml").read_text()
+    try:
+        # one command; the --set values only keep this test short (fewer patients, no external set)
+        sh(["cxr", "recipe", "apply", "kermany-2class", "--set", "data.demo.patients_per_class=8",
+            "--set", "evaluate.external=[]"], path)
+        run = sh(["dvc", "repro"], path)
+        assert "Running stage 'ingest'" in run.stdout and "Running stage 'gate'" in run.stdout
+        metrics = json.loads((path / "reports/metrics.json").read_text())
+        assert set(metrics["per_class"]) == {"NORMAL", "PNEUMONIA"}
+        gate = json.loads((path / "reports/gate.json").read_text())
+        assert {c["metric"] for c in gate["checks"]} >= {"sensitivity.PNEUMONIA", "training_status"}
+        assert set(gate["operating_points"]) <= {"PNEUMONIA"}
+    finally:
+        (path / "params.yaml").write_text(original)
+
+
 def test_bad_params_fail_before_work_with_the_key(repo):
     path, _ = repo
     (path / "params.yaml").write_text((path / "params.yaml").read_text().replace("val_fraction", "val_fractoin"))
