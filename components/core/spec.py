@@ -68,6 +68,21 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Partitioned:
+    """A step whose work splits into ``scale.partitions`` independent parts and a merge.
+
+    The step module defines ``run_partition(params, part, <inputs>, partial)``, which writes part
+    ``part`` (0-based) of the work into the folder ``partial``, and ``merge(params, partials, <inputs>,
+    <outputs>)``, which makes the step's outputs from every part's folder (in part order). Its ``run()``
+    (``cxr``, ``dvc repro``) runs the parts one after the other, then the merge; the KFP pipeline runs one
+    task per part under ``dsl.ParallelFor`` (``scale.parallelism`` at once) and the merge as the step's task,
+    fed with the parts through ``dsl.Collected``. The result does not depend on the number of parts (tests).
+    """
+
+    help: str = "one part of the work"
+
+
+@dataclass(frozen=True)
 class StepSpec:
     """The contract of one step: what it reads (params, inputs), what it writes, how it is cached."""
 
@@ -104,6 +119,8 @@ class StepSpec:
     secrets: tuple[Literal["mlflow", "kaggle"], ...] = ()
     retries: int = 0
     module: str = ""  # the Python module with run(); default components.<name with - as _>
+    # the work splits into scale.partitions parts (KFP: a ParallelFor fan-out and a merge task)
+    partitioned: Partitioned | None = None
 
     def __post_init__(self) -> None:
         from components.core.params_view import SECTION_ORDER
@@ -113,6 +130,12 @@ class StepSpec:
         if clash:  # KFP components take sections, ports and options as parameters of one function
             raise ValueError(f"step {self.name}: port/option names {sorted(clash)} clash with each other or with "
                              "params sections")
+        if self.partitioned is not None:
+            reserved = {"part", "partial", "partials"} & set(names)
+            if reserved:
+                raise ValueError(f"step {self.name}: {sorted(reserved)} are the partitioned step's own names")
+            if not any(p == "scale" or p.startswith("scale.") for p in self.params):
+                raise ValueError(f"step {self.name} is partitioned: declare scale.partitions in its params")
 
     @property
     def module_name(self) -> str:
