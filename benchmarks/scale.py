@@ -60,8 +60,8 @@ def overrides(n: int, size: int) -> dict:
     """Params for ``n`` images: the demo at small sides, small_cnn at ``size`` px, one epoch."""
     return {
         "data.source": "demo",
-        # 1–3 images per patient (2 on average), three classes
-        "data.demo": {"patients_per_class": max(2, round(n / 6)), "max_images_per_patient": 3, "min_side": 64,
+        # 1–7 images per patient (4 on average), three classes (data.demo allows at most 10,000 patients per class)
+        "data.demo": {"patients_per_class": max(2, round(n / 12)), "max_images_per_patient": 7, "min_side": 64,
                       "max_side": 96, "seed": 0},
         "train.backbone": "small_cnn", "train.weights": "none", "train.image_size": size, "train.batch_size": 64,
         "train.phases": [{"epochs": 1, "trainable": "all", "lr": 0.003}], "train.freeze_batchnorm": False,
@@ -100,7 +100,7 @@ def run_stage(code: Path, params: Path, step: str, ports: dict, log: Path) -> di
         proc = subprocess.run([sys.executable, "-c", CHILD, arg], cwd=code, env=env, stdout=subprocess.PIPE,
                               stderr=fh, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{step} failed (exit {proc.returncode}); see {log}")
+        raise SystemExit(f"{step} failed (exit {proc.returncode}):\n{log.read_text()[-3000:]}")
     line = next(x for x in proc.stdout.splitlines() if x.startswith("@@RESULT@@"))
     return json.loads(line.removeprefix("@@RESULT@@"))
 

@@ -57,7 +57,9 @@ SPEC = StepSpec(
 
 
 def _predict(model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict(x, batch_size=64, verbose=0), dtype=np.float64)
+    from components.core import shards
+
+    return np.asarray(shards.predict(model, x), dtype=np.float64)  # a block at a time: any split size
 
 
 def champion_test_arrays(bundle, test, shards_meta, images_dir: Path | None, max_pixels: int) -> np.ndarray:

@@ -36,7 +36,7 @@ SPEC = StepSpec(
             Port("images", "data/raw", "image root the manifests' paths are relative to")),
     outputs=(Port("out", "data/shards", "output folder: uint8 .npy shards per split"),),
     resources=("2", "8", "4G", "16G"),
-    partitioned=Partitioned("decode one run of the shard files"),
+    partitioned=Partitioned("decode one run of the shard files", merge_inputs=("splits",)),
 )
 
 PART_FILE = "part.json"

@@ -199,7 +199,9 @@ def probs_and_features(model, x: np.ndarray, batch_size: int = 64) -> tuple[np.n
     both = scoring_model(model)
     if both is None:
         raise CxrError(f"model {model.name} has no layer {'head_pool'!r}: no OOD reference can be fitted")
-    probs, feats = both.predict(x, batch_size=batch_size, verbose=0)
+    from components.core.shards import predict
+
+    probs, feats = predict(both, x, batch_size)  # a block at a time: the training split can be any size
     return np.asarray(probs, dtype=np.float64), np.asarray(feats, dtype=np.float64)
 
 
@@ -209,10 +211,13 @@ def fit_and_save(model, train, val, classes: list[str], false_alarm: float, out_
     ``out_dir/ood_reference.npz``, log it to the active MLflow run when ``track``; return a summary."""
     _, train_feats = probs_and_features(model, train.x)
     val_probs, val_feats = probs_and_features(model, val.x)
-    stats = image_stats(train.x, train.rows)
-    if len(train.x) > MAX_STAT_ROWS:
+    if len(train.x) > MAX_STAT_ROWS:  # the same rows as before, without a float64 copy of the whole split
         keep = np.random.default_rng(0).choice(len(train.x), MAX_STAT_ROWS, replace=False)
-        stats = {k: v[keep] for k, v in stats.items()}
+        stats = image_stats(train.x[np.sort(keep)], train.rows.iloc[np.sort(keep)])
+        order = np.argsort(np.argsort(keep))  # back to the order of `keep`
+        stats = {k: v[order] for k, v in stats.items()}
+    else:
+        stats = image_stats(train.x, train.rows)
     ref = fit(train_feats, train.y, val_feats, val_probs, classes, false_alarm, stats)
     path = ref.save(Path(out_dir) / REFERENCE_FILE)
     if track:
@@ -264,7 +269,7 @@ def evaluate_dir(model, model_dir: str | Path, test_x: np.ndarray, external_dir:
     out = {"available": True, **ref.describe(), "test": _set_summary(ref, test_scores), "external": {}}
     for name in external_names:
         d = Path(external_dir) / name if external_dir else None
-        if d is None or not (d / "test_x.npy").is_file():
+        if d is None or not (d / "meta.json").is_file():
             continue
         scores = ref.score(probs_and_features(model, shards.load_split(d, "test").x)[1])
         out["external"][name] = {**_set_summary(ref, scores), "auroc_vs_test": auroc(test_scores, scores)}

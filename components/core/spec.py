@@ -80,6 +80,12 @@ class Partitioned:
     """
 
     help: str = "one part of the work"
+    # the inputs merge() reads (default: all of them); a KFP task downloads every input artifact it is given,
+    # so the merge of preprocess does not take the image folder
+    merge_inputs: tuple[str, ...] | None = None
+
+    def merge_ports(self, inputs: tuple[Port, ...]) -> tuple[Port, ...]:
+        return inputs if self.merge_inputs is None else tuple(p for p in inputs if p.name in self.merge_inputs)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,9 @@ class StepSpec:
     module: str = ""  # the Python module with run(); default components.<name with - as _>
     # the work splits into scale.partitions parts (KFP: a ParallelFor fan-out and a merge task)
     partitioned: Partitioned | None = None
+    # "trainjob": with train.workers > 1 the KFP task runs the step as a Kubeflow Trainer TrainJob
+    # (pipelines/trainjob.py) on the workers' GPUs instead of in its own pod
+    launcher: Literal["", "trainjob"] = ""
 
     def __post_init__(self) -> None:
         from components.core.params_view import SECTION_ORDER
