@@ -156,8 +156,9 @@ def launch_local(argv: list[str], count: int, log_dir: str | Path, env: dict[str
         child_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(tf_config)}
         child_env.pop("CXR_TF_CONFIG_FROM", None)
         out = open(log_dir / f"worker-{i}.log", "wb")  # noqa: SIM115 (closed below)
-        procs.append((subprocess.Popen(argv, env=child_env, stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True), out))
+        proc = subprocess.Popen(argv, env=child_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        (log_dir / f"worker-{i}.pid").write_text(str(proc.pid))
+        procs.append((proc, out))
     log.info("started %d local workers (%s); logs in %s", count, ", ".join(hosts), log_dir)
     started = time.monotonic()
     try:

@@ -20,6 +20,14 @@ import sys
 from pathlib import Path
 
 OUT = Path(__file__).with_name("kubeflow-trainer-v1alpha1.schema.json")
+# The generated models get two Kubernetes scalar types wrong (OpenAPI Generator makes objects of them): a
+# resource.Quantity is a string ("8Gi", "500m") or a number, an IntOrString an integer or a string.
+QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+SCALARS = {
+    "IoK8sApimachineryPkgApiResourceQuantity": {"anyOf": [{"type": "string", "pattern": QUANTITY},
+                                                          {"type": "number"}]},
+    "IoK8sApimachineryPkgUtilIntstrIntOrString": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+}
 
 
 def strict(node):
@@ -45,11 +53,13 @@ def main(version: str) -> None:
         defs.update(schema.pop("$defs", {}))
         defs[model.__name__] = schema
         roots[kind] = {"$ref": f"#/$defs/{model.__name__}"}
+    defs.update(SCALARS)
     out = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Kubeflow Trainer trainer.kubeflow.org/v1alpha1 TrainJob and TrainingRuntime",
         "x-source": f"generated from kubeflow-trainer-api=={version} (PyPI, {kubeflow_trainer_api.__name__}) by "
-                    "infra/k8s/schemas/trainer_schema.py; objects made strict (additionalProperties: false)",
+                    "infra/k8s/schemas/trainer_schema.py; objects made strict (additionalProperties: false); "
+                    "Quantity and IntOrString as Kubernetes defines them",
         "x-kinds": roots,
         "oneOf": list(roots.values()),
         "$defs": strict(defs),
