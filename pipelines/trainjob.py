@@ -207,7 +207,9 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path, track: b
 
     from components import train
     from components.core.fsutil import atomic_path, read_json, remove
+    from components.core.params_view import view
 
+    params = view(params, train.SPEC.params, train.SPEC.name)  # what the train step reads, as in its run()
     workers = params.train.workers
     fp = train.fingerprint(params, Path(shards))
     name, namespace = job_name(fp), _namespace(cfg)

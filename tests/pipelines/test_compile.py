@@ -138,3 +138,24 @@ def test_partitioned_steps_fan_out_with_a_bounded_parallel_for_and_merge(spec):
     assert "images" in pipeline["components"]["comp-preprocess-partition"]["inputDefinitions"]["artifacts"]
     assert pipeline["deploymentSpec"]["executors"]["exec-preprocess-partition"]["container"]["resources"][
         "memoryLimit"]
+
+
+def test_with_several_workers_the_train_task_launches_a_trainjob(tmp_path):
+    """Compiled for train.workers > 1: the train task carries the TrainJob settings (runtime, image, GPUs per
+    worker, the shared volume) and mounts that volume; it asks for no GPU itself (the workers do)."""
+    from pipelines.pipeline import ClusterConfig
+
+    out = tmp_path / "multi.yaml"
+    ops.compile_pipeline(out, ROOT / "params.yaml", ClusterConfig(train_workers=4, gpus=2, image="img:1"))
+    pipeline, executors = docs(out)
+    container = pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CXR_TRAINJOB_RUNTIME"] == "cxr-tensorflow-multiworker" and env["CXR_TRAINJOB_IMAGE"] == "img:1"
+    assert env["CXR_TRAINJOB_GPUS"] == "2" and env["CXR_TRAINJOB_PVC"] == "cxr-train-shared"
+    assert "accelerator" not in container["resources"]
+    assert executors["exec-train"]["pvcMount"][0]["mountPath"] == env["CXR_TRAINJOB_PATH"]
+    assert {e["envVar"] for s in executors["exec-train"]["secretAsEnv"] for e in s["keyToEnv"]} == \
+        {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    # the task's code hands over to the TrainJob launcher when train.workers > 1 and those settings are there
+    from pipelines import runtime
+    assert "trainjob.run(" in Path(runtime.__file__).read_text()
