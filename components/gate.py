@@ -70,7 +70,9 @@ def champion_test_arrays(bundle, test, shards_meta, images_dir: Path | None, max
         return test.x
     if images_dir is None:
         raise DataError(f"the champion takes {bundle.image_size}px images; pass --images to decode the test split")
-    decoded = decode_files([str(images_dir / p) for p in test.rows["path"]], bundle.image_size, bundle.resize,
+    from components.core import storage
+
+    decoded = decode_files([storage.join(images_dir, p) for p in test.rows["path"]], bundle.image_size, bundle.resize,
                            max_pixels, desc="champion test set")
     bad = [d for d in decoded if isinstance(d, str)]
     if bad:

@@ -61,8 +61,12 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-@functools.lru_cache(maxsize=1)
 def _s3_client():
+    return _s3_client_of(os.getpid())  # one per process: a client is not safe to share across fork()
+
+
+@functools.lru_cache(maxsize=4)
+def _s3_client_of(pid: int):
     try:
         import boto3
         from botocore.config import Config
