@@ -17,6 +17,12 @@ fixes), so "before" and "after" come from the same script::
 
 The table ends with the growth from the smallest to the largest size: throughput ratio (1 = flat) and
 peak-RSS ratio (goal ≤ 1.3).
+
+``--proof`` instead trains the demo (``--proof-patients`` per class, 32 px, small_cnn) with one process and
+with two worker processes on 127.0.0.1 (``train.workers: 2``, MultiWorkerMirroredStrategy, the same global
+batch and seed) and prints both histories and the final validation metrics::
+
+    python -m benchmarks.scale --proof --proof-epochs 8
 """
 
 from __future__ import annotations
@@ -79,6 +85,11 @@ def write_params(code: Path, path: Path, n: int, size: int, extra: dict) -> None
         sys.path.pop(0)
     raw = apply_overrides(yaml.safe_load((code / "params.yaml").read_text()), {**overrides(n, size), **extra})
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def rows(csv: Path) -> int:
+    with open(csv) as fh:
+        return sum(1 for _ in fh) - 1
 
 
 def tree_size(path: Path) -> tuple[int, int]:
@@ -151,11 +162,8 @@ def measure(code: Path, n: int, size: int, work: Path, extra: dict, dvc: bool) -
     for step in STAGES:
         r = run_stage(code, params, step, ports[step], log)
         if step == "ingest":
-            images = sum(1 for _ in open(Path(d["raw"]) / "manifest.csv")) - 1
-        if step == "train":  # one epoch over the training split
-            count = sum(1 for _ in open(Path(d["shards"]) / "train.csv")) - 1
-        else:
-            count = images
+            images = rows(Path(d["raw"]) / "manifest.csv")
+        count = rows(Path(d["shards"]) / "train.csv") if step == "train" else images  # train: one epoch
         files = nbytes = 0
         for key in written[step]:
             f, b = tree_size(Path(d[key]))
@@ -170,6 +178,54 @@ def measure(code: Path, n: int, size: int, work: Path, extra: dict, dvc: bool) -
         result["dvc"] = dvc_times(work, Path(d["raw"]))
         print(f"  {n}: dvc {result['dvc']}", flush=True)
     return result
+
+
+def proof(patients: int, epochs: int, work: Path) -> str:
+    """One process vs two local workers on the same shards: per-epoch validation loss and the final numbers."""
+    from components import ingest, preprocess, split, train
+    from components.core import shards as shard_io
+    from components.core.config import parse_params
+
+    raw = {"data": {"demo": {"patients_per_class": patients, "max_images_per_patient": 3, "min_side": 64,
+                             "max_side": 96}},
+           "validate": {"workers": 1},
+           "train": {"backbone": "small_cnn", "weights": "none", "image_size": 32, "batch_size": 32,
+                     "phases": [{"epochs": epochs, "trainable": "all", "lr": 0.003}], "freeze_batchnorm": False,
+                     "head": {"dense_units": 32, "dropout": 0.2}, "early_stopping": {"patience": epochs},
+                     "calibrate": False}}
+    p = parse_params(raw)
+    ingest.run(p, work / "raw")
+    split.run(p, work / "raw" / "manifest.csv", work / "splits", work / "rs")
+    preprocess.run(p, work / "splits", work / "raw", work / "shards")
+    runs = {}
+    for workers in (1, 2):
+        q = p.model_copy(update={"train": p.train.model_copy(update={"workers": workers})})
+        t = time.perf_counter()
+        summary = train.run(q, work / "shards", work / f"m{workers}", work / f"s{workers}", track=False)
+        import pandas as pd
+
+        hist = pd.read_csv(work / f"m{workers}" / "history.csv")
+        from components.core import models
+
+        model = models.load_model(work / f"m{workers}" / "model.keras")
+        val = shard_io.load_split(work / "shards", "val")
+        test = shard_io.load_split(work / "shards", "test")
+        acc = {name: float((shard_io.predict(model, s.x).argmax(1) == s.y).mean()) for name, s in
+               (("val", val), ("test", test))}
+        runs[workers] = {"summary": summary, "hist": hist, "acc": acc, "seconds": time.perf_counter() - t}
+    n_train = len(shard_io.load_split(work / "shards", "train").y)
+    rows = [[int(e), round(float(a), 4), round(float(b), 4)] for e, a, b in
+            zip(runs[1]["hist"]["epoch"], runs[1]["hist"]["val_loss"], runs[2]["hist"]["val_loss"], strict=False)]
+    out = [f"demo: {n_train} training images, 32 px, small_cnn, global batch 32, {epochs} epochs",
+           table(["epoch", "val_loss, 1 process", "val_loss, 2 workers"], rows)]
+    final = [[f"{w} {'process' if w == 1 else 'workers'}", r["summary"]["best_epoch"],
+              round(r["summary"]["best_value"], 4), round(r["acc"]["val"], 4), round(r["acc"]["test"], 4),
+              round(r["seconds"], 1)] for w, r in runs.items()]
+    out.append(table(["run", "best epoch", "best val_loss", "val accuracy", "test accuracy", "wall s"], final))
+    d = {k: abs(runs[2][k2][k] - runs[1][k2][k]) for k, k2 in (("best_value", "summary"),)}
+    out.append(f"|best val_loss 2 workers - 1 process| = {d['best_value']:.4f}; test accuracy "
+               f"{runs[2]['acc']['test']:.3f} vs {runs[1]['acc']['test']:.3f} (n_test={len(test.y)})")
+    return "\n\n".join(out)
 
 
 def load_avg() -> str:
@@ -213,7 +269,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-dvc", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one, removed)")
+    ap.add_argument("--proof", action="store_true", help="1 process vs 2 local workers on the demo (see above)")
+    ap.add_argument("--proof-patients", type=int, default=40)
+    ap.add_argument("--proof-epochs", type=int, default=8)
     args = ap.parse_args(argv)
+    if args.proof:
+        with tempfile.TemporaryDirectory(prefix="scale-proof-") as d:
+            print(f"load average at start: {load_avg()}")
+            print(proof(args.proof_patients, args.proof_epochs, Path(d)))
+            print(f"load average at end: {load_avg()}")
+        return
     import yaml
 
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}

@@ -93,12 +93,10 @@ def _fit_phase(model, phase, state, train, val, datasets, weights, callbacks, st
 def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/train-state",
         track: bool = True) -> dict:
     """Train on ``shards``; write ``model.keras``, ``history.csv``, ``train_summary.json`` to ``out``."""
-    from components.core import manifest, models, tracking, training
+    from components.core import distributed, manifest, models, tracking, training
     from components.core import shards as shard_io
     from components.core.checkpoint import TrainState, load_weights, make_tracker
     from components.core.fsutil import atomic_path, remove, write_json
-
-    from components.core import distributed
 
     cfg = params.train
     me = distributed.worker()

@@ -152,7 +152,8 @@ def tasks_py(specs: list[StepSpec]) -> str:
         sources.append(task_source(s, wires))
         names.append(func_name(s))
     body = "\n\n".join(sources)
-    return f"{TASKS_HEADER}\n\n{body}\n\nFUNCTIONS = ({', '.join(names)},)\n"
+    listed = "\n".join(textwrap.wrap(", ".join(names) + ",", 112, initial_indent="    ", subsequent_indent="    "))
+    return f"{TASKS_HEADER}\n\n{body}\n\nFUNCTIONS = (\n{listed}\n)\n"
 
 
 def expected() -> dict[str, str]:

@@ -387,4 +387,7 @@ def register(
     return run_task('register', locals())
 
 
-FUNCTIONS = (partitions, ingest, validate_partition, validate, split, preprocess_partition, preprocess, train, external, evaluate, gate, register,)
+FUNCTIONS = (
+    partitions, ingest, validate_partition, validate, split, preprocess_partition, preprocess, train, external,
+    evaluate, gate, register,
+)

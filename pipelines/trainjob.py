@@ -21,6 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from components.core.errors import CxrError, ServiceError
 
@@ -55,7 +56,8 @@ class TrainJobConfig:
     timeout_seconds: float = 3 * 24 * 3600.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
-    ENV = {"runtime": "CXR_TRAINJOB_RUNTIME", "image": "CXR_TRAINJOB_IMAGE", "shared_pvc": "CXR_TRAINJOB_PVC",
+    ENV: ClassVar[dict[str, str]] = {
+           "runtime": "CXR_TRAINJOB_RUNTIME", "image": "CXR_TRAINJOB_IMAGE", "shared_pvc": "CXR_TRAINJOB_PVC",
            "shared_path": "CXR_TRAINJOB_PATH", "namespace": "CXR_TRAINJOB_NAMESPACE",
            "gpus_per_worker": "CXR_TRAINJOB_GPUS", "gpu_type": "CXR_TRAINJOB_GPU_TYPE",
            "mlflow_secret": "CXR_TRAINJOB_MLFLOW_SECRET", "poll_seconds": "CXR_TRAINJOB_POLL_SECONDS"}
@@ -188,7 +190,8 @@ def wait(api: Api, namespace: str, name: str, cfg: TrainJobConfig, sleep=time.sl
             log.info("TrainJob %s: %s", name, status)
             last = status
         if time.monotonic() - started > cfg.timeout_seconds:
-            raise TrainJobFailed(f"TrainJob {namespace}/{name} did not finish in {cfg.timeout_seconds:.0f} s ({status})")
+            raise TrainJobFailed(f"TrainJob {namespace}/{name} did not finish in {cfg.timeout_seconds:.0f} s "
+                                 f"({status})")
         sleep(cfg.poll_seconds)
 
 

@@ -5,7 +5,7 @@ index can point into object storage on a cluster and at local files on a laptop,
 
 - Local paths (``data/raw/x.png``, ``/abs/path``, ``file:///abs/path``) use the file system; ``.npy``
   files are memory-mapped, so a shard costs page cache, not process memory.
-- ``s3://bucket/key`` goes through boto3 (the ``s3`` extra: ``pip install '.[s3]'``), with the usual
+- ``s3://bucket/key`` goes through boto3 (a dependency of the project), with the usual
   AWS settings from the environment; ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) points it at
   MinIO or another S3-compatible store. A remote ``.npy`` is read whole (one GET per shard file).
 
@@ -67,15 +67,11 @@ def _s3_client():
 
 @functools.lru_cache(maxsize=4)
 def _s3_client_of(pid: int):
-    try:
-        import boto3
-        from botocore.config import Config
-    except ImportError:
-        raise ServiceError("s3:// paths need boto3: pip install 'cxr-mlops[s3]'") from None
+    import boto3
+
+    # retries: AWS_MAX_ATTEMPTS / AWS_RETRY_MODE from the environment, as every AWS SDK reads them
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-    # many small reads in parallel (pool workers, tf.data interleave): keep connections around
-    return boto3.client("s3", endpoint_url=endpoint, config=Config(max_pool_connections=32,
-                                                                   retries={"max_attempts": 5, "mode": "standard"}))
+    return boto3.client("s3", endpoint_url=endpoint)
 
 
 def _s3_error(uri: str, err: Exception) -> Exception:

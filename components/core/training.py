@@ -58,7 +58,6 @@ def calibrate(model, x_val: np.ndarray, y_val: np.ndarray, bins: int = 10) -> di
     """Fit the softmax temperature on the validation split (Guo et al. 2017); ECE before and after."""
     from components.core import clinical, models
     from components.core.metrics import expected_calibration_error
-
     from components.core.shards import predict
 
     logits = np.asarray(predict(models.logits_model(model), x_val), dtype=np.float64)  # block-wise: any split size

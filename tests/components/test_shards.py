@@ -84,13 +84,14 @@ def test_predict_runs_in_bounded_blocks():
     from components.core.shards import predict
 
     class Model:  # records the size of every call
-        calls: list = []
+        def __init__(self):
+            self.calls = []
 
         def predict(self, b, batch_size, verbose):
             self.calls.append(len(b))
             return b.reshape(len(b), -1)[:, :1].astype(float)
 
-    x, full = chunked(n=11, per=4)
+    x, _ = chunked(n=11, per=4)
     m = Model()
     out = predict(m, x, block=5)
     assert m.calls == [5, 5, 1] and (out[:, 0] == np.arange(11)).all()
@@ -99,7 +100,8 @@ def test_predict_runs_in_bounded_blocks():
 def test_the_stream_reads_every_image_once_with_its_label():
     x, _ = chunked(n=23, per=5)
     split = Split(x, np.arange(23) % 3, None)
-    plain = [(int(a[0, 0, 0]), int(b)) for xb, yb in dataset(split, 4) for a, b in zip(xb.numpy(), yb.numpy())]
+    plain = [(int(a[0, 0, 0]), int(b)) for xb, yb in dataset(split, 4)
+             for a, b in zip(xb.numpy(), yb.numpy(), strict=True)]
     assert plain == [(i, i % 3) for i in range(23)]  # evaluation: in order
     seen = []
     for xb, yb in dataset(split, 4, training=True, seed=1):

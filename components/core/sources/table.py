@@ -6,7 +6,9 @@ Paths are relative to the CSV's folder (or absolute).
 ``s3://`` URI (or relative to an ``s3://`` CSV). Such images are **not copied**: the raw manifest keeps their
 URIs, and validate and preprocess read them where they are (:mod:`components.core.storage`), so ingest of
 400,000 images writes one CSV, and the KFP tasks pass that CSV, not the images, between them. Their existence
-is not checked here (one request per image); validate reads every one and quarantines what it cannot read. Windows-style ``a\\b.png`` paths are
+is not checked here (one request per image); validate reads every one and quarantines what it cannot read.
+
+Windows-style ``a\\b.png`` paths are
 resolved as ``a/b.png`` when no file has the literal name. A row whose file is missing is skipped
 and reported (every row is accounted for); a CSV row names its file explicitly, so it may point
 outside the CSV's folder (the README's held-out example does).
