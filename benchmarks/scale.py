@@ -139,6 +139,11 @@ def dvc_times(work: Path, raw: Path) -> dict:
     out["status_changed"] = sh("dvc", "status")
     out["commit"] = sh("dvc", "commit", "-f", "-q", "raw.dvc")
     os.replace(repo / "raw", raw)
+    # by reference (images in object storage, README "Scaling out"): DVC tracks the manifest alone
+    (repo / "ref").mkdir()
+    shutil.copy(raw / "manifest.csv", repo / "ref" / "manifest.csv")
+    out["add_manifest_only"] = sh("dvc", "add", "-q", "ref")
+    out["status_manifest_only"] = sh("dvc", "status")
     return out
 
 
@@ -170,9 +175,15 @@ def measure(code: Path, n: int, size: int, work: Path, extra: dict, dvc: bool) -
             files, nbytes = files + f, nbytes + b
         r.update({"images": count, "img_per_s": count / r["wall"], "cpu_ms_per_img": 1000 * r["cpu"] / count,
                   "files": files, "mb_written": nbytes / 2**20})
+        if step == "train":  # the epoch alone (fit + validation), without TF start-up, calibration, OOD, saving
+            with open(Path(d["models"]) / "history.csv") as fh:
+                header, first = fh.readline().strip().split(","), fh.readline().strip().split(",")
+            r["epoch_s"] = float(first[header.index("seconds")])
+            r["epoch_img_per_s"] = count / r["epoch_s"]
         result["stages"][step] = r
         print(f"  {n}: {step} {r['wall']:.1f} s, {r['img_per_s']:.0f} img/s, RSS {r['rss_main_mb']:.0f}/"
-              f"{r['rss_worker_mb']:.0f} MiB", flush=True)
+              f"{r['rss_worker_mb']:.0f} MiB" + (f", epoch {r['epoch_img_per_s']:.0f} img/s" if "epoch_s" in r else ""),
+              flush=True)
     result["images"] = images
     if dvc:
         result["dvc"] = dvc_times(work, Path(d["raw"]))
@@ -241,11 +252,16 @@ def report(results: list[dict]) -> str:
                          round(r["rss_worker_mb"]), r["files"], round(r["mb_written"], 1)])
     out = [table(["images", "stage", "wall s", "img/s", "CPU ms/img", "peak RSS MiB", "main MiB", "worker MiB",
                   "files", "MB written"], rows)]
-    dvc_rows = [[res["images"], *(round(res["dvc"][k], 2) for k in ("add", "status_noop", "status_changed", "commit"))]
+    keys = ("add", "status_noop", "status_changed", "commit", "add_manifest_only", "status_manifest_only")
+    dvc_rows = [[res["images"], *(round(res["dvc"][k], 2) if k in res["dvc"] else "" for k in keys)]
                 for res in results if "dvc" in res]
     if dvc_rows:
         out.append(table(["images", "dvc add s", "dvc status s (no change)", "dvc status s (1 changed)",
-                          "dvc commit s"], dvc_rows))
+                          "dvc commit s", "dvc add s, manifest only", "dvc status s, manifest only"], dvc_rows))
+    epochs = [[res["images"], t["images"], round(t["epoch_s"], 1), round(t["epoch_img_per_s"])]
+              for res in results if "epoch_s" in (t := res["stages"]["train"])]
+    if epochs:
+        out.append(table(["images", "training images", "epoch s (fit + validation)", "epoch img/s"], epochs))
     if len(results) > 1:
         a, b = results[0], results[-1]
         growth = []
