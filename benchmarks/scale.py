@@ -139,10 +139,13 @@ def dvc_times(work: Path, raw: Path) -> dict:
     out["status_changed"] = sh("dvc", "status")
     out["commit"] = sh("dvc", "commit", "-f", "-q", "raw.dvc")
     os.replace(repo / "raw", raw)
-    # by reference (images in object storage, README "Scaling out"): DVC tracks the manifest alone
-    (repo / "ref").mkdir()
-    shutil.copy(raw / "manifest.csv", repo / "ref" / "manifest.csv")
-    out["add_manifest_only"] = sh("dvc", "add", "-q", "ref")
+    # by reference (images in object storage, README "Scaling out"): DVC tracks the manifest alone (own repo)
+    repo = work / "dvcref"
+    (repo / "raw").mkdir(parents=True)
+    shutil.copy(raw / "manifest.csv", repo / "raw" / "manifest.csv")
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    out["add_manifest_only"] = sh("dvc", "add", "-q", "raw")
     out["status_manifest_only"] = sh("dvc", "status")
     return out
 

@@ -40,6 +40,7 @@ SPEC = StepSpec(
 )
 
 PART_FILE = "part.json"
+DECODE_BATCH = 1024  # images decoded before they are written into their shard file
 
 
 def _frames(params, splits_dir: Path) -> dict:
@@ -89,15 +90,23 @@ def _decode_units(units, frames: dict, images_dir: Path, out_dir: Path, size: in
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
         for split, index, start, stop in units:
-            paths = list(frames[split]["path"].iloc[start:stop])
-            decoded = decode_files([storage.join(images_dir, p) for p in paths], size, mode, max_pixels,
-                                   workers, f"preprocess {split} shard {index}", pool=pool)
-            bad = [(split, p, r) for p, r in zip(paths, decoded, strict=True) if isinstance(r, str)]
-            if bad:
+            dest = out_dir / shard_name(split, index)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            # the shard file is filled a batch at a time through a memory map: memory holds one batch, not a shard
+            shard = np.lib.format.open_memmap(dest.with_name(f".{dest.name}.tmp"), mode="w+", dtype=np.uint8,
+                                              shape=(stop - start, size, size))
+            for a in range(start, stop, DECODE_BATCH):
+                b = min(a + DECODE_BATCH, stop)
+                paths = list(frames[split]["path"].iloc[a:b])
+                decoded = decode_files([storage.join(images_dir, p) for p in paths], size, mode, max_pixels,
+                                       workers, f"preprocess {split} shard {index}", pool=pool)
+                bad = [(split, p, r) for p, r in zip(paths, decoded, strict=True) if isinstance(r, str)]
                 failed += bad
-                continue
-            if not failed:
-                storage.save_array(out_dir / shard_name(split, index), np.stack(decoded))
+                if not failed:
+                    shard[a - start:b - start] = np.stack(decoded)
+            shard.flush()
+            del shard
+            os.replace(dest.with_name(f".{dest.name}.tmp"), dest)
     finally:
         if pool is not None:
             pool.shutdown()

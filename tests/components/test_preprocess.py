@@ -90,6 +90,10 @@ def test_partitions_write_byte_identical_shards(tmp_path):
     assert one["splits"]["train"] == {"images": 9, "bytes": 9 * 32 * 32, "shards": 3}
     want = _files(tmp_path / "one")
     assert "train/x-00002.npy" in want and len([k for k in want if k.endswith(".npy")]) == 3 + 2 + 2 + 3
+    import io  # a shard file filled through a memory map is exactly what np.save writes for its array
+    buf = io.BytesIO()
+    np.save(buf, np.load(tmp_path / "one" / "train" / "x-00002.npy"))
+    assert buf.getvalue() == want["train/x-00002.npy"]
     for parts in (3, 7):
         preprocess.run(params(parts), splits, tmp_path / "raw", tmp_path / f"run{parts}")
         assert _files(tmp_path / f"run{parts}") == want, parts
