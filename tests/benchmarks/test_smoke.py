@@ -46,3 +46,11 @@ def test_load(shared_sample, capsys):
     load.main(["--requests", "20", "--concurrency", "2", "--backbone", "small_cnn", "--size", "32"])
     out = capsys.readouterr().out
     assert "p99 ms" in out and "RSS" in out
+
+
+def test_scale(capsys):
+    from benchmarks import scale
+
+    scale.main(["--sizes", "120", "240", "--no-dvc"])
+    out = capsys.readouterr().out
+    assert "peak RSS MiB" in out and "growth" in out and "epoch img/s" in out
