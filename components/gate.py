@@ -59,7 +59,9 @@ SPEC = StepSpec(
 
 
 def _predict(model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict(x, batch_size=64, verbose=0), dtype=np.float64)
+    from components.core import shards
+
+    return np.asarray(shards.predict(model, x), dtype=np.float64)  # a block at a time: any split size
 
 
 def champion_test_arrays(bundle, test, shards_meta, images_dir: Path | None, max_pixels: int) -> np.ndarray:
@@ -70,7 +72,9 @@ def champion_test_arrays(bundle, test, shards_meta, images_dir: Path | None, max
         return test.x
     if images_dir is None:
         raise DataError(f"the champion takes {bundle.image_size}px images; pass --images to decode the test split")
-    decoded = decode_files([str(images_dir / p) for p in test.rows["path"]], bundle.image_size, bundle.resize,
+    from components.core import storage
+
+    decoded = decode_files([storage.join(images_dir, p) for p in test.rows["path"]], bundle.image_size, bundle.resize,
                            max_pixels, desc="champion test set")
     bad = [d for d in decoded if isinstance(d, str)]
     if bad:

@@ -18,6 +18,12 @@ and the gate refuses it. ``train.*`` combinations that look wrong are logged as 
 Resume (:mod:`components.core.checkpoint`): a killed ``cxr train`` started again with the same
 params and data continues after its last finished epoch (the optimizer, its schedule position and
 the rate ``lr: auto`` found come back with it).
+
+Several workers (``train.workers``, :mod:`components.core.distributed`): with ``TF_CONFIG`` naming N workers
+this process is one of them (MultiWorkerMirroredStrategy; each streams its share of the shards; only the
+chief writes the checkpoint, the model and the reports, and logs to MLflow). Without it, ``train.workers > 1``
+starts N local worker processes on 127.0.0.1 (``python -m components.train``) and returns the chief's
+summary; on the cluster the KFP train task runs them as a Kubeflow Trainer TrainJob instead.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ SPEC = StepSpec(
     ),
     resources=("4", "8", "16G", "48G"),
     gpu=True,
+    launcher="trainjob",
     secrets=("mlflow",),
     plots=({"training": {"x": "epoch", "y": {"models/history.csv": ["loss", "val_loss", "accuracy",
                                                                      "val_accuracy"]}}},),
@@ -154,42 +161,57 @@ def _log_lr_find(result: dict, lr: float, idx: int) -> None:
 def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/train-state",
         track: bool = True) -> dict:
     """Train on ``shards``; write ``model.keras``, ``history.csv``, ``train_summary.json`` to ``out``."""
-    from components.core import manifest, models, tracking, training
+    from components.core import distributed, manifest, models, tracking, training
     from components.core import shards as shard_io
     from components.core.checkpoint import TrainState, load_weights, make_tracker
     from components.core.fsutil import atomic_path, remove, write_json
 
+    cfg = params.train
+    me = distributed.worker()
+    if cfg.workers > 1 and not me.distributed:
+        return _launch_local(params, Path(shards), Path(out), Path(state), track)
+    if me.distributed and me.count != cfg.workers:
+        raise DataError(f"TF_CONFIG names {me.count} workers but train.workers is {cfg.workers}")
+    track = track and me.chief  # the other workers train, the chief reports
     models.require_tensorflow()
     import keras
     import tensorflow as tf
 
-    cfg = params.train
+    # the distribution strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs
+    strategy, device = training.configure_device(cfg.mixed_precision, me)
     shards_dir, out_dir, state_dir = Path(shards), Path(out), Path(state)
     meta = shard_io.read_meta(shards_dir)
     train, val = shard_io.load_split(shards_dir, "train"), shard_io.load_split(shards_dir, "val")
     _check_data(params, meta, train, val)
+    if me.distributed:
+        one_process = [name for name, used in (
+            ("train.phases[].cache_features", any(ph.cache_features for ph in cfg.phases)),
+            ("train.phases[].lr: auto", any(isinstance(ph.lr, str) for ph in cfg.phases))) if used]
+        if one_process:
+            raise DataError(f"{' and '.join(one_process)} run on one process: set a rate, or use train.workers: 1")
     if track:
         tracking.setup(params)  # fails fast when the server is down, before any training
     keras.utils.set_random_seed(cfg.seed)
     with contextlib.suppress(Exception):
         tf.config.experimental.enable_op_determinism()
-    strategy, device = training.configure_device(cfg.mixed_precision)
     fp = fingerprint(params, shards_dir)
-    ckpt, resumed = TrainState.open(state_dir, fp)
+    ckpt, resumed = TrainState.open(state_dir, fp, chief=me.chief)
     resumed_from = ckpt["epoch"]
     data_version = fp.split("-", 1)[1]
     if resumed:
         log.info("resuming after epoch %d (phase %d)", resumed_from, ckpt["phase"] + 1)
     warnings = cfg.warnings()
+    if me.distributed and cfg.refresh_batchnorm:
+        warnings.append("train.refresh_batchnorm is skipped with several workers (each would re-estimate the "
+                        "statistics on its own; the synchronous batch statistics are used instead)")
     for w in warnings:
         log.warning("%s", w)
     with strategy.scope():  # a checkpoint holds the optimizer and its schedule: registered Keras objects
-        model = (keras.models.load_model(ckpt.dir / ckpt["last_model"], safe_mode=True,
+        model = (keras.models.load_model(ckpt.file(ckpt["last_model"]), safe_mode=True,
                                          custom_objects=training.custom_objects()) if resumed
                  else models.build_model(cfg, len(meta.classes)))
-    datasets = (shard_io.dataset(train, cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed),
-                shard_io.dataset(val, cfg.batch_size))
     weights = training.class_weights(train.y, len(meta.classes), cfg.class_weight)
+    datasets, fit_weights = _datasets(cfg, train, val, weights, strategy, me)
     run_params = tracking.flatten(params.declared_dump())
     tags = {"git_commit": tracking.git_commit(), "data_version": data_version, "backbone": cfg.backbone,
             "image_size": cfg.image_size, "resize": params.preprocess.resize,
@@ -214,7 +236,7 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
             with strategy.scope():
                 counts = models.set_trainable(model, phase.trainable, cfg.freeze_batchnorm, phase.train_bn)
             if resumed and not mid_phase and ckpt["phase_best_weights"]:
-                load_weights(model, ckpt.dir / ckpt["phase_best_weights"])  # killed between two phases
+                load_weights(model, ckpt.file(ckpt["phase_best_weights"]))  # killed between two phases
             if not mid_phase:
                 ckpt["phase_start"], ckpt["phase_best"], ckpt["wait"], ckpt["phase_epoch"] = ckpt["epoch"], None, 0, 0
             lr = _phase_lr(model, phase, idx, ckpt, cfg, train, weights, strategy, track)
@@ -228,22 +250,32 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
                 callbacks.append(keras.callbacks.ReduceLROnPlateau(
                     monitor=cfg.early_stopping.monitor, factor=cfg.reduce_lr.factor, patience=cfg.reduce_lr.patience,
                     min_lr=cfg.reduce_lr.min_lr))
-            if cfg.refresh_batchnorm and counts["batchnorm_training"] and not phase.cache_features:
+            if cfg.refresh_batchnorm and counts["batchnorm_training"] and not phase.cache_features \
+                    and not me.distributed:
                 # before the tracker's checkpoint: validation and the saved weights see the refreshed statistics
                 callbacks.insert(0, training.batchnorm_refresher(train.x, cfg.batch_size, cfg.refresh_batchnorm))
             compiled = {}
             if phase.epochs - ckpt["phase_epoch"] > 0 and ckpt["wait"] < cfg.early_stopping.patience:
-                compiled = _fit_phase(model, phase, ckpt, train, val, datasets, weights, callbacks, strategy,
+                if me.distributed:
+                    _prebuild(model, strategy, cfg.image_size, weighted=weights is not None)
+                compiled = _fit_phase(model, phase, ckpt, train, val, datasets, fit_weights, callbacks, strategy,
                                       cfg.batch_size, lr)
             phase_info.append({"phase": idx + 1, "trainable": phase.trainable, "lr": lr, "schedule": phase.schedule,
                                **counts, **{k: v for k, v in compiled.items() if k in ("groups", "total_steps")}})
             if ckpt["phase_best_weights"]:
-                load_weights(model, ckpt.dir / ckpt["phase_best_weights"])
+                load_weights(model, ckpt.file(ckpt["phase_best_weights"]))
             ckpt["phase"], ckpt["phase_epoch"], resumed = idx + 1, 0, False
             ckpt.commit()
-        load_weights(model, ckpt.dir / ckpt["best_weights"])
-        failure = training.collapse(val.y, model.predict(val.x, batch_size=64, verbose=0).argmax(axis=1),
-                                    meta.classes)
+        if me.distributed:
+            if not me.chief:  # trained; the chief finishes and writes
+                ckpt.close()
+                log.info("worker %d of %d: done after %d epochs", me.index, me.count, len(ckpt["history"]))
+                return {"worker": me.index, "workers": me.count, "epochs_run": len(ckpt["history"])}
+            # the chief finishes alone: the same model outside the multi-worker strategy (no more collectives)
+            model = keras.models.load_model(ckpt.file(ckpt["last_model"]), safe_mode=True,
+                                            custom_objects=training.custom_objects())
+        load_weights(model, ckpt.file(ckpt["best_weights"]))
+        failure = training.collapse(val.y, shard_io.predict(model, val.x).argmax(axis=1), meta.classes)
         if failure:
             log.error("training failed: %s. Check train.phases (rates, schedule), train.refresh_batchnorm and the "
                       "data; the gate refuses this model", failure)
@@ -283,6 +315,78 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
     log.info("best epoch %s (%s %.4g) of %d; %.0f s", summary["best_epoch"], summary["monitor"],
              summary["best_value"], summary["epochs_run"], seconds)
     return summary
+
+
+def _datasets(cfg, train, val, weights, strategy, me):
+    """(train, val) datasets and the class weights ``fit`` gets. One worker: streams of the whole splits.
+    Several: each worker streams its share at the per-replica batch size (``distribute_datasets_from_function``),
+    with the class weights as sample weights inside the stream (Keras cannot map a distributed dataset)."""
+    from components.core import shards as shard_io
+
+    if not me.distributed:
+        return (shard_io.dataset(train, cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed),
+                shard_io.dataset(val, cfg.batch_size)), weights
+
+    def train_fn(ctx):
+        return shard_io.dataset(train, ctx.get_per_replica_batch_size(cfg.batch_size), training=True,
+                                augment=cfg.augment, seed=cfg.seed, class_weight=weights,
+                                shard=(ctx.num_input_pipelines, ctx.input_pipeline_id))
+
+    def val_fn(ctx):
+        return shard_io.dataset(val, ctx.get_per_replica_batch_size(cfg.batch_size),
+                                shard=(ctx.num_input_pipelines, ctx.input_pipeline_id))
+
+    return (strategy.distribute_datasets_from_function(train_fn),
+            strategy.distribute_datasets_from_function(val_fn)), None
+
+
+def _prebuild(model, strategy, size: int, weighted: bool) -> None:
+    """Build the compiled model's state from a local batch of the stream's shapes, and skip Keras' own build.
+
+    Keras 3.15's ``fit`` learns the shapes by all-reducing the first batch of a distributed dataset
+    (``_maybe_symbolic_build``), which fails on MultiWorkerMirroredStrategy's per-replica batches ("Attempt to
+    convert a value (PerReplica…) to a Tensor"); only the shapes and dtypes matter, so give it those."""
+    batch = (np.zeros((1, size, size, 1), np.uint8), np.zeros((1,), np.int64))
+    if weighted:
+        batch += (np.ones((1,), np.float32),)
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def _launch_local(params, shards: Path, out: Path, state: Path, track: bool) -> dict:
+    """``train.workers`` local worker processes on 127.0.0.1 (TF_CONFIG each); the chief's summary."""
+    import yaml
+
+    from components.core import distributed
+    from components.core.fsutil import read_json
+
+    state.parent.mkdir(parents=True, exist_ok=True)
+    logs = state.with_name(state.name + "-workers")
+    logs.mkdir(parents=True, exist_ok=True)
+    params_file = logs / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params.unwrap().model_dump(mode="json", by_alias=True, exclude_none=True),
+                                          sort_keys=False))
+    argv = distributed.python_argv("components.train", "--params", str(params_file), "--shards", str(shards),
+                                   "--out", str(out), "--state", str(state), *([] if track else ["--no-mlflow"]))
+    distributed.launch_local(argv, params.train.workers, logs)
+    return read_json(out / "train_summary.json")
+
+
+def _worker_main(argv: list[str] | None = None) -> None:
+    """One worker of a local multi-worker run (started by :func:`_launch_local`, TF_CONFIG in the environment)."""
+    import argparse
+
+    from components.core import logs
+    from components.core.config import load_params
+
+    ap = argparse.ArgumentParser(prog="python -m components.train")
+    for flag in ("--params", "--shards", "--out", "--state"):
+        ap.add_argument(flag, required=True)
+    ap.add_argument("--no-mlflow", action="store_true")
+    a = ap.parse_args(argv)
+    logs.configure()
+    run(load_params(a.params), a.shards, a.out, a.state, track=not a.no_mlflow)
 
 
 def _lineage(params, frames: dict, data_version: str) -> dict:
@@ -348,3 +452,7 @@ def _log_model(model, out: Path, summary: dict) -> str:
     mlflow.log_metrics({k: v for k, v in summary["calibration"].items() if isinstance(v, float)})
     (out / "input_example.npy").unlink()
     return info.model_uri
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -229,7 +229,10 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     c.add_argument("--output", default="pipelines/compiled/cxr_training.yaml")
     c.add_argument("--image", help="project image the tasks run in (default: the published GPU image)")
     c.add_argument("--tracking-uri", help="MLflow URI inside the cluster")
-    c.add_argument("--gpus", type=int, help="GPUs for the train task (default 1)")
+    c.add_argument("--gpus", type=int, help="GPUs for the train task (default 1; per worker with --train-workers)")
+    c.add_argument("--train-workers", type=int,
+                   help="compile the train task as a Kubeflow Trainer TrainJob launcher when > 1 (default: "
+                        "train.workers of --params)")
     c.add_argument("--monitor-output", default="pipelines/compiled/cxr_monitor.yaml",
                    help="where the one-task cxr-monitor pipeline goes (empty: not compiled)")
     c.add_argument("--prediction-log-pvc", help="the monitor task mounts this PVC (default cxr-prediction-log)")
@@ -262,7 +265,7 @@ def _pipeline(args: argparse.Namespace) -> Any:
     action = args.pipeline_command
     if action == "compile":
         cfg = ops.cluster_config(image=args.image, tracking_uri=args.tracking_uri, gpus=args.gpus,
-                                 prediction_log_pvc=args.prediction_log_pvc)
+                                 prediction_log_pvc=args.prediction_log_pvc, train_workers=args.train_workers)
         out = ops.compile_pipeline(args.output, args.params, cfg)
         if args.monitor_output:
             out["monitor"] = ops.compile_monitor_pipeline(args.monitor_output, args.params, cfg)

@@ -23,11 +23,30 @@ specs (SPEC in components/<step>.py); do not edit: `cxr spec check` and a test f
 
 Each body hands its arguments to ``pipelines.runtime.run_task``, which rebuilds the params from
 the sections it gets, maps artifact paths to the step's inputs and outputs, and runs the same
-``components.<step>.run`` as ``cxr <step>`` and ``dvc repro``.
+``components.<step>.run`` as ``cxr <step>`` and ``dvc repro``. A partitioned step has two components:
+``<step>_partition`` (one part, run under ``dsl.ParallelFor``) and ``<step>`` (the merge of every part).
 """
+# KFP's artifact lists are spelled Input[List[Dataset]]
+# ruff: noqa: UP006, UP035
+
+from typing import List
 
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 '''
+
+PARTITIONS_SOURCE = '''\
+def partitions(scale: dict) -> List[int]:
+    """The part numbers of a partitioned step: 0 … ``scale.partitions`` - 1 (the ParallelFor's items).
+
+    Args:
+        scale: the ``scale`` section of params.yaml (reads partitions).
+
+    Returns:
+        the part numbers.
+    """
+    return list(range(int(scale.get("partitions", 1))))
+'''
+
 
 
 def task_specs() -> list[StepSpec]:
@@ -36,8 +55,9 @@ def task_specs() -> list[StepSpec]:
     return [s for s in catalog.specs() if s.kfp]
 
 
-def func_name(spec: StepSpec) -> str:
-    return spec.name.replace("-", "_")
+def func_name(spec: StepSpec, phase: str = "") -> str:
+    """The component's function: the step's name; ``<step>_partition`` for one part of a partitioned step."""
+    return spec.name.replace("-", "_") + (f"_{phase}" if phase else "")
 
 
 def wiring(specs: list[StepSpec]) -> dict[tuple[str, str], tuple[str, str, str, str]]:
@@ -60,8 +80,9 @@ def wiring(specs: list[StepSpec]) -> dict[tuple[str, str], tuple[str, str, str, 
     return out
 
 
-def _signature(spec: StepSpec, wires: dict) -> tuple[list[str], list[str]]:
-    """(parameters, Args docstring lines) of the component for ``spec``."""
+def _signature(spec: StepSpec, wires: dict, phase: str = "") -> tuple[list[str], list[str]]:
+    """(parameters, Args docstring lines) of the component for ``spec``; ``phase="partition"``: one part of a
+    partitioned step; a partitioned step's own component is its merge."""
     params, docs = [], []
     for section in spec.sections:
         keys = [p.split(".", 1)[1] for p in spec.params if p.startswith(section + ".")]
@@ -72,10 +93,21 @@ def _signature(spec: StepSpec, wires: dict) -> tuple[list[str], list[str]]:
         if opt.pipeline_param:
             params.append(f"{opt.name}: {opt.type.__name__}")
             docs.append(f"{opt.name}: {opt.help}.")
-    for port in spec.inputs:
+    inputs = spec.inputs
+    if spec.partitioned is not None and phase != "partition":
+        inputs = spec.partitioned.merge_ports(spec.inputs)
+    for port in inputs:
         producer, output, _, artifact = wires[(spec.name, port.name)]
         params.append(f"{port.name}: Input[{artifact}]")
         docs.append(f"{port.name}: input from {producer}.{output}: {port.help} (``{port.path}`` under DVC).")
+    if phase == "partition":
+        params += ["part: int", "partial: Output[Dataset]"]
+        docs += [f"part: which part of ``scale.partitions`` this task does (0-based): {spec.partitioned.help}.",
+                 "partial: output, this part's results (read by the merge)."]
+        return params, docs
+    if spec.partitioned is not None:
+        params.append("partials: Input[List[Dataset]]")
+        docs.append("partials: every part's results, in part order (the ParallelFor's outputs, collected).")
     for port in spec.outputs:
         params.append(f"{port.name}: Output[{port.artifact}]")
         docs.append(f"{port.name}: output, {port.help} (``{port.path}`` under DVC).")
@@ -85,26 +117,43 @@ def _signature(spec: StepSpec, wires: dict) -> tuple[list[str], list[str]]:
     return params, docs
 
 
-def task_source(spec: StepSpec, wires: dict) -> str:
-    params, docs = _signature(spec, wires)
-    returns = "bool" if spec.returns else "str"
+def task_source(spec: StepSpec, wires: dict, phase: str = "") -> str:
+    params, docs = _signature(spec, wires, phase)
+    returns = "bool" if spec.returns and not phase else "str"
     ret_doc = (f"``{spec.returns}`` from the step's summary (the pipeline branches on it)." if spec.returns
-               else "the step's summary as JSON.")
+               and not phase else "the step's summary as JSON.")
+    title = f"{spec.help[0].upper()}{spec.help[1:]}."
+    if phase == "partition":
+        title = f"One part of {spec.name} (``scale.partitions``): {spec.partitioned.help}."
+    elif spec.partitioned is not None:
+        title += " Merges the parts."
     args = [w for d in docs for w in textwrap.wrap(d, 112, initial_indent=" " * 8, subsequent_indent=" " * 12)]
-    lines = [f"def {func_name(spec)}(", *(f"    {p}," for p in params), f") -> {returns}:",
-             *textwrap.wrap(f'"""{spec.help[0].upper()}{spec.help[1:]}.', 112, initial_indent=" " * 4,
-                            subsequent_indent=" " * 4), "", "    Args:",
+    call = f"run_task({spec.name!r}, locals())"
+    if spec.partitioned is not None:
+        call = f"run_task({spec.name!r}, locals(), phase={phase or 'merge'!r})"
+    lines = [f"def {func_name(spec, phase)}(", *(f"    {p}," for p in params), f") -> {returns}:",
+             *textwrap.wrap(f'"""{title}', 112, initial_indent=" " * 4, subsequent_indent=" " * 4), "", "    Args:",
              *args, "", "    Returns:", f"        {ret_doc}", '    """',
              "    from pipelines.runtime import run_task", "",
-             f"    return run_task({spec.name!r}, locals())"]
+             f"    return {call}"]
     return "\n".join(lines) + "\n"
 
 
 def tasks_py(specs: list[StepSpec]) -> str:
     wires = wiring(specs)
-    body = "\n\n".join(task_source(s, wires) for s in specs)
-    names = ", ".join(func_name(s) for s in specs)
-    return f"{TASKS_HEADER}\n\n{body}\n\nFUNCTIONS = ({names},)\n"
+    sources, names = [], []
+    if any(s.partitioned for s in specs):
+        sources.append(PARTITIONS_SOURCE)
+        names.append("partitions")
+    for s in specs:
+        if s.partitioned is not None:
+            sources.append(task_source(s, wires, "partition"))
+            names.append(func_name(s, "partition"))
+        sources.append(task_source(s, wires))
+        names.append(func_name(s))
+    body = "\n\n".join(sources)
+    listed = "\n".join(textwrap.wrap(", ".join(names) + ",", 112, initial_indent="    ", subsequent_indent="    "))
+    return f"{TASKS_HEADER}\n\n{body}\n\nFUNCTIONS = (\n{listed}\n)\n"
 
 
 def expected() -> dict[str, str]:

@@ -19,8 +19,12 @@ def compile_pipeline(output: str | Path = COMPILED, params_path: str | Path = "p
                      cluster: ClusterConfig | None = None) -> dict:
     """Write the pipeline spec (defaults from ``params_path``) for a cluster."""
     cluster = cluster or ClusterConfig()
-    _compile(make_pipeline(default_arguments(params_path), cluster), output)
-    return {"output": str(output), "image": cluster.image, "tracking_uri": cluster.tracking_uri}
+    defaults = default_arguments(params_path)
+    if cluster.train_workers is None:  # the TrainJob or not is part of the compiled pipeline: as params.yaml says
+        cluster = dataclasses.replace(cluster, train_workers=int(defaults["train"].get("workers", 1)))
+    _compile(make_pipeline(defaults, cluster), output)
+    return {"output": str(output), "image": cluster.image, "tracking_uri": cluster.tracking_uri,
+            "train_workers": cluster.train_workers}
 
 
 def compile_monitor_pipeline(output: str | Path = MONITOR_COMPILED, params_path: str | Path = "params.yaml",

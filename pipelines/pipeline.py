@@ -1,4 +1,5 @@
-"""The ``cxr-training`` pipeline: one task per step, wired and configured from the step specs;
+"""The ``cxr-training`` pipeline: one task per step (a partitioned step: a ``dsl.ParallelFor`` fan-out of
+one task per part, then its merge task), wired and configured from the step specs;
 register runs behind ``dsl.If`` on the gate's bool.
 
 Pipeline parameters mirror ``params.yaml`` (one ``dict`` per section, defaults read from the file at
@@ -12,7 +13,8 @@ from pathlib import Path
 
 from kfp import dsl, kubernetes
 
-SECTIONS = ("data", "validate", "split", "preprocess", "train", "evaluate", "gate", "registry", "mlflow", "monitor")
+SECTIONS = ("data", "validate", "split", "preprocess", "train", "evaluate", "gate", "registry", "mlflow", "monitor",
+            "scale")
 DEFAULT_IMAGE = "ghcr.io/cxr-mlops/cxr-mlops-gpu:latest"
 
 
@@ -33,6 +35,12 @@ class ClusterConfig:
     prediction_log_path: str = "/var/log/cxr/predictions"
     kfp_host: str = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
     training_package: str = "/app/pipelines/compiled/cxr_training.yaml"
+    # train.workers > 1: the train task creates a Kubeflow Trainer TrainJob (infra/k8s/trainer) and waits for it;
+    # None: as params.yaml says when the pipeline is compiled
+    train_workers: int | None = None
+    trainjob_runtime: str = "cxr-tensorflow-multiworker"
+    train_shared_pvc: str = "cxr-train-shared"
+    train_shared_path: str = "/mnt/cxr-shared"
 
 
 def default_arguments(params_path: str | Path = "params.yaml") -> dict:
@@ -58,6 +66,9 @@ def _configure(spec, task, cfg: ClusterConfig) -> None:
     if "kaggle" in spec.secrets:
         kubernetes.use_secret_as_env(task, cfg.kaggle_secret, {"username": "KAGGLE_USERNAME", "key": "KAGGLE_KEY"},
                                      optional=True)
+    if spec.launcher == "trainjob" and (cfg.train_workers or 1) > 1:
+        _configure_trainjob(spec, task, cfg)
+        return
     if spec.gpu:
         task.set_accelerator_type(cfg.gpu_type).set_accelerator_limit(cfg.gpus)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
@@ -65,6 +76,30 @@ def _configure(spec, task, cfg: ClusterConfig) -> None:
     if spec.retries:
         task.set_retry(num_retries=spec.retries, backoff_duration="60s", backoff_factor=2.0,
                        backoff_max_duration="600s")
+
+
+def _configure_trainjob(spec, task, cfg: ClusterConfig) -> None:
+    """The train task as the launcher of a TrainJob: no GPU of its own (the workers have them), the TrainJob
+    settings in its environment, the shared volume the workers read the shards from and write the model to."""
+    from pipelines.trainjob import TrainJobConfig
+
+    task.set_cpu_request("500m").set_cpu_limit("2").set_memory_request("1G").set_memory_limit("4G")
+    job = TrainJobConfig(runtime=cfg.trainjob_runtime, image=cfg.image, shared_pvc=cfg.train_shared_pvc,
+                         shared_path=cfg.train_shared_path, gpus_per_worker=cfg.gpus, gpu_type=cfg.gpu_type,
+                         resources=spec.resources, mlflow_secret=cfg.mlflow_secret)
+    for key, value in job.env().items():
+        task.set_env_variable(key, value)
+    kubernetes.mount_pvc(task, pvc_name=cfg.train_shared_pvc, mount_path=cfg.train_shared_path)
+    if spec.retries:
+        task.set_retry(num_retries=spec.retries, backoff_duration="60s", backoff_factor=2.0,
+                       backoff_max_duration="600s")
+
+
+def _configure_light(task, cfg: ClusterConfig) -> None:
+    """A bookkeeping task (the partition list): small requests, the same hardening."""
+    task.set_cpu_request("100m").set_cpu_limit("500m").set_memory_request("128M").set_memory_limit("512M")
+    kubernetes.set_security_context(task, run_as_user=cfg.run_as_user, run_as_group=cfg.run_as_user,
+                                    run_as_non_root=True)
 
 
 def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
@@ -77,20 +112,48 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
     if missing:
         raise ValueError(f"pipeline parameters lack the params sections {sorted(missing)}: add them to SECTIONS")
     image = cluster.image if cluster else DEFAULT_IMAGE
-    ops = {s.name: dsl.component(getattr(tasks, codegen.func_name(s)), base_image=image, install_kfp_package=False)
-           for s in specs}
 
-    def add(spec, values: dict, done: dict):
-        kwargs = {sec: values[sec] for sec in spec.sections}
-        kwargs.update({o.name: values[o.name] for o in spec.options if o.pipeline_param})
-        for port in spec.inputs:
+    def component(name: str):
+        return dsl.component(getattr(tasks, name), base_image=image, install_kfp_package=False)
+
+    ops = {s.name: component(codegen.func_name(s)) for s in specs}
+    part_ops = {s.name: component(codegen.func_name(s, "partition")) for s in specs if s.partitioned}
+    plan_op = component("partitions") if part_ops else None
+    # the ParallelFor's bound is part of the compiled pipeline: scale.parallelism as params.yaml says at compile time
+    parallelism = int(defaults.get("scale", {}).get("parallelism", 2))
+
+    def inputs_of(spec, ports, done: dict) -> dict:
+        kwargs = {sec: values_[sec] for sec in spec.sections}
+        kwargs.update({o.name: values_[o.name] for o in spec.options if o.pipeline_param})
+        for port in ports:
             producer, output, _, _ = wires[(spec.name, port.name)]
             kwargs[port.name] = done[producer].outputs[output]
-        task = ops[spec.name](**kwargs)
+        return kwargs
+
+    def add(spec, done: dict):
+        if spec.partitioned is None:
+            task = ops[spec.name](**inputs_of(spec, spec.inputs, done))
+        else:
+            # fan-out: one task per part (at most `parallelism` at once), then the step's task merges them
+            if "partitions" not in done:
+                done["partitions"] = plan_op(scale=values_["scale"])
+                done["partitions"].set_caching_options(True)
+                if cluster is not None:
+                    _configure_light(done["partitions"], cluster)
+            with dsl.ParallelFor(items=done["partitions"].output, parallelism=parallelism,
+                                 name=f"{spec.name}-partitions") as part:
+                part_task = part_ops[spec.name](**inputs_of(spec, spec.inputs, done), part=part)
+                part_task.set_caching_options(spec.cache)
+                if cluster is not None:
+                    _configure(spec, part_task, cluster)
+            task = ops[spec.name](**inputs_of(spec, spec.partitioned.merge_ports(spec.inputs), done),
+                                  partials=dsl.Collected(part_task.outputs["partial"]))
         task.set_caching_options(spec.cache)  # gate/register depend on the registry: never cached
         if cluster is not None:
             _configure(spec, task, cluster)
         return task
+
+    values_: dict = {}
 
     @dsl.pipeline(name="cxr-training", description="Chest X-ray classifier: ingest → validate → split → "
                   "preprocess → train → evaluate → gate → register (when the gate passes).")
@@ -98,20 +161,22 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
         data: dict = defaults["data"], validate: dict = defaults["validate"], split: dict = defaults["split"],
         preprocess: dict = defaults["preprocess"], train: dict = defaults["train"],
         evaluate: dict = defaults["evaluate"], gate: dict = defaults["gate"], registry: dict = defaults["registry"],
-        mlflow: dict = defaults["mlflow"], monitor: dict = defaults["monitor"], data_uri: str = "",
+        mlflow: dict = defaults["mlflow"], monitor: dict = defaults["monitor"], scale: dict = defaults["scale"],
+        data_uri: str = "",
     ):
-        values = {"data": data, "validate": validate, "split": split, "preprocess": preprocess, "train": train,
-                  "evaluate": evaluate, "gate": gate, "registry": registry, "mlflow": mlflow, "monitor": monitor,
-                  "data_uri": data_uri}
+        values_.clear()
+        values_.update({"data": data, "validate": validate, "split": split, "preprocess": preprocess, "train": train,
+                        "evaluate": evaluate, "gate": gate, "registry": registry, "mlflow": mlflow,
+                        "monitor": monitor, "scale": scale, "data_uri": data_uri})
         done: dict = {}
         for spec in specs:
             if spec.when:
                 # a single bool output compared with True: an int literal or a NamedTuple field silently
                 # takes the False branch under kfp.local (tests/pipelines/test_run_local.py)
                 with dsl.If(done[spec.when].outputs["Output"] == True, name=f"{spec.when}-passed"):  # noqa: E712
-                    done[spec.name] = add(spec, values, done)
+                    done[spec.name] = add(spec, done)
             else:
-                done[spec.name] = add(spec, values, done)
+                done[spec.name] = add(spec, done)
 
     return cxr_training
 

@@ -75,8 +75,9 @@ VIEWS: dict[str, Callable[[dict, dict, dict], None]] = {
 }
 
 
-def step_arguments(step: str, args: dict) -> tuple[Any, dict[str, Any]]:
-    """(params, keyword arguments of ``run()``) for a task's arguments."""
+def step_arguments(step: str, args: dict, phase: str = "") -> tuple[Any, dict[str, Any]]:
+    """(params, keyword arguments of ``run()``) for a task's arguments; ``phase``: ``partition`` (inputs and
+    the part's folder) or ``merge`` (the merge's inputs, the parts' folders, the outputs) of a partitioned step."""
     from components import catalog
     from components.core.config import parse_params
     from pipelines.codegen import task_specs, wiring
@@ -85,10 +86,16 @@ def step_arguments(step: str, args: dict) -> tuple[Any, dict[str, Any]]:
     params = parse_params({s: args[s] for s in spec.sections}, f"pipeline parameters of task {step}")
     wires = wiring(task_specs())
     kwargs: dict[str, Any] = {}
-    for port in spec.inputs:
+    inputs = spec.partitioned.merge_ports(spec.inputs) if phase == "merge" else spec.inputs
+    for port in inputs:
         sub = wires[(step, port.name)][2]
         base = args[port.name].path
         kwargs[port.name] = str(Path(base) / sub) if sub else base
+    if phase == "partition":
+        Path(args["partial"].path).parent.mkdir(parents=True, exist_ok=True)
+        return params, {"part": int(args["part"]), **kwargs, "partial": args["partial"].path}
+    if phase == "merge":
+        kwargs["partials"] = [a.path for a in args["partials"]]
     for port in spec.outputs:
         Path(args[port.name].path).parent.mkdir(parents=True, exist_ok=True)
         kwargs[port.name] = args[port.name].path
@@ -100,15 +107,27 @@ def step_arguments(step: str, args: dict) -> tuple[Any, dict[str, Any]]:
     return params, kwargs
 
 
-def run_task(step: str, args: dict) -> str | bool:
-    """Run ``step`` inside a KFP task; return its summary as JSON, or the bool its spec ``returns``."""
+def run_task(step: str, args: dict, phase: str = "") -> str | bool:
+    """Run ``step`` inside a KFP task; return its summary as JSON, or the bool its spec ``returns``.
+    ``phase``: ``partition`` runs one part of a partitioned step (``run_partition``), ``merge`` its merge."""
     from components import catalog
     from components.core import logs
 
     logs.configure()
     spec = catalog.spec(step)
-    params, kwargs = step_arguments(step, args)
-    summary = catalog.module(step).run(params, **kwargs)
+    params, kwargs = step_arguments(step, args, phase)
+    module = catalog.module(step)
+    if spec.launcher == "trainjob" and params.train.workers > 1:
+        from pipelines import trainjob
+
+        cfg = trainjob.TrainJobConfig.from_env()
+        if cfg is not None:  # compiled for several workers: a Kubeflow Trainer TrainJob does the training
+            summary = trainjob.run(params, kwargs["shards"], kwargs["out"], kwargs["state"], True, cfg)
+            _metadata(step, summary, args)
+            return json.dumps(summary, default=str)
+    if phase == "partition":
+        return json.dumps(module.run_partition(params, **kwargs), default=str)
+    summary = (module.merge if phase == "merge" else module.run)(params, **kwargs)
     if step in VIEWS:
         VIEWS[step](summary, kwargs, args)
     _metadata(step, summary, args)

@@ -3,10 +3,27 @@ specs (SPEC in components/<step>.py); do not edit: `cxr spec check` and a test f
 
 Each body hands its arguments to ``pipelines.runtime.run_task``, which rebuilds the params from
 the sections it gets, maps artifact paths to the step's inputs and outputs, and runs the same
-``components.<step>.run`` as ``cxr <step>`` and ``dvc repro``.
+``components.<step>.run`` as ``cxr <step>`` and ``dvc repro``. A partitioned step has two components:
+``<step>_partition`` (one part, run under ``dsl.ParallelFor``) and ``<step>`` (the merge of every part).
 """
+# KFP's artifact lists are spelled Input[List[Dataset]]
+# ruff: noqa: UP006, UP035
+
+from typing import List
 
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+
+def partitions(scale: dict) -> List[int]:
+    """The part numbers of a partitioned step: 0 … ``scale.partitions`` - 1 (the ParallelFor's items).
+
+    Args:
+        scale: the ``scale`` section of params.yaml (reads partitions).
+
+    Returns:
+        the part numbers.
+    """
+    return list(range(int(scale.get("partitions", 1))))
 
 
 def ingest(
@@ -32,21 +49,53 @@ def ingest(
     return run_task('ingest', locals())
 
 
+def validate_partition(
+    data: dict,
+    validate: dict,
+    scale: dict,
+    raw: Input[Dataset],
+    part: int,
+    partial: Output[Dataset],
+) -> str:
+    """One part of validate (``scale.partitions``): read one run of the manifest's files (sha256, header,
+    decode).
+
+    Args:
+        data: the ``data`` section of params.yaml (reads classes).
+        validate: the ``validate`` section of params.yaml (the whole section).
+        scale: the ``scale`` section of params.yaml (reads partitions).
+        raw: input from ingest.out: ingested folder (with manifest.csv) (``data/raw`` under DVC).
+        part: which part of ``scale.partitions`` this task does (0-based): read one run of the manifest's files
+            (sha256, header, decode).
+        partial: output, this part's results (read by the merge).
+
+    Returns:
+        the step's summary as JSON.
+    """
+    from pipelines.runtime import run_task
+
+    return run_task('validate', locals(), phase='partition')
+
+
 def validate(
     data: dict,
     validate: dict,
+    scale: dict,
     raw: Input[Dataset],
+    partials: Input[List[Dataset]],
     out: Output[Dataset],
     reports: Output[Dataset],
     data_docs: Output[HTML],
     summary: Output[Metrics],
 ) -> str:
-    """Check images and manifest with Great Expectations; quarantine bad files; bias audit.
+    """Check images and manifest with Great Expectations; quarantine bad files; bias audit. Merges the parts.
 
     Args:
         data: the ``data`` section of params.yaml (reads classes).
         validate: the ``validate`` section of params.yaml (the whole section).
+        scale: the ``scale`` section of params.yaml (reads partitions).
         raw: input from ingest.out: ingested folder (with manifest.csv) (``data/raw`` under DVC).
+        partials: every part's results, in part order (the ParallelFor's outputs, collected).
         out: output, output folder: manifest.csv + quarantine.csv (``data/validated`` under DVC).
         reports: output, summary.json and the GX Data Docs (``reports/validation`` under DVC).
         data_docs: for the KFP UI, the Great Expectations validation page.
@@ -57,7 +106,7 @@ def validate(
     """
     from pipelines.runtime import run_task
 
-    return run_task('validate', locals())
+    return run_task('validate', locals(), phase='merge')
 
 
 def split(
@@ -84,24 +133,58 @@ def split(
     return run_task('split', locals())
 
 
-def preprocess(
+def preprocess_partition(
     data: dict,
     validate: dict,
     preprocess: dict,
     train: dict,
+    scale: dict,
     splits: Input[Dataset],
     images: Input[Dataset],
-    out: Output[Dataset],
+    part: int,
+    partial: Output[Dataset],
 ) -> str:
-    """Decode each split once into uint8 shards at train.image_size.
+    """One part of preprocess (``scale.partitions``): decode one run of the shard files.
 
     Args:
         data: the ``data`` section of params.yaml (reads classes).
         validate: the ``validate`` section of params.yaml (reads max_pixels).
         preprocess: the ``preprocess`` section of params.yaml (the whole section).
         train: the ``train`` section of params.yaml (reads image_size).
+        scale: the ``scale`` section of params.yaml (reads partitions, shard_mb).
         splits: input from split.out: folder with train.csv, val.csv, test.csv (``data/splits`` under DVC).
         images: input from ingest.out: image root the manifests' paths are relative to (``data/raw`` under DVC).
+        part: which part of ``scale.partitions`` this task does (0-based): decode one run of the shard files.
+        partial: output, this part's results (read by the merge).
+
+    Returns:
+        the step's summary as JSON.
+    """
+    from pipelines.runtime import run_task
+
+    return run_task('preprocess', locals(), phase='partition')
+
+
+def preprocess(
+    data: dict,
+    validate: dict,
+    preprocess: dict,
+    train: dict,
+    scale: dict,
+    splits: Input[Dataset],
+    partials: Input[List[Dataset]],
+    out: Output[Dataset],
+) -> str:
+    """Decode each split once into uint8 shards at train.image_size. Merges the parts.
+
+    Args:
+        data: the ``data`` section of params.yaml (reads classes).
+        validate: the ``validate`` section of params.yaml (reads max_pixels).
+        preprocess: the ``preprocess`` section of params.yaml (the whole section).
+        train: the ``train`` section of params.yaml (reads image_size).
+        scale: the ``scale`` section of params.yaml (reads partitions, shard_mb).
+        splits: input from split.out: folder with train.csv, val.csv, test.csv (``data/splits`` under DVC).
+        partials: every part's results, in part order (the ParallelFor's outputs, collected).
         out: output, output folder: uint8 .npy shards per split (``data/shards`` under DVC).
 
     Returns:
@@ -109,7 +192,7 @@ def preprocess(
     """
     from pipelines.runtime import run_task
 
-    return run_task('preprocess', locals())
+    return run_task('preprocess', locals(), phase='merge')
 
 
 def train(
@@ -304,4 +387,7 @@ def register(
     return run_task('register', locals())
 
 
-FUNCTIONS = (ingest, validate, split, preprocess, train, external, evaluate, gate, register,)
+FUNCTIONS = (
+    partitions, ingest, validate_partition, validate, split, preprocess_partition, preprocess, train, external,
+    evaluate, gate, register,
+)

@@ -73,11 +73,26 @@ def by_header(df: pd.DataFrame) -> dict:
     return out
 
 
+def patient_sample(df: pd.DataFrame, max_rows: int, seed: int = 0) -> pd.DataFrame:
+    """At most about ``max_rows`` rows of whole patients, drawn at random (``seed``); ``df`` itself when smaller."""
+    if len(df) <= max_rows:
+        return df
+    patients = df["patient_id"].astype(str)
+    order = np.random.default_rng(seed).permutation(patients.unique())
+    sizes = patients.value_counts().reindex(order).to_numpy()
+    keep = set(order[: max(1, int(np.searchsorted(np.cumsum(sizes), max_rows, side="right")))])
+    return df[patients.isin(keep).to_numpy()]
+
+
 def source_bias_audit(df: pd.DataFrame, cfg: BiasAuditConfig) -> dict:
-    """Cross-validated balanced accuracy of a metadata-only classifier vs chance (1 / classes)."""
+    """Cross-validated balanced accuracy of a metadata-only classifier vs chance (1 / classes), on at most
+    ``cfg.max_rows`` images (whole patients at random beyond that; the report says how many)."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+
+    images = len(df)
+    df = patient_sample(df, cfg.max_rows)
 
     y = df["label"].astype(str).to_numpy()
     classes, counts = np.unique(y, return_counts=True)
@@ -101,6 +116,8 @@ def source_bias_audit(df: pd.DataFrame, cfg: BiasAuditConfig) -> dict:
     flagged = margin > cfg.warn_margin
     report = {
         "enabled": True,
+        "images": images,
+        "images_used": len(df),
         "features": list(x.columns),
         "folds": folds,
         "balanced_accuracy": round(balanced, 4),

@@ -5,6 +5,13 @@ run id) are written atomically under one folder, the JSON last.
 A killed ``cxr train`` started again with the same params and data continues after its last
 finished epoch (at most one epoch is lost). Keras' ``BackupAndRestore`` resumes one ``fit`` call;
 this keeps the phase index, early-stopping counter and best epoch of a multi-phase schedule too.
+
+**Several workers** (``train.workers``): every worker keeps the same state in memory (the epoch logs are
+all-reduced, so every worker takes the same decisions), but only the chief (``chief=True``) writes the
+folder; every worker opens it to resume (it must be shared: a ReadWriteMany volume on the cluster). The
+other workers still save each checkpoint — saving may read variables through collective ops, so all
+workers must take part — into a scratch folder of their own, which is thrown away; they read back their
+own copies during the run (the chief may still be writing the shared one) and the chief's when they resume.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -26,18 +34,21 @@ log = logging.getLogger(__name__)
 class TrainState:
     """The resumable state on disk; every write is atomic and the JSON is written last."""
 
-    def __init__(self, directory: Path, fingerprint: str) -> None:
+    def __init__(self, directory: Path, fingerprint: str, chief: bool = True) -> None:
         self.dir = directory
         self.fingerprint = fingerprint
+        self.chief = chief
+        # where this worker writes: the shared folder (the chief) or a scratch folder (the other workers)
+        self.write_dir = directory if chief else Path(tempfile.mkdtemp(prefix="cxr-train-worker-"))
         self.data: dict = {"fingerprint": fingerprint, "phase": 0, "phase_epoch": 0, "epoch": 0,
                            "phase_start": 0, "best": None, "best_epoch": None, "best_weights": None,
                            "phase_best": None, "phase_best_weights": None, "wait": 0, "last_model": None,
                            "history": [], "run_id": None}
 
     @classmethod
-    def open(cls, directory: Path, fingerprint: str) -> tuple[TrainState, bool]:
-        """Load the state for ``fingerprint``; a state for other params/data is discarded."""
-        state = cls(directory, fingerprint)
+    def open(cls, directory: Path, fingerprint: str, chief: bool = True) -> tuple[TrainState, bool]:
+        """Load the state for ``fingerprint``; a state for other params/data is discarded (by the chief)."""
+        state = cls(directory, fingerprint, chief)
         path = directory / STATE_NAME
         if path.is_file():
             try:
@@ -48,9 +59,20 @@ class TrainState:
                     (directory / saved["last_model"]).is_file():
                 state.data.update(saved)
                 return state, True
-        remove(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        if chief:
+            remove(directory)
+            directory.mkdir(parents=True, exist_ok=True)
         return state, False
+
+    def file(self, name: str) -> Path:
+        """A checkpoint file to read: this worker's own copy when it wrote one, else the shared folder's."""
+        own = self.write_dir / name
+        return own if own.is_file() else self.dir / name
+
+    def close(self) -> None:
+        """Done: a worker's scratch folder goes (the chief's folder is removed by the caller)."""
+        if not self.chief:
+            remove(self.write_dir)
 
     def __getitem__(self, k):
         return self.data[k]
@@ -60,22 +82,23 @@ class TrainState:
 
     def save_weights(self, model, kind: str, epoch: int) -> str:
         name = f"{kind}-{epoch:04d}.weights.h5"
-        tmp = self.dir / f".tmp-{name}"
+        tmp = self.write_dir / f".tmp-{name}"
         model.save_weights(tmp)
-        os.replace(tmp, self.dir / name)
+        os.replace(tmp, self.write_dir / name)
         return name
 
     def save_model(self, model, epoch: int) -> str:
         name = f"last-{epoch:04d}.keras"
-        tmp = self.dir / f".tmp-{name}"
+        tmp = self.write_dir / f".tmp-{name}"
         model.save(tmp)
-        os.replace(tmp, self.dir / name)
+        os.replace(tmp, self.write_dir / name)
         return name
 
     def commit(self) -> None:
-        write_json(self.dir / STATE_NAME, self.data)
+        if self.chief:
+            write_json(self.dir / STATE_NAME, self.data)
         keep = {self.data.get(k) for k in ("last_model", "best_weights", "phase_best_weights")}
-        for f in self.dir.iterdir():
+        for f in self.write_dir.iterdir():
             if f.name != STATE_NAME and f.name not in keep and not f.name.startswith(".tmp-"):
                 f.unlink(missing_ok=True)
 

@@ -15,9 +15,10 @@ from components.core.errors import DataError
 
 
 def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Probabilities for ``x`` (an array, memory map or shard-backed array), a block at a time."""
     if len(x) == 0:
         return np.zeros((0, int(model.output.shape[-1])), np.float32)
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    return np.asarray(shards.predict(model, x, batch_size), dtype=np.float64)
 
 
 def per_source(rows: pd.DataFrame, y: np.ndarray, proba: np.ndarray, classes: list[str], bins: int) -> dict:
@@ -70,7 +71,7 @@ def calibration_report(model, test: shards.Split, proba: np.ndarray, bins: int, 
     """ECE on the test split without and with the model's temperature. The logits take a second pass:
     recovering them from float32 probabilities loses the saturated ones."""
     t = models.temperature(model)
-    logits = np.asarray(models.logits_model(model).predict(test.x, batch_size=64, verbose=0), dtype=np.float64)
+    logits = np.asarray(shards.predict(models.logits_model(model), test.x), dtype=np.float64)
     return {**(train_summary.get("calibration") or {}), "temperature": round(t, 6),
             "test_ece_before": round(M.expected_calibration_error(test.y, clinical.calibrated(logits, 1.0), bins), 5),
             "test_ece_after": round(M.expected_calibration_error(test.y, proba, bins), 5)}

@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import re
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -243,7 +244,10 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int, limits: Limits | None) -
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError("too_large", str(err), limit="validate.max_pixels", facts=facts) from None
     except Exception as err:  # PIL raises many types for hostile headers
-        raise ImageError("unreadable_header", f"{type(err).__name__}: {err}", facts=facts) from None
+        # PIL names the buffer by its address ("<_io.BytesIO object at 0x…>"): drop it, so the same file gives the
+        # same reason in every run (and in every partition)
+        detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(err))
+        raise ImageError("unreadable_header", f"{type(err).__name__}: {detail}", facts=facts) from None
     w, h = im.size
     facts.update(width=max(w, 0), height=max(h, 0), mode=im.mode, channels=_CHANNELS.get(im.mode, 0),
                  format=im.format or fmt, bit_depth=_bit_depth(im))
@@ -345,8 +349,10 @@ def inspect_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFac
 
 
 def inspect_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFacts:
+    from components.core import storage
+
     try:
-        data = Path(path).read_bytes()
+        data = storage.read_bytes(path)
     except OSError as err:
         return ImageFacts(reason="unreadable_file", detail=f"{type(err).__name__}: {err.strerror or err}")
     return inspect_bytes(data, max_pixels)
@@ -449,8 +455,10 @@ def load_for_model(data: bytes, size: int, mode: str = "pad", max_pixels: int = 
 
 
 def _load_file(path: str, size: int, mode: str, max_pixels: int, limits: Limits | None = None) -> np.ndarray | str:
+    from components.core import storage
+
     try:
-        return load_for_model(Path(path).read_bytes(), size, mode, max_pixels, limits)
+        return load_for_model(storage.read_bytes(path), size, mode, max_pixels, limits)
     except OSError as err:
         return f"unreadable_file: {err.strerror or err}"
     except ImageError as err:
@@ -458,12 +466,16 @@ def _load_file(path: str, size: int, mode: str, max_pixels: int, limits: Limits 
 
 
 def decode_files(paths: list[str], size: int, mode: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 workers: int = 1, desc: str = "decode", limits: Limits | None = None) -> list[np.ndarray | str]:
+                 workers: int = 1, desc: str = "decode", limits: Limits | None = None,
+                 pool: ProcessPoolExecutor | None = None) -> list[np.ndarray | str]:
     """Decode files for the model in ``workers`` processes: an array per file, or the error text
-    (``reason: detail``). ``limits``: validate's side/pixel checks as well (predict)."""
+    (``reason: detail``). ``limits``: validate's side/pixel checks as well (predict). ``pool``: reuse these
+    worker processes (a caller decoding many batches) instead of starting ``workers`` new ones."""
     fn = functools.partial(_load_file, size=size, mode=mode, max_pixels=max_pixels, limits=limits)
     if workers <= 1 or len(paths) < 32:
         return [fn(p) for p in progress(paths, desc, total=len(paths))]
     chunk = max(1, min(32, len(paths) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    if pool is not None:
         return list(progress(pool.map(fn, paths, chunksize=chunk), desc, total=len(paths)))
+    with ProcessPoolExecutor(max_workers=workers) as own:
+        return list(progress(own.map(fn, paths, chunksize=chunk), desc, total=len(paths)))

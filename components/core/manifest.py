@@ -48,15 +48,23 @@ def write(df: pd.DataFrame, path: str | Path, sort: bool = True) -> Path:
     return Path(path)
 
 
-def read(path: str | Path, required: tuple[str, ...] = ("path", "label")) -> pd.DataFrame:
-    """Read a manifest; a missing file or column is a :class:`DataError` naming it."""
+def read(path: str | Path, required: tuple[str, ...] = ("path", "label"),
+         columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Read a manifest; a missing file or column is a :class:`DataError` naming it. ``columns``: read only
+    these (they are required), for steps that need a few columns of a large manifest."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found (run the previous step first)")
     header = pd.read_csv(path, nrows=0).columns
+    if columns is not None:
+        required = tuple(dict.fromkeys((*required, *columns)))
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DataError(f"{path}: manifest lacks column(s) {missing}; it has {list(header)}")
+        header = [c for c in header if c in columns]
     dtypes = {c: "string" for c in header if c in STRING_COLUMNS}
     try:
-        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False)
+        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False, usecols=list(header))
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV manifest: {err}") from None
     missing = [c for c in required if c not in df.columns]

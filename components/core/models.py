@@ -163,8 +163,10 @@ def pooled_features(model, x, batch_size: int = 64):
     """The pooled backbone features the head reads (the backbone runs in inference mode)."""
     import keras
 
+    from components.core.shards import predict
+
     extractor = keras.Model(model.inputs, model.get_layer(HEAD_LAYERS[0]).input)
-    return extractor.predict(x, batch_size=batch_size, verbose=0)
+    return predict(extractor, x, batch_size)  # a block at a time: memory does not grow with the split
 
 
 def logits_model(model):

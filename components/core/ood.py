@@ -50,6 +50,21 @@ METHOD = "mahalanobis-tied-ledoit-wolf (Lee et al. 2018)"
 FORMAT_VERSION = 1
 STAT_KEYS = ("mean", "std", "width", "height")
 MAX_STAT_ROWS = 5000  # the drift reference keeps at most this many training images' statistics
+# class means and the tied covariance are fitted on at most this many training images (class-stratified, seeded):
+# the estimates settle long before, while a feature pass and the covariance of every image grow with the split
+MAX_FIT_ROWS = 20_000
+
+
+def stratified_rows(y: np.ndarray, cap: int, seed: int = 0) -> np.ndarray | None:
+    """Sorted row indices of a class-stratified random subset of about ``cap`` rows (every class keeps at
+    least one); None when ``y`` has no more than ``cap`` rows (use them all)."""
+    y = np.asarray(y)
+    if len(y) <= cap:
+        return None
+    rng = np.random.default_rng(seed)
+    keep = [rng.choice(np.flatnonzero(y == c), max(1, round(cap * np.mean(y == c))), replace=False)
+            for c in np.unique(y)]
+    return np.sort(np.concatenate(keep))
 
 
 @dataclass
@@ -199,7 +214,9 @@ def probs_and_features(model, x: np.ndarray, batch_size: int = 64) -> tuple[np.n
     both = scoring_model(model)
     if both is None:
         raise CxrError(f"model {model.name} has no layer {'head_pool'!r}: no OOD reference can be fitted")
-    probs, feats = both.predict(x, batch_size=batch_size, verbose=0)
+    from components.core.shards import predict
+
+    probs, feats = predict(both, x, batch_size)  # a block at a time: the training split can be any size
     return np.asarray(probs, dtype=np.float64), np.asarray(feats, dtype=np.float64)
 
 
@@ -207,13 +224,18 @@ def fit_and_save(model, train, val, classes: list[str], false_alarm: float, out_
                  track: bool = False) -> dict:
     """The train step's hook: fit on ``train`` (a shards Split), threshold on ``val``, write
     ``out_dir/ood_reference.npz``, log it to the active MLflow run when ``track``; return a summary."""
-    _, train_feats = probs_and_features(model, train.x)
+    fit_rows = stratified_rows(train.y, MAX_FIT_ROWS)  # a class-stratified subset of a large training split
+    _, train_feats = probs_and_features(model, train.x if fit_rows is None else train.x[fit_rows])
+    train_y = train.y if fit_rows is None else train.y[fit_rows]
     val_probs, val_feats = probs_and_features(model, val.x)
-    stats = image_stats(train.x, train.rows)
-    if len(train.x) > MAX_STAT_ROWS:
+    if len(train.x) > MAX_STAT_ROWS:  # the same rows as before, without a float64 copy of the whole split
         keep = np.random.default_rng(0).choice(len(train.x), MAX_STAT_ROWS, replace=False)
-        stats = {k: v[keep] for k, v in stats.items()}
-    ref = fit(train_feats, train.y, val_feats, val_probs, classes, false_alarm, stats)
+        stats = image_stats(train.x[np.sort(keep)], train.rows.iloc[np.sort(keep)])
+        order = np.argsort(np.argsort(keep))  # back to the order of `keep`
+        stats = {k: v[order] for k, v in stats.items()}
+    else:
+        stats = image_stats(train.x, train.rows)
+    ref = fit(train_feats, train_y, val_feats, val_probs, classes, false_alarm, stats)
     path = ref.save(Path(out_dir) / REFERENCE_FILE)
     if track:
         import mlflow
@@ -264,7 +286,7 @@ def evaluate_dir(model, model_dir: str | Path, test_x: np.ndarray, external_dir:
     out = {"available": True, **ref.describe(), "test": _set_summary(ref, test_scores), "external": {}}
     for name in external_names:
         d = Path(external_dir) / name if external_dir else None
-        if d is None or not (d / "test_x.npy").is_file():
+        if d is None or not ((d / "meta.json").is_file() or (d / "test_x.npy").is_file()):  # shards, or older ones
             continue
         scores = ref.score(probs_and_features(model, shards.load_split(d, "test").x)[1])
         out["external"][name] = {**_set_summary(ref, scores), "auroc_vs_test": auroc(test_scores, scores)}

@@ -111,8 +111,10 @@ def under_spec(spec) -> Callable[[F], F]:
             shown = {k: str(v) for k, v in kwargs.items() if v is not None and not isinstance(v, bool)}
             log.info("start %s %s", current.name, " ".join(f"{k}={v}" for k, v in shown.items()))
             started = time.perf_counter()
+            # a step's run() calling its own run_partition()/merge() keeps the view it runs under
+            nested = isinstance(params, ParamsView) and params._step == current.name
             try:
-                result = fn(view(params, current.params, current.name), *args, **kwargs)
+                result = fn(params if nested else view(params, current.params, current.name), *args, **kwargs)
             except BaseException as err:
                 log.error("%s failed after %.1f s: %s", spec.name, time.perf_counter() - started,
                           str(err).splitlines()[0] if str(err) else type(err).__name__)

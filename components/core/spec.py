@@ -68,6 +68,27 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Partitioned:
+    """A step whose work splits into ``scale.partitions`` independent parts and a merge.
+
+    The step module defines ``run_partition(params, part, <inputs>, partial)``, which writes part
+    ``part`` (0-based) of the work into the folder ``partial``, and ``merge(params, partials, <inputs>,
+    <outputs>)``, which makes the step's outputs from every part's folder (in part order). Its ``run()``
+    (``cxr``, ``dvc repro``) runs the parts one after the other, then the merge; the KFP pipeline runs one
+    task per part under ``dsl.ParallelFor`` (``scale.parallelism`` at once) and the merge as the step's task,
+    fed with the parts through ``dsl.Collected``. The result does not depend on the number of parts (tests).
+    """
+
+    help: str = "one part of the work"
+    # the inputs merge() reads (default: all of them); a KFP task downloads every input artifact it is given,
+    # so the merge of preprocess does not take the image folder
+    merge_inputs: tuple[str, ...] | None = None
+
+    def merge_ports(self, inputs: tuple[Port, ...]) -> tuple[Port, ...]:
+        return inputs if self.merge_inputs is None else tuple(p for p in inputs if p.name in self.merge_inputs)
+
+
+@dataclass(frozen=True)
 class StepSpec:
     """The contract of one step: what it reads (params, inputs), what it writes, how it is cached."""
 
@@ -104,6 +125,11 @@ class StepSpec:
     secrets: tuple[Literal["mlflow", "kaggle"], ...] = ()
     retries: int = 0
     module: str = ""  # the Python module with run(); default components.<name with - as _>
+    # the work splits into scale.partitions parts (KFP: a ParallelFor fan-out and a merge task)
+    partitioned: Partitioned | None = None
+    # "trainjob": with train.workers > 1 the KFP task runs the step as a Kubeflow Trainer TrainJob
+    # (pipelines/trainjob.py) on the workers' GPUs instead of in its own pod
+    launcher: Literal["", "trainjob"] = ""
 
     def __post_init__(self) -> None:
         from components.core.params_view import SECTION_ORDER
@@ -113,6 +139,12 @@ class StepSpec:
         if clash:  # KFP components take sections, ports and options as parameters of one function
             raise ValueError(f"step {self.name}: port/option names {sorted(clash)} clash with each other or with "
                              "params sections")
+        if self.partitioned is not None:
+            reserved = {"part", "partial", "partials"} & set(names)
+            if reserved:
+                raise ValueError(f"step {self.name}: {sorted(reserved)} are the partitioned step's own names")
+            if not any(p == "scale" or p.startswith("scale.") for p in self.params):
+                raise ValueError(f"step {self.name} is partitioned: declare scale.partitions in its params")
 
     @property
     def module_name(self) -> str:

@@ -42,16 +42,26 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> dict[int, float] 
     return out
 
 
-def configure_device(mode: str):
-    """MirroredStrategy and mixed_float16 when GPUs are present (``train.mixed_precision: auto``)."""
+def configure_device(mode: str, worker=None):
+    """MirroredStrategy and mixed_float16 when GPUs are present (``train.mixed_precision: auto``).
+
+    ``worker`` (:class:`components.core.distributed.Worker`) with several workers: MultiWorkerMirroredStrategy
+    (which mirrors over this worker's GPUs too); create it before any other TensorFlow op runs."""
     import keras
     import tensorflow as tf
 
+    from components.core import distributed
+
+    multi = worker is not None and worker.distributed
+    strategy = distributed.strategy(worker) if multi else None
     gpus = tf.config.list_physical_devices("GPU")
     use_mp = mode == "on" or (mode == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mp else "float32")
-    strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
+    if strategy is None:
+        strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
     device = {"gpus": len(gpus), "mixed_precision": use_mp, "replicas": strategy.num_replicas_in_sync}
+    if multi:
+        device.update({"workers": worker.count, "worker": worker.index})
     log.info("device: %s", device)
     return strategy, device
 
@@ -347,8 +357,9 @@ def calibrate(model, x_val: np.ndarray, y_val: np.ndarray, bins: int = 10) -> di
     """Fit the softmax temperature on the validation split (Guo et al. 2017); ECE before and after."""
     from components.core import clinical, models
     from components.core.metrics import expected_calibration_error
+    from components.core.shards import predict
 
-    logits = np.asarray(models.logits_model(model).predict(x_val, batch_size=64, verbose=0), dtype=np.float64)
+    logits = np.asarray(predict(models.logits_model(model), x_val), dtype=np.float64)  # block-wise: any split size
     t = clinical.fit_temperature(logits, y_val)
     before, after = clinical.calibrated(logits, 1.0), clinical.calibrated(logits, t)
     result = {"temperature": round(t, 6), "fitted_on": "val",

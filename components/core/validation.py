@@ -30,9 +30,13 @@ log = logging.getLogger(__name__)
 ROW_EXPECTATIONS = ("decodable", "dimensions_in_range", "label_in_classes", "unique_sha256", "deidentified")
 
 
-def build_facts(raw_dir: Path, df: pd.DataFrame, max_pixels: int, workers: int) -> pd.DataFrame:
-    """Read every file once (sha256, header, decode check) in ``workers`` processes."""
-    paths = [str(raw_dir / p) for p in df["path"]]
+def compute_facts(raw_dir: str | Path, df: pd.DataFrame, max_pixels: int, workers: int) -> pd.DataFrame:
+    """Read every file of ``df`` once (sha256, header, decode check) in ``workers`` processes: the rows with
+    their facts. Row by row, so any run of rows (a partition) gives the same facts as the whole manifest.
+    The raw DICOM PatientID is dropped here (only its digest travels)."""
+    from components.core import storage
+
+    paths = [storage.join(raw_dir, p) for p in df["path"]]
     fn = functools.partial(inspect_file, max_pixels=max_pixels)
     bar = functools.partial(progress, desc="validate", total=len(paths))
     if workers <= 1 or len(paths) < 64:
@@ -42,15 +46,38 @@ def build_facts(raw_dir: Path, df: pd.DataFrame, max_pixels: int, workers: int) 
         with ProcessPoolExecutor(max_workers=workers) as pool:
             facts = list(bar(pool.map(fn, paths, chunksize=chunk)))
     table = pd.DataFrame([f.as_dict() for f in facts], columns=list(ImageFacts.__dataclass_fields__))
-    out = pd.concat([df.reset_index(drop=True), table], axis=1)
+    return pd.concat([df.reset_index(drop=True), table.drop(columns=["dicom_patient_id"])], axis=1)
+
+
+def finish_facts(out: pd.DataFrame) -> pd.DataFrame:
+    """What needs every row at once: patient ids from DICOM digests, labels per patient."""
+    out = out.reset_index(drop=True)
     out["patient_id"] = out["patient_id"].replace("", None)
     # a DICOM's PatientID names the patient when the source gave none (as a digest: raw ids stay in the files)
     from_dicom = (out["patient_id_origin"] == "file") & (out["dicom_patient_digest"] != "")
     out.loc[from_dicom, "patient_id"] = "dicom:" + out.loc[from_dicom, "dicom_patient_digest"]
     out.loc[from_dicom, "patient_id_origin"] = "dicom"
-    out = out.drop(columns=["dicom_patient_id"])
     out["patient_labels"] = out.groupby("patient_id", dropna=False)["label"].transform("nunique")
     return out
+
+
+def build_facts(raw_dir: Path, df: pd.DataFrame, max_pixels: int, workers: int) -> pd.DataFrame:
+    """Read every file once (sha256, header, decode check) in ``workers`` processes."""
+    return finish_facts(compute_facts(raw_dir, df, max_pixels, workers))
+
+
+def read_raw(raw_dir: str | Path) -> pd.DataFrame:
+    raw_dir = Path(raw_dir)
+    raw = manifest.read(raw_dir / manifest.MANIFEST_NAME, required=tuple(manifest.RAW_COLUMNS))
+    if raw.empty:
+        raise DataError(f"{raw_dir / manifest.MANIFEST_NAME}: the manifest has no rows")
+    return raw
+
+
+def partition_rows(n: int, parts: int, part: int) -> slice:
+    """Rows of part ``part`` of ``parts``: contiguous, nearly equal runs of the manifest."""
+    bounds = np.linspace(0, n, parts + 1).round().astype(int)
+    return slice(int(bounds[part]), int(bounds[part + 1]))
 
 
 def _suites(gx, classes: list[str], v):
@@ -193,16 +220,18 @@ def source_summary(df: pd.DataFrame) -> dict:
     return out
 
 
-def validate_into(classes: list[str], v, raw_dir: str | Path, out_dir: str | Path, report_dir: str | Path) -> dict:
+def validate_into(classes: list[str], v, raw_dir: str | Path, out_dir: str | Path, report_dir: str | Path,
+                  facts: pd.DataFrame | None = None) -> dict:
     """Validate ``raw_dir/manifest.csv`` under the ``validate`` params ``v``; write the validated manifest
-    to ``out_dir`` and the reports to ``report_dir``; raise when a critical expectation fails."""
+    to ``out_dir`` and the reports to ``report_dir``; raise when a critical expectation fails.
+    ``facts``: the rows' facts already computed (:func:`compute_facts`, by partitions)."""
     raw_dir, out_dir, report_dir = Path(raw_dir), Path(out_dir), Path(report_dir)
-    raw = manifest.read(raw_dir / manifest.MANIFEST_NAME, required=tuple(manifest.RAW_COLUMNS))
-    if raw.empty:
-        raise DataError(f"{raw_dir / manifest.MANIFEST_NAME}: the manifest has no rows")
-    workers = min(v.workers, os.cpu_count() or 1)
-    log.info("checking %d images with %d workers", len(raw), workers)
-    facts = build_facts(raw_dir, raw, v.max_pixels, workers)
+    if facts is None:
+        raw = read_raw(raw_dir)
+        workers = min(v.workers, os.cpu_count() or 1)
+        log.info("checking %d images with %d workers", len(raw), workers)
+        facts = compute_facts(raw_dir, raw, v.max_pixels, workers)
+    facts = finish_facts(facts)
     with atomic_path(report_dir / "data_docs", directory=True) as tmp_docs:
         gx_runner = GxRunner(classes, v, tmp_docs)
         image_results = gx_runner.run("images", facts)

@@ -54,3 +54,11 @@ def test_recipes(capsys):
     out = capsys.readouterr().out
     assert "| demo | kermany-2class | small_cnn@32 | 2 |" in out and "macro F1 [95% CI]" in out
     assert "seed2-fastai | resnet50@224" in out and "unverified" in out
+
+
+def test_scale(capsys):
+    from benchmarks import scale
+
+    scale.main(["--sizes", "120", "240", "--no-dvc"])
+    out = capsys.readouterr().out
+    assert "peak RSS MiB" in out and "growth" in out and "epoch img/s" in out

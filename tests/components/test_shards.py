@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from components.core.config import AugmentConfig
@@ -52,3 +53,62 @@ def test_only_the_training_split_is_augmented_and_epochs_differ():
     e1 = next(iter(ds))[0].numpy()
     e2 = next(iter(ds))[0].numpy()
     assert not (e1 == e2).all()
+
+
+def chunked(n=10, per=3, size=8):
+    """A ChunkedArray over in-memory shards of ``per`` images (image i is filled with the value i)."""
+    from components.core.shards import ChunkedArray, shard_ranges
+
+    full = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None], size, 1).repeat(size, 2)
+    ranges = shard_ranges(n, per)
+    return ChunkedArray([lambda a=a, b=b: full[a:b] for a, b in ranges], [b - a for a, b in ranges], size), full
+
+
+def test_a_chunked_array_indexes_like_one_array():
+    x, full = chunked()
+    ref = full[..., None]
+    assert x.shape == (10, 8, 8, 1) and len(x) == 10 and x.ndim == 4 and x.shards == 4
+    assert (x[4] == ref[4]).all() and (x[-1] == ref[-1]).all()
+    assert (x[2:8] == ref[2:8]).all() and (x[::3] == ref[::3]).all()
+    idx = [9, 0, 4, 4, 7]
+    assert (x[idx] == ref[idx]).all() and (x[np.array(idx)] == ref[idx]).all()
+    mask = np.arange(10) % 4 == 1
+    assert (x[mask] == ref[mask]).all()
+    assert (x[5, ..., 0] == ref[5, ..., 0]).all() and (x[[1, 2], ..., 0] == ref[[1, 2], ..., 0]).all()
+    assert (np.asarray(x) == ref).all()
+    with pytest.raises(IndexError):
+        x[10]
+
+
+def test_predict_runs_in_bounded_blocks():
+    from components.core.shards import predict
+
+    class Model:  # records the size of every call
+        def __init__(self):
+            self.calls = []
+
+        def predict(self, b, batch_size, verbose):
+            self.calls.append(len(b))
+            return b.reshape(len(b), -1)[:, :1].astype(float)
+
+    x, _ = chunked(n=11, per=4)
+    m = Model()
+    out = predict(m, x, block=5)
+    assert m.calls == [5, 5, 1] and (out[:, 0] == np.arange(11)).all()
+
+
+def test_the_stream_reads_every_image_once_with_its_label():
+    x, _ = chunked(n=23, per=5)
+    split = Split(x, np.arange(23) % 3, None)
+    plain = [(int(a[0, 0, 0]), int(b)) for xb, yb in dataset(split, 4)
+             for a, b in zip(xb.numpy(), yb.numpy(), strict=True)]
+    assert plain == [(i, i % 3) for i in range(23)]  # evaluation: in order
+    seen = []
+    for xb, yb in dataset(split, 4, training=True, seed=1):
+        seen += [(int(a[0, 0, 0]), int(b)) for a, b in zip(xb.numpy(), yb.numpy(), strict=True)]
+    assert sorted(seen) == plain and seen != plain  # training: all of them, shuffled
+    shares = [sorted(int(a[0, 0, 0]) for xb, _ in dataset(split, 4, training=True, shard=(2, i)) for a in xb.numpy())
+              for i in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == list(range(23)) and abs(len(shares[0]) - len(shares[1])) <= 1
+    weighted = next(iter(dataset(split, 23, class_weight={0: 1.0, 1: 2.0, 2: 0.5})))
+    assert list(weighted[2].numpy()) == [(1.0, 2.0, 0.5)[int(c)] for c in weighted[1].numpy()]

@@ -165,3 +165,29 @@ def test_a_too_wide_and_a_too_tall_image_are_both_quarantined(tmp_path):
     run_validate(tmp_path, src, max_side=150)
     q = manifest.read(tmp_path / "validated" / "quarantine.csv").set_index("path")
     assert q.loc["NORMAL/wide.png", "reason"] == q.loc["NORMAL/tall.png", "reason"] == "dimensions_in_range"
+
+
+def test_partitions_give_the_same_manifests_quarantine_and_summary(tmp_path):
+    """1 part vs 4 (run() part by part) vs the KFP way (parts into their own folders, then the merge): the
+    validated manifest and quarantine list are byte-identical; duplicates across parts are still found."""
+    src = good_tree(tmp_path / "src", n=4)
+    dup = (src / "COVID19" / "covid19_0.png").read_bytes()
+    write_tree(src, {"PNEUMONIA/zz-copy.png": dup, "NORMAL/broken.png": b"\x89PNG\r\n\x1a\nxx"})
+    p1 = tiny_params(data={"source": "dir", "path": str(src)})
+    ingest.run(p1, tmp_path / "raw")
+    p4 = p1.model_copy(update={"scale": p1.scale.model_copy(update={"partitions": 4})})
+    results = {}
+    for name, p in (("one", p1), ("four", p4)):
+        results[name] = validate.run(p, tmp_path / "raw", tmp_path / name / "v", tmp_path / name / "r")
+    partials = [tmp_path / "kfp" / str(i) for i in range(4)]
+    for i, d in enumerate(partials):
+        validate.run_partition(p4, i, tmp_path / "raw", d)
+    results["kfp"] = validate.merge(p4, partials, tmp_path / "raw", tmp_path / "kfp" / "v", tmp_path / "kfp" / "r")
+    for name in ("four", "kfp"):
+        for f in ("manifest.csv", "quarantine.csv"):
+            assert (tmp_path / name / "v" / f).read_bytes() == (tmp_path / "one" / "v" / f).read_bytes(), (name, f)
+        assert {k: v for k, v in results[name].items() if k != "data_docs"} == \
+            {k: v for k, v in results["one"].items() if k != "data_docs"}
+    assert results["one"]["quarantined"] == 3  # the broken file and both copies (two labels)
+    with pytest.raises(DataError, match="do not line up"):
+        validate.merge(p4, partials[:3], tmp_path / "raw", tmp_path / "bad" / "v", tmp_path / "bad" / "r")

@@ -1,5 +1,7 @@
 """A loopback HTTP server speaking the subset of the Kubernetes API that `cxr deploy` uses: GET and PATCH
-of an InferenceService (JSON merge patch) and of Deployments (JSON patch), recording every request.
+of an InferenceService (JSON merge patch) and of Deployments (JSON patch), recording every request; and
+what the pipeline's train task uses: POST, GET and DELETE of Kubeflow Trainer TrainJobs, whose "controller"
+is a function the test gives (``trainjob_controller``, run in a thread; it returns the status conditions).
 No cluster runs here; the real `kubernetes` client talks to this over real HTTP (via a kubeconfig).
 
 It plays the controllers too, just enough: a PATCH that changes ``spec`` bumps ``generation``,
@@ -19,6 +21,7 @@ from pathlib import Path
 
 ISVC = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices/(?P<name>[^/]+)$")
 DEPLOY = re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name>[^/]+)$")
+TRAINJOBS = re.compile(r"^/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/(?P<ns>[^/]+)/trainjobs(/(?P<name>[^/]+))?$")
 
 
 def merge_patch(target, patch):
@@ -62,6 +65,7 @@ class FakeK8s:
         self.requests: list[dict] = []
         self.objects: dict[str, dict] = {}
         self.ready = ready
+        self.trainjob_controller = None  # obj -> list of status conditions (runs in a thread)
         self._rv = 100
         self._lock = threading.Lock()
         fake = self
@@ -82,7 +86,7 @@ class FakeK8s:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_PATCH = _handle
+            do_GET = do_PATCH = do_POST = do_DELETE = _handle
 
             def log_message(self, *args):
                 pass
@@ -149,7 +153,42 @@ class FakeK8s:
                              "availableReplicas": n}
 
     # ------------------------------------------------------------------ the API
+    def _trainjobs(self, method: str, ns: str, name: str | None, body) -> tuple[int, dict]:
+        if method == "POST" and name is None:
+            name = body["metadata"]["name"]
+            key = self._key("TrainJob", ns, name)
+            with self._lock:
+                if key in self.objects:
+                    return 409, {"kind": "Status", "code": 409, "reason": "AlreadyExists",
+                                 "message": f'trainjobs.trainer.kubeflow.org "{name}" already exists'}
+                obj = copy.deepcopy(body)
+                obj["metadata"].update(namespace=ns, resourceVersion=self._next_rv(), generation=1)
+                obj["status"] = {"conditions": [{"type": "Created", "status": "True", "reason": "JobSetCreated"}]}
+                self.objects[key] = obj
+
+            def control():
+                conditions = self.trainjob_controller(copy.deepcopy(obj)) if self.trainjob_controller else []
+                with self._lock:
+                    if key in self.objects:
+                        self.objects[key]["status"]["conditions"] += conditions
+
+            threading.Thread(target=control, daemon=True).start()
+            return 201, obj
+        key = self._key("TrainJob", ns, name or "")
+        with self._lock:
+            obj = self.objects.get(key)
+            if obj is None:
+                return 404, {"kind": "Status", "code": 404, "reason": "NotFound",
+                             "message": f'trainjobs.trainer.kubeflow.org "{name}" not found'}
+            if method == "DELETE":
+                del self.objects[key]
+                return 200, {"kind": "Status", "status": "Success"}
+            return 200, copy.deepcopy(obj)
+
     def route(self, method: str, path: str, body, content_type: str) -> tuple[int, dict]:
+        tj = TRAINJOBS.match(path)
+        if tj:
+            return self._trainjobs(method, tj["ns"], tj["name"], body)
         m = ISVC.match(path) or DEPLOY.match(path)
         if not m:
             return 404, {"kind": "Status", "code": 404, "message": f"{method} {path} is not part of the fake"}

@@ -57,13 +57,14 @@ def test_secrets_security_context_retries_and_caching(spec):
     assert tasks["ingest"]["retryPolicy"]["maxRetryCount"] == 3
     assert tasks["ingest"]["cachingOptions"]["enableCache"] is True
     assert tasks["gate"]["cachingOptions"].get("enableCache", False) is False
-    register = pipeline["components"]["comp-condition-1"]["dag"]["tasks"]["register"]
+    (cond,) = [c for n, c in pipeline["components"].items() if n.startswith("comp-condition-")]
+    register = cond["dag"]["tasks"]["register"]
     assert register["retryPolicy"]["maxRetryCount"] == 3 and not register["cachingOptions"].get("enableCache", False)
 
 
 def test_register_is_behind_a_bool_gate_condition(spec):
     pipeline, _ = docs(spec)
-    cond = pipeline["root"]["dag"]["tasks"]["condition-1"]
+    (cond,) = [t for n, t in pipeline["root"]["dag"]["tasks"].items() if n.startswith("condition-")]
     assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
     outputs = pipeline["components"]["comp-gate"]["outputDefinitions"]["parameters"]
     assert outputs == {"Output": {"parameterType": "BOOLEAN"}}
@@ -107,3 +108,54 @@ def test_bad_cron_and_unreachable_host(tmp_path, spec):
         ops.schedule("http://127.0.0.1:9", "every monday", package=spec)
     with pytest.raises(ServiceError):
         ops.submit("http://127.0.0.1:9", spec)
+
+
+def test_partitioned_steps_fan_out_with_a_bounded_parallel_for_and_merge(spec):
+    """validate and preprocess: a partitions task gives the part numbers, a ParallelFor (parallelism from
+    scale.parallelism) runs one task per part, and the step's own task merges the collected parts."""
+    pipeline, executors = docs(spec)
+    tasks = pipeline["root"]["dag"]["tasks"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    loops = {}
+    for name, task in tasks.items():
+        if "iteratorPolicy" in task:
+            assert task["iteratorPolicy"]["parallelismLimit"] == params["scale"]["parallelism"]
+            it = task["parameterIterator"]
+            assert it["items"]["inputParameter"] == "pipelinechannel--partitions-Output"
+            (inner,) = pipeline["components"][task["componentRef"]["name"]]["dag"]["tasks"].values()
+            loops[name] = inner["componentRef"]["name"]
+    assert sorted(loops.values()) == ["comp-preprocess-partition", "comp-validate-partition"]
+    for step in ("validate", "preprocess"):
+        merge = tasks[step]
+        loop = next(n for n, c in loops.items() if c == f"comp-{step}-partition")
+        partials = merge["inputs"]["artifacts"]["partials"]["taskOutputArtifact"]
+        assert partials == {"outputArtifactKey": "pipelinechannel--" + f"{step}-partition-partial",
+                            "producerTask": loop}
+        assert pipeline["components"][f"comp-{step}"]["inputDefinitions"]["artifacts"]["partials"]["isArtifactList"]
+        assert executors[f"exec-{step}-partition"]["securityContext"]["runAsNonRoot"] is True
+    # the merge of preprocess does not download the image folder; its parts do
+    assert "images" not in pipeline["components"]["comp-preprocess"]["inputDefinitions"]["artifacts"]
+    assert "images" in pipeline["components"]["comp-preprocess-partition"]["inputDefinitions"]["artifacts"]
+    assert pipeline["deploymentSpec"]["executors"]["exec-preprocess-partition"]["container"]["resources"][
+        "memoryLimit"]
+
+
+def test_with_several_workers_the_train_task_launches_a_trainjob(tmp_path):
+    """Compiled for train.workers > 1: the train task carries the TrainJob settings (runtime, image, GPUs per
+    worker, the shared volume) and mounts that volume; it asks for no GPU itself (the workers do)."""
+    from pipelines.pipeline import ClusterConfig
+
+    out = tmp_path / "multi.yaml"
+    ops.compile_pipeline(out, ROOT / "params.yaml", ClusterConfig(train_workers=4, gpus=2, image="img:1"))
+    pipeline, executors = docs(out)
+    container = pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CXR_TRAINJOB_RUNTIME"] == "cxr-tensorflow-multiworker" and env["CXR_TRAINJOB_IMAGE"] == "img:1"
+    assert env["CXR_TRAINJOB_GPUS"] == "2" and env["CXR_TRAINJOB_PVC"] == "cxr-train-shared"
+    assert "accelerator" not in container["resources"]
+    assert executors["exec-train"]["pvcMount"][0]["mountPath"] == env["CXR_TRAINJOB_PATH"]
+    assert {e["envVar"] for s in executors["exec-train"]["secretAsEnv"] for e in s["keyToEnv"]} == \
+        {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    # the task's code hands over to the TrainJob launcher when train.workers > 1 and those settings are there
+    from pipelines import runtime
+    assert "trainjob.run(" in Path(runtime.__file__).read_text()

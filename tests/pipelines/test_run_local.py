@@ -23,7 +23,10 @@ def tiny_pipeline_params(tmp_path):
     raw = apply_overrides(TINY, {
         "train.backbone": "small_cnn", "train.weights": "none", "train.freeze_batchnorm": False,
         "gate.min_accuracy": 0.0, "gate.min_macro_f1": 0.0, "gate.min_roc_auc": 0.0, "gate.min_sensitivity": {},
-        "validate.workers": 1})
+        "validate.workers": 1,
+        # the partitioned pipeline: validate and preprocess fan out over 2 parts (ParallelFor) and merge; shards of
+        # 16 images at 32 px, so the parts hold several shard files
+        "scale.partitions": 2, "scale.shard_mb": 16 * 32 * 32 / 2**20})
     return write_params(tmp_path / "params.yaml", parse_params(raw))
 
 
@@ -31,6 +34,9 @@ def test_whole_pipeline_registers_a_challenger_and_reuses_the_cache(tmp_path, ml
     pf = tiny_pipeline_params(tmp_path)
     first = ops.run_local(pf, tmp_path / "kfp")
     logs = "\n".join(capfd.readouterr())
+    for step in ("validate-partition", "preprocess-partition"):  # the fan-out ran, one task per part
+        assert len(list(Path(first["run_dir"]).glob(f"for-loop-*/{step}*"))) + \
+            len(list(Path(first["run_dir"]).glob(f"{step}*"))) >= 1, step
     for step in ("ingest", "validate", "split", "preprocess", "train", "external", "evaluate", "gate", "register"):
         # what a pod's log shows: timestamped lines from each step as it runs, not only a final summary
         assert re.search(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d INFO +components\.{step}: start {step}", logs), step

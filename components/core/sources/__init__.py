@@ -11,7 +11,8 @@ A folder is read in one of these layouts (``data.layout``; ``auto`` picks the fi
 - ``siim``: the SIIM-FISABIO-RSNA COVID-19 Detection competition (:mod:`.siim`),
 - ``classes``: a class-folder tree, ``<CLASS>/…`` or ``train|val|test/<CLASS>/…`` (:mod:`.folder`).
 
-Files are hard-linked (or copied) into a temporary sibling of the output, renamed when complete.
+Files are hard-linked (or copied) into a temporary sibling of the output, renamed when complete; images in
+object storage (an ``s3://`` CSV manifest) are referenced by URI instead of copied.
 Contents are not judged here (that is validate's job); labels are normalised (a named layout adds
 its own aliases and default exclusions) and unknown labels are an error. Every file the source
 holds is either in the manifest or in the skipped list with a reason; :func:`write_account` writes
@@ -28,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from components.core import manifest
+from components.core import manifest, storage
 from components.core.errors import DataError
 from components.core.fsutil import atomic_path, write_json
 from components.core.labels import LabelMap, patient_from_filename
@@ -139,9 +140,11 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
                 root = Path(source_path) if source_path else kaggle.download(data.kaggle_dataset)
                 default_source = data.kaggle_dataset
             else:
-                root = Path(source_path or data.path or "")
+                root = source_path or data.path or ""
+                root = str(root) if storage.is_remote(root) else Path(root)
                 default_source = ""
-            scan = scan_path(root, labels, data.layout)
+            # an s3:// CSV manifest: its images are referenced where they are (components/core/sources/table.py)
+            scan = table.scan_csv(root) if storage.is_remote(root) else scan_path(root, labels, data.layout)
             log.info("scanned %s (%s): %d images, %d skipped", root, scan.layout, len(scan.entries), len(scan.skipped))
             labels = layout_labels(data, scan)
             rows = _rows(scan, labels, str(root), default_source)
@@ -153,7 +156,8 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
                 raise DataError(f"{root}: class(es) {empty} have no images. Add images for them, or remove them "
                                 f"from data.classes (found: {counts.to_dict()})")
             for s, d in progress(zip(df["_src"], df["path"], strict=True), "ingest", total=len(df)):
-                _place(s, tmp / d)
+                if not storage.is_remote(d):  # an object in storage stays where it is
+                    _place(s, tmp / d)
             df = df.drop(columns="_src")
             private = [s for s in scan.skipped if s.get("source_file")]
             if private:  # real names of files reported under a pseudonym: the data folder only

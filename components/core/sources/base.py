@@ -18,7 +18,7 @@ IGNORED_DIRS = {"__MACOSX"}
 class Entry:
     """One image to ingest: where it is now and what we know about it."""
 
-    src: Path
+    src: Path | str  # a local file, or an s3:// URI (referenced, not copied)
     dest: str  # posix path relative to the output folder (valid UTF-8)
     raw_label: str
     patient_id: str = ""

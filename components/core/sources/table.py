@@ -1,6 +1,14 @@
 """CSV manifests: ``path,label`` plus optional ``patient_id``, ``source``/``source_repo``, ``split``, ``license``.
 
-Paths are relative to the CSV's folder (or absolute). Windows-style ``a\\b.png`` paths are
+Paths are relative to the CSV's folder (or absolute).
+
+**Object storage, by reference**: the CSV itself may be an ``s3://`` object (``data.path``), and a row's path an
+``s3://`` URI (or relative to an ``s3://`` CSV). Such images are **not copied**: the raw manifest keeps their
+URIs, and validate and preprocess read them where they are (:mod:`components.core.storage`), so ingest of
+400,000 images writes one CSV, and the KFP tasks pass that CSV, not the images, between them. Their existence
+is not checked here (one request per image); validate reads every one and quarantines what it cannot read.
+
+Windows-style ``a\\b.png`` paths are
 resolved as ``a/b.png`` when no file has the literal name. A row whose file is missing is skipped
 and reported (every row is accounted for); a CSV row names its file explicitly, so it may point
 outside the CSV's folder (the README's held-out example does).
@@ -23,13 +31,23 @@ def _locate(base: Path, rel: str) -> tuple[Path, str]:
     return (Path(posix) if Path(posix).is_absolute() else base / posix), posix
 
 
-def scan_csv(csv_path: Path) -> Scan:
+def scan_csv(csv_path: Path | str) -> Scan:
+    import io
+
     import pandas as pd
 
+    from components.core import storage
+
+    remote_csv = storage.is_remote(csv_path)
     try:
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        source = io.BytesIO(storage.read_bytes(csv_path)) if remote_csv else csv_path
+        df = pd.read_csv(source, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{csv_path}: cannot read the CSV manifest: {err}") from None
+    csv_name = str(csv_path).rsplit("/", 1)[-1]
+    if remote_csv:
+        return _scan_remote(df, str(csv_path), csv_name)
+    csv_path = Path(csv_path)
     missing = {"path", "label"} - set(df.columns)
     if missing:
         raise DataError(f"{csv_path}: CSV manifest needs columns path,label; missing {sorted(missing)}")
@@ -41,6 +59,9 @@ def scan_csv(csv_path: Path) -> Scan:
         rel = str(row.path)
         if not rel.strip():
             scan.skip(f"{csv_path.name}:{line}", "empty_path", "the row has no path")
+            continue
+        if storage.is_remote(rel):  # an object in storage: referenced, not copied
+            scan.entries.append(_entry(row, rel, rel, source_col))
             continue
         src, resolved = _locate(base, rel)
         posix = PurePosixPath(resolved)
@@ -71,7 +92,42 @@ def scan_csv(csv_path: Path) -> Scan:
             license=str(getattr(row, "license", "") or ""),
             official_split=split,
         ))
+    _note_references(scan)
     if any(r["reason"] == "backslash_path" for r in scan.renamed):
         scan.warnings.append(f"{sum(r['reason'] == 'backslash_path' for r in scan.renamed)} CSV paths used "
                              "Windows separators (\\) and were read with /")
     return scan
+
+
+def _entry(row, src, dest: str, source_col: str | None) -> Entry:
+    return Entry(src=src, dest=dest, raw_label=str(row.label), patient_id=str(getattr(row, "patient_id", "") or ""),
+                 source=str(getattr(row, source_col)) if source_col else "",
+                 license=str(getattr(row, "license", "") or ""),
+                 official_split=SPLIT_NAMES.get(str(getattr(row, "split", "")).lower(), ""))
+
+
+def _scan_remote(df, csv_uri: str, csv_name: str) -> Scan:
+    """A CSV in object storage: every row's image by reference (relative paths against the CSV's prefix)."""
+    from components.core import storage
+
+    source_col = "source" if "source" in df.columns else ("source_repo" if "source_repo" in df.columns else None)
+    base = csv_uri.rsplit("/", 1)[0]
+    scan = Scan(layout="csv")
+    for line, row in enumerate(df.itertuples(index=False), start=2):
+        rel = str(row.path).replace("\\", "/")
+        if not rel.strip():
+            scan.skip(f"{csv_name}:{line}", "empty_path", "the row has no path")
+            continue
+        uri = storage.join(base, rel)
+        scan.entries.append(_entry(row, uri, uri, source_col))
+    _note_references(scan)
+    return scan
+
+
+def _note_references(scan: Scan) -> None:
+    from components.core import storage
+
+    n = sum(storage.is_remote(e.dest) for e in scan.entries)
+    if n:
+        scan.warnings.append(f"{n} images are in object storage: referenced by URI in the manifest, not copied "
+                             "(validate reads each one and records its sha256)")
