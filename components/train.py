@@ -84,9 +84,10 @@ def _check_data(params, meta, train, val) -> None:
 
 
 def _fit_phase(model, phase, state, train, val, datasets, weights, callbacks, strategy, batch_size: int,
-               lr: float) -> dict:
+               lr: float, prebuild: tuple[int, bool] | None = None) -> dict:
     """Compile (unless resuming mid-phase) and run one phase's remaining epochs (on cached backbone features
-    when ``phase.cache_features``). Returns what was compiled."""
+    when ``phase.cache_features``). ``prebuild`` (several workers): ``(image_size, weighted)`` of the stream,
+    for :func:`_prebuild`. Returns what was compiled."""
     from components.core import models, training
 
     remaining = phase.epochs - state["phase_epoch"]
@@ -104,6 +105,8 @@ def _fit_phase(model, phase, state, train, val, datasets, weights, callbacks, st
         with strategy.scope():
             info = training.compile_for_phase(model, phase, lr, steps)
     if remaining > 0:
+        if prebuild:  # several workers: Keras cannot build from a distributed dataset (see _prebuild)
+            _prebuild(fit_model, strategy, *prebuild)
         fit_model.fit(**fit_data, initial_epoch=state["epoch"], epochs=state["epoch"] + remaining,
                       class_weight=weights, callbacks=callbacks, verbose=0)
     return info
@@ -256,10 +259,9 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
                 callbacks.insert(0, training.batchnorm_refresher(train.x, cfg.batch_size, cfg.refresh_batchnorm))
             compiled = {}
             if phase.epochs - ckpt["phase_epoch"] > 0 and ckpt["wait"] < cfg.early_stopping.patience:
-                if me.distributed:
-                    _prebuild(model, strategy, cfg.image_size, weighted=weights is not None)
                 compiled = _fit_phase(model, phase, ckpt, train, val, datasets, fit_weights, callbacks, strategy,
-                                      cfg.batch_size, lr)
+                                      cfg.batch_size, lr,
+                                      prebuild=(cfg.image_size, weights is not None) if me.distributed else None)
             phase_info.append({"phase": idx + 1, "trainable": phase.trainable, "lr": lr, "schedule": phase.schedule,
                                **counts, **{k: v for k, v in compiled.items() if k in ("groups", "total_steps")}})
             if ckpt["phase_best_weights"]:

@@ -39,6 +39,10 @@ def env(**extra: str | None) -> dict[str, str]:
 
 
 def sh(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900, **extra: str | None):
+    """Run a command in a repository copy (:func:`copy_repo`). It uses that copy's own MLflow store (its
+    params' ``mlflow.tracking_uri``) unless ``MLFLOW_TRACKING_URI`` is passed here: a URI the calling
+    process happens to hold (a test's fixture) must not send the copy's runs elsewhere."""
+    extra = {"MLFLOW_TRACKING_URI": None, **extra}
     proc = subprocess.run(cmd, cwd=cwd, env=env(**extra), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"

@@ -192,6 +192,25 @@ def served_tracking(root: Path):
         srv.stop()
 
 
+def replace_split(shards_dir: Path, split: str, x: np.ndarray, y: np.ndarray, rows) -> None:
+    """Rewrite one split of a shards folder (format 2) as a single shard file: tests that need other test or
+    validation images than the real steps made (a class removed, a split tiled)."""
+    import json
+    import shutil
+
+    from components.core import shards
+
+    shutil.rmtree(shards_dir / split, ignore_errors=True)
+    (shards_dir / split).mkdir()
+    np.save(shards_dir / shards.shard_name(split, 0), np.asarray(x, np.uint8).reshape(len(x), *x.shape[1:3]))
+    np.save(shards_dir / f"{split}_y.npy", np.asarray(y, np.int64))
+    rows.to_csv(shards_dir / f"{split}.csv", index=False)
+    meta = json.loads((shards_dir / "meta.json").read_text())
+    meta["splits"][split] = {"images": len(x), "shards": 1}
+    meta["shard_images"] = max(meta["shard_images"], len(x))
+    (shards_dir / "meta.json").write_text(json.dumps(meta))
+
+
 def write_params(path: Path, params: Params) -> Path:
     import yaml
 

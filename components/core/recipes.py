@@ -11,6 +11,8 @@ Overlay rule (schema-aware, :func:`overlay`): a params *section* (a mapping the 
 ``train.phases``, a free mapping such as ``evaluate.target_sensitivity`` — is replaced whole. So a task
 switch cannot leave a stale class behind, and a training recipe that sets every ``train`` key gives the
 same ``train`` section whatever the file held before (a test checks that for every training recipe).
+Keys that say *where* training runs rather than *what* it trains (:data:`PLACEMENT_KEYS`:
+``train.workers``) are left as the file has them: a recipe does not move a run off its cluster.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from components.core.config import Params, parse_params
 from components.core.errors import ParamsError
 
 log = logging.getLogger(__name__)
+
+PLACEMENT_KEYS = frozenset({"workers"})  # train keys a recipe leaves alone: where training runs, not what
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 META_KEY = "recipe"

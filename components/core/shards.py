@@ -322,6 +322,10 @@ def dataset(split: Split, batch_size: int, *, training: bool = False, augment: A
         ds = ids.flat_map(part)
     if shard[0] > 1:
         ds = ds.shard(shard[0], shard[1])
+    # a known length: Keras then runs exactly the steps there are (with an unknown one, it counted an extra
+    # optimizer step per epoch, which moved one-cycle schedules ahead of their formula)
+    count = len(range(shard[1], len(y_all), shard[0]))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(count))
     if training:
         n = len(y_all)
         buffer = shuffle_buffer or max(1024, SHUFFLE_BUFFER_BYTES // (size * size))

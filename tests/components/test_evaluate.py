@@ -7,7 +7,7 @@ import pytest
 from components import evaluate, train
 from components.core import models, shards
 from components.core.gradcam import gradcam, overlay
-from tests.conftest import train_params
+from tests.conftest import replace_split, train_params
 
 pytestmark = pytest.mark.slow
 
@@ -48,14 +48,9 @@ def test_evaluate_writes_every_report(trained, tiny_shards, tmp_path):
 def test_class_missing_from_test_is_noted(trained, tiny_shards, tmp_path):
     broken = tmp_path / "shards"
     shutil.copytree(tiny_shards, broken)
-    y = np.load(broken / "test_y.npy")
-    keep = y != 0
-    np.save(broken / "test_y.npy", y[keep])
-    np.save(broken / "test_x.npy", np.load(broken / "test_x.npy")[keep])
-    import pandas as pd
-
-    rows = pd.read_csv(broken / "test.csv")
-    rows[keep].to_csv(broken / "test.csv", index=False)
+    test = shards.load_split(broken, "test")
+    keep = test.y != 0
+    replace_split(broken, "test", np.asarray(test.x)[keep], test.y[keep], test.rows[keep])
     summary = evaluate.run(train_params(), trained, broken, tmp_path / "eval", tmp_path / "m.json", track=False)
     assert summary["recall"]["COVID19"] is None
     assert any("COVID19 has no test images" in n for n in summary["notes"])

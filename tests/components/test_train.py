@@ -9,7 +9,7 @@ import pytest
 from components import train
 from components.core import models, shards, training
 from components.core.errors import DataError, ServiceError
-from tests.conftest import train_params
+from tests.conftest import replace_split, train_params
 
 
 def free_port() -> int:
@@ -153,12 +153,10 @@ def test_a_constant_predictor_is_a_failed_training_the_gate_refuses(tiny_shards,
     data = tmp_path / "shards"  # val and test tiled to 24+ images: enough to call one class for all a failure
     shutil.copytree(tiny_shards, data)
     for split in ("val", "test"):
-        reps = -(-training.COLLAPSE_MIN_IMAGES // len(np.load(data / f"{split}_y.npy")))
-        for suffix in ("x", "y"):
-            arr = np.load(data / f"{split}_{suffix}.npy")
-            np.save(data / f"{split}_{suffix}.npy", np.concatenate([arr] * reps))
-        rows = pd.read_csv(data / f"{split}.csv")
-        pd.concat([rows] * reps).to_csv(data / f"{split}.csv", index=False)
+        s = shards.load_split(data, split)
+        reps = -(-training.COLLAPSE_MIN_IMAGES // len(s.y))
+        replace_split(data, split, np.concatenate([np.asarray(s.x)] * reps), np.concatenate([s.y] * reps),
+                      pd.concat([s.rows] * reps))
     real_build = models.build_model
 
     def biased(cfg, n_classes):  # logits dominated by class 0, and a rate too small to undo it

@@ -12,8 +12,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     path = copy_repo(tmp_path_factory.mktemp("repo"), TINY)
-    # the repository's own default store (mlflow.db in the repo), whatever another test left in the environment
-    first = sh(["dvc", "repro"], path, MLFLOW_TRACKING_URI=None)
+    first = sh(["dvc", "repro"], path)
     return path, first
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from components import ingest, split
-from components.core import manifest
+from components.core import manifest, shards
 from cxr.testing import env
 from tests.conftest import tiny_params, write_params
 
@@ -83,9 +83,10 @@ def test_kill_preprocess_mid_way_then_rerun(data):
     cmd = [sys.executable, "-m", "cxr", "preprocess", "--params", str(pf), "--splits", str(root / "splits"),
            "--images", str(root / "raw"), "--out", str(out)]
     # kill after the first split's shard is written, before the folder is complete
-    kill_when(cmd, lambda: any((t / "train_x.npy").exists() for t in tmp_siblings(out)))
+    kill_when(cmd, lambda: any(next(t.glob("*/x-*.npy"), None) for t in tmp_siblings(out)))
     assert not out.exists()
     done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (out / "meta.json").is_file() and (out / "test_x.npy").is_file()
+    assert (out / "meta.json").is_file() and (out / shards.shard_name("test", 0)).is_file()
+    assert len(shards.load_split(out, "test").y) > 0
     assert not tmp_siblings(out)
