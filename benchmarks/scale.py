@@ -206,7 +206,9 @@ def proof(patients: int, epochs: int, work: Path) -> str:
            "train": {"backbone": "small_cnn", "weights": "none", "image_size": 32, "batch_size": 32,
                      "phases": [{"epochs": epochs, "trainable": "all", "lr": 0.003}], "freeze_batchnorm": False,
                      "head": {"dense_units": 32, "dropout": 0.2}, "early_stopping": {"patience": epochs},
-                     "calibrate": False}}
+                     "calibrate": False,
+                     # several workers skip the BatchNorm refresh: off for both, so that they train the same way
+                     "refresh_batchnorm": 0}}
     p = parse_params(raw)
     ingest.run(p, work / "raw")
     split.run(p, work / "raw" / "manifest.csv", work / "splits", work / "rs")
