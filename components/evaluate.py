@@ -62,7 +62,7 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     """Evaluate ``model_dir/model.keras`` on the test split of ``shards`` (and the external sets)."""
     import pandas as pd
 
-    from components.core import clinical, models, plots
+    from components.core import clinical, models, ood, plots
     from components.core import metrics as M
     from components.core import shards as shard_io
     from components.core.evaluation import (
@@ -98,7 +98,7 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     loaded = load_external(model, Path(external_dir) if external_dir else None, classes, params)
     result["external"] = external_sets(model, loaded, classes, params, thresholds)
     result["shortcut"] = shortcut_tests(model, test, meta.resize, loaded, classes, params)
-    from components.core import ood  # issue 16: does the OOD score tell each external set from the test split?
+    # does the OOD score tell each external set from the test split?
     result["ood"] = ood.evaluate_dir(model, model_dir, test.x, external_dir, [e.name for e in params.evaluate.external])
     result.update({"split": "test", "classes": classes, "model": str(model_dir / "model.keras"),
                    "best_epoch": train_summary.get("best_epoch"), "run_id": train_summary.get("run_id")})

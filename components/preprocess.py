@@ -196,18 +196,9 @@ def merge(params, partials: list[str | Path], splits: str | Path, out: str | Pat
 def run(params, splits: str | Path, images: str | Path, out: str | Path) -> dict:
     """Decode every image of ``splits`` (paths under ``images``) once into shards under ``out``: every part of
     ``scale.partitions`` in turn, then the merge."""
-    import tempfile
+    from components.core.fsutil import partition_folders
 
-    from components.core.fsutil import remove
-
-    out_dir = Path(out)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.parts-", dir=out_dir.parent))
-    try:
-        partials = []
-        for part in range(params.scale.partitions):
-            partials.append(work / f"part-{part:04d}")
-            run_partition(params, part, splits, images, partials[-1])
+    with partition_folders(out, params.scale.partitions) as partials:
+        for i, folder in enumerate(partials):
+            run_partition(params, i, splits, images, folder)
         return merge(params, partials, splits, out)
-    finally:
-        remove(work)

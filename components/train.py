@@ -164,7 +164,7 @@ def _log_lr_find(result: dict, lr: float, idx: int) -> None:
 def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/train-state",
         track: bool = True) -> dict:
     """Train on ``shards``; write ``model.keras``, ``history.csv``, ``train_summary.json`` to ``out``."""
-    from components.core import distributed, manifest, models, tracking, training
+    from components.core import distributed, manifest, models, ood, tracking, training
     from components.core import shards as shard_io
     from components.core.checkpoint import TrainState, load_weights, make_tracker
     from components.core.fsutil import atomic_path, remove, write_json
@@ -300,7 +300,7 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
         }
         with atomic_path(out_dir, directory=True) as tmp:
             model.save(tmp / "model.keras")
-            from components.core import ood  # OOD reference: training features, threshold on val (issue 16)
+            # the OOD reference: training features, threshold on the validation split
             summary["ood"] = ood.fit_and_save(model, train, val, meta.classes, params.monitor.ood_false_alarm, tmp,
                                               track)
             _write_history(history, tmp / "history.csv")

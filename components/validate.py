@@ -79,18 +79,9 @@ def merge(params, partials: list[str | Path], raw: str | Path, out: str | Path, 
 def run(params, raw: str | Path, out: str | Path, reports: str | Path) -> dict:
     """Validate ``raw/manifest.csv``; write the validated manifest to ``out`` and the reports (every part of
     ``scale.partitions`` in turn, then the merge)."""
-    import tempfile
+    from components.core.fsutil import partition_folders
 
-    from components.core.fsutil import remove
-
-    out_dir = Path(out)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.parts-", dir=out_dir.parent))
-    try:
-        partials = []
-        for part in range(params.scale.partitions):
-            partials.append(work / f"part-{part:04d}")
-            run_partition(params, part, raw, partials[-1])
+    with partition_folders(out, params.scale.partitions) as partials:
+        for i, folder in enumerate(partials):
+            run_partition(params, i, raw, folder)
         return merge(params, partials, raw, out, reports)
-    finally:
-        remove(work)

@@ -63,6 +63,19 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def partition_folders(out: str | Path, parts: int) -> Iterator[list[Path]]:
+    """``parts`` scratch folders for the partial results of a partitioned step run in one process, beside
+    ``out`` (the same file system: the merge can move files), removed afterwards whatever happens."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.parts-", dir=out.parent))
+    try:
+        yield [work / f"part-{i:04d}" for i in range(parts)]
+    finally:
+        remove(work)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -280,7 +280,7 @@ def evaluate_dir(model, model_dir: str | Path, test_x: np.ndarray, external_dir:
 
     path = Path(model_dir) / REFERENCE_FILE
     if not path.is_file():
-        return {"available": False, "note": f"no {REFERENCE_FILE} next to the model (trained before issue 16?)"}
+        return {"available": False, "note": f"no {REFERENCE_FILE} next to the model (trained before OOD references?)"}
     ref = OodReference.load(path)
     test_scores = ref.score(probs_and_features(model, test_x)[1])
     out = {"available": True, **ref.describe(), "test": _set_summary(ref, test_scores), "external": {}}

@@ -5,7 +5,7 @@ import pytest
 from components.core.config import apply_overrides, load_params, parse_params
 from components.core.errors import ParamsError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def error_of(raw) -> str:
