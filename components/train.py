@@ -186,12 +186,6 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
     meta = shard_io.read_meta(shards_dir)
     train, val = shard_io.load_split(shards_dir, "train"), shard_io.load_split(shards_dir, "val")
     _check_data(params, meta, train, val)
-    if me.distributed:
-        one_process = [name for name, used in (
-            ("train.phases[].cache_features", any(ph.cache_features for ph in cfg.phases)),
-            ("train.phases[].lr: auto", any(isinstance(ph.lr, str) for ph in cfg.phases))) if used]
-        if one_process:
-            raise DataError(f"{' and '.join(one_process)} run on one process: set a rate, or use train.workers: 1")
     if track:
         tracking.setup(params)  # fails fast when the server is down, before any training
     keras.utils.set_random_seed(cfg.seed)
@@ -203,10 +197,7 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
     data_version = fp.split("-", 1)[1]
     if resumed:
         log.info("resuming after epoch %d (phase %d)", resumed_from, ckpt["phase"] + 1)
-    warnings = cfg.warnings()
-    if me.distributed and cfg.refresh_batchnorm:
-        warnings.append("train.refresh_batchnorm is skipped with several workers (each would re-estimate the "
-                        "statistics on its own; the synchronous batch statistics are used instead)")
+    warnings = cfg.warnings()  # with several workers: the BatchNorm refresh is skipped (said there)
     for w in warnings:
         log.warning("%s", w)
     with strategy.scope():  # a checkpoint holds the optimizer and its schedule: registered Keras objects

@@ -340,6 +340,13 @@ class TrainConfig(Section):
             )
         if self.backbone == "small_cnn" and self.weights == "imagenet":
             raise ValueError("backbone small_cnn has no ImageNet weights: set train.weights to 'none'")
+        if self.workers > 1:
+            one_process = [name for name, used in (
+                ("train.phases[].cache_features", any(ph.cache_features for ph in self.phases)),
+                ("train.phases[].lr: auto", any(isinstance(ph.lr, str) for ph in self.phases))) if used]
+            if one_process:
+                raise ValueError(f"{' and '.join(one_process)} run on one process, but train.workers is "
+                                 f"{self.workers}: set a learning rate / drop cache_features, or train.workers: 1")
         return self
 
     def warnings(self) -> list[str]:
@@ -398,6 +405,9 @@ def train_warnings(cfg: TrainConfig) -> list[str]:
         out.append("BatchNorm layers train and train.refresh_batchnorm is 0: with few steps per epoch their moving "
                    "statistics lag behind the weights and validation sees another network (on 200 real images the "
                    "model collapsed to one class); keep refresh_batchnorm > 0")
+    if cfg.workers > 1 and cfg.refresh_batchnorm:
+        out.append("train.refresh_batchnorm is skipped with several workers (each would re-estimate the statistics "
+                   "on its own): the moving averages are used, which needs enough steps per epoch")
     return out
 
 

@@ -66,6 +66,9 @@ def load(name: str, directory: Path = RECIPES_DIR) -> Recipe:
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     meta = raw.pop(META_KEY, None) or {}
+    placed = sorted(PLACEMENT_KEYS & set((raw.get("train") or {}) if isinstance(raw.get("train"), dict) else ()))
+    if placed:
+        raise ParamsError(f"{path}: a recipe says what to train, not where: remove train.{', train.'.join(placed)}")
     return Recipe(name=name, description=str(meta.get("description", "")).strip(),
                   hardware=str(meta.get("hardware", "any")), notes=[str(n) for n in meta.get("notes") or []],
                   overlay=raw)

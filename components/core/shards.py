@@ -293,7 +293,8 @@ def dataset(split: Split, batch_size: int, *, training: bool = False, augment: A
     Memory is bounded by the shards being read and the shuffle buffer (``SHUFFLE_BUFFER_BYTES``, the whole
     split when it is smaller), not by the split. ``class_weight``: yield ``(x, y, sample_weight)``
     (what Keras does for ``fit(class_weight=…)``, here so that a distributed dataset can carry it).
-    ``shard=(n, i)``: keep every n-th image from the i-th (a worker's share in multi-worker training).
+    ``shard=(n, i)``: keep every n-th image from the i-th (a worker's share in multi-worker training), the
+    same number on every worker.
     """
     import tensorflow as tf
 
@@ -320,11 +321,14 @@ def dataset(split: Split, batch_size: int, *, training: bool = False, augment: A
         ds = ids.interleave(part, cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True)
     else:
         ds = ids.flat_map(part)
+    count = len(y_all)
     if shard[0] > 1:
-        ds = ds.shard(shard[0], shard[1])
+        # every worker the same number of images (the first len % n of the split's order are left out of
+        # this pass): the workers' steps, and so their collectives, must line up
+        count = len(y_all) // shard[0]
+        ds = ds.shard(shard[0], shard[1]).take(count)
     # a known length: Keras then runs exactly the steps there are (with an unknown one, it counted an extra
     # optimizer step per epoch, which moved one-cycle schedules ahead of their formula)
-    count = len(range(shard[1], len(y_all), shard[0]))
     ds = ds.apply(tf.data.experimental.assert_cardinality(count))
     if training:
         n = len(y_all)
@@ -333,7 +337,8 @@ def dataset(split: Split, batch_size: int, *, training: bool = False, augment: A
     ds = ds.batch(batch_size)
     if training and augment is not None:
         # one int64 seed per batch, fresh every epoch, reproducible from `seed`
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        # (each worker its own stream of seeds: the same seed would give every worker's k-th batch the same warp)
+        seeds = tf.data.Dataset.random(seed=seed + 7919 * shard[1], rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: (augment_batch(xy[0], s, augment), xy[1]),
                                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if class_weight:

@@ -312,13 +312,16 @@ def trainable_batchnorm(model) -> list:
 def refresh_batchnorm(model, x: np.ndarray, batch_size: int, max_batches: int = 200) -> int:
     """Re-estimate the moving mean/variance of every trainable BatchNorm layer as the average of its
     training-mode batch statistics over up to ``max_batches`` batches of ``x`` (with the current weights).
-    Returns the number of batches used."""
+    The batches are drawn at random (seeded), like training's shuffled batches: ``x`` is in manifest order,
+    which is class order, and a batch of one class would miss the variance between classes. Returns the
+    number of batches used."""
     import tensorflow as tf
 
     layers = trainable_batchnorm(model)
     n = min(len(x), max_batches * batch_size)
     if not layers or n == 0:
         return 0
+    order = np.random.default_rng(0).permutation(len(x))[:n]
     momenta = [layer.momentum for layer in layers]
     sums = [[np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)] for layer in layers]
     batches = 0
@@ -327,7 +330,7 @@ def refresh_batchnorm(model, x: np.ndarray, batch_size: int, max_batches: int = 
             layer.momentum = 0.0  # moving statistics := this batch's statistics
         forward = tf.function(lambda b: model(b, training=True), reduce_retracing=True)
         for start in range(0, n, batch_size):
-            forward(x[start:start + batch_size])
+            forward(np.asarray(x[np.sort(order[start:start + batch_size])]))
             for acc, layer in zip(sums, layers, strict=True):
                 acc[0] += layer.moving_mean.numpy()
                 acc[1] += layer.moving_variance.numpy()

@@ -130,3 +130,19 @@ def test_kfp_pipeline_defaults_follow_the_applied_recipe(tmp_path):
     args = default_arguments(p)
     assert args["data"]["classes"] == ["NORMAL", "PNEUMONIA"] and args["train"]["backbone"] == "resnet50"
     assert parse_params(args).train == parse_params(yaml.safe_load(Path(p).read_text())).train
+
+
+def test_a_recipe_does_not_say_where_to_train(tmp_path):
+    (tmp_path / "cluster.yaml").write_text("train:\n  workers: 4\n  batch_size: 64\n")
+    with pytest.raises(ParamsError, match=r"not where: remove train\.workers"):
+        recipes.load("cluster", tmp_path)
+
+
+def test_one_process_settings_are_refused_with_several_workers():
+    """seed2-fastai's lr: auto on a file that trains on 2 workers: refused when params are read (by
+    `cxr recipe apply` before writing), not inside every worker after the launch."""
+    raw = recipes.overlay({"train": {"workers": 2}}, recipes.load("seed2-fastai").overlay)
+    with pytest.raises(ParamsError, match=r"lr: auto run on one process, but train\.workers is 2"):
+        parse_params(raw)
+    two = parse_params(recipes.overlay({"train": {"workers": 2}}, recipes.load("demo").overlay)).train
+    assert any("refresh_batchnorm is skipped with several workers" in w for w in two.warnings())

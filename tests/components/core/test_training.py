@@ -120,12 +120,25 @@ def test_refresh_batchnorm_sets_the_average_of_batch_statistics():
     model = keras.Model(inp, bn(inp))
     x = np.random.default_rng(3).normal(5.0, 2.0, (64, 4)).astype("float32")
     assert training.refresh_batchnorm(model, x, batch_size=16) == 4
-    batch_means = x.reshape(4, 16, 4).mean(axis=1)
-    np.testing.assert_allclose(bn.moving_mean.numpy(), batch_means.mean(axis=0), rtol=1e-5)
-    np.testing.assert_allclose(bn.moving_variance.numpy(), x.reshape(4, 16, 4).var(axis=1).mean(axis=0), rtol=1e-4)
+    order = np.random.default_rng(0).permutation(64)  # the refresh's seeded random batches
+    batches = np.stack([x[np.sort(order[k * 16:(k + 1) * 16])] for k in range(4)])
+    np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(axis=1).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(axis=1).mean(axis=0), rtol=1e-4)
     assert bn.momentum == 0.99  # restored
     bn.trainable = False  # frozen BatchNorm is left alone
     assert training.refresh_batchnorm(model, x, batch_size=16) == 0
+
+
+def test_refresh_batchnorm_batches_mix_the_classes_of_a_sorted_split():
+    """Splits are in class order: batches taken in order would each hold one class and miss the variance
+    between classes (here 4 of the total 5)."""
+    inp = keras.Input((1,))
+    bn = keras.layers.BatchNormalization()
+    model = keras.Model(inp, bn(inp))
+    x = np.concatenate([np.full((64, 1), -2.0), np.full((64, 1), 2.0)]).astype("float32")
+    x += np.random.default_rng(1).normal(0.0, 1.0, x.shape).astype("float32")
+    training.refresh_batchnorm(model, x, batch_size=16)
+    assert float(bn.moving_variance.numpy()[0]) > 0.8 * float(x.var())  # in-order batches: ~1 of ~5
 
 
 def test_a_constant_predictor_is_caught():
