@@ -66,9 +66,12 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
 @contextlib.contextmanager
 def partition_folders(out: str | Path, parts: int) -> Iterator[list[Path]]:
     """``parts`` scratch folders for the partial results of a partitioned step run in one process, beside
-    ``out`` (the same file system: the merge can move files), removed afterwards whatever happens."""
+    ``out`` (the same file system: the merge can move files), removed afterwards whatever happens (and, like
+    :func:`atomic_path`'s, those of an earlier run killed with SIGKILL when the next run starts)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.parts-*"):  # left by a run killed with SIGKILL
+        remove(stale)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.parts-", dir=out.parent))
     try:
         yield [work / f"part-{i:04d}" for i in range(parts)]

@@ -82,11 +82,11 @@ def test_kill_preprocess_mid_way_then_rerun(data):
     out = root / "shards"
     cmd = [sys.executable, "-m", "cxr", "preprocess", "--params", str(pf), "--splits", str(root / "splits"),
            "--images", str(root / "raw"), "--out", str(out)]
-    # kill after the first split's shard is written, before the folder is complete
-    kill_when(cmd, lambda: any(next(t.glob("*/x-*.npy"), None) for t in tmp_siblings(out)))
-    assert not out.exists()
+    # kill after the first shard file is written (in the parts' scratch folder), before the output exists
+    kill_when(cmd, lambda: any(next(w.glob("*part-*/*/x-*.npy"), None) for w in out.parent.glob(".shards.parts-*")))
+    assert not out.exists() and list(out.parent.glob(".shards.parts-*"))  # the killed run's scratch is left
     done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "meta.json").is_file() and (out / shards.shard_name("test", 0)).is_file()
     assert len(shards.load_split(out, "test").y) > 0
-    assert not tmp_siblings(out)
+    assert not tmp_siblings(out) and not list(out.parent.glob(".shards.parts-*"))  # the rerun cleared it

@@ -25,12 +25,16 @@ def s3_server():
     proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    deadline = time.monotonic() + 60  # its first answer can take seconds on a busy 2-core box
+    while True:
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=10)
             break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+        except requests.RequestException:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"moto_server did not answer on {url} within 60 s (exit code {proc.poll()})")
+            time.sleep(0.2)
     yield url
     proc.terminate()
     proc.wait(10)
