@@ -8,13 +8,16 @@ here is used by the pipeline itself.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -48,6 +51,24 @@ def sh(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900, **ex
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"
                              f"stderr:\n{proc.stderr[-4000:]}")
     return proc
+
+
+def serve_http(handler: type) -> tuple[ThreadingHTTPServer, str]:
+    """Serve ``handler`` (a ``BaseHTTPRequestHandler``) on a free 127.0.0.1 port in a daemon thread: the
+    server (``shutdown()`` it) and its base URL. For the fake APIs of tests (Kubernetes, KFP, Prometheus)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+def reply_json(handler: BaseHTTPRequestHandler, status: int, obj) -> None:
+    """Send ``obj`` as a JSON response from inside a request handler."""
+    data = json.dumps(obj).encode()
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def copy_repo(dest: Path, params_update: dict | None = None) -> Path:

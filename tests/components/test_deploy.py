@@ -5,13 +5,14 @@ metrics code (serving/metrics.py) while a thread plays the canary's traffic."""
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from components import deploy
 from components.core.errors import CxrError, RefusedError, ServiceError
+from cxr.testing import serve_http
 from serving.metrics import ServingMetrics
 from tests.conftest import tiny_params
 from tests.e2e.k8s_fake import FakeK8s
@@ -39,9 +40,8 @@ class MetricsServer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/metrics"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, base = serve_http(Handler)
+        self.url = f"{base}/metrics"
         self.stop = threading.Event()
 
     def traffic(self, version: str, error_every: int = 0, ood_every: int = 0, per_second: float = 200) -> None:
@@ -205,10 +205,9 @@ def test_prometheus_source_builds_the_queries(canary):
         def log_message(self, *args):
             pass
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Prom)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv, base = serve_http(Prom)
     try:
-        src = deploy.PrometheusSource(f"http://127.0.0.1:{srv.server_port}")
+        src = deploy.PrometheusSource(base)
         c = src.read("7")
         assert (c.requests, c.errors, c.ood) == (100, 3, 40) and c.error_rate == 0.03 and c.ood_rate == 0.4
         assert all('model_version="7"' in q and q.startswith("sum(increase(") for q in asked)

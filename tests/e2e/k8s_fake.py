@@ -16,8 +16,10 @@ import copy
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from cxr.testing import reply_json, serve_http
 
 ISVC = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices/(?P<name>[^/]+)$")
 DEPLOY = re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name>[^/]+)$")
@@ -79,21 +81,14 @@ class FakeK8s:
                                       "authorization": self.headers.get("authorization")})
                 status, out = fake.route(self.command, self.path.split("?")[0], body,
                                          self.headers.get("content-type") or "")
-                data = json.dumps(out).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply_json(self, status, out)
 
             do_GET = do_PATCH = do_POST = do_DELETE = _handle
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.host = serve_http(Handler)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
+
+from cxr.testing import reply_json, serve_http
 
 API = "/apis/v2beta1"
 
@@ -30,21 +31,14 @@ class FakeKfp:
                 fake.requests.append({"method": self.command, "path": url.path, "query": parse_qs(url.query),
                                       "body": body})
                 status, out = fake.route(self.command, url.path, parse_qs(url.query), body)
-                data = json.dumps(out).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply_json(self, status, out)
 
             do_GET = do_POST = do_DELETE = _handle
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.host = serve_http(Handler)
 
     def close(self) -> None:
         self.server.shutdown()
