@@ -14,9 +14,9 @@ import json
 import logging
 from pathlib import Path
 
-from components.core.errors import CxrError, ServiceError
-from components.core.params_view import under_spec
-from components.core.spec import Port, StepSpec
+from components.core.contract.errors import CxrError, ServiceError
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Port, StepSpec
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ SPEC = StepSpec(
     params=("data", "validate", "split", "preprocess", "train", "evaluate", "gate", "registry", "mlflow"),
     inputs=(
         Port("gate_report", "reports/gate.json", "the gate's decision", kind="file"),
-        Port("model_dir", "models", "the trained model folder", artifact="Model"),
+        Port("model_dir", "models", "the trained model folder"),
         Port("metrics", "reports/metrics.json", "the candidate's test metrics", kind="file"),
         Port("ingest_report", "reports/ingest/summary.json", "files skipped at ingest (for the model card)",
              kind="file", optional=True),
@@ -39,17 +39,12 @@ SPEC = StepSpec(
     ),
     outputs=(Port("out", "reports/registration", "registration.json, model_card.md, model_card.html",
                   dvc=((".", "uncached"),)),),
-    kfp_views=(Port("model_card", "", "the model card", artifact="Markdown"),),
-    when="gate",
     cache=False,
-    resources=("500m", "1", "2G", "4G"),
-    secrets=("mlflow",),
-    retries=3,
 )
 
 
 def _optional_json(path: str | Path | None) -> dict | None:
-    from components.core.fsutil import read_json
+    from components.core.contract.fsutil import read_json
 
     return read_json(path) if path and Path(path).is_file() else None
 
@@ -63,8 +58,8 @@ def run(params, gate_report: str | Path, model_dir: str | Path, metrics: str | P
         validation: str | Path | None = None, split_report: str | Path | None = None,
         external_summary: str | Path | None = None, ingest_report: str | Path | None = None) -> dict:
     """Register when the gate passed; always write the candidate's model card (Markdown and HTML) to ``out``."""
-    from components.core import modelcard, registry, tracking
-    from components.core.fsutil import read_json, write_json, write_text
+    from components.core.contract.fsutil import read_json, write_json, write_text
+    from components.core.registry import modelcard, registry, tracking
 
     gate_path, metrics_path, out_dir = Path(gate_report), Path(metrics), Path(out)
     validation_path, split_path, external_path = validation, split_report, external_summary

@@ -18,12 +18,12 @@ AddArgs = Callable[[argparse.ArgumentParser], None]
 
 
 def _params(args: argparse.Namespace):
-    from components.core.config import load_params
+    from components.core.contract.config import load_params
 
     overrides = {}
     for item in args.set or []:
         if "=" not in item:
-            from components.core.errors import ParamsError
+            from components.core.contract.errors import ParamsError
 
             raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
         key, value = item.split("=", 1)
@@ -73,23 +73,35 @@ def _step_command(spec) -> tuple[str, str, AddArgs, Handler]:
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="spec_command", metavar="ACTION", required=True)
-    sub.add_parser("sync", help="write dvc.yaml and pipelines/tasks.py from the step specs")
-    sub.add_parser("check", help="exit 1 when dvc.yaml or pipelines/tasks.py differ from the step specs")
-    sub.add_parser("show", help="print every step's params, inputs, outputs and cache policy as JSON")
+    sub.add_parser("sync", help="write dvc.yaml from the step specs")
+    sub.add_parser("check", help="exit 1 when dvc.yaml differs from the step specs")
+    show = sub.add_parser("show", help="print every step's params, inputs, outputs, cache policy and code as JSON")
+    show.add_argument("--kfp", metavar="STEP", help="print the source of STEP's KFP component instead")
 
 
 def _spec(args: argparse.Namespace) -> Any:
-    from pipelines import codegen
+    from components import catalog
 
     if args.spec_command == "show":
-        return codegen.describe()
+        if args.kfp:
+            from pipelines import components
+
+            pairs = components.task_specs()
+            wires = components.wiring(pairs)
+            found = [components.source(s, t, wires) for s, t in pairs if s.name == args.kfp]
+            if not found:
+                from components.core.contract.errors import CxrError
+
+                raise CxrError(f"--kfp {args.kfp}: not a task of the pipeline ({', '.join(s.name for s, _ in pairs)})")
+            print(found[0], end="")
+            return None
+        return catalog.describe()
     if args.spec_command == "sync":
-        return codegen.sync()
-    stale = codegen.stale()
-    if stale:
-        print("stale: " + ", ".join(stale) + " (run `cxr spec sync`)", file=sys.stderr)
+        return catalog.sync()
+    if catalog.stale():
+        print(f"stale: {catalog.GENERATED} (run `cxr spec sync`)", file=sys.stderr)
         return 1
-    return {"up_to_date": list(codegen.GENERATED)}
+    return {"up_to_date": [catalog.GENERATED]}
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
@@ -103,7 +115,7 @@ def _promote_args(p: argparse.ArgumentParser) -> None:
 
 
 def _promote(args: argparse.Namespace) -> Any:
-    from components import promote
+    from components.ops import promote
 
     return promote.promote(_params(args), args.version, args.alias, force=args.force, reason=args.reason)
 
@@ -114,7 +126,7 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> Any:
-    from components import promote
+    from components.ops import promote
 
     return promote.rollback(_params(args), reason=args.reason)
 
@@ -126,7 +138,7 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _load_bundle(args: argparse.Namespace):
-    from components.core import registry, tracking
+    from components.core.registry import registry, tracking
 
     params = _params(args)
     uri = args.model or f"models:/{params.registry.model_name}@{registry.CHAMPION}"
@@ -145,7 +157,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace) -> Any:
-    from components.core.images import Limits
+    from components.core.data.images import Limits
     from serving import predict
 
     limits = Limits.from_config(_params(args).validate_)  # the same limits as validate
@@ -171,7 +183,7 @@ def _serve(args: argparse.Namespace) -> Any:
     from serving.predlog import PredictionLog
 
     if args.follow_alias:
-        from components.core.errors import CxrError
+        from components.core.contract.errors import CxrError
 
         name = _params(args).registry.model_name
         if args.model and args.model != f"models:/{name}@{args.follow_alias}":
@@ -202,7 +214,7 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _recipe(args: argparse.Namespace) -> Any:
-    from components.core import recipes
+    from components.core.contract import recipes
 
     if args.recipe_command == "list":
         return recipes.listing()
@@ -211,7 +223,7 @@ def _recipe(args: argparse.Namespace) -> Any:
     overrides = {}
     for item in args.set or []:
         if "=" not in item:
-            from components.core.errors import ParamsError
+            from components.core.contract.errors import ParamsError
 
             raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.source=kaggle")
         key, value = item.split("=", 1)
@@ -260,7 +272,7 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
 
 
 def _pipeline(args: argparse.Namespace) -> Any:
-    from pipelines import ops
+    from pipelines import client, ops
 
     action = args.pipeline_command
     if action == "compile":
@@ -276,15 +288,15 @@ def _pipeline(args: argparse.Namespace) -> Any:
     extra = {"data_uri": args.data_uri} if args.data_uri and not args.monitor else None
     package = args.package or (ops.MONITOR_COMPILED if args.monitor else ops.COMPILED)
     if action == "submit":
-        return ops.submit(args.host, package, args.experiment, arguments=extra)
+        return client.submit(args.host, package, args.experiment, arguments=extra)
     cron = args.cron or ("0 * * * *" if args.monitor else "0 3 * * 1")
     name = args.name or ("cxr-monitor-hourly" if args.monitor else "cxr-training-weekly")
-    return ops.schedule(args.host, cron, name, package, args.experiment, arguments=extra)
+    return client.schedule(args.host, cron, name, package, args.experiment, arguments=extra)
 
 
 # ---------------------------------------------------------------- the loop: monitor, deploy
 def _monitor_args(p: argparse.ArgumentParser) -> None:
-    from components import monitor
+    from components.ops import monitor
 
     _add_spec_args(p, monitor.SPEC)
     p.add_argument("--kfp-host", default="", help="submit the training pipeline here when retraining is due "
@@ -296,17 +308,17 @@ def _monitor_args(p: argparse.ArgumentParser) -> None:
 def _monitor(args: argparse.Namespace) -> Any:
     import time
 
-    from components import monitor
+    from components.ops import monitor
 
     trigger = None
     if args.kfp_host:
-        from pipelines import ops
+        from pipelines import client
 
         def trigger(summary: dict) -> dict:
             import contextlib
 
             with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links: keep stdout for the JSON
-                return ops.submit(args.kfp_host, args.package, args.experiment,
+                return client.submit(args.kfp_host, args.package, args.experiment,
                                   run_name=f"cxr-training-retrain-{int(time.time())}")
 
     kwargs = {x.name: getattr(args, x.name) for x in (*monitor.SPEC.ports, *monitor.SPEC.options)}
@@ -336,7 +348,7 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
 
 
 def _deploy(args: argparse.Namespace) -> Any:
-    from components import deploy
+    from components.ops import deploy
 
     params = _params(args)
     c = params.monitor.canary
@@ -394,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    from components.core import logs
-    from components.core.errors import EXIT_INTERRUPTED, CxrError
+    from components.core.contract import logs
+    from components.core.contract.errors import EXIT_INTERRUPTED, CxrError
 
     logs.configure()
     try:

@@ -1,4 +1,5 @@
-"""Compile, run locally (kfp.local), submit and schedule the ``cxr-training`` pipeline."""
+"""Compile the ``cxr-training`` and ``cxr-monitor`` pipelines, and run the training pipeline locally (kfp.local).
+Submitting and scheduling on a KFP server: :mod:`pipelines.client`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from components.core.errors import CxrError, ServiceError
-from components.core.fsutil import atomic_path
+from components.core.contract.errors import CxrError
+from components.core.contract.fsutil import atomic_path
 from pipelines.pipeline import ClusterConfig, default_arguments, make_monitor_pipeline, make_pipeline
 
 COMPILED = Path("pipelines/compiled/cxr_training.yaml")
@@ -65,59 +66,6 @@ def run_local(params_path: str | Path = "params.yaml", pipeline_root: str | Path
     artifacts = {task.name: sorted(str(p) for p in task.iterdir())
                  for task in sorted(run_dir.iterdir()) if task.is_dir()}
     return {"run_dir": str(run_dir), "seconds": round(time.time() - started, 1), "artifacts": artifacts}
-
-
-def _client(host: str):
-    import kfp
-
-    try:
-        return kfp.Client(host=host)
-    except Exception as err:
-        raise ServiceError(f"cannot reach Kubeflow Pipelines at {host}: {type(err).__name__}: {err}") from None
-
-
-def _experiment_id(client, name: str) -> str:
-    try:
-        return client.create_experiment(name).experiment_id  # returns the existing one when it exists
-    except Exception as err:
-        raise ServiceError(f"KFP experiment {name!r}: {type(err).__name__}: {str(err)[:300]}") from None
-
-
-def submit(host: str, package: str | Path = COMPILED, experiment: str = "cxr", run_name: str | None = None,
-           arguments: dict | None = None) -> dict:
-    """Start one run of the compiled pipeline."""
-    client = _client(host)
-    exp_id = _experiment_id(client, experiment)
-    try:
-        run = client.run_pipeline(experiment_id=exp_id, job_name=run_name or f"{PIPELINE_NAME}-{int(time.time())}",
-                                  pipeline_package_path=str(package), params=arguments or {})
-    except Exception as err:
-        raise ServiceError(f"submitting {package} to {host} failed: {type(err).__name__}: {str(err)[:300]}") from None
-    return {"host": host, "experiment_id": exp_id, "run_id": run.run_id}
-
-
-def schedule(host: str, cron: str, name: str = "cxr-training-weekly", package: str | Path = COMPILED,
-             experiment: str = "cxr", arguments: dict | None = None) -> dict:
-    """Create or replace the recurring run called ``name``: scheduling twice never duplicates it."""
-    fields = cron.split()
-    if len(fields) == 5:
-        cron = "0 " + cron  # KFP takes a 6-field cron with seconds first
-    elif len(fields) != 6:
-        raise CxrError(f"--cron {cron!r}: expected 5 fields (m h dom mon dow), e.g. '0 3 * * 1'")
-    client = _client(host)
-    exp_id = _experiment_id(client, experiment)
-    try:
-        existing = client.list_recurring_runs(experiment_id=exp_id, page_size=200).recurring_runs or []
-        replaced = [r.recurring_run_id for r in existing if r.display_name == name]
-        for rid in replaced:
-            client.delete_recurring_run(rid)
-        rr = client.create_recurring_run(experiment_id=exp_id, job_name=name, cron_expression=cron,
-                                         pipeline_package_path=str(package), params=arguments or {},
-                                         max_concurrency=1, no_catchup=True, enable_caching=True)
-    except Exception as err:
-        raise ServiceError(f"scheduling {name!r} on {host} failed: {type(err).__name__}: {str(err)[:300]}") from None
-    return {"host": host, "experiment_id": exp_id, "recurring_run_id": rr.recurring_run_id, "cron": cron,
-            "replaced": replaced}
 
 
 def cluster_config(**overrides) -> ClusterConfig:

@@ -1,6 +1,6 @@
 """The ``cxr-training`` pipeline: one task per step (a partitioned step: a ``dsl.ParallelFor`` fan-out of
-one task per part, then its merge task), wired and configured from the step specs;
-register runs behind ``dsl.If`` on the gate's bool.
+one task per part, then its merge task), wired from the step specs and configured from the task table
+(``pipelines/tasks.py``); register runs behind ``dsl.If`` on the gate's bool.
 
 Pipeline parameters mirror ``params.yaml`` (one ``dict`` per section, defaults read from the file at
 compile time) plus ``data_uri`` (``dvc://<git-url>@<rev>`` to train on exactly what a commit pins).
@@ -44,41 +44,42 @@ class ClusterConfig:
 
 
 def default_arguments(params_path: str | Path = "params.yaml") -> dict:
-    from components.core.config import load_params
+    from components.core.contract.config import load_params
 
     dumped = load_params(params_path).model_dump(mode="json", by_alias=True, exclude_none=True)
     return {s: dumped[s] for s in SECTIONS}  # None is not a protobuf value: unset keys take their defaults
 
 
-def _configure(spec, task, cfg: ClusterConfig) -> None:
-    """Cluster settings from the step's spec: resources, GPU, secrets, retries, security, logging."""
-    cpu_req, cpu_lim, mem_req, mem_lim = spec.resources
+def _configure(entry, task, cfg: ClusterConfig) -> None:
+    """Cluster settings from the step's task entry (``entry``): resources, GPU, secrets, retries, security,
+    logging."""
+    cpu_req, cpu_lim, mem_req, mem_lim = entry.resources
     task.set_cpu_request(cpu_req).set_cpu_limit(cpu_lim)
     task.set_memory_request(mem_req).set_memory_limit(mem_lim)
     task.set_env_variable("CXR_LOG_FORMAT", "json")
     kubernetes.set_security_context(task, run_as_user=cfg.run_as_user, run_as_group=cfg.run_as_user,
                                     run_as_non_root=True)
-    if "mlflow" in spec.secrets:
+    if "mlflow" in entry.secrets:
         task.set_env_variable("MLFLOW_TRACKING_URI", cfg.tracking_uri)
         keys = {"username": "MLFLOW_TRACKING_USERNAME",
                 "password": "MLFLOW_TRACKING_PASSWORD"}  # pragma: allowlist secret
         kubernetes.use_secret_as_env(task, cfg.mlflow_secret, keys, optional=True)
-    if "kaggle" in spec.secrets:
+    if "kaggle" in entry.secrets:
         kubernetes.use_secret_as_env(task, cfg.kaggle_secret, {"username": "KAGGLE_USERNAME", "key": "KAGGLE_KEY"},
                                      optional=True)
-    if spec.launcher == "trainjob" and (cfg.train_workers or 1) > 1:
-        _configure_trainjob(spec, task, cfg)
+    if entry.launcher == "trainjob" and (cfg.train_workers or 1) > 1:
+        _configure_trainjob(entry, task, cfg)
         return
-    if spec.gpu:
+    if entry.gpu:
         task.set_accelerator_type(cfg.gpu_type).set_accelerator_limit(cfg.gpus)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
         kubernetes.add_node_selector(task, label_key=cfg.gpu_node_label[0], label_value=cfg.gpu_node_label[1])
-    if spec.retries:
-        task.set_retry(num_retries=spec.retries, backoff_duration="60s", backoff_factor=2.0,
+    if entry.retries:
+        task.set_retry(num_retries=entry.retries, backoff_duration="60s", backoff_factor=2.0,
                        backoff_max_duration="600s")
 
 
-def _configure_trainjob(spec, task, cfg: ClusterConfig) -> None:
+def _configure_trainjob(entry, task, cfg: ClusterConfig) -> None:
     """The train task as the launcher of a TrainJob: no GPU of its own (the workers have them), the TrainJob
     settings in its environment, the shared volume the workers read the shards from and write the model to."""
     from pipelines.trainjob import TrainJobConfig
@@ -86,12 +87,12 @@ def _configure_trainjob(spec, task, cfg: ClusterConfig) -> None:
     task.set_cpu_request("500m").set_cpu_limit("2").set_memory_request("1G").set_memory_limit("4G")
     job = TrainJobConfig(runtime=cfg.trainjob_runtime, image=cfg.image, shared_pvc=cfg.train_shared_pvc,
                          shared_path=cfg.train_shared_path, gpus_per_worker=cfg.gpus, gpu_type=cfg.gpu_type,
-                         resources=spec.resources, mlflow_secret=cfg.mlflow_secret)
+                         resources=entry.resources, mlflow_secret=cfg.mlflow_secret)
     for key, value in job.env().items():
         task.set_env_variable(key, value)
     kubernetes.mount_pvc(task, pvc_name=cfg.train_shared_pvc, mount_path=cfg.train_shared_path)
-    if spec.retries:
-        task.set_retry(num_retries=spec.retries, backoff_duration="60s", backoff_factor=2.0,
+    if entry.retries:
+        task.set_retry(num_retries=entry.retries, backoff_duration="60s", backoff_factor=2.0,
                        backoff_max_duration="600s")
 
 
@@ -104,27 +105,29 @@ def _configure_light(task, cfg: ClusterConfig) -> None:
 
 def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
     """Build the pipeline function from the step specs; ``cluster=None`` leaves out cluster-only settings."""
-    from pipelines import codegen, tasks
+    from pipelines import components
 
-    specs = codegen.task_specs()
-    wires = codegen.wiring(specs)
-    missing = {sec for s in specs for sec in s.sections} - set(SECTIONS)
+    pairs = components.task_specs()
+    entries = {s.name: t for s, t in pairs}
+    wires = components.wiring(pairs)
+    missing = {sec for s, _ in pairs for sec in s.sections} - set(SECTIONS)
     if missing:
         raise ValueError(f"pipeline parameters lack the params sections {sorted(missing)}: add them to SECTIONS")
     image = cluster.image if cluster else DEFAULT_IMAGE
+    funcs = components.functions()
 
     def component(name: str):
-        return dsl.component(getattr(tasks, name), base_image=image, install_kfp_package=False)
+        return dsl.component(funcs[name], base_image=image, install_kfp_package=False)
 
-    ops = {s.name: component(codegen.func_name(s)) for s in specs}
-    part_ops = {s.name: component(codegen.func_name(s, "partition")) for s in specs if s.partitioned}
+    ops = {s.name: component(components.func_name(s)) for s, _ in pairs}
+    part_ops = {s.name: component(components.func_name(s, "partition")) for s, _ in pairs if s.partitioned}
     plan_op = component("partitions") if part_ops else None
     # the ParallelFor's bound is part of the compiled pipeline: scale.parallelism as params.yaml says at compile time
     parallelism = int(defaults.get("scale", {}).get("parallelism", 2))
 
     def inputs_of(spec, ports, done: dict) -> dict:
         kwargs = {sec: values_[sec] for sec in spec.sections}
-        kwargs.update({o.name: values_[o.name] for o in spec.options if o.pipeline_param})
+        kwargs.update({name: values_[name] for name in entries[spec.name].pipeline_params})
         for port in ports:
             producer, output, _, _ = wires[(spec.name, port.name)]
             kwargs[port.name] = done[producer].outputs[output]
@@ -145,12 +148,12 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
                 part_task = part_ops[spec.name](**inputs_of(spec, spec.inputs, done), part=part)
                 part_task.set_caching_options(spec.cache)
                 if cluster is not None:
-                    _configure(spec, part_task, cluster)
+                    _configure(entries[spec.name], part_task, cluster)
             task = ops[spec.name](**inputs_of(spec, spec.partitioned.merge_ports(spec.inputs), done),
                                   partials=dsl.Collected(part_task.outputs["partial"]))
         task.set_caching_options(spec.cache)  # gate/register depend on the registry: never cached
         if cluster is not None:
-            _configure(spec, task, cluster)
+            _configure(entries[spec.name], task, cluster)
         return task
 
     values_: dict = {}
@@ -169,11 +172,11 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
                         "evaluate": evaluate, "gate": gate, "registry": registry, "mlflow": mlflow,
                         "monitor": monitor, "scale": scale, "data_uri": data_uri})
         done: dict = {}
-        for spec in specs:
-            if spec.when:
+        for spec, entry in pairs:
+            if entry.when:
                 # a single bool output compared with True: an int literal or a NamedTuple field silently
                 # takes the False branch under kfp.local (tests/pipelines/test_run_local.py)
-                with dsl.If(done[spec.when].outputs["Output"] == True, name=f"{spec.when}-passed"):  # noqa: E712
+                with dsl.If(done[entry.when].outputs["Output"] == True, name=f"{entry.when}-passed"):  # noqa: E712
                     done[spec.name] = add(spec, done)
             else:
                 done[spec.name] = add(spec, done)
@@ -186,8 +189,8 @@ MONITOR_SECTIONS = ("monitor", "registry", "mlflow")
 
 def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
     """The one-task ``cxr-monitor`` pipeline (run it on a schedule: ``cxr pipeline schedule --monitor``)."""
-    from components import monitor as monitor_step
     from pipelines.monitor import cxr_monitor
+    from pipelines.tasks import MONITOR
 
     cfg = cluster or ClusterConfig()
     op = dsl.component(cxr_monitor, base_image=cfg.image, install_kfp_package=False)
@@ -203,7 +206,7 @@ def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
                   training_package=training_package, experiment=experiment)
         task.set_caching_options(False)  # reads the log and the registry: never the same answer twice
         if cluster is not None:
-            _configure(monitor_step.SPEC, task, cluster)
+            _configure(MONITOR, task, cluster)
             kubernetes.mount_pvc(task, pvc_name=cluster.prediction_log_pvc, mount_path=cluster.prediction_log_path)
 
     return cxr_monitor_pipeline

@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 from cxr.cli import build_parser, commands, main
-from cxr.testing import env
+from tests.support import env
 
 
 def test_help_lists_every_command(capsys):

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from components import train
-from components.core import distributed
-from components.core.errors import CxrError
+from components.core.contract.errors import CxrError
+from components.core.model import distributed
 from tests.conftest import train_params
 
 # the proof's schedule: one phase, every layer, 3 epochs (the tiny demo: 27 training images at 32 px)

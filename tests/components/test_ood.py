@@ -1,13 +1,15 @@
-"""The OOD reference (components/core/ood.py): fitting, threshold, storage, and the train/evaluate/registry hooks."""
+"""The OOD reference (components/core/eval/ood.py): fitting, threshold, storage, train/evaluate/registry hooks."""
 
 import json
 
 import numpy as np
 import pytest
 
-from components.core import modelcard, ood, registry, shards, synthetic
-from components.core.errors import CxrError
-from components.core.images import load_for_model
+from components.core.contract.errors import CxrError
+from components.core.data import shards, synthetic
+from components.core.data.images import load_for_model
+from components.core.eval import ood
+from components.core.registry import modelcard, registry
 
 CLASSES = ["COVID19", "NORMAL", "PNEUMONIA"]
 

@@ -1,4 +1,4 @@
-"""Shortcut stress tests (components/core/shortcut.py), resize modes and the planted-shortcut demo.
+"""Shortcut stress tests (components/core/eval/shortcut.py), resize modes and the planted-shortcut demo.
 
 Proof both ways: the default demo (no shortcut by construction) is not flagged, a demo with a planted
 class-dependent corner marker is flagged by the border probe and the lung-masked test, and the shared real
@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from components.core import images, shortcut, synthetic
-from components.core.config import LungFieldConfig, ShortcutConfig
+from components.core.contract.config import LungFieldConfig, ShortcutConfig
+from components.core.data import images, synthetic
+from components.core.eval import shortcut
 from tests.conftest import train_params
 
 FIELD = LungFieldConfig()
@@ -183,7 +184,7 @@ def test_shared_sample_borders_give_the_class_away(shared_sample):
 # --- the trained model: clean demo vs planted shortcut ---------------------------------------------
 
 def _eval_sets(shards_dir):
-    from components.core import shards
+    from components.core.data import shards
 
     test = shards.load_split(shards_dir, "test")
     return {"test": shortcut.EvalSet(test.x, test.y, test.rows, shards.read_meta(shards_dir).resize)}
@@ -213,7 +214,7 @@ def planted(tmp_path_factory):
 
 @pytest.mark.slow
 def test_clean_demo_model_is_not_flagged(tmp_path):
-    from components.core import models
+    from components.core.model import models
 
     p, root = _demo_model(tmp_path, "none")
     model = models.load_model(root / "models" / "model.keras")
@@ -228,7 +229,7 @@ def test_clean_demo_model_is_not_flagged(tmp_path):
 @pytest.mark.slow
 def test_planted_corner_marker_is_flagged_by_evaluate(planted, tmp_path):
     from components import evaluate
-    from components.core import modelcard
+    from components.core.registry import modelcard
 
     p, root = planted
     p = p.model_copy(update={"evaluate": p.evaluate.model_copy(update={

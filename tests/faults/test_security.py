@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import requests
 
-from components.core import models, registry
-from components.core.errors import CxrError
-from cxr.testing import BIN, ROOT, env, free_port, stop, wait_http
+from components.core.contract.errors import CxrError
+from components.core.model import models
+from components.core.registry import registry
 from serving import predict
 from tests.conftest import encode, gray, train_params, write_params
+from tests.support import BIN, ROOT, env, free_port, stop, wait_http
 
 
 def test_csv_paths_cannot_escape_the_root(tiny_model_dir, tmp_path):
@@ -89,10 +90,10 @@ def test_repository_has_no_secrets():
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     # generated files: the compiled pipelines (from pipelines/pipeline.py, scanned: they only name secret *keys*)
-    # and the Trainer CRD schema (from kubeflow-trainer-api by infra/k8s/schemas/trainer_schema.py, scanned; its
+    # and the Trainer CRD schema (from kubeflow-trainer-api by tests/infra/schemas/trainer_schema.py, scanned; its
     # regex patterns look like high-entropy strings)
     generated = ("pipelines/compiled/cxr_training.yaml", "pipelines/compiled/cxr_monitor.yaml",
-                 "infra/k8s/schemas/kubeflow-trainer-v1alpha1.schema.json")
+                 "tests/infra/schemas/kubeflow-trainer-v1alpha1.schema.json")
     files = [f for f in files if (ROOT / f).is_file() and not f.endswith((".lock", ".ipynb")) and f not in generated]
     out = subprocess.run([str(BIN / "detect-secrets"), "scan", *files], cwd=ROOT, capture_output=True, text=True,
                          check=True)

@@ -13,7 +13,7 @@ import yaml
 from tests.infra.test_infra import K8S, objects
 
 SERVING = K8S / "serving"
-SCHEMA = json.loads((K8S / "schemas" / "kserve-inferenceservice-v1beta1.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parent / "schemas" / "kserve-inferenceservice-v1beta1.schema.json").read_text())
 EXTENSION = set(SCHEMA["x-component-extension-fields"])
 OVERLAYS = [SERVING / "kserve", SERVING / "plain"]
 
@@ -145,7 +145,7 @@ def test_serving_secrets_are_in_the_template():
 
 def test_deploy_edits_what_the_manifests_declare():
     """`cxr deploy` looks for the kserve-container's --model and the canary Deployment by these names."""
-    from components import deploy
+    from components.ops import deploy
 
     (isvc,) = [o for o in objects(SERVING / "kserve") if o["kind"] == "InferenceService"]
     assert deploy.model_arg(isvc["spec"]["predictor"]["containers"][0]["args"]) == "models:/cxr-classifier/1"

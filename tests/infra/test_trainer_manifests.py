@@ -1,6 +1,6 @@
 """Offline checks of multi-worker training on Kubeflow Trainer (infra/k8s/trainer and the TrainJob the pipeline
 creates): every Kubernetes object against the 1.37 schemas, the TrainingRuntime and the TrainJob against the
-Trainer v1alpha1 schema generated from kubeflow-trainer-api 2.3.0 (infra/k8s/schemas/trainer_schema.py), and
+Trainer v1alpha1 schema generated from kubeflow-trainer-api 2.3.0 (tests/infra/schemas/trainer_schema.py), and
 their pod templates as real Kubernetes Jobs/Pods."""
 
 import copy
@@ -10,11 +10,11 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from components.core import distributed
+from components.core.model import distributed
 from pipelines import trainjob
 from tests.infra.test_infra import K8S, objects
 
-SCHEMA = json.loads((K8S / "schemas" / "kubeflow-trainer-v1alpha1.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parent / "schemas" / "kubeflow-trainer-v1alpha1.schema.json").read_text())
 
 
 def kind_schema(kind: str) -> dict:

@@ -1,4 +1,4 @@
-"""The Kaggle DICOM layouts as sources (components/core/sources/rsna.py, siim.py): detection, labels,
+"""The Kaggle DICOM layouts as sources (components/core/data/sources/rsna.py, siim.py): detection, labels,
 patient ids, and an account of every file and label row. Trees are written by tests/kaggle_layouts.py."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from components import ingest
-from components.core import manifest, sources
-from components.core.config import parse_params
-from components.core.dicom import patient_digest
-from components.core.errors import DataError
+from components.core.contract.config import parse_params
+from components.core.contract.errors import DataError
+from components.core.data import manifest, sources
+from components.core.data.dicom import patient_digest
 from tests.conftest import encode, gray, write_tree
 from tests.kaggle_layouts import rsna_tree, siim_tree
 

@@ -1,6 +1,6 @@
 """The model card's De-identification section is written from validate's `deidentification` block."""
 
-from components.core import modelcard
+from components.core.registry import modelcard
 
 
 def section(validation: dict | None) -> str:

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from components.core import models, registry
-from components.core.config import TrainConfig
-from components.core.errors import CxrError
+from components.core.contract.config import TrainConfig
+from components.core.contract.errors import CxrError
+from components.core.model import models
+from components.core.registry import registry
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
 
