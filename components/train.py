@@ -31,7 +31,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -157,18 +159,42 @@ def _log_lr_find(result: dict, lr: float, idx: int) -> None:
     mlflow.log_metric(f"phase{idx + 1}_lr_found", lr)
 
 
+@dataclass
+class Session:
+    """One training run between :func:`prepare` and :func:`finalize`: the data, the model, the resume state."""
+
+    params: Any
+    me: Any  # this process among the workers (components.core.model.distributed.Worker)
+    strategy: Any
+    device: dict
+    meta: Any
+    train: Any
+    val: Any
+    ckpt: Any
+    resumed: bool
+    resumed_from: int
+    data_version: str
+    warnings: list[str]
+    model: Any
+    weights: dict | None
+    datasets: tuple
+    fit_weights: dict | None
+    frames: dict
+    lineage: dict
+    track: bool
+    phase_info: list[dict] = field(default_factory=list)
+    run_id: str | None = None
+    started: float = field(default_factory=time.time)
+
+
 @under_spec(SPEC)
 def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/train-state",
         track: bool = True) -> dict:
-    """Train on ``shards``; write ``model.keras``, ``history.csv``, ``train_summary.json`` to ``out``."""
-    from components.core.contract.fsutil import atomic_path, remove, write_json
-    from components.core.data import manifest
-    from components.core.data import shards as shard_io
-    from components.core.eval import ood
-    from components.core.model import distributed, models, training
-    from components.core.model.checkpoint import TrainState, load_weights, make_tracker
+    """Train on ``shards``; write ``model.keras``, ``history.csv``, ``train_summary.json`` to ``out``:
+    :func:`prepare`, then :func:`run_phases` inside the MLflow run, then :func:`finalize`."""
+    from components.core.contract.fsutil import remove
+    from components.core.model import distributed
     from components.core.registry import tracking
-    from components.core.stats import metrics
 
     cfg = params.train
     me = distributed.worker()
@@ -176,28 +202,54 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
         return _launch_local(params, Path(shards), Path(out), Path(state), track)
     if me.distributed and me.count != cfg.workers:
         raise DataError(f"TF_CONFIG names {me.count} workers but train.workers is {cfg.workers}")
-    track = track and me.chief  # the other workers train, the chief reports
+    s = prepare(params, Path(shards), Path(state), track and me.chief, me)  # the other workers train, the chief reports
+    run_ctx = (tracking.tracked_run(s.ckpt["run_id"], f"train-{cfg.backbone}", _run_params(s), _run_tags(s))
+               if s.track else contextlib.nullcontext())
+    with run_ctx as mlflow_run:
+        s.run_id = mlflow_run.info.run_id if mlflow_run else None
+        if s.track and not s.resumed:
+            _log_lineage(s.lineage, s.frames)
+        s.ckpt["run_id"] = s.run_id
+        run_phases(s)
+        if me.distributed and not me.chief:  # trained; the chief finishes and writes
+            s.ckpt.close()
+            log.info("worker %d of %d: done after %d epochs", me.index, me.count, len(s.ckpt["history"]))
+            return {"worker": me.index, "workers": me.count, "epochs_run": len(s.ckpt["history"])}
+        summary = finalize(s, Path(out))
+    remove(Path(state))  # done: a later run starts from scratch
+    log.info("best epoch %s (%s %.4g) of %d; %.0f s", summary["best_epoch"], summary["monitor"],
+             summary["best_value"], summary["epochs_run"], summary["seconds"])
+    return summary
+
+
+def prepare(params, shards_dir: Path, state_dir: Path, track: bool, me) -> Session:
+    """Check the data, set the device and seeds, open (or resume) the training state, build (or load) the model
+    and its input streams. With ``track``, fail fast when the MLflow server is down, before any training."""
+    from components.core.data import manifest
+    from components.core.data import shards as shard_io
+    from components.core.model import models, training
+    from components.core.model.checkpoint import TrainState
+    from components.core.registry import tracking
+
+    cfg = params.train
     models.require_tensorflow()
     import keras
     import tensorflow as tf
 
     # the distribution strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs
     strategy, device = training.configure_device(cfg.mixed_precision, me)
-    shards_dir, out_dir, state_dir = Path(shards), Path(out), Path(state)
     meta = shard_io.read_meta(shards_dir)
     train, val = shard_io.load_split(shards_dir, "train"), shard_io.load_split(shards_dir, "val")
     _check_data(params, meta, train, val)
     if track:
-        tracking.setup(params)  # fails fast when the server is down, before any training
+        tracking.setup(params)
     keras.utils.set_random_seed(cfg.seed)
     with contextlib.suppress(Exception):
         tf.config.experimental.enable_op_determinism()
     fp = fingerprint(params, shards_dir)
     ckpt, resumed = TrainState.open(state_dir, fp, chief=me.chief)
-    resumed_from = ckpt["epoch"]
-    data_version = fp.split("-", 1)[1]
     if resumed:
-        log.info("resuming after epoch %d (phase %d)", resumed_from, ckpt["phase"] + 1)
+        log.info("resuming after epoch %d (phase %d)", ckpt["epoch"], ckpt["phase"] + 1)
     warnings = cfg.warnings()  # with several workers: the BatchNorm refresh is skipped (said there)
     for w in warnings:
         log.warning("%s", w)
@@ -207,107 +259,143 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
                  else models.build_model(cfg, len(meta.classes)))
     weights = training.class_weights(train.y, len(meta.classes), cfg.class_weight)
     datasets, fit_weights = _datasets(cfg, train, val, weights, strategy, me)
-    run_params = tracking.flatten(params.declared_dump())
-    tags = {"git_commit": tracking.git_commit(), "data_version": data_version, "backbone": cfg.backbone,
-            "image_size": cfg.image_size, "resize": params.preprocess.resize,
-            "params_hash": tracking.params_hash(params), "train_warnings": len(warnings),
-            **{f"device.{k}": v for k, v in device.items()}}
-    run_ctx = (tracking.tracked_run(ckpt["run_id"], f"train-{cfg.backbone}", run_params, tags) if track
-               else contextlib.nullcontext())
-    started = time.time()
-    phase_info = []
+    data_version = fp.split("-", 1)[1]
     frames = {"train": train.rows, "val": val.rows, "test": manifest.read(shards_dir / "test.csv")}
-    lineage = _lineage(params, frames, data_version)
-    with run_ctx as mlflow_run:
-        run_id = mlflow_run.info.run_id if mlflow_run else None
-        if track and not resumed:
-            _log_lineage(lineage, frames)
-        ckpt["run_id"] = run_id
-        log_epoch = tracking.epoch_logger(track)
-        for idx, phase in enumerate(cfg.phases):
-            if idx < ckpt["phase"]:
-                continue
-            mid_phase = resumed and ckpt["phase_epoch"] > 0
-            with strategy.scope():
-                counts = models.set_trainable(model, phase.trainable, cfg.freeze_batchnorm, phase.train_bn)
-            if resumed and not mid_phase and ckpt["phase_best_weights"]:
-                load_weights(model, ckpt.file(ckpt["phase_best_weights"]))  # killed between two phases
-            if not mid_phase:
-                ckpt["phase_start"], ckpt["phase_best"], ckpt["wait"], ckpt["phase_epoch"] = ckpt["epoch"], None, 0, 0
-            lr = _phase_lr(model, phase, idx, ckpt, cfg, train, weights, strategy, track)
-            log.info("phase %d/%d: trainable %s (%d weights, %d BatchNorm layers training), lr %g%s, %s schedule, "
-                     "up to %d epochs", idx + 1, len(cfg.phases), phase.trainable, counts["trainable_weights"],
-                     counts["batchnorm_training"], lr, f" / {phase.lr_mult:g} over {phase.lr_groups} groups"
-                     if phase.lr_mult > 1 else "", phase.schedule, phase.epochs)
-            callbacks = [make_tracker(ckpt, idx, cfg.early_stopping.monitor, cfg.early_stopping.patience, log_epoch,
-                                      model)]
-            if phase.schedule == "constant":
-                callbacks.append(keras.callbacks.ReduceLROnPlateau(
-                    monitor=cfg.early_stopping.monitor, factor=cfg.reduce_lr.factor, patience=cfg.reduce_lr.patience,
-                    min_lr=cfg.reduce_lr.min_lr))
-            if cfg.refresh_batchnorm and counts["batchnorm_training"] and not phase.cache_features \
-                    and not me.distributed:
-                # before the tracker's checkpoint: validation and the saved weights see the refreshed statistics
-                callbacks.insert(0, training.batchnorm_refresher(train.x, cfg.batch_size, cfg.refresh_batchnorm))
-            compiled = {}
-            if phase.epochs - ckpt["phase_epoch"] > 0 and ckpt["wait"] < cfg.early_stopping.patience:
-                compiled = _fit_phase(model, phase, ckpt, train, val, datasets, fit_weights, callbacks, strategy,
-                                      cfg.batch_size, lr,
-                                      prebuild=(cfg.image_size, weights is not None) if me.distributed else None)
-            phase_info.append({"phase": idx + 1, "trainable": phase.trainable, "lr": lr, "schedule": phase.schedule,
-                               **counts, **{k: v for k, v in compiled.items() if k in ("groups", "total_steps")}})
-            if ckpt["phase_best_weights"]:
-                load_weights(model, ckpt.file(ckpt["phase_best_weights"]))
-            ckpt["phase"], ckpt["phase_epoch"], resumed = idx + 1, 0, False
-            ckpt.commit()
-        if me.distributed:
-            if not me.chief:  # trained; the chief finishes and writes
-                ckpt.close()
-                log.info("worker %d of %d: done after %d epochs", me.index, me.count, len(ckpt["history"]))
-                return {"worker": me.index, "workers": me.count, "epochs_run": len(ckpt["history"])}
-            # the chief finishes alone: the same model outside the multi-worker strategy (no more collectives)
-            model = keras.models.load_model(ckpt.file(ckpt["last_model"]), safe_mode=True,
-                                            custom_objects=training.custom_objects())
-        load_weights(model, ckpt.file(ckpt["best_weights"]))
-        failure = metrics.collapse(val.y, shard_io.predict(model, val.x).argmax(axis=1), meta.classes)
-        if failure:
-            log.error("training failed: %s. Check train.phases (rates, schedule), train.refresh_batchnorm and the "
-                      "data; the gate refuses this model", failure)
-        collapse_check = ("done" if len(val.y) >= metrics.COLLAPSE_MIN_IMAGES else
-                          f"inconclusive: {len(val.y)} validation images (needs {metrics.COLLAPSE_MIN_IMAGES})")
-        calibration = training.calibrate(model, val.x, val.y) if cfg.calibrate else {"temperature": 1.0}
-        model = (models.with_temperature(model, calibration["temperature"]) if cfg.calibrate
-                 else models.inference_model(model))  # uncompiled: no optimizer inside the saved model
-        history = ckpt["history"]
-        seconds = time.time() - started
-        summary = {
-            "run_id": run_id, "classes": meta.classes, "image_size": cfg.image_size, "backbone": cfg.backbone,
-            "resize": params.preprocess.resize,
-            "status": "training_failed" if failure else "ok", "failure": failure, "collapse_check": collapse_check,
-            "warnings": warnings,
-            "best_epoch": ckpt["best_epoch"], "best_value": ckpt["best"], "monitor": cfg.early_stopping.monitor,
-            "epochs_run": len(history), "phases": phase_info, "device": device, "data_version": data_version,
-            "calibration": calibration, "resumed_from_epoch": resumed_from, "seconds": round(seconds, 1),
-            "images_per_second": round((len(history) - resumed_from) * len(train.y) / max(1e-9, seconds), 1),
-        }
-        with atomic_path(out_dir, directory=True) as tmp:
-            model.save(tmp / "model.keras")
-            # the OOD reference: training features, threshold on the validation split
-            summary["ood"] = ood.fit_and_save(model, train, val, meta.classes, params.monitor.ood_false_alarm, tmp,
-                                              track)
-            _write_history(history, tmp / "history.csv")
-            write_json(tmp / "lineage.json", lineage)
-            if track:
-                try:
-                    summary["mlflow_model_uri"] = _log_model(model, tmp, summary)
-                except Exception as err:
-                    raise ServiceError(
-                        f"logging the trained model to MLflow failed: {type(err).__name__}: {str(err)[:300]}. "
-                        "Training is finished and saved: re-run the same command when the server is back.") from None
-            write_json(tmp / "train_summary.json", summary)
-    remove(state_dir)  # done: a later run starts from scratch
-    log.info("best epoch %s (%s %.4g) of %d; %.0f s", summary["best_epoch"], summary["monitor"],
-             summary["best_value"], summary["epochs_run"], seconds)
+    return Session(params=params, me=me, strategy=strategy, device=device, meta=meta, train=train, val=val, ckpt=ckpt,
+                   resumed=resumed, resumed_from=ckpt["epoch"], data_version=data_version, warnings=warnings,
+                   model=model, weights=weights, datasets=datasets, fit_weights=fit_weights, frames=frames,
+                   lineage=_lineage(params, frames, data_version), track=track)
+
+
+def _run_params(s: Session) -> dict:
+    from components.core.registry import tracking
+
+    return tracking.flatten(s.params.declared_dump())
+
+
+def _run_tags(s: Session) -> dict:
+    from components.core.registry import tracking
+
+    cfg = s.params.train
+    return {"git_commit": tracking.git_commit(), "data_version": s.data_version, "backbone": cfg.backbone,
+            "image_size": cfg.image_size, "resize": s.params.preprocess.resize,
+            "params_hash": tracking.params_hash(s.params), "train_warnings": len(s.warnings),
+            **{f"device.{k}": v for k, v in s.device.items()}}
+
+
+def run_phases(s: Session) -> None:
+    """Every phase not yet finished (a resumed run skips the finished ones and continues mid-phase): set what
+    trains, pick the rate, fit with early stopping, restore the phase's best epoch; committed after each phase."""
+    from components.core.model import models
+    from components.core.model.checkpoint import load_weights
+    from components.core.registry import tracking
+
+    cfg, ckpt, model = s.params.train, s.ckpt, s.model
+    resumed = s.resumed
+    log_epoch = tracking.epoch_logger(s.track)
+    for idx, phase in enumerate(cfg.phases):
+        if idx < ckpt["phase"]:
+            continue
+        mid_phase = resumed and ckpt["phase_epoch"] > 0
+        with s.strategy.scope():
+            counts = models.set_trainable(model, phase.trainable, cfg.freeze_batchnorm, phase.train_bn)
+        if resumed and not mid_phase and ckpt["phase_best_weights"]:
+            load_weights(model, ckpt.file(ckpt["phase_best_weights"]))  # killed between two phases
+        if not mid_phase:
+            ckpt["phase_start"], ckpt["phase_best"], ckpt["wait"], ckpt["phase_epoch"] = ckpt["epoch"], None, 0, 0
+        lr = _phase_lr(model, phase, idx, ckpt, cfg, s.train, s.weights, s.strategy, s.track)
+        log.info("phase %d/%d: trainable %s (%d weights, %d BatchNorm layers training), lr %g%s, %s schedule, "
+                 "up to %d epochs", idx + 1, len(cfg.phases), phase.trainable, counts["trainable_weights"],
+                 counts["batchnorm_training"], lr, f" / {phase.lr_mult:g} over {phase.lr_groups} groups"
+                 if phase.lr_mult > 1 else "", phase.schedule, phase.epochs)
+        compiled = {}
+        if phase.epochs - ckpt["phase_epoch"] > 0 and ckpt["wait"] < cfg.early_stopping.patience:
+            compiled = _fit_phase(model, phase, ckpt, s.train, s.val, s.datasets, s.fit_weights,
+                                  _callbacks(s, idx, phase, counts, log_epoch), s.strategy, cfg.batch_size, lr,
+                                  prebuild=(cfg.image_size, s.weights is not None) if s.me.distributed else None)
+        s.phase_info.append({"phase": idx + 1, "trainable": phase.trainable, "lr": lr, "schedule": phase.schedule,
+                             **counts, **{k: v for k, v in compiled.items() if k in ("groups", "total_steps")}})
+        if ckpt["phase_best_weights"]:
+            load_weights(model, ckpt.file(ckpt["phase_best_weights"]))
+        ckpt["phase"], ckpt["phase_epoch"], resumed = idx + 1, 0, False
+        ckpt.commit()
+
+
+def _callbacks(s: Session, idx: int, phase, counts: dict, log_epoch) -> list:
+    """The phase's callbacks: the checkpoint/early-stopping tracker, ReduceLROnPlateau for a constant rate, and
+    the BatchNorm refresh before every validation when BatchNorm layers train."""
+    import keras
+
+    from components.core.model import training
+    from components.core.model.checkpoint import make_tracker
+
+    cfg = s.params.train
+    callbacks = [make_tracker(s.ckpt, idx, cfg.early_stopping.monitor, cfg.early_stopping.patience, log_epoch,
+                              s.model)]
+    if phase.schedule == "constant":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=cfg.early_stopping.monitor, factor=cfg.reduce_lr.factor, patience=cfg.reduce_lr.patience,
+            min_lr=cfg.reduce_lr.min_lr))
+    if cfg.refresh_batchnorm and counts["batchnorm_training"] and not phase.cache_features and not s.me.distributed:
+        # before the tracker's checkpoint: validation and the saved weights see the refreshed statistics
+        callbacks.insert(0, training.batchnorm_refresher(s.train.x, cfg.batch_size, cfg.refresh_batchnorm))
+    return callbacks
+
+
+def finalize(s: Session, out_dir: Path) -> dict:
+    """The best epoch's weights, the constant-predictor check, the temperature on val; then ``out_dir`` written
+    at once (model, OOD reference, history, lineage, summary) and the model logged to MLflow."""
+    import keras
+
+    from components.core.contract.fsutil import atomic_path, write_json
+    from components.core.data import shards as shard_io
+    from components.core.eval import ood
+    from components.core.model import models, training
+    from components.core.model.checkpoint import load_weights
+    from components.core.stats import metrics
+
+    cfg, ckpt, val, params = s.params.train, s.ckpt, s.val, s.params
+    model = s.model
+    if s.me.distributed:  # the chief finishes alone: the same model outside the multi-worker strategy
+        model = keras.models.load_model(ckpt.file(ckpt["last_model"]), safe_mode=True,
+                                        custom_objects=training.custom_objects())
+    load_weights(model, ckpt.file(ckpt["best_weights"]))
+    failure = metrics.collapse(val.y, shard_io.predict(model, val.x).argmax(axis=1), s.meta.classes)
+    if failure:
+        log.error("training failed: %s. Check train.phases (rates, schedule), train.refresh_batchnorm and the "
+                  "data; the gate refuses this model", failure)
+    collapse_check = ("done" if len(val.y) >= metrics.COLLAPSE_MIN_IMAGES else
+                      f"inconclusive: {len(val.y)} validation images (needs {metrics.COLLAPSE_MIN_IMAGES})")
+    calibration = training.calibrate(model, val.x, val.y) if cfg.calibrate else {"temperature": 1.0}
+    model = (models.with_temperature(model, calibration["temperature"]) if cfg.calibrate
+             else models.inference_model(model))  # uncompiled: no optimizer inside the saved model
+    history = ckpt["history"]
+    seconds = time.time() - s.started
+    summary = {
+        "run_id": s.run_id, "classes": s.meta.classes, "image_size": cfg.image_size, "backbone": cfg.backbone,
+        "resize": params.preprocess.resize,
+        "status": "training_failed" if failure else "ok", "failure": failure, "collapse_check": collapse_check,
+        "warnings": s.warnings,
+        "best_epoch": ckpt["best_epoch"], "best_value": ckpt["best"], "monitor": cfg.early_stopping.monitor,
+        "epochs_run": len(history), "phases": s.phase_info, "device": s.device, "data_version": s.data_version,
+        "calibration": calibration, "resumed_from_epoch": s.resumed_from, "seconds": round(seconds, 1),
+        "images_per_second": round((len(history) - s.resumed_from) * len(s.train.y) / max(1e-9, seconds), 1),
+    }
+    with atomic_path(out_dir, directory=True) as tmp:
+        model.save(tmp / "model.keras")
+        # the OOD reference: training features, threshold on the validation split
+        summary["ood"] = ood.fit_and_save(model, s.train, val, s.meta.classes, params.monitor.ood_false_alarm, tmp,
+                                          s.track)
+        _write_history(history, tmp / "history.csv")
+        write_json(tmp / "lineage.json", s.lineage)
+        if s.track:
+            try:
+                summary["mlflow_model_uri"] = _log_model(model, tmp, summary)
+            except Exception as err:
+                raise ServiceError(
+                    f"logging the trained model to MLflow failed: {type(err).__name__}: {str(err)[:300]}. "
+                    "Training is finished and saved: re-run the same command when the server is back.") from None
+        write_json(tmp / "train_summary.json", summary)
     return summary
 
 
