@@ -17,15 +17,13 @@ from benchmarks.common import CLASSES, SAMPLE, machine, repeated_sample, table
 
 
 def make_model(backbone: str, size: int, out: Path) -> Path:
-    import json
-
     from components.core.contract.config import TrainConfig
     from components.core.model import models
 
     out.mkdir(parents=True, exist_ok=True)
     model = models.build_model(TrainConfig(backbone=backbone, weights="none", image_size=size), len(CLASSES))
     model.save(out / "model.keras")
-    (out / "train_summary.json").write_text(json.dumps({"classes": CLASSES}))
+    models.Preprocessing(tuple(CLASSES), "crop").save(out)
     return out
 
 

@@ -29,12 +29,19 @@ def specs() -> list[StepSpec]:
     return [module(m).SPEC for m in STEP_MODULES]
 
 
+def check() -> None:
+    """Every spec's checks that need the params schema (``StepSpec.check``): ``cxr spec check`` and a test."""
+    for s in specs():
+        s.check()
+
+
 def spec(name: str) -> StepSpec:
     return module(name).SPEC
 
 
 def stale(root: Path | None = None) -> bool:
     """Whether ``dvc.yaml`` under ``root`` (default: the current folder) differs from what the specs give."""
+    check()
     path = (Path.cwd() if root is None else root) / GENERATED
     return not path.is_file() or path.read_text(encoding="utf-8") != dvc_yaml(specs())
 

@@ -104,8 +104,6 @@ def run(params, gate_report: str | Path, model_dir: str | Path, metrics: str | P
         "params_hash": tracking.params_hash(params),
         "backbone": train.get("backbone", ""),
         "image_size": str(train.get("image_size", "")),
-        "resize": params.preprocess.resize,
-        "classes": json.dumps(train.get("classes", [])),
         "run_id": run_id,
         "temperature": str(models_temperature(train)),
         "operating_points": json.dumps({c: v["threshold"] for c, v in

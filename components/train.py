@@ -381,8 +381,10 @@ def finalize(s: Session, out_dir: Path) -> dict:
         "calibration": calibration, "resumed_from_epoch": s.resumed_from, "seconds": round(seconds, 1),
         "images_per_second": round((len(history) - s.resumed_from) * len(s.train.y) / max(1e-9, seconds), 1),
     }
+    prep = models.Preprocessing(tuple(s.meta.classes), params.preprocess.resize)
     with atomic_path(out_dir, directory=True) as tmp:
         model.save(tmp / "model.keras")
+        prep.save(tmp)  # what the model expects, stored once with it
         # the OOD reference: training features, threshold on the validation split
         summary["ood"] = ood.fit_and_save(model, s.train, val, s.meta.classes, params.monitor.ood_false_alarm, tmp,
                                           s.track)
@@ -390,7 +392,7 @@ def finalize(s: Session, out_dir: Path) -> dict:
         write_json(tmp / "lineage.json", s.lineage)
         if s.track:
             try:
-                summary["mlflow_model_uri"] = _log_model(model, tmp, summary)
+                summary["mlflow_model_uri"] = _log_model(model, tmp, summary, prep)
             except Exception as err:
                 raise ServiceError(
                     f"logging the trained model to MLflow failed: {type(err).__name__}: {str(err)[:300]}. "
@@ -504,8 +506,9 @@ def _write_history(history: list[dict], path: Path) -> None:
     pd.DataFrame(history).to_csv(path, index=False, float_format="%.6g")
 
 
-def _log_model(model, out: Path, summary: dict) -> str:
-    """Log the Keras model with a signature, plus the history and an example input (see DESIGN §4)."""
+def _log_model(model, out: Path, summary: dict, prep) -> str:
+    """Log the Keras model with a signature and its preprocessing record (MLmodel metadata), plus the history and
+    an example input (docs/architecture.md § Stack facts: no ``input_example=``)."""
     import json
 
     import mlflow
@@ -522,7 +525,7 @@ def _log_model(model, out: Path, summary: dict) -> str:
     # input_example= fails with mlflow 3.17 + Keras 3 (FileNotFoundError on input_example.json):
     # the example goes in as a separate artifact instead.
     np.save(out / "input_example.npy", np.zeros((1, size, size, 1), np.uint8))
-    info = mlflow.keras.log_model(model, name="model", signature=signature)
+    info = mlflow.keras.log_model(model, name="model", signature=signature, metadata=prep.mlflow_metadata())
     mlflow.log_artifact(str(out / "input_example.npy"), artifact_path="model_extras")
     mlflow.log_artifact(str(out / "history.csv"), artifact_path="training")
     mlflow.log_dict({k: v for k, v in summary.items() if k != "run_id"}, "training/train_summary.json")

@@ -55,7 +55,7 @@ def run_monitor_task(args: dict) -> bool:
     from components.ops import monitor
 
     logs.configure()
-    params = parse_params({s: args[s] for s in ("monitor", "registry", "mlflow")}, "parameters of cxr-monitor")
+    params = parse_params({s: args[s] for s in monitor.SPEC.sections}, "parameters of cxr-monitor")
     out = Path(args["report"].path).parent / "monitor-report"
     trigger = None
     if args["kfp_host"]:

@@ -2,19 +2,20 @@
 one task per part, then its merge task), wired from the step specs and configured from the task table
 (``pipelines/tasks.py``); register runs behind ``dsl.If`` on the gate's bool.
 
-Pipeline parameters mirror ``params.yaml`` (one ``dict`` per section, defaults read from the file at
-compile time) plus ``data_uri`` (``dvc://<git-url>@<rev>`` to train on exactly what a commit pins).
+Pipeline parameters mirror ``params.yaml`` (one ``dict`` per section of the params schema, defaults read from the
+file at compile time) plus ``data_uri`` (``dvc://<git-url>@<rev>`` to train on exactly what a commit pins).
 Cluster settings: the train task asks for a GPU on tainted GPU nodes; every task has CPU/memory
 requests and limits, runs as a non-root user, and gets credentials from Kubernetes Secrets.
 """
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 from kfp import dsl, kubernetes
 
-SECTIONS = ("data", "validate", "split", "preprocess", "train", "evaluate", "gate", "registry", "mlflow", "monitor",
-            "scale")
+from components.core.contract.config import SECTIONS
+
 DEFAULT_IMAGE = "ghcr.io/cxr-mlops/cxr-mlops-gpu:latest"
 
 
@@ -110,9 +111,6 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
     pairs = components.task_specs()
     entries = {s.name: t for s, t in pairs}
     wires = components.wiring(pairs)
-    missing = {sec for s, _ in pairs for sec in s.sections} - set(SECTIONS)
-    if missing:
-        raise ValueError(f"pipeline parameters lack the params sections {sorted(missing)}: add them to SECTIONS")
     image = cluster.image if cluster else DEFAULT_IMAGE
     funcs = components.functions()
 
@@ -158,19 +156,9 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
 
     values_: dict = {}
 
-    @dsl.pipeline(name="cxr-training", description="Chest X-ray classifier: ingest → validate → split → "
-                  "preprocess → train → evaluate → gate → register (when the gate passes).")
-    def cxr_training(
-        data: dict = defaults["data"], validate: dict = defaults["validate"], split: dict = defaults["split"],
-        preprocess: dict = defaults["preprocess"], train: dict = defaults["train"],
-        evaluate: dict = defaults["evaluate"], gate: dict = defaults["gate"], registry: dict = defaults["registry"],
-        mlflow: dict = defaults["mlflow"], monitor: dict = defaults["monitor"], scale: dict = defaults["scale"],
-        data_uri: str = "",
-    ):
+    def cxr_training(*values):
         values_.clear()
-        values_.update({"data": data, "validate": validate, "split": split, "preprocess": preprocess, "train": train,
-                        "evaluate": evaluate, "gate": gate, "registry": registry, "mlflow": mlflow,
-                        "monitor": monitor, "scale": scale, "data_uri": data_uri})
+        values_.update(zip(signature.parameters, values, strict=True))
         done: dict = {}
         for spec, entry in pairs:
             if entry.when:
@@ -181,10 +169,20 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
             else:
                 done[spec.name] = add(spec, done)
 
-    return cxr_training
+    # one dict parameter per params section (defaults: params.yaml at compile time), then data_uri; KFP reads this
+    # signature and calls the function with one value per parameter, in order
+    signature = _signature({s: defaults[s] for s in SECTIONS}, {"data_uri": ""})
+    cxr_training.__signature__ = signature
+    return dsl.pipeline(name="cxr-training", description="Chest X-ray classifier: ingest → validate → split → "
+                        "preprocess → train → evaluate → gate → register (when the gate passes).")(cxr_training)
 
 
-MONITOR_SECTIONS = ("monitor", "registry", "mlflow")
+def _signature(sections: dict[str, dict], others: dict[str, str]) -> inspect.Signature:
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature([inspect.Parameter(name, kind, default=value, annotation=dict)
+                              for name, value in sections.items()] +
+                             [inspect.Parameter(name, kind, default=value, annotation=str)
+                              for name, value in others.items()])
 
 
 def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None):

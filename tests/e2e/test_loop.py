@@ -24,21 +24,21 @@ NAME = "cxr-classifier"
 CLASSES = ["COVID19", "NORMAL", "PNEUMONIA"]
 
 
-def register(model_dir, run_id=None, resize: str | None = None) -> str:
-    """Log the trained folder as the train step does (model + OOD reference) and register a gated version,
-    tagged with its resize mode as `cxr register` tags it."""
+def register(model_dir, run_id=None) -> str:
+    """Log the trained folder as the train step does (model with its preprocessing record + OOD reference) and
+    register a gated version."""
     import mlflow
 
     from components.core.model import models
 
     if run_id is None:
         with mlflow.start_run() as run:
-            mlflow.keras.log_model(models.load_model(model_dir / "model.keras"), name="model")
+            prep = models.Preprocessing.load(model_dir)
+            mlflow.keras.log_model(models.load_model(model_dir / "model.keras"), name="model",
+                                   metadata=prep.mlflow_metadata())
             mlflow.log_artifact(str(model_dir / ood.REFERENCE_FILE), artifact_path=ood.ARTIFACT_DIR)
             run_id = run.info.run_id
-    resize = resize or json.loads((model_dir / "train_summary.json").read_text())["resize"]
-    mv = mlflow.register_model(f"runs:/{run_id}/model", NAME, tags={
-        "gate_passed": "true", "classes": json.dumps(CLASSES), "run_id": run_id, "resize": resize})
+    mv = mlflow.register_model(f"runs:/{run_id}/model", NAME, tags={"gate_passed": "true", "run_id": run_id})
     return str(mv.version), run_id
 
 
@@ -158,7 +158,7 @@ def test_hot_swap_under_load_drops_no_request(loop, tiny_shards):
 
     from tests.serving.test_loop import hammer
 
-    v2, _ = register(None, loop["run_id"], resize=loop["resize"])  # the same run registered again: a new version
+    v2, _ = register(None, loop["run_id"])  # the same run registered again: a new version
     images = [d for *_, d in synthetic.generate(CLASSES, 2, 1, 64, 96, seed=103)]
     stop_event, failures = threading.Event(), []
     seen: list[list[str]] = [[] for _ in range(4)]

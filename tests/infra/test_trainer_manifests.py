@@ -5,6 +5,7 @@ their pod templates as real Kubernetes Jobs/Pods."""
 
 import copy
 import json
+from pathlib import Path
 
 import jsonschema
 import kubernetes_validate

@@ -154,11 +154,15 @@ class SplitConfig(Section):
         return self
 
 
+# how a film is fitted to the model's square: pad: whole film, black letterbox bands; pad_edge: whole film, bands
+# filled by repeating the film's edge (no sharp black rectangle whose height is the aspect ratio); crop: centre
+# square (cuts the long side). The default was chosen by the shortcut tests: BENCHMARKS.md "Resize modes and shortcuts".
+ResizeMode = Literal["pad", "pad_edge", "crop"]
+RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
+
+
 class PreprocessConfig(Section):
-    # pad: whole film, black letterbox bands; pad_edge: whole film, bands filled by repeating the film's
-    # edge (no sharp black rectangle whose height is the aspect ratio); crop: centre square (cuts the long
-    # side). Chosen by the shortcut tests: BENCHMARKS.md "Resize modes and shortcuts".
-    resize: Literal["pad", "pad_edge", "crop"] = "crop"
+    resize: ResizeMode = "crop"
     workers: int = Field(2, ge=1, le=256)
 
 
@@ -643,10 +647,10 @@ class Params(Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
-    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
@@ -679,6 +683,11 @@ class Params(Section):
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain data (the form logged to MLflow)."""
         return self.model_dump(mode="json", by_alias=True)[name]
+
+
+# the params.yaml sections, in file order (``validate`` is ``Params.validate_`` in Python): derived from the
+# schema, so a new section is one field of Params
+SECTIONS: tuple[str, ...] = tuple(f.alias or name for name, f in Params.model_fields.items())
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:

@@ -109,13 +109,10 @@ class StepSpec:
     module: str = ""  # the Python module with run(); default components.<name with - as _>
 
     def __post_init__(self) -> None:
-        from components.core.contract.params_view import SECTION_ORDER
-
         names = [p.name for p in self.ports] + [o.name for o in self.options]
-        clash = (set(names) & set(SECTION_ORDER)) | {n for n in names if names.count(n) > 1}
-        if clash:  # KFP components take sections, ports and options as parameters of one function
-            raise ValueError(f"step {self.name}: port/option names {sorted(clash)} clash with each other or with "
-                             "params sections")
+        clash = {n for n in names if names.count(n) > 1}
+        if clash:
+            raise ValueError(f"step {self.name}: port/option names {sorted(clash)} clash with each other")
         if self.partitioned is not None:
             reserved = {"part", "partial", "partials"} & set(names)
             if reserved:
@@ -134,10 +131,24 @@ class StepSpec:
     @property
     def sections(self) -> tuple[str, ...]:
         """The params.yaml sections this step reads (in the order of params.yaml)."""
-        from components.core.contract.params_view import SECTION_ORDER
+        from components.core.contract.config import SECTIONS
 
         wanted = {p.split(".")[0] for p in self.params}
-        return tuple(s for s in SECTION_ORDER if s in wanted)
+        unknown = wanted - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"step {self.name} declares params of unknown sections {sorted(unknown)}")
+        return tuple(s for s in SECTIONS if s in wanted)
+
+    def check(self) -> None:
+        """What needs the params schema (not checked at import, to keep ``cxr --help`` light): port and option
+        names must not be params sections, since a KFP component takes all of them as parameters of one
+        function."""
+        from components.core.contract.config import SECTIONS
+
+        clash = set(SECTIONS) & {n for n in [p.name for p in self.ports] + [o.name for o in self.options]}
+        if clash:
+            raise ValueError(f"step {self.name}: port/option names {sorted(clash)} clash with params sections")
+        _ = self.sections
 
     def port(self, name: str) -> Port:
         for p in self.ports:

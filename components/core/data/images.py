@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
+from components.core.contract.config import RESIZE_MODES
 from components.core.contract.errors import DataError
 from components.core.contract.progress import progress
 from components.core.data.pixels import WINDOW_PERCENTILES, ImageError, robust_window
@@ -331,7 +332,6 @@ def decode_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: i
     return _decode(data, max_pixels, limits)[0]
 
 
-RESIZE_MODES = ("pad", "pad_edge", "crop")
 
 
 def content_box(width: int, height: int, size: int, mode: str = "pad") -> tuple[int, int, int, int]:

@@ -16,6 +16,7 @@ Layer names: ``cxr_*`` for input/preprocessing, ``head_*`` for the head, the res
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from components.core.contract.config import TrainConfig
@@ -275,6 +276,64 @@ def load_model(path: str | Path):
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as err:
         raise CxrError(f"cannot load model {path}: {type(err).__name__}: {err}") from None
+
+
+PREPROCESSING_FILE = "preprocessing.json"
+# the MLmodel metadata key the same record is logged under (mlflow.keras.log_model(metadata=...))
+PREPROCESSING_KEY = "cxr_preprocessing"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a trained model expects, stored once with the model (``preprocessing.json`` in its folder, the MLmodel
+    metadata of its MLflow model): the class names of its outputs and how an image is fitted to its square input
+    (``preprocess.resize`` at training; the input size is the model's own input shape)."""
+
+    classes: tuple[str, ...]
+    resize: str
+
+    def as_dict(self) -> dict:
+        return {"classes": list(self.classes), "resize": self.resize}
+
+    def save(self, folder: Path) -> None:
+        from components.core.contract.fsutil import write_json
+
+        write_json(folder / PREPROCESSING_FILE, self.as_dict())
+
+    def mlflow_metadata(self) -> dict:
+        """The ``metadata=`` of ``mlflow.keras.log_model``: the same record, in the MLmodel file."""
+        return {PREPROCESSING_KEY: self.as_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> Preprocessing:
+        from components.core.contract.config import RESIZE_MODES
+
+        if not isinstance(d, dict) or not d.get("classes") or d.get("resize") not in RESIZE_MODES:
+            raise CxrError(f"{where}: the preprocessing record {d!r} needs classes and a resize in {RESIZE_MODES}")
+        return cls(tuple(str(c) for c in d["classes"]), str(d["resize"]))
+
+    @classmethod
+    def load(cls, folder: Path) -> Preprocessing:
+        """From a model folder; a folder without the record is refused (no guessing how to fit an image)."""
+        import json
+
+        path = folder / PREPROCESSING_FILE
+        if not path.is_file():
+            raise CxrError(f"{path} not found: the model folder must hold the preprocessing its model was trained "
+                           "with (`cxr train` writes it; a model from an older version: train it again)")
+        return cls.from_dict(json.loads(path.read_text()), str(path))
+
+    @classmethod
+    def from_mlmodel(cls, model_dir: Path, uri: str) -> Preprocessing:
+        """From the MLmodel metadata of a downloaded MLflow model."""
+        import yaml
+
+        mlmodel = model_dir / "MLmodel"
+        meta = (yaml.safe_load(mlmodel.read_text()) or {}).get("metadata") or {} if mlmodel.is_file() else {}
+        if PREPROCESSING_KEY not in meta:
+            raise CxrError(f"{uri}: its MLflow model has no {PREPROCESSING_KEY!r} metadata: it was logged by an older "
+                           "version that did not store the preprocessing with the model; train and register it again")
+        return cls.from_dict(meta[PREPROCESSING_KEY], uri)
 
 
 def model_image_size(model) -> int:

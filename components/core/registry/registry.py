@@ -12,18 +12,14 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from components.core.contract.config import PreprocessConfig
 from components.core.contract.errors import CxrError, ServiceError
-from components.core.contract.fsutil import read_json
 from components.core.model import models
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
-# preprocess.resize: how serving must fit an image to the model's square, as in training
-RESIZE_MODES: tuple[str, ...] = get_args(PreprocessConfig.model_fields["resize"].annotation)
 GATE_TAG = "gate_passed"
 
 
@@ -34,7 +30,7 @@ class ModelBundle:
     model: Any
     classes: list[str]
     image_size: int
-    resize: str = "pad"
+    resize: str  # preprocess.resize at training: how an image is fitted to the model's square (models.Preprocessing)
     name: str = ""
     version: str = ""
     alias: str = ""
@@ -127,6 +123,12 @@ def _find_keras_file(root: Path) -> Path:
     return found[0]
 
 
+def _from_mlflow(uri: str) -> tuple[Any, models.Preprocessing]:
+    """The Keras model and its preprocessing record (the MLmodel metadata) of an MLflow model URI."""
+    local = _download(uri)
+    return models.load_model(_find_keras_file(local)), models.Preprocessing.from_mlmodel(local, uri)
+
+
 def _download(uri: str) -> Path:
     import mlflow
 
@@ -144,8 +146,8 @@ def load(uri: str) -> ModelBundle:
     reference (``ood_reference.npz`` next to a local model; the training run's ``model_extras/`` otherwise).
 
     Models are always read from a ``.keras`` file with ``safe_mode=True``: no pickled code runs.
-    The bundle knows the preprocessing its model was trained with (``resize``): from the version's
-    ``resize`` tag (else its run's), the run's tags, or a local folder's ``train_summary.json``.
+    The bundle knows its classes and the preprocessing its model was trained with (``resize``) from the record
+    stored with the model (:class:`~components.core.model.models.Preprocessing`), never from a default.
     """
     bundle = _load(uri)
     bundle.ood = load_reference(bundle)
@@ -210,51 +212,24 @@ def _load(uri: str) -> ModelBundle:
         mv = version_by_alias(name, alias) if alias else get_version(name, version)
         if mv is None:
             raise CxrError(f"{uri}: model {name} has no alias {alias!r} (see `cxr promote`, `cxr register`)")
-        model = models.load_model(_find_keras_file(_download(f"models:/{name}/{mv.version}")))
+        model, prep = _from_mlflow(f"models:/{name}/{mv.version}")
         tags = dict(mv.tags or {})
-        if not tags.get("resize") and getattr(mv, "run_id", None):  # a version registered without it: its run's
-            tags["resize"] = _run_tags(mv.run_id).get("resize", "")
         metrics = {k.removeprefix("metric."): _num(v) for k, v in tags.items() if k.startswith("metric.")}
-        return _bundle(model, tags, name=name, version=str(mv.version), alias=alias or "", uri=uri, metrics=metrics,
-                       model_card=mv.description or "")
+        return _bundle(model, prep, tags, name=name, version=str(mv.version), alias=alias or "", uri=uri,
+                       metrics=metrics, model_card=mv.description or "")
     if uri.startswith("runs:/"):
         run_id = uri.split("/")[1]
-        model = models.load_model(_find_keras_file(_download(uri)))
-        return _bundle(model, client().get_run(run_id).data.tags, uri=uri)
+        model, prep = _from_mlflow(uri)
+        return _bundle(model, prep, client().get_run(run_id).data.tags, uri=uri)
     path = Path(uri)
     file = path / "model.keras" if path.is_dir() else path
     model = models.load_model(file)
-    tags = _local_tags(file.parent / "train_summary.json", model)
+    prep = models.Preprocessing.load(file.parent)
+    tags = {}
     thresholds_file = file.parent / "thresholds.json"
     if thresholds_file.is_file():  # optional: {"PNEUMONIA": 0.31, ...} next to a local model
         tags["operating_points"] = thresholds_file.read_text()
-    return _bundle(model, tags, uri=str(file))
-
-
-def _run_tags(run_id: str) -> dict[str, str]:
-    try:
-        return dict(client().get_run(run_id).data.tags)
-    except Exception:  # the run was deleted: the version's own tags are all there is
-        return {}
-
-
-def _local_tags(summary_file: Path, model) -> dict[str, str]:
-    """What a model folder's ``train_summary.json`` says about the model: its classes and the preprocessing
-    it was trained with (``resize``), in the form of registry tags."""
-    if not summary_file.is_file():
-        log.warning("%s not found: class names unknown, resize assumed 'pad'", summary_file)
-        return {}
-    summary = read_json(summary_file)
-    size = summary.get("image_size")
-    if size is not None and int(size) != models.model_image_size(model):
-        raise CxrError(f"{summary_file} says image_size {size} but the model next to it takes "
-                       f"{models.model_image_size(model)} px: the folder mixes two trainings")
-    tags = {"classes": json.dumps(summary["classes"])} if summary.get("classes") else {}
-    if summary.get("resize"):
-        tags["resize"] = str(summary["resize"])
-    else:
-        log.warning("%s has no 'resize' (trained by an older version): assuming 'pad'", summary_file)
-    return tags
+    return _bundle(model, prep, tags, uri=str(file))
 
 
 def _num(v: str) -> Any:
@@ -264,14 +239,11 @@ def _num(v: str) -> Any:
         return v
 
 
-def _bundle(model, tags: dict[str, str], **info) -> ModelBundle:
+def _bundle(model, prep: models.Preprocessing, tags: dict[str, str], **info) -> ModelBundle:
     n_out = int(model.output.shape[-1])
-    classes = json.loads(tags["classes"]) if tags.get("classes") else [f"class_{i}" for i in range(n_out)]
-    if len(classes) != n_out:
-        raise CxrError(f"model {info.get('uri')} has {n_out} outputs but its tags list classes {classes}")
+    if len(prep.classes) != n_out:
+        raise CxrError(f"model {info.get('uri')} has {n_out} outputs but its preprocessing record lists classes "
+                       f"{list(prep.classes)}")
     thresholds = {c: float(t) for c, t in json.loads(tags.get("operating_points") or "{}").items()}
-    resize = tags.get("resize") or "pad"
-    if resize not in RESIZE_MODES:
-        raise CxrError(f"model {info.get('uri')}: its 'resize' is {resize!r}, expected one of {RESIZE_MODES}")
-    return ModelBundle(model=model, classes=classes, image_size=models.model_image_size(model),
-                       resize=resize, thresholds=thresholds, **info)
+    return ModelBundle(model=model, classes=list(prep.classes), image_size=models.model_image_size(model),
+                       resize=prep.resize, thresholds=thresholds, **info)

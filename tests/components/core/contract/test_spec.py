@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from components import catalog
-from components.core.contract.params_view import ParamsView, UndeclaredParamError, view
 from components.catalog import dvc_stage
 from components.core.contract import codedeps
+from components.core.contract.params_view import ParamsView, UndeclaredParamError, view
 from components.core.contract.spec import Port, StepSpec
 from pipelines import components
 from tests.conftest import tiny_params, train_params
@@ -70,7 +70,10 @@ def test_dvc_stage_from_a_spec():
 
 def test_port_names_cannot_clash_with_sections():
     with pytest.raises(ValueError, match="gate"):
-        StepSpec(name="x", help="h", params=("gate",), inputs=(Port("gate", "reports/gate.json"),))
+        StepSpec(name="x", help="h", params=("gate",), inputs=(Port("gate", "reports/gate.json"),)).check()
+    with pytest.raises(ValueError, match="clash with each other"):
+        StepSpec(name="x", help="h", params=(), inputs=(Port("a", "p"),), outputs=(Port("a", "q"),))
+    catalog.check()  # the real specs hold
 
 
 def test_dvc_yaml_declares_what_the_old_one_missed():
