@@ -116,6 +116,8 @@ ExpectationId = Literal[
     "label_in_classes",
     "decodable",
     "dimensions_in_range",
+    "transparent_pixels",
+    "multi_frame",
     "unique_sha256",
     "class_share",
     "patient_id_present",
@@ -128,6 +130,9 @@ class ValidateConfig(Section):
     max_side: int = Field(8192, ge=1)
     # Checked from the header before decoding: a guard against decompression bombs.
     max_pixels: int = Field(40_000_000, ge=1)
+    # A film with an alpha channel is drawn over black: refuse it (transparent_pixels) when more than this share
+    # of its pixels has alpha < 128 (components.core.images.TRANSPARENT_ALPHA).
+    max_transparent_share: float = Field(0.01, ge=0, le=1)
     class_share: ClassShareConfig = Field(default_factory=ClassShareConfig)
     # Expectations whose failure fails the step; the others quarantine rows or warn.
     critical: list[ExpectationId] = Field(
