@@ -58,6 +58,9 @@ class DataConfig(Section):
 
     source: Source = "demo"
     path: str | None = None
+    # A CSV manifest's paths must resolve (links followed) inside this folder; default: the CSV's folder.
+    # Rows outside it are skipped as outside_root (links leading out: link_outside_data_folder), never copied.
+    root: str | None = None
     # owner/dataset (a Kaggle data set) or competitions/<slug> (a competition's data)
     kaggle_dataset: str = "paultimothymooney/chest-xray-pneumonia"
     # How a dir/kaggle folder is read. auto: a CSV manifest (or MANIFEST.csv), else the RSNA or SIIM
@@ -428,6 +431,7 @@ class ExternalSet(Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     source: Literal["dir", "kaggle", "dvc", "demo"]
     path: str | None = None  # dir: a folder or CSV; dvc: dvc://<git-url>@<rev> (its data/raw)
+    root: str | None = None  # dir: the folder a CSV's paths must stay inside (default: the CSV's folder)
     kaggle_dataset: str | None = None
     demo: DemoConfig | None = None  # demo: the synthetic generator with other patients (another seed)
     label_aliases: dict[str, str] = Field(default_factory=dict)

@@ -27,6 +27,8 @@ class Entry:
     license: str = ""
     official_split: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # more manifest columns (e.g. DICOM study uid)
+    line: int = 0  # the CSV line that named it (0: not from a CSV row)
+    class_folder: bool = False  # store it under <CLASS>/ (the normalised label) + dest
 
 
 @dataclass
@@ -48,8 +50,11 @@ class Scan:
     aliases: dict[str, str] = field(default_factory=dict)
     default_excluded: tuple[str, ...] = ()
 
-    def skip(self, path: str, reason: str, detail: str = "", source_file: str = "") -> None:
-        row = {"path": path, "reason": reason, "detail": detail}
+    def skip(self, path: str, reason: str, detail: str = "", source_file: str = "", line: int = 0) -> None:
+        """Record ``path`` as not ingested; ``line``: the CSV line of the row that named it."""
+        row: dict = {"path": path, "reason": reason, "detail": detail}
+        if line:
+            row["line"] = line
         if source_file:
             row["source_file"] = source_file
         self.skipped.append(row)
