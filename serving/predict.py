@@ -241,6 +241,9 @@ def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: s
         os.chmod(partial, 0o644)
         os.replace(partial, output)
     except BaseException:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+            pool = None
         if partial.exists():
             log.warning("stopped after %d of %d inputs: the rows written so far are in %s; %s is unchanged",
                         predicted + sum(refused.values()), len(items), shown(partial), shown(output))
