@@ -4,8 +4,9 @@ Columns: ``path,predicted_label,prob_<CLASS>…,positive_<CLASS>…,ood_score,un
 (``ood_score``/``unlike_training_data``: the out-of-distribution score and flag of :mod:`components.core.ood`,
 empty for a model without a reference). One row per input; an input that got no prediction has its reason in
 ``error`` (``reason: detail``) and empty probabilities, and never stops the batch. ``note`` names what was
-done anyway: ``non_utf8_name`` (a name whose bytes are not UTF-8 is written percent-encoded, ``%FF``, as
-ingest stores it) and decoder warnings such as ``multi_frame: 3 frames, frame 0 used``.
+done anyway: ``non_utf8_name`` / ``control_character_name`` (a name whose bytes are not UTF-8, or holding a
+control character such as a line break, is written percent-encoded, ``%FF``, as ingest stores it) and
+decoder warnings such as ``multi_frame: 3 frames, frame 0 used``.
 
 Images go through the decoder validate uses, with validate's limits (``limits``: min/max side, max pixels,
 transparent share; the CLI passes ``Limits.from_config(params.validate_)``) and its strictness, so an image
@@ -42,10 +43,13 @@ import numpy as np
 from components.core.errors import EXIT_DATA, EXIT_OK, EXIT_PARTIAL, DataError
 from components.core.images import Limits, load_files
 from components.core.registry import ModelBundle
-from components.core.sources.base import Scan, inside, safe_name, shown
+from components.core.sources.base import RENAMED_DETAIL, Scan, inside, renamed_reason, safe_name, shown
 
 log = logging.getLogger(__name__)
-NON_UTF8_NOTE = "non_utf8_name: bytes that are not UTF-8 are written as %XX"
+
+
+def _note(raw: str) -> str:
+    return f"{renamed_reason(raw)}: {RENAMED_DETAIL.replace('stored', 'written')}"
 
 
 @dataclass
@@ -61,7 +65,7 @@ class Input:
 
 def _named(raw: str) -> tuple[str, str]:
     name = safe_name(raw)
-    return name, (NON_UTF8_NOTE if name != raw else "")
+    return name, (_note(raw) if name != raw else "")
 
 
 def _within(path: str, roots: tuple[str, ...]) -> bool:
@@ -79,7 +83,7 @@ def _from_folder(src: Path, skipped: list[dict]) -> list[Input]:
     out = []
     for p, rel in walk_files(src, scan, src):
         raw = p.relative_to(src).as_posix()
-        out.append(Input(rel, p, note=NON_UTF8_NOTE if rel != raw else ""))
+        out.append(Input(rel, p, note=_note(raw) if rel != raw else ""))
     skipped.extend(scan.skipped)
     return out
 
@@ -170,7 +174,7 @@ def outcome(summary: dict) -> tuple[int, str]:
     why = ", ".join(f"{k} {v}" for k, v in sorted(summary["refused"].items()))
     line = f"{done} of {n} inputs predicted" + (f", {n - done} refused ({why})" if done < n else "")
     if summary["renamed"]:
-        line += f", {summary['renamed']} names percent-encoded (non_utf8_name)"
+        line += f", {summary['renamed']} names percent-encoded (not UTF-8, or control characters)"
     if summary["skipped"]["count"]:
         line += f"; {summary['skipped']['count']} files not read ({dict(summary['skipped']['by_reason'])})"
     return code, f"{line} → {summary['output']} (exit {code}: {state})"

@@ -167,7 +167,7 @@ def test_csv_rows_follow_the_trees_rules_and_each_is_accounted_for_by_line(tmp_p
     df = manifest.read(tmp_path / "raw" / "manifest.csv").set_index("path")
     assert sorted(df.index) == ["COVID19/d.png", "COVID19/e.png", "NORMAL/a.png", "NORMAL/sub/b.png",
                                 "PNEUMONIA/c.png", "PNEUMONIA/x, y.png"]
-    assert df.loc["PNEUMONIA/x, y.png", "patient_id"] == "p\n12"
+    assert df.loc["PNEUMONIA/x, y.png", "patient_id"] == "p%0A12"  # a line break kept as %0A: one line per row
     assert sorted(p.name for p in (tmp_path / "raw").iterdir() if p.is_dir()) == ["COVID19", "NORMAL", "PNEUMONIA"]
     skipped = pd.read_csv(tmp_path / "reports" / "skipped.csv", keep_default_na=False)
     by_line = {int(r.line): r.reason for r in skipped.itertuples() if r.status == "skipped"}

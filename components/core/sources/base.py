@@ -76,12 +76,29 @@ def read_table(path: Path, required: tuple[str, ...], what: str):
     return df
 
 
+def _escaped(ch: str) -> bool:
+    return "\udc80" <= ch <= "\udcff" or ch < " " or ch == "\x7f"
+
+
 def safe_name(name: str) -> str:
-    """A file name as valid UTF-8: bytes that were not UTF-8 (surrogate-escaped by the OS layer, as
-    in names from archives made on Windows) become ``%XX``, so nothing is lost and nothing crashes."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in name):
+    """A file name as valid UTF-8 that any CSV reader reads back: bytes that were not UTF-8 (surrogate-escaped
+    by the OS layer, as in names from archives made on Windows) and control characters (a line break inside
+    a name) become ``%XX``, so nothing is lost and nothing crashes."""
+    if not any(_escaped(ch) for ch in name):
         return name
-    return "".join(f"%{ord(ch) - 0xDC00:02X}" if "\udc80" <= ch <= "\udcff" else ch for ch in name)
+    return "".join(f"%{_byte(ch):02X}" if _escaped(ch) else ch for ch in name)
+
+
+def _byte(ch: str) -> int:
+    return ord(ch) - 0xDC00 if ch >= "\udc80" else ord(ch)
+
+
+def renamed_reason(raw: str) -> str:
+    """Why :func:`safe_name` changed ``raw``: ``non_utf8_name`` or ``control_character_name``."""
+    return "non_utf8_name" if any("\udc80" <= ch <= "\udcff" for ch in raw) else "control_character_name"
+
+
+RENAMED_DETAIL = "bytes that are not UTF-8, and control characters, are stored as %XX"
 
 
 def shown(path: str | Path) -> str:

@@ -16,7 +16,17 @@ from pathlib import Path
 
 from components.core.errors import DataError
 from components.core.labels import LabelMap
-from components.core.sources.base import IGNORED_DIRS, SPLIT_NAMES, Entry, Scan, inside, safe_name, shown
+from components.core.sources.base import (
+    IGNORED_DIRS,
+    RENAMED_DETAIL,
+    SPLIT_NAMES,
+    Entry,
+    Scan,
+    inside,
+    renamed_reason,
+    safe_name,
+    shown,
+)
 
 
 def accepted_suffixes() -> tuple[str, ...]:
@@ -159,8 +169,7 @@ def walk_files(folder: Path, scan: Scan, root: Path) -> Iterator[tuple[Path, str
                           f"the link points outside {shown(root)}; copy the file in instead")
                 continue
             if rel != rel_raw:
-                scan.renamed.append({"path": rel, "reason": "non_utf8_name",
-                                     "detail": "bytes that are not UTF-8 are stored as %XX"})
+                scan.renamed.append({"path": rel, "reason": renamed_reason(rel_raw), "detail": RENAMED_DETAIL})
             yield p, rel
 
 

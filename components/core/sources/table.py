@@ -34,7 +34,16 @@ import os
 from pathlib import Path, PurePosixPath
 
 from components.core.errors import DataError
-from components.core.sources.base import SPLIT_NAMES, Entry, Scan, inside, safe_name, shown
+from components.core.sources.base import (
+    RENAMED_DETAIL,
+    SPLIT_NAMES,
+    Entry,
+    Scan,
+    inside,
+    renamed_reason,
+    safe_name,
+    shown,
+)
 
 SEPARATORS = (",", ";", "\t")
 
@@ -104,9 +113,10 @@ def _within(path: str, root: str) -> str | None:
 
 
 def _entry(row: dict[str, str], src, dest: str, line: int, **more) -> Entry:
-    source = row.get("source", row.get("source_repo", ""))
-    return Entry(src=src, dest=dest, raw_label=row.get("label", ""), patient_id=row.get("patient_id", ""),
-                 source=source, license=row.get("license", ""),
+    """An image from a row; its text columns made safe for the manifest (see :func:`safe_name`)."""
+    source = safe_name(row.get("source", row.get("source_repo", "")))
+    return Entry(src=src, dest=dest, raw_label=row.get("label", ""), patient_id=safe_name(row.get("patient_id", "")),
+                 source=source, license=safe_name(row.get("license", "")),
                  official_split=SPLIT_NAMES.get(row.get("split", "").strip().lower(), ""), line=line, **more)
 
 
@@ -181,8 +191,7 @@ def scan_csv(csv_path: Path | str, root: Path | str | None = None, whole_folder:
             continue
         dest = safe_name(inner)
         if dest != inner:
-            scan.renamed.append({"path": dest, "reason": "non_utf8_name",
-                                 "detail": f"{where}: bytes that are not UTF-8 are stored as %XX"})
+            scan.renamed.append({"path": dest, "reason": renamed_reason(inner), "detail": f"{where}: {RENAMED_DETAIL}"})
         if resolved != rel:
             scan.renamed.append({"path": shown_rel, "reason": "backslash_path", "detail": f"{where}: read as "
                                  f"{safe_name(resolved)}"})
