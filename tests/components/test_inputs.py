@@ -187,7 +187,8 @@ def test_csv_root_widens_or_narrows_the_confinement(tmp_path):
     csv.parent.mkdir()
     pd.DataFrame({"path": ["../shared/NORMAL/a.png", "../shared/PNEUMONIA/b.png", "../shared/COVID19/c.png"],
                   "label": ["NORMAL", "PNEUMONIA", "COVID19"]}).to_csv(csv, index=False)
-    with pytest.raises(DataError, match="have no images"):  # the default root is the CSV's folder: all outside
+    # the default root is the CSV's folder: every row is outside, and the error says what to set
+    with pytest.raises(DataError, match=r"have no images.*outside_root.: 3.*data.root / --root"):
         ingest.run(dir_params(csv), tmp_path / "raw")
     summary = ingest.run(dir_params(csv, data={"root": str(tmp_path / "shared")}), tmp_path / "raw")
     assert summary["images"] == 3

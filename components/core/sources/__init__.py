@@ -172,8 +172,12 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
             counts = df["label"].value_counts()
             empty = [c for c in labels.classes if counts.get(c, 0) == 0]
             if empty:
+                refused = Counter(x["reason"] for x in scan.skipped)
+                hint = (f"; skipped: {dict(refused)}" if refused else "") + (
+                    " (rows outside the CSV's folder need data.root / --root set to a folder that holds them)"
+                    if refused.get("outside_root") else "")
                 raise DataError(f"{root}: class(es) {empty} have no images. Add images for them, or remove them "
-                                f"from data.classes (found: {counts.to_dict()})")
+                                f"from data.classes (found: {counts.to_dict()}{hint})")
             for s, d in progress(zip(df["_src"], df["path"], strict=True), "ingest", total=len(df)):
                 if not storage.is_remote(d):  # an object in storage stays where it is
                     _place(s, tmp / d)
