@@ -1,7 +1,7 @@
 """Batch prediction: a file, a folder or a CSV of images → ``preds.csv``, every input accounted for.
 
 Columns: ``path,predicted_label,prob_<CLASS>…,positive_<CLASS>…,ood_score,unlike_training_data,error,note``
-(``ood_score``/``unlike_training_data``: the out-of-distribution score and flag of :mod:`components.core.ood`,
+(``ood_score``/``unlike_training_data``: the out-of-distribution score and flag of :mod:`components.core.eval.ood`,
 empty for a model without a reference). One row per input; an input that got no prediction has its reason in
 ``error`` (``reason: detail``) and empty probabilities, and never stops the batch. ``note`` names what was
 done anyway: ``non_utf8_name`` / ``control_character_name`` (a name whose bytes are not UTF-8, or holding a
@@ -40,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from components.core.errors import EXIT_DATA, EXIT_OK, EXIT_PARTIAL, DataError
-from components.core.images import Limits, load_files
-from components.core.registry import ModelBundle
-from components.core.sources.base import RENAMED_DETAIL, Scan, inside, renamed_reason, safe_name, shown
+from components.core.contract.errors import EXIT_DATA, EXIT_OK, EXIT_PARTIAL, DataError
+from components.core.data.images import Limits, load_files
+from components.core.data.sources.base import RENAMED_DETAIL, Scan, inside, renamed_reason, safe_name, shown
+from components.core.registry.registry import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _within(path: str, roots: tuple[str, ...]) -> bool:
 
 
 def _from_folder(src: Path, skipped: list[dict]) -> list[Input]:
-    from components.core.sources.folder import walk_files
+    from components.core.data.sources.folder import walk_files
 
     scan = Scan()
     out = []
@@ -89,7 +89,7 @@ def _from_folder(src: Path, skipped: list[dict]) -> list[Input]:
 
 
 def _from_csv(src: Path, root: Path) -> list[Input]:
-    from components.core.sources.table import read_rows
+    from components.core.data.sources.table import read_rows
 
     try:
         data = src.read_bytes()

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from components import ingest, validate
-from components.core import manifest
-from components.core.errors import DataError
-from components.core.sources.base import safe_name
+from components.core.contract.errors import DataError
+from components.core.data import manifest
+from components.core.data.sources.base import safe_name
 from tests.conftest import encode, garbled_jpeg, gray, half_transparent_png, multipage_tiff, tiny_params, write_tree
 
 

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.core import images
-from components.core.config import parse_params
-from components.core.errors import ParamsError
+from components.core.contract.config import parse_params
+from components.core.contract.errors import ParamsError
+from components.core.data import images
 from tests.conftest import encode, gray, write_tree
 
 SEEDS = [encode(gray(48, 40, seed=1), "JPEG"), encode(gray(48, 40, seed=2), "PNG"),
@@ -80,7 +80,7 @@ def test_decoder_never_crashes_or_hangs(data):
 
 @pytest.fixture(scope="module")
 def api(tiny_model_dir):
-    from components.core import registry
+    from components.core.registry import registry
     from serving.app import Settings, create_app
 
     return TestClient(create_app(registry.load(str(tiny_model_dir)), Settings(max_pixels=4_000_000)),
@@ -190,10 +190,10 @@ def build_csv(tmp: Path, files, rows, dialect) -> tuple[Path, Path, list[bool]]:
 def test_csv_ingest_accounts_for_every_row_and_stays_inside_the_root(case):
     import pandas as pd
 
-    from components.core import manifest, sources
-    from components.core.config import DataConfig
-    from components.core.errors import DataError
-    from components.core.sources import table
+    from components.core.contract.config import DataConfig
+    from components.core.contract.errors import DataError
+    from components.core.data import manifest, sources
+    from components.core.data.sources import table
 
     files, rows, dialect = case
     with tempfile.TemporaryDirectory() as d:
@@ -223,7 +223,7 @@ def test_csv_ingest_accounts_for_every_row_and_stays_inside_the_root(case):
 
 @pytest.fixture(scope="module")
 def predict_bundle(tiny_model_dir):
-    from components.core import registry
+    from components.core.registry import registry
 
     return registry.load(str(tiny_model_dir))
 

@@ -12,10 +12,9 @@ import time
 import pandas as pd
 import pytest
 
-from components.core import registry
-from components.core.errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
+from components.core.contract.errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
+from components.core.registry import registry
 from cxr import cli
-from cxr.testing import env
 from serving import predict
 from tests.conftest import (
     encode,
@@ -28,6 +27,7 @@ from tests.conftest import (
     write_params,
     write_tree,
 )
+from tests.support import env
 
 
 @pytest.fixture(scope="module")
