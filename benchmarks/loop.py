@@ -117,10 +117,10 @@ SHARED_TRAIN = {"image_size": 128, "batch_size": 8, "phases": [{"epochs": 60, "t
 def scenario_shared3(work: Path, quick: bool) -> tuple[dict, Path]:
     main, held = _split_shared(work)
     raw = base_params()
-    raw["data"].update(source="dir", path=str(main))
+    raw["data"].update(source="dir", path=str(main), root=str(SAMPLE))  # the CSV's paths point into the sample
     raw["train"].update(SHARED_TRAIN)
     demo = write_site(work / "demo-site", 4 if quick else 10, 17, None)
-    raw["evaluate"]["external"] = [{"name": "held-out", "source": "dir", "path": str(held)},
+    raw["evaluate"]["external"] = [{"name": "held-out", "source": "dir", "path": str(held), "root": str(SAMPLE)},
                                    {"name": "demo-films", "source": "dir", "path": str(demo)}]
     if quick:
         raw["train"].update(image_size=32, phases=[{"epochs": 3, "trainable": "all", "lr": 0.003}])
@@ -137,12 +137,13 @@ def scenario_shared2(work: Path, quick: bool) -> tuple[dict, Path]:
     m["path"] = str(SAMPLE) + "/" + m["path"]
     m[m.label == "COVID19"].to_csv(work / "adults.csv", index=False)  # every Hannover film: never trained on
     raw = base_params()
-    raw["data"].update(source="dir", path=str(main), classes=["NORMAL", "PNEUMONIA"], exclude_labels=["COVID19"])
+    raw["data"].update(source="dir", path=str(main), root=str(SAMPLE), classes=["NORMAL", "PNEUMONIA"],
+                       exclude_labels=["COVID19"])
     raw["train"].update(SHARED_TRAIN)
     raw["evaluate"]["target_sensitivity"] = {"PNEUMONIA": 0.95}
     raw["gate"]["min_recall"] = {"PNEUMONIA": 0.6}
     raw["evaluate"]["external"] = [
-        {"name": "held-out-children", "source": "dir", "path": str(work / "held-children.csv")}]
+        {"name": "held-out-children", "source": "dir", "path": str(work / "held-children.csv"), "root": str(SAMPLE)}]
     if quick:
         raw["train"].update(image_size=32, phases=[{"epochs": 3, "trainable": "all", "lr": 0.003}])
     metrics, model_dir = run_pipeline(work / "run", raw)

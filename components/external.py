@@ -38,6 +38,7 @@ def _data_section(data, ext):
     merged = {**base, "layout": "auto",  # the set's own layout, whatever the main data's is
               "source": ext.source if ext.source in ("kaggle", "demo") else "dir",
               "path": ext.path if ext.source in ("dir", "dvc") else None,  # dvc: the URI (ingest fetches it)
+              "root": ext.root if ext.source == "dir" else None,
               "label_aliases": {**base["label_aliases"], **ext.label_aliases}, "exclude_labels": ext.exclude_labels}
     if ext.kaggle_dataset:
         merged["kaggle_dataset"] = ext.kaggle_dataset

@@ -3,8 +3,8 @@
 Sources (``data.source``, adapters in :mod:`components.core.data.sources`): ``demo`` (the embedded
 synthetic generator), ``dir`` (a class-folder tree or a CSV manifest), ``kaggle`` (downloaded
 with credentials from the environment, then read like ``dir``); ``--data-uri dvc://<git-url>@<rev>``
-fetches exactly what a commit pins. ``reports/ingest/`` lists every file that was skipped or
-renamed, with the reason.
+fetches exactly what a commit pins. ``reports/ingest/`` lists every file (and CSV row, with its line) that
+was skipped or renamed, with the reason; a CSV manifest's paths stay inside ``data.root`` (``--root``).
 """
 
 from __future__ import annotations
@@ -26,15 +26,17 @@ SPEC = StepSpec(
     options=(
         Option("source_path", str, None, "read this folder/CSV instead of data.path (or a downloaded Kaggle folder)"),
         Option("data_uri", str, "", "dvc://<git-url>@<rev>: ingest exactly what that commit pins (its data/raw)"),
+        Option("root", str, None, "a CSV manifest's paths must resolve inside this folder (overrides data.root; "
+                                  "default: the CSV's folder)"),
     ),
 )
 
 
 @under_spec(SPEC)
 def run(params, out: str | Path, reports: str | Path | None = None, source_path: str | Path | None = None,
-        data_uri: str = "") -> dict:
+        data_uri: str = "", root: str | Path | None = None) -> dict:
     """Ingest ``params.data`` (or ``data_uri``) into ``out``; the account of skipped files into ``reports``."""
     from components.core.data import sources
 
-    summary = sources.ingest_into(params.data, out, source_path=source_path, data_uri=data_uri)
+    summary = sources.ingest_into(params.data, out, source_path=source_path, data_uri=data_uri, root=root)
     return sources.write_account(summary, reports) if reports else sources.account(summary)

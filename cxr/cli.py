@@ -157,11 +157,17 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace) -> Any:
+    """Prints the summary (JSON) and one line on stderr; exit 0 when every input got a prediction, 4 when
+    none did, 7 when some did not (``serving.predict.outcome``)."""
     from components.core.data.images import Limits
     from serving import predict
 
     limits = Limits.from_config(_params(args).validate_)  # the same limits as validate
-    return predict.run(_load_bundle(args), args.input, args.output, args.root, args.batch_size, limits=limits)
+    summary = predict.run(_load_bundle(args), args.input, args.output, args.root, args.batch_size, limits=limits)
+    code, line = predict.outcome(summary)
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    print(f"cxr predict: {line}", file=sys.stderr)
+    return code
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -393,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cxr",
         description="cxr-mlops: chest X-ray classifier pipeline (DVC, Great Expectations, Keras, MLflow, KFP). "
                     "Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad params, 4 bad data/input, "
-                    "5 service unavailable, 6 refused (failed gate with --strict, stale promotion), 130 interrupted.",
+                    "5 service unavailable, 6 refused (failed gate with --strict, stale promotion), "
+                    "7 partial (cxr predict: some inputs refused), 130 interrupted.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text, add_args, handler in commands():

@@ -1,61 +1,154 @@
-"""Batch prediction: a file, a folder or a CSV of images → ``preds.csv``.
+"""Batch prediction: a file, a folder or a CSV of images → ``preds.csv``, every input accounted for.
 
-Columns: ``path,predicted_label,prob_<CLASS>…,positive_<CLASS>…,ood_score,unlike_training_data,error``
-(``ood_score``/``unlike_training_data``: the out-of-distribution score and flag of
-:mod:`components.core.eval.ood`, empty for a model without a reference). An unreadable image gets its reason in
-``error`` and empty probabilities; it never stops the batch. Images go through the decoder validate
-uses, with validate's limits (``limits``: min/max side, max pixels; the CLI passes
-``Limits.from_config(params.validate_)``), so an image validate would quarantine (a 1×1 thumbnail,
-a 9000×9000 scan, a multi-frame DICOM) gets ``error`` = ``reason: detail`` naming the limit instead
-of a prediction. DICOM files (``.dcm`` or any name given explicitly) are read too; the error text
-never carries identifying DICOM values. CSV paths are resolved against the
-CSV's folder and must stay inside ``root`` (default: that folder): ``../`` cannot escape it.
+Columns: ``path,predicted_label,prob_<CLASS>…,positive_<CLASS>…,ood_score,unlike_training_data,error,note``
+(``ood_score``/``unlike_training_data``: the out-of-distribution score and flag of :mod:`components.core.eval.ood`,
+empty for a model without a reference). One row per input; an input that got no prediction has its reason in
+``error`` (``reason: detail``) and empty probabilities, and never stops the batch. ``note`` names what was
+done anyway: ``non_utf8_name`` / ``control_character_name`` (a name whose bytes are not UTF-8, or holding a
+control character such as a line break, is written percent-encoded, ``%FF``, as ingest stores it) and
+decoder warnings such as ``multi_frame: 3 frames, frame 0 used``.
+
+Images go through the decoder validate uses, with validate's limits (``limits``: min/max side, max pixels,
+transparent share; the CLI passes ``Limits.from_config(params.validate_)``) and its strictness, so an image
+validate would quarantine (a 1×1 thumbnail, a 9000×9000 scan, a multi-frame DICOM, a JPEG whose data libjpeg
+calls corrupt, a film half transparent) gets ``error`` naming the limit instead of a prediction. DICOM files
+(``.dcm`` or any name given explicitly) are read too; the error text never carries identifying DICOM values.
+
+Inputs: a file; a folder (read as ingest reads a class folder: image names only, links leaving the folder and
+hidden files skipped, each listed in the summary's ``skipped``); or a CSV with a ``path`` column, read as
+ingest reads a CSV manifest (BOM, CRLF, quoting, ``;``/tab separators, bytes that are not UTF-8), whose paths
+are resolved against the CSV's folder and must stay inside ``root`` (default: that folder): ``../``, an
+absolute path elsewhere (``outside_root``) or a link leading out (``link_outside_data_folder``) is refused
+without opening the file. Every CSV row gets a row in the output.
+
+**Streamed**: rows are appended to ``<output>.partial`` batch by batch and flushed; the file is renamed to
+``<output>`` when every input has its row. An interrupted or failed run leaves ``<output>`` as it was and the
+rows written so far in ``<output>.partial``.
+
+**Outcome** (:func:`outcome`): ``ok`` when every input got a prediction (exit 0), ``none`` when none did (exit
+4), ``partial`` otherwise (exit 7): the CLI prints one summary line on stderr either way.
 """
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from components.core.contract.errors import DataError
-from components.core.contract.fsutil import atomic_path
-from components.core.data.images import IMAGE_SUFFIXES, Limits, decode_files
+from components.core.contract.errors import EXIT_DATA, EXIT_OK, EXIT_PARTIAL, DataError
+from components.core.data.images import Limits, load_files
+from components.core.data.sources.base import RENAMED_DETAIL, Scan, inside, renamed_reason, safe_name, shown
 from components.core.registry.registry import ModelBundle
 
+log = logging.getLogger(__name__)
 
-def _inside(path: Path, root: Path) -> bool:
+
+def _note(raw: str) -> str:
+    return f"{renamed_reason(raw)}: {RENAMED_DETAIL.replace('stored', 'written')}"
+
+
+@dataclass
+class Input:
+    """One input: the path as shown in the output, the file to read (None when refused before reading), the
+    refusal, a note."""
+
+    shown: str
+    file: Path | None
+    error: str = ""
+    note: str = ""
+
+
+def _named(raw: str) -> tuple[str, str]:
+    name = safe_name(raw)
+    return name, (_note(raw) if name != raw else "")
+
+
+def _within(path: str, roots: tuple[str, ...]) -> bool:
+    for root in roots:
+        rel = os.path.relpath(path, root)
+        if not (rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel)):
+            return True
+    return False
+
+
+def _from_folder(src: Path, skipped: list[dict]) -> list[Input]:
+    from components.core.data.sources.folder import walk_files
+
+    scan = Scan()
+    out = []
+    for p, rel in walk_files(src, scan, src):
+        raw = p.relative_to(src).as_posix()
+        out.append(Input(rel, p, note=_note(raw) if rel != raw else ""))
+    skipped.extend(scan.skipped)
+    return out
+
+
+def _from_csv(src: Path, root: Path) -> list[Input]:
+    from components.core.data.sources.table import read_rows
+
     try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
+        data = src.read_bytes()
+    except OSError as err:
+        raise DataError(f"{src}: cannot read the CSV: {err.strerror or err}") from None
+    header, rows, bad = read_rows(data, str(src))
+    if "path" not in header:
+        raise DataError(f"{src}: the CSV needs a 'path' column (its header has {[safe_name(h) for h in header]})")
+    if not root.is_dir():
+        raise DataError(f"--root {root} is not a folder")
+    roots = (os.path.abspath(root), str(root.resolve()))
+    items: list[tuple[int, Input]] = [(line, Input(f"{src.name}:{line}", None, f"malformed_row: {problem}"))
+                                      for line, problem in bad]
+    for line, row in rows:
+        rel = row["path"]
+        name, note = _named(rel)
+        if not rel.strip():
+            items.append((line, Input(f"{src.name}:{line}", None, f"empty_path: line {line} has no path")))
+            continue
+        if "\0" in rel:
+            items.append((line, Input(name, None, "bad_path: the path contains a NUL character", note)))
+            continue
+        p = Path(rel) if Path(rel).is_absolute() else src.parent / rel
+        if not _within(os.path.abspath(p), roots):
+            items.append((line, Input(name, None, f"outside_root: {name} resolves outside {shown(root)} "
+                                                  "(--root); the file was not opened", note)))
+            continue
+        try:
+            real = p.resolve(strict=True)
+            if not real.is_file():
+                raise OSError("not a regular file")
+        except FileNotFoundError:
+            items.append((line, Input(name, None, f"missing_file: line {line}: no such file", note)))
+            continue
+        except (OSError, RuntimeError, ValueError) as err:
+            items.append((line, Input(name, None, f"unreadable_link_or_file: {shown(str(err))}", note)))
+            continue
+        if not inside(real, root):
+            items.append((line, Input(name, None, f"link_outside_data_folder: the link points outside "
+                                                  f"{shown(root)} (--root)", note)))
+            continue
+        items.append((line, Input(name, p, "", note)))
+    return [i for _, i in sorted(items, key=lambda t: t[0])]
 
 
-def list_inputs(input_path: str | Path, root: str | Path | None = None) -> list[tuple[str, Path | None, str]]:
-    """(shown path, file or None, error) per input image."""
+def list_inputs(input_path: str | Path, root: str | Path | None = None,
+                skipped: list[dict] | None = None) -> list[Input]:
+    """One :class:`Input` per input image (per CSV row); files of a folder that are not inputs (hidden, not an
+    image name, a link leaving the folder) go to ``skipped`` with their reason."""
     src = Path(input_path)
     if not src.exists():
-        raise DataError(f"--input {src} does not exist (an image, a folder of images, or a CSV with a path column)")
+        raise DataError(f"--input {shown(src)} does not exist (an image, a folder of images, or a CSV with a path "
+                        "column)")
     if src.is_dir():
-        files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        return [(p.relative_to(src).as_posix(), p, "") for p in files]
+        return _from_folder(src, skipped if skipped is not None else [])
     if src.suffix.lower() != ".csv":
-        return [(src.name, src, "")]
-    df = pd.read_csv(src, dtype=str, keep_default_na=False)
-    if "path" not in df.columns:
-        raise DataError(f"{src}: the CSV needs a 'path' column")
-    base = Path(root) if root else src.parent
-    out = []
-    for rel in df["path"]:
-        p = Path(rel) if Path(rel).is_absolute() else src.parent / rel
-        if not _inside(p, base):
-            out.append((rel, None, f"outside_root: {rel} resolves outside {base}"))
-        else:
-            out.append((rel, p, ""))
-    return out
+        name, note = _named(src.name)
+        return [Input(name, src, note=note)]
+    return _from_csv(src, Path(root) if root else src.parent)
 
 
 def predict_arrays(bundle: ModelBundle, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -72,38 +165,99 @@ def predict_with_ood(bundle: ModelBundle, x: np.ndarray, batch_size: int = 64) -
     return probs, (np.concatenate([s for _, s in parts]) if bundle.ood is not None else None)
 
 
+def outcome(summary: dict) -> tuple[int, str]:
+    """(exit code, one summary line) for a finished run: 0 when every input got a prediction, 4 when none
+    did, 7 (partial) when some did not."""
+    n, done = summary["images"], summary["predicted"]
+    code = EXIT_OK if n and done == n else (EXIT_DATA if done == 0 else EXIT_PARTIAL)
+    state = {EXIT_OK: "ok", EXIT_DATA: "none predicted", EXIT_PARTIAL: "partial"}[code]
+    why = ", ".join(f"{k} {v}" for k, v in sorted(summary["refused"].items()))
+    line = f"{done} of {n} inputs predicted" + (f", {n - done} refused ({why})" if done < n else "")
+    if summary["renamed"]:
+        line += f", {summary['renamed']} names percent-encoded (not UTF-8, or control characters)"
+    if summary["skipped"]["count"]:
+        line += f"; {summary['skipped']['count']} files not read ({dict(summary['skipped']['by_reason'])})"
+    return code, f"{line} → {summary['output']} (exit {code}: {state})"
+
+
+def _row_writer(fh, bundle: ModelBundle):
+    flags = [f"positive_{c}" for c in bundle.thresholds]
+    columns = ["path", "predicted_label", *[f"prob_{c}" for c in bundle.classes], *flags, "ood_score",
+               "unlike_training_data", "error", "note"]
+    writer = csv.DictWriter(fh, columns, lineterminator="\n")
+    writer.writeheader()
+    return writer
+
+
+def _fmt(value) -> str:
+    return "" if value is None else str(value)
+
+
 def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: str | Path | None = None,
         batch_size: int = 64, workers: int | None = None, limits: Limits | None = None) -> dict:
-    """Predict every input image; ``limits`` default to validate's defaults (:class:`Limits`)."""
+    """Predict every input image, streaming the rows (see the module docstring); ``limits`` default to
+    validate's defaults (:class:`Limits`). Returns the summary; :func:`outcome` gives its exit code."""
+    from concurrent.futures import ProcessPoolExecutor
+
     limits = limits or Limits()
-    items = list_inputs(input_path, root)
-    todo = [(i, str(f)) for i, (_, f, err) in enumerate(items) if f is not None and not err]
-    decoded = decode_files([f for _, f in todo], bundle.image_size, bundle.resize, limits.max_pixels,
-                           workers=workers or min(2, os.cpu_count() or 1), desc="predict", limits=limits)
-    errors = {i: err for i, (_, f, err) in enumerate(items) if err}
-    good_idx, arrays = [], []
-    for (i, _), d in zip(todo, decoded, strict=True):
-        if isinstance(d, str):
-            errors[i] = d
-        else:
-            good_idx.append(i)
-            arrays.append(d)
-    proba, scores = predict_with_ood(bundle, np.stack(arrays) if arrays else np.zeros((0, 1, 1), np.uint8), batch_size)
-    flags = [f"positive_{c}" for c in bundle.thresholds]
-    rows = [{"path": shown, "predicted_label": "", **{f"prob_{c}": None for c in bundle.classes},
-             **dict.fromkeys(flags), "ood_score": None, "unlike_training_data": None, "error": errors.get(i, "")}
-            for i, (shown, _, _) in enumerate(items)]
-    for k, (i, p) in enumerate(zip(good_idx, proba, strict=True)):
-        rows[i]["predicted_label"] = bundle.classes[int(np.argmax(p))]
-        rows[i].update({f"prob_{c}": round(float(v), 6) for c, v in zip(bundle.classes, p, strict=True)})
-        rows[i].update({f"positive_{c}": d for c, d in bundle.decide(p).items()})
-        if scores is not None:
-            rows[i]["ood_score"] = round(float(scores[k]), 4)
-            rows[i]["unlike_training_data"] = bundle.ood.flag(scores[k])
-    with atomic_path(output) as tmp:
-        pd.DataFrame(rows, columns=["path", "predicted_label", *[f"prob_{c}" for c in bundle.classes], *flags,
-                                    "ood_score", "unlike_training_data", "error"]).to_csv(tmp, index=False)
-    flagged = sum(1 for r in rows if r["unlike_training_data"] is True)
-    return {"output": str(output), "images": len(items), "predicted": len(good_idx), "errors": len(errors),
-            "unlike_training_data": flagged if scores is not None else None,
+    skipped: list[dict] = []
+    items = list_inputs(input_path, root, skipped)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    workers = workers or min(2, os.cpu_count() or 1)
+    block = max(batch_size, 64) * max(1, workers)
+    predicted, refused, flagged, noted = 0, Counter(), 0, 0
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(items) >= 32 else None
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as fh:
+            writer = _row_writer(fh, bundle)
+            for start in range(0, len(items), block):
+                chunk = items[start:start + block]
+                todo = [k for k, it in enumerate(chunk) if it.file is not None and not it.error]
+                loaded = load_files([str(chunk[k].file) for k in todo], bundle.image_size, bundle.resize, limits,
+                                    workers=workers, desc="predict", pool=pool)
+                good = [(k, got) for k, got in zip(todo, loaded, strict=True) if got.pixels is not None]
+                errors = {k: got.error for k, got in zip(todo, loaded, strict=True) if got.pixels is None}
+                warned = {k: got.warnings for k, got in zip(todo, loaded, strict=True) if got.warnings}
+                x = np.stack([g.pixels for _, g in good]) if good else np.zeros((0, 1, 1), np.uint8)
+                proba, scores = predict_with_ood(bundle, x, batch_size)
+                results = {k: j for j, (k, _) in enumerate(good)}
+                for k, it in enumerate(chunk):
+                    row = {"path": it.shown, "error": it.error or errors.get(k, ""),
+                           "note": "; ".join(filter(None, [it.note, warned.get(k, "")]))}
+                    noted += bool(it.note)
+                    if k in results:
+                        j = results[k]
+                        p = proba[j]
+                        row["predicted_label"] = bundle.classes[int(np.argmax(p))]
+                        row.update({f"prob_{c}": round(float(v), 6) for c, v in zip(bundle.classes, p, strict=True)})
+                        row.update({f"positive_{c}": d for c, d in bundle.decide(p).items()})
+                        if scores is not None:
+                            row["ood_score"] = round(float(scores[j]), 4)
+                            row["unlike_training_data"] = bundle.ood.flag(scores[j])
+                            flagged += row["unlike_training_data"] is True
+                        predicted += 1
+                    else:
+                        refused[row["error"].split(":", 1)[0] or "error"] += 1
+                    writer.writerow({k2: _fmt(v) for k2, v in row.items()})
+                fh.flush()
+        os.chmod(partial, 0o644)
+        os.replace(partial, output)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+            pool = None
+        if partial.exists():
+            log.warning("stopped after %d of %d inputs: the rows written so far are in %s; %s is unchanged",
+                        predicted + sum(refused.values()), len(items), shown(partial), shown(output))
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    reasons = Counter(s["reason"] for s in skipped)
+    return {"output": str(output), "images": len(items), "predicted": predicted, "errors": len(items) - predicted,
+            "refused": dict(refused), "renamed": noted,
+            "skipped": {"count": len(skipped), "by_reason": dict(reasons), "examples": skipped[:10]},
+            "unlike_training_data": flagged if bundle.ood is not None else None,
             "model": bundle.describe() | {"metrics": None}}

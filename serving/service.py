@@ -42,10 +42,11 @@ class Settings:
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     min_side: int = Limits.min_side
     max_side: int = Limits.max_side
+    max_transparent_share: float = Limits.max_transparent_share
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.min_side, self.max_side, self.max_pixels)
+        return Limits(self.min_side, self.max_side, self.max_pixels, self.max_transparent_share)
 
     @classmethod
     def from_env(cls, validate=None) -> Settings:
@@ -56,6 +57,7 @@ class Settings:
                    max_pixels=int(os.environ.get("CXR_MAX_PIXELS", base.max_pixels)),
                    min_side=int(os.environ.get("CXR_MIN_SIDE", base.min_side)),
                    max_side=int(os.environ.get("CXR_MAX_SIDE", base.max_side)),
+                   max_transparent_share=base.max_transparent_share,
                    token=os.environ.get("CXR_API_TOKEN") or None, cors_origins=origins)
 
 

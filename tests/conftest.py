@@ -76,6 +76,35 @@ def png_header_only(w: int, h: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
+def film(w: int = 128, h: int = 128) -> np.ndarray:
+    """A smooth film-like pattern (JPEG damage shows in it; random noise would hide it)."""
+    yy, xx = np.mgrid[:h, :w]
+    return ((np.sin(xx / 9) + np.cos(yy / 13)) * 60 + 128).astype(np.uint8)
+
+
+def garbled_jpeg(w: int = 128, h: int = 128) -> bytes:
+    """A JPEG with 100 zeroed bytes in its entropy-coded data: Pillow decodes it (garbled rows), libjpeg warns
+    "Corrupt JPEG data: premature end of data segment"."""
+    data = bytearray(encode(film(w, h), "JPEG"))
+    mid = len(data) // 2
+    data[mid:mid + 100] = bytes(100)
+    return bytes(data)
+
+
+def half_transparent_png(w: int = 64, h: int = 64) -> bytes:
+    """An RGBA film whose left half has alpha 0."""
+    alpha = np.full((h, w), 255, np.uint8)
+    alpha[:, : w // 2] = 0
+    return encode(np.dstack([film(w, h)] * 3 + [alpha]))
+
+
+def multipage_tiff(pages: int = 3, w: int = 64, h: int = 64) -> bytes:
+    frames = [Image.fromarray(np.roll(film(w, h), 7 * i, axis=0)) for i in range(pages)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="TIFF", save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():
         p = root / rel

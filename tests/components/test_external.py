@@ -23,8 +23,9 @@ def test_held_out_part_of_the_shared_sample_as_an_external_set(shared_sample, tm
     ext = pd.concat([ext, main.head(1).assign(patient_id="leaked")])  # one main-data image sneaks in
     main.to_csv(tmp_path / "main.csv", index=False)
     ext.to_csv(tmp_path / "external.csv", index=False)
-    held = {"name": "held-out", "source": "dir", "path": str(tmp_path / "external.csv")}
-    p = tiny_params(data={"source": "dir", "path": str(tmp_path / "main.csv")}, train=TRAIN_TINY,
+    held = {"name": "held-out", "source": "dir", "path": str(tmp_path / "external.csv"), "root": str(shared_sample)}
+    p = tiny_params(data={"source": "dir", "path": str(tmp_path / "main.csv"), "root": str(shared_sample)},
+                    train=TRAIN_TINY,
                     evaluate={"external": [held], "bootstrap": {"resamples": 200},
                               "target_sensitivity": {"PNEUMONIA": 0.9}, "gradcam_per_class": 1, "top_losses": 4})
     ingest.run(p, tmp_path / "raw")

@@ -93,9 +93,10 @@ def test_csv_manifest_with_patients_sources_and_escaping_paths(tmp_path):
                   "patient_id": ["p1", "p2", "p3", "p4"], "source": ["h1", "h2", "h3", "h1"]}).to_csv(csv, index=False)
     summary = ingest.run(dir_params(csv), tmp_path / "raw")
     df = manifest.read(tmp_path / "raw" / "manifest.csv").set_index("path")
-    assert "COVID19/c.png" in df.index  # never written outside the output folder
-    assert df.loc["a.png", "source"] == "h1" and df.loc["b.png", "patient_id"] == "p2"
+    assert "COVID19/c.png" in df.index  # never written outside the output folder; always under the class folder
+    assert df.loc["NORMAL/a.png", "source"] == "h1" and df.loc["PNEUMONIA/b.png", "patient_id"] == "p2"
     assert summary["skipped"]["examples"][0]["path"] == "missing.png"
+    assert summary["skipped"]["examples"][0]["line"] == 5
     assert summary["skipped"]["by_reason"] == {"missing_file": 1}
 
 

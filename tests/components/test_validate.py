@@ -48,8 +48,11 @@ def test_bad_files_are_quarantined_with_reasons(tmp_path):
     assert reasons["NORMAL/bomb.png"] == ("decodable: too_large: 9000x5000 = 45000000 pixels > limit 40000000 "
                                           "(validate.max_pixels)")
     assert (q.loc["NORMAL/bomb.png", "width"], q.loc["NORMAL/bomb.png", "height"]) == (9000, 5000)
-    assert reasons["NORMAL/huge-bomb.png"].startswith("decodable: too_large: ")
-    assert reasons["NORMAL/tiny.png"] == "dimensions_in_range"
+    # past Pillow's own guard too: the header's numbers against validate.max_pixels, not Pillow's words
+    assert reasons["NORMAL/huge-bomb.png"] == ("decodable: too_large: 60000x60000 = 3600000000 pixels > limit "
+                                               "40000000 (validate.max_pixels)")
+    assert (q.loc["NORMAL/huge-bomb.png", "width"], q.loc["NORMAL/huge-bomb.png", "height"]) == (60000, 60000)
+    assert reasons["NORMAL/tiny.png"] == "dimensions_in_range: 8x8: shorter side 8 < limit 32 (validate.min_side)"
     assert summary["quarantine_reasons"]["decodable"] == 5
     for p in ("NORMAL/normal_0.png", "PNEUMONIA/same-as-normal0.png", "NORMAL/copy of normal0.png"):
         assert reasons[p].startswith("unique_sha256: same image under labels NORMAL/PNEUMONIA")
@@ -164,7 +167,10 @@ def test_a_too_wide_and_a_too_tall_image_are_both_quarantined(tmp_path):
     write_tree(src, {"NORMAL/wide.png": encode(gray(200, 40)), "NORMAL/tall.png": encode(gray(40, 200))})
     run_validate(tmp_path, src, max_side=150)
     q = manifest.read(tmp_path / "validated" / "quarantine.csv").set_index("path")
-    assert q.loc["NORMAL/wide.png", "reason"] == q.loc["NORMAL/tall.png", "reason"] == "dimensions_in_range"
+    assert q.loc["NORMAL/wide.png", "reason"] == ("dimensions_in_range: 200x40: longer side 200 > limit 150 "
+                                                  "(validate.max_side)")
+    assert q.loc["NORMAL/tall.png", "reason"] == ("dimensions_in_range: 40x200: longer side 200 > limit 150 "
+                                                  "(validate.max_side)")
 
 
 def test_partitions_give_the_same_manifests_quarantine_and_summary(tmp_path):

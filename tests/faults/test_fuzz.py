@@ -1,9 +1,14 @@
 """Fuzzing with hypothesis: hostile image bytes through the one decoder that validate, predict and
-/predict share, and random params.yaml structures through the schema."""
+/predict share, random params.yaml structures through the schema, and hostile CSV manifests and folders
+(names, encodings, separators, quoting, BOM/CRLF, ``..``, absolute paths, links) through ingest and predict."""
 
+import contextlib
 import io
+import os
 import struct
+import tempfile
 import zlib
+from pathlib import Path, PurePosixPath
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,7 +18,7 @@ from hypothesis import strategies as st
 from components.core.contract.config import parse_params
 from components.core.contract.errors import ParamsError
 from components.core.data import images
-from tests.conftest import encode, gray
+from tests.conftest import encode, gray, write_tree
 
 SEEDS = [encode(gray(48, 40, seed=1), "JPEG"), encode(gray(48, 40, seed=2), "PNG"),
          encode(gray(40, 40, seed=3), "PNG", mode="RGB"), encode(gray(40, 40, seed=4), "BMP"),
@@ -61,7 +66,8 @@ def check_decoder(data: bytes) -> None:
     assert facts.decodable or facts.reason
     try:
         out = images.load_for_model(data, 32, max_pixels=4_000_000)
-        assert out.shape == (32, 32) and facts.decodable
+        # without limits (preprocess, which reads validated files only) corrupt data is not looked for
+        assert out.shape == (32, 32) and (facts.decodable or facts.reason == "corrupt_data")
     except images.ImageError as err:
         assert err.reason  # a short reason: quarantined in validate, a row error in predict, a 4xx in /predict
 
@@ -106,3 +112,147 @@ def test_random_params_give_schema_errors_never_tracebacks(raw):
         parse_params(raw, "fuzzed params.yaml")
     except ParamsError as err:
         assert str(err).startswith("fuzzed params.yaml")
+
+
+# ---------------------------------------------------------------- CSV manifests and predict inputs (issue 23)
+INPUT_FUZZ = settings(max_examples=40, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+GOOD_PNG = encode(gray(40, 40, seed=11))
+name_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0\\"), min_size=1,
+                    max_size=10).filter(lambda s: s not in (".", ".."))
+file_names = st.one_of(  # text names, names with bytes that are not UTF-8, dot names
+    st.builds(lambda s, ext: os.fsencode(s + ext), name_text, st.sampled_from([".png", ".jpeg", ".txt", ""])),
+    st.builds(lambda b, ext: b + ext, st.binary(min_size=1, max_size=6).filter(
+        lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")), st.sampled_from([b".png", b""])),
+)
+path_kinds = st.sampled_from(["file", "file_abs", "file_backslash", "outside_rel", "outside_abs", "link_out",
+                              "link_in", "dotdot_in", "missing", "random", "empty"])
+labels = st.one_of(st.sampled_from(["NORMAL", "pneumonia", " Normal ", ".PNEUMONIA", "viral", ""]),
+                   st.sampled_from(["NORMAL", "PNEUMONIA"]), name_text)  # mostly known: ingest gets to write
+
+
+@st.composite
+def hostile_csv(draw):
+    """(files to create, rows as (kind, file index, random path, label, patient id), CSV dialect); two rows
+    naming good images of both classes come first (:func:`build_csv`)."""
+    files = draw(st.lists(st.tuples(file_names, st.booleans()), min_size=1, max_size=5,
+                          unique_by=lambda t: t[0]))
+    rows = draw(st.lists(st.tuples(path_kinds, st.integers(0, len(files) - 1), name_text, labels, name_text),
+                         min_size=1, max_size=8))
+    dialect = {"sep": draw(st.sampled_from([",", ";", "\t"])), "quote_all": draw(st.booleans()),
+               "bom": draw(st.booleans()), "crlf": draw(st.booleans()), "latin1": draw(st.booleans()),
+               "surplus": draw(st.booleans())}
+    return files, rows, dialect
+
+
+def build_csv(tmp: Path, files, rows, dialect) -> tuple[Path, Path, list[bool]]:
+    """The data folder, its CSV and, per row, whether it names something outside the data folder."""
+    import csv as csvmod
+
+    data, outside = tmp / "data", tmp / "outside"
+    data.mkdir()
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(GOOD_PNG)
+    names = []
+    for raw, is_image in files:
+        with open(os.path.join(os.fsencode(data), raw), "wb") as fh:
+            fh.write(GOOD_PNG if is_image else b"not an image")
+        names.append(os.fsdecode(raw))
+    os.symlink(outside / "secret.png", data / "zz-out.png")
+    os.symlink(os.fsencode(data) + b"/" + files[0][0], data / "zz-in.png")
+    write_tree(data, {"base/n.png": encode(gray(40, 40, seed=12)), "base/p.png": encode(gray(40, 40, seed=13))})
+    out_rows, escapes = [["base/n.png", "NORMAL", "n"], ["base/p.png", "PNEUMONIA", "p"]], [False, False]
+    for kind, i, text, label, patient in rows:
+        path = {"file": names[i], "file_abs": str(data) + "/" + names[i], "file_backslash": "sub\\" + names[i],
+                "outside_rel": "../outside/secret.png", "outside_abs": str(outside / "secret.png"),
+                "link_out": "zz-out.png", "link_in": "zz-in.png", "dotdot_in": "x/../" + names[i],
+                "missing": "missing-" + text + ".png", "random": text, "empty": ""}[kind]
+        out_rows.append([path, label, patient])
+        escapes.append(kind in ("outside_rel", "outside_abs", "link_out"))
+    buf = io.StringIO(newline="")
+    # a bare \r is a line end to every CSV reader: csv.writer quotes it only when \r ends its lines, so quote all
+    quote_all = dialect["quote_all"] or any("\r" in f for r in out_rows for f in r)
+    writer = csvmod.writer(buf, delimiter=dialect["sep"], lineterminator="\r\n" if dialect["crlf"] else "\n",
+                           quoting=csvmod.QUOTE_ALL if quote_all else csvmod.QUOTE_MINIMAL)
+    writer.writerow(["path", "label", "patient_id"])
+    for r in out_rows:
+        writer.writerow(r + (["surplus"] if dialect["surplus"] and r is out_rows[-1] else []))
+    text = ("\ufeff" if dialect["bom"] else "") + buf.getvalue()
+    raw = text.encode("utf-8", "surrogateescape")
+    if dialect["latin1"]:
+        with contextlib.suppress(UnicodeEncodeError):  # characters Latin-1 lacks: the UTF-8 bytes stay
+            raw = text.encode("latin-1", "surrogateescape")
+    (data / "list.csv").write_bytes(raw)
+    return data, data / "list.csv", escapes
+
+
+@INPUT_FUZZ
+@given(hostile_csv())
+def test_csv_ingest_accounts_for_every_row_and_stays_inside_the_root(case):
+    import pandas as pd
+
+    from components.core.contract.config import DataConfig
+    from components.core.contract.errors import DataError
+    from components.core.data import manifest, sources
+    from components.core.data.sources import table
+
+    files, rows, dialect = case
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        data, csv_path, _ = build_csv(tmp, files, rows, dialect)
+        scan = table.scan_csv(csv_path)  # a CSV written by csv.writer: read without a DataError
+        assert len(scan.entries) + sum(1 for s in scan.skipped if s.get("line")) == len(rows) + 2
+        real_data = data.resolve()
+        for e in scan.entries:
+            assert Path(e.src).resolve().is_relative_to(real_data)
+            assert not PurePosixPath(e.dest).is_absolute() and ".." not in PurePosixPath(e.dest).parts
+            e.dest.encode("utf-8")  # percent-encoded: valid UTF-8
+        cfg = DataConfig(source="dir", path=str(csv_path), classes=["NORMAL", "PNEUMONIA"])
+        try:
+            summary = sources.ingest_into(cfg, tmp / "raw")
+            sources.write_account(summary, tmp / "reports")
+        except DataError:
+            pass  # unknown labels, a class without images: an error naming them, never a traceback
+        else:  # what was written reads back: one line per image, one per skipped or renamed file
+            assert len(manifest.read(tmp / "raw" / "manifest.csv")) == summary["images"]
+            report = pd.read_csv(tmp / "reports" / "skipped.csv", keep_default_na=False)
+            assert len(report) == len(summary["skipped"]) + len(summary["renamed"])
+        assert sorted(p.name for p in tmp.iterdir() if not p.name.startswith(".")) in (
+            ["data", "outside"], ["data", "outside", "raw", "reports"])
+        assert (tmp / "outside" / "secret.png").stat().st_nlink == 1  # never hard-linked into data/raw
+
+
+@pytest.fixture(scope="module")
+def predict_bundle(tiny_model_dir):
+    from components.core.registry import registry
+
+    return registry.load(str(tiny_model_dir))
+
+
+@INPUT_FUZZ
+@given(case=hostile_csv(), as_folder=st.booleans())
+def test_predict_accounts_for_every_input_and_reads_nothing_outside(predict_bundle, case, as_folder):
+    import pandas as pd
+
+    from serving import predict
+
+    files, rows, dialect = case
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        data, csv_path, escapes = build_csv(tmp, files, rows, dialect)
+        if as_folder:
+            csv_path.unlink()
+        summary = predict.run(predict_bundle, data if as_folder else csv_path, tmp / "preds.csv", workers=1)
+        out = pd.read_csv(tmp / "preds.csv", keep_default_na=False, encoding="utf-8")  # always written, UTF-8
+        assert len(out) == summary["images"] and summary["predicted"] == (out["predicted_label"] != "").sum()
+        if as_folder:  # the link leading out is skipped, never read
+            assert "zz-out.png" not in set(out["path"])
+            assert any(s["path"] == "zz-out.png" for s in summary["skipped"]["examples"]) or \
+                summary["skipped"]["count"] > 10
+        else:
+            assert len(out) == len(rows) + 2  # one output row per CSV row, in order
+            for escaped, (_, row) in zip(escapes, out.iterrows(), strict=True):
+                if escaped:
+                    assert row["predicted_label"] == "" and row["error"].split(":")[0] in (
+                        "outside_root", "link_outside_data_folder", "malformed_row")
+        code, line = predict.outcome(summary)
+        assert code in (0, 4, 7) and line

@@ -221,7 +221,7 @@ def test_batch_predict_writes_the_ood_columns(tiny_model_dir, tmp_path):
     (d / "broken.png").write_bytes(b"not an image")
     summary = predict.run(registry.load(str(tiny_model_dir)), d, tmp_path / "preds.csv", workers=1)
     df = pd.read_csv(tmp_path / "preds.csv", keep_default_na=False).set_index("path")
-    assert list(df.columns[-3:]) == ["ood_score", "unlike_training_data", "error"]
+    assert list(df.columns[-4:]) == ["ood_score", "unlike_training_data", "error", "note"]
     shifted = df[df.index.str.startswith("shifted")]
     assert (shifted["unlike_training_data"] == "True").all() and summary["unlike_training_data"] >= len(shifted)
     assert df.loc["broken.png", "ood_score"] == "" and df.loc["broken.png", "error"].startswith("not_an_image")

@@ -58,6 +58,9 @@ class DataConfig(Section):
 
     source: Source = "demo"
     path: str | None = None
+    # A CSV manifest's paths must resolve (links followed) inside this folder; default: the CSV's folder.
+    # Rows outside it are skipped as outside_root (links leading out: link_outside_data_folder), never copied.
+    root: str | None = None
     # owner/dataset (a Kaggle data set) or competitions/<slug> (a competition's data)
     kaggle_dataset: str = "paultimothymooney/chest-xray-pneumonia"
     # How a dir/kaggle folder is read. auto: a CSV manifest (or MANIFEST.csv), else the RSNA or SIIM
@@ -116,6 +119,8 @@ ExpectationId = Literal[
     "label_in_classes",
     "decodable",
     "dimensions_in_range",
+    "transparent_pixels",
+    "multi_frame",
     "unique_sha256",
     "class_share",
     "patient_id_present",
@@ -128,6 +133,9 @@ class ValidateConfig(Section):
     max_side: int = Field(8192, ge=1)
     # Checked from the header before decoding: a guard against decompression bombs.
     max_pixels: int = Field(40_000_000, ge=1)
+    # A film with an alpha channel is drawn over black: refuse it (transparent_pixels) when more than this share
+    # of its pixels has alpha < 128 (components.core.data.images.TRANSPARENT_ALPHA).
+    max_transparent_share: float = Field(0.01, ge=0, le=1)
     class_share: ClassShareConfig = Field(default_factory=ClassShareConfig)
     # Expectations whose failure fails the step; the others quarantine rows or warn.
     critical: list[ExpectationId] = Field(
@@ -427,6 +435,7 @@ class ExternalSet(Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     source: Literal["dir", "kaggle", "dvc", "demo"]
     path: str | None = None  # dir: a folder or CSV; dvc: dvc://<git-url>@<rev> (its data/raw)
+    root: str | None = None  # dir: the folder a CSV's paths must stay inside (default: the CSV's folder)
     kaggle_dataset: str | None = None
     demo: DemoConfig | None = None  # demo: the synthetic generator with other patients (another seed)
     label_aliases: dict[str, str] = Field(default_factory=dict)

@@ -12,6 +12,7 @@ code  meaning
 4     bad data or input: images, labels, manifests, missing files, a model that cannot be used
 5     service unavailable: MLflow, Kaggle, DVC remote or Kubeflow Pipelines did not answer
 6     refused by policy: a failed gate with ``--strict``, promoting an ungated or stale version
+7     partial: ``cxr predict`` predicted some inputs and refused others (each refusal in the output)
 130   interrupted (Ctrl-C / SIGINT); outputs are left as they were
 ====  =====================================================================================
 """
@@ -19,6 +20,7 @@ code  meaning
 from __future__ import annotations
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_PARAMS, EXIT_DATA, EXIT_SERVICE, EXIT_REFUSED = 0, 1, 2, 3, 4, 5, 6
+EXIT_PARTIAL = 7
 EXIT_INTERRUPTED = 130
 
 

@@ -30,6 +30,21 @@ Pixels, the same path for every format:
    compressing the lungs into a few grey levels (min–max did: a 16-bit film with one marker at
    65535 came out almost black). DICOM uses its own VOI LUT / window first (see ``dicom.py``).
    ``window`` in the facts says which rule was used.
+
+Damaged films (validate quarantines them, predict and ``/predict`` refuse them; see the README's
+"Inputs: every file accounted for"):
+
+- ``corrupt_data``: the decoder reported corrupt or extraneous data but produced pixels anyway. Pillow
+  discards libjpeg's warnings, so a JPEG's entropy-coded data is decoded a second time by libjpeg-turbo
+  (``simplejpeg``, strict, at 1/8 scale: the Huffman decoding is the whole check); Pillow's own warnings
+  while opening and loading count too.
+- ``transparent_pixels``: a film with an alpha channel is drawn over black; ``transparent_share`` is the
+  share of pixels with alpha below :data:`TRANSPARENT_ALPHA`, refused above ``validate.max_transparent_share``.
+- ``multi_frame`` (a warning, not a refusal): a multi-page TIFF, an animated PNG/WebP or an MPO JPEG; frame 0
+  is used, ``frames`` keeps the count and ``warnings`` says so (validate's ``multi_frame`` expectation).
+
+A decompression bomb (a header beyond Pillow's own guard) is re-read without that guard, so its reason
+names the header's width, height and pixel count against ``validate.max_pixels`` like any other size.
 """
 
 from __future__ import annotations
@@ -60,6 +75,9 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF") + (("WEBP",) if WEBP else ())
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom") + ((".webp",) if WEBP else ())
 DEFAULT_MAX_PIXELS = 40_000_000
 ORIENTATION_TAG = 0x0112
+# A pixel whose alpha is below this shows mostly the black background it is drawn over.
+TRANSPARENT_ALPHA = 128
+DEFAULT_MAX_TRANSPARENT_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -72,23 +90,44 @@ class Limits:
     min_side: int = 32
     max_side: int = 8192
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_transparent_share: float = DEFAULT_MAX_TRANSPARENT_SHARE
 
     @classmethod
     def from_config(cls, validate) -> Limits:
-        """From ``params.validate_`` (any object with ``min_side``, ``max_side``, ``max_pixels``)."""
-        return cls(int(validate.min_side), int(validate.max_side), int(validate.max_pixels))
+        """From ``params.validate_`` (any object with ``min_side``, ``max_side``, ``max_pixels`` and
+        optionally ``max_transparent_share``)."""
+        share = getattr(validate, "max_transparent_share", DEFAULT_MAX_TRANSPARENT_SHARE)
+        return cls(int(validate.min_side), int(validate.max_side), int(validate.max_pixels), float(share))
 
-    def check(self, width: int, height: int) -> None:
+    def side_problem(self, width: int, height: int) -> str:
+        """``'WxH: shorter side 8 < limit 32 (validate.min_side)'`` when a side is out of range, else ''."""
         size = f"{width}x{height}"
         if min(width, height) < self.min_side:
-            raise ImageError("too_small", f"{size}: shorter side {min(width, height)} < limit {self.min_side} "
-                                          "(validate.min_side)", limit="validate.min_side")
+            return f"{size}: shorter side {min(width, height)} < limit {self.min_side} (validate.min_side)"
         if max(width, height) > self.max_side:
-            raise ImageError("too_large", f"{size}: longer side {max(width, height)} > limit {self.max_side} "
-                                          "(validate.max_side)", limit="validate.max_side")
+            return f"{size}: longer side {max(width, height)} > limit {self.max_side} (validate.max_side)"
+        return ""
+
+    def check_transparency(self, share: float, facts: dict | None = None) -> None:
+        if share > self.max_transparent_share:
+            raise ImageError("transparent_pixels", transparency_detail(share, self.max_transparent_share),
+                             limit="validate.max_transparent_share", facts=facts)
+
+    def check(self, width: int, height: int) -> None:
+        problem = self.side_problem(width, height)
+        if problem:
+            small = min(width, height) < self.min_side
+            raise ImageError("too_small" if small else "too_large", problem,
+                             limit="validate.min_side" if small else "validate.max_side")
         if width * height > self.max_pixels:
-            raise ImageError("too_large", f"{size} = {width * height} pixels > limit {self.max_pixels} "
+            raise ImageError("too_large", f"{width}x{height} = {width * height} pixels > limit {self.max_pixels} "
                                           "(validate.max_pixels)", limit="validate.max_pixels")
+
+
+def transparency_detail(share: float, limit: float) -> str:
+    """``'52.3% of the film has alpha < 128 (limit 1.0%, validate.max_transparent_share)'``."""
+    return (f"{share:.1%} of the film has alpha < {TRANSPARENT_ALPHA} (limit {limit:.1%}, "
+            "validate.max_transparent_share)")
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -150,6 +189,9 @@ class ImageFacts:
     phi_attributes: str = ""
     burned_in_annotation: str = ""
     private_tags: int = 0
+    frames: int = 0
+    transparent_share: float = 0.0
+    warnings: str = ""  # named warnings, "; "-separated: "multi_frame: 3 frames, frame 0 used"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -175,20 +217,63 @@ def _bit_depth(im: Image.Image) -> int:
     return 8
 
 
-def _to_gray(im: Image.Image) -> tuple[np.ndarray, str]:
-    """A decoded (already oriented) image → 2-D uint8 and the windowing rule."""
+def _to_gray(im: Image.Image) -> tuple[np.ndarray, str, float]:
+    """A decoded (already oriented) image → 2-D uint8, the windowing rule, and the share of pixels whose
+    alpha is below :data:`TRANSPARENT_ALPHA` (0 without an alpha channel)."""
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-        return robust_window(np.asarray(im))
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
+        return (*robust_window(np.asarray(im)), 0.0)
+    share = 0.0
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        with warnings.catch_warnings():  # "palette images with transparency … should be converted": we do
+            warnings.simplefilter("ignore")
+            im = im.convert("RGBA")
+        share = float((np.asarray(im.getchannel("A")) < TRANSPARENT_ALPHA).mean()) if im.size[0] * im.size[1] else 0.0
         background = Image.new("RGBA", im.size, (0, 0, 0, 255))
         im = Image.alpha_composite(background, im)
-    return np.asarray(im.convert("L"), dtype=np.uint8), "none"
+    return np.asarray(im.convert("L"), dtype=np.uint8), "none", share
 
 
 def to_gray_uint8(im: Image.Image) -> np.ndarray:
     """Any decoded image → 2-D uint8: EXIF orientation applied, deep images robustly windowed."""
     return _to_gray(ImageOps.exif_transpose(im))[0]
+
+
+def _open_unguarded(data: bytes, fmt: str) -> Image.Image:
+    """Open with the plugin of the sniffed format, without Pillow's decompression-bomb guard (which
+    refuses before telling the size): only the header is read, and the caller's own limit decides."""
+    Image.init()
+    factory = Image.OPEN[fmt][0]
+    return factory(io.BytesIO(data), None)
+
+
+def _frames(im: Image.Image) -> int:
+    """How many frames (TIFF pages, APNG/WebP frames, MPO images) the file holds; 1 when it cannot say."""
+    try:
+        n = int(getattr(im, "n_frames", 1) or 1)
+    except Exception:  # a damaged IFD chain: the first frame is all that is read anyway
+        return 1
+    return max(n, 1)
+
+
+JPEG_CORRUPT = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters", "Bogus ")
+
+
+def _jpeg_integrity(data: bytes) -> str:
+    """libjpeg-turbo's warnings (corrupt or extraneous data) for a JPEG that Pillow decoded: Pillow discards
+    them. The entropy-coded data is decoded in full at 1/8 scale; '' when libjpeg had nothing to say."""
+    try:
+        import simplejpeg
+    except ImportError:  # a declared dependency (pyproject.toml): an environment without it skips the check
+        return ""
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, min_factor=8)
+    except ValueError as err:
+        text = str(err)
+        if text.startswith(JPEG_CORRUPT):
+            return f"libjpeg: {text}"
+    except Exception:  # a JPEG variant libjpeg-turbo cannot convert (Pillow could): not a corruption
+        return ""
+    return ""
 
 
 def _orientation(im: Image.Image) -> int:
@@ -199,19 +284,29 @@ def _orientation(im: Image.Image) -> int:
     return value if 1 <= value <= 8 else 0
 
 
-def _decode_pil(data: bytes, fmt: str, max_pixels: int, limits: Limits | None) -> tuple[np.ndarray, dict]:
+def _pillow_text(err: BaseException) -> str:
+    # PIL names the buffer by its address ("<_io.BytesIO object at 0x…>"): drop it, so the same file gives the
+    # same reason in every run (and in every partition)
+    return re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(err))
+
+
+def _decode_pil(data: bytes, fmt: str, max_pixels: int, limits: Limits | None,
+                strict: bool = False) -> tuple[np.ndarray, dict]:
     facts: dict = {"format": fmt}
+    noted: list[warnings.WarningMessage] = []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as noted:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError("too_large", str(err), limit="validate.max_pixels", facts=facts) from None
+        try:  # the header's size, against our own limit (validate.max_pixels) rather than Pillow's words
+            im = _open_unguarded(data, fmt)
+        except Exception:
+            raise ImageError("too_large", f"{_pillow_text(err)} (validate.max_pixels {max_pixels})",
+                             limit="validate.max_pixels", facts=facts) from None
     except Exception as err:  # PIL raises many types for hostile headers
-        # PIL names the buffer by its address ("<_io.BytesIO object at 0x…>"): drop it, so the same file gives the
-        # same reason in every run (and in every partition)
-        detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(err))
-        raise ImageError("unreadable_header", f"{type(err).__name__}: {detail}", facts=facts) from None
+        raise ImageError("unreadable_header", f"{type(err).__name__}: {_pillow_text(err)}", facts=facts) from None
     w, h = im.size
     facts.update(width=max(w, 0), height=max(h, 0), mode=im.mode, channels=_CHANNELS.get(im.mode, 0),
                  format=im.format or fmt, bit_depth=_bit_depth(im))
@@ -232,22 +327,37 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int, limits: Limits | None) -
         except ImageError as err:
             err.facts = facts
             raise
+    facts["frames"] = _frames(im)
     try:
-        im.load()
-        if facts["format"] == "PNG":
-            orientation = facts["orientation"] = _orientation(im)
-        im = ImageOps.exif_transpose(im)
+        with warnings.catch_warnings(record=True) as loading:
+            warnings.simplefilter("always")
+            im.load()
+            if facts["format"] == "PNG":
+                orientation = facts["orientation"] = _orientation(im)
+            im = ImageOps.exif_transpose(im)
+        noted = [*noted, *loading]
     except Exception as err:
-        text = str(err)
+        text = _pillow_text(err)
         reason = "truncated" if "truncat" in text.lower() or isinstance(err, OSError) else "undecodable"
         raise ImageError(reason, f"{type(err).__name__}: {text}", facts=facts) from None
     facts.update(width=im.size[0], height=im.size[1])
     if limits is not None:  # a PNG's eXIf is known only now; the sides are what they are
         limits.check(*im.size)
+    if strict:
+        said = [f"Pillow: {_pillow_text(m.message)}" for m in noted]
+        if facts["format"] in ("JPEG", "MPO"):
+            said += [t for t in [_jpeg_integrity(data)] if t]
+        if said:
+            raise ImageError("corrupt_data", "; ".join(dict.fromkeys(said)), facts=facts)
     try:
-        pixels, facts["window"] = _to_gray(im)
+        pixels, facts["window"], share = _to_gray(im)
     except Exception as err:
         raise ImageError("undecodable", f"{type(err).__name__}: {err}", facts=facts) from None
+    facts["transparent_share"] = round(share, 4)
+    if facts["frames"] > 1:
+        facts["warnings"] = f"multi_frame: {facts['frames']} frames, frame 0 used"
+    if limits is not None:
+        limits.check_transparency(share, facts)
     return pixels, facts
 
 
@@ -275,12 +385,16 @@ def _decode_dicom(data: bytes, max_pixels: int, limits: Limits | None) -> tuple[
         except ImageError as err:
             err.facts = {**facts, **err.facts}
             raise
-    facts.update(width=pixels.shape[1], height=pixels.shape[0])
+    facts.update(width=pixels.shape[1], height=pixels.shape[0], frames=1)
     return pixels, facts
 
 
-def _decode(data: bytes, max_pixels: int, limits: Limits | None = None) -> tuple[np.ndarray, dict]:
-    """Encoded bytes → (2-D uint8 pixels, facts); raises :class:`ImageError` with the facts known so far."""
+def _decode(data: bytes, max_pixels: int, limits: Limits | None = None,
+            strict: bool | None = None) -> tuple[np.ndarray, dict]:
+    """Encoded bytes → (2-D uint8 pixels, facts); raises :class:`ImageError` with the facts known so far.
+
+    ``strict`` (default: when ``limits`` are given, as predict and ``/predict`` give them) refuses pixels the
+    decoder called corrupt (``corrupt_data``); validate's :func:`inspect_bytes` is always strict."""
     if not data:
         raise ImageError("empty_file", "the file has 0 bytes")
     fmt = sniff_format(data[:132])
@@ -291,7 +405,7 @@ def _decode(data: bytes, max_pixels: int, limits: Limits | None = None) -> tuple
         max_pixels = min(max_pixels, limits.max_pixels)
     if fmt == "DICOM":
         return _decode_dicom(data, max_pixels, limits)
-    return _decode_pil(data, fmt, max_pixels, limits)
+    return _decode_pil(data, fmt, max_pixels, limits, strict=limits is not None if strict is None else strict)
 
 
 def _known(facts: dict) -> dict:
@@ -306,7 +420,7 @@ def inspect_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFac
     """
     base = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     try:
-        _, facts = _decode(data, max_pixels)
+        _, facts = _decode(data, max_pixels, strict=True)
     except ImageError as err:
         return ImageFacts(**base, **_known(err.facts), reason=err.reason, detail=err.detail)
     return ImageFacts(**base, **_known(facts), decodable=True)
@@ -417,15 +531,44 @@ def load_for_model(data: bytes, size: int, mode: str = "pad", max_pixels: int = 
     return fit_square(decode_gray(data, max_pixels, limits=limits), size, mode)
 
 
-def _load_file(path: str, size: int, mode: str, max_pixels: int, limits: Limits | None = None) -> np.ndarray | str:
+@dataclass(frozen=True)
+class Loaded:
+    """One file read for the model (predict): the pixels, or the refusal (``reason: detail``); ``warnings``
+    names what was used anyway (``multi_frame: 3 frames, frame 0 used``)."""
+
+    pixels: np.ndarray | None
+    error: str = ""
+    warnings: str = ""
+
+
+def load_file(path: str, size: int, mode: str, max_pixels: int, limits: Limits | None = None) -> Loaded:
+    """Read and decode one file for the model; never raises for a bad file."""
     from components.core.data import storage
 
     try:
-        return load_for_model(storage.read_bytes(path), size, mode, max_pixels, limits)
+        data = storage.read_bytes(path)
     except OSError as err:
-        return f"unreadable_file: {err.strerror or err}"
+        return Loaded(None, f"unreadable_file: {err.strerror or err}")
+    try:
+        gray, facts = _decode(data, max_pixels, limits)
     except ImageError as err:
-        return str(err)
+        return Loaded(None, str(err))
+    return Loaded(fit_square(gray, size, mode), warnings=facts.get("warnings", ""))
+
+
+def _load_file(path: str, size: int, mode: str, max_pixels: int, limits: Limits | None = None) -> np.ndarray | str:
+    loaded = load_file(path, size, mode, max_pixels, limits)
+    return loaded.pixels if loaded.pixels is not None else loaded.error
+
+
+def _map(fn, paths: list[str], workers: int, desc: str, pool: ProcessPoolExecutor | None) -> list:
+    if workers <= 1 or len(paths) < 32:
+        return [fn(p) for p in progress(paths, desc, total=len(paths))]
+    chunk = max(1, min(32, len(paths) // (workers * 8)))
+    if pool is not None:
+        return list(progress(pool.map(fn, paths, chunksize=chunk), desc, total=len(paths)))
+    with ProcessPoolExecutor(max_workers=workers) as own:
+        return list(progress(own.map(fn, paths, chunksize=chunk), desc, total=len(paths)))
 
 
 def decode_files(paths: list[str], size: int, mode: str = "pad", max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -435,10 +578,11 @@ def decode_files(paths: list[str], size: int, mode: str = "pad", max_pixels: int
     (``reason: detail``). ``limits``: validate's side/pixel checks as well (predict). ``pool``: reuse these
     worker processes (a caller decoding many batches) instead of starting ``workers`` new ones."""
     fn = functools.partial(_load_file, size=size, mode=mode, max_pixels=max_pixels, limits=limits)
-    if workers <= 1 or len(paths) < 32:
-        return [fn(p) for p in progress(paths, desc, total=len(paths))]
-    chunk = max(1, min(32, len(paths) // (workers * 8)))
-    if pool is not None:
-        return list(progress(pool.map(fn, paths, chunksize=chunk), desc, total=len(paths)))
-    with ProcessPoolExecutor(max_workers=workers) as own:
-        return list(progress(own.map(fn, paths, chunksize=chunk), desc, total=len(paths)))
+    return _map(fn, paths, workers, desc, pool)
+
+
+def load_files(paths: list[str], size: int, mode: str, limits: Limits, workers: int = 1, desc: str = "decode",
+               pool: ProcessPoolExecutor | None = None) -> list[Loaded]:
+    """:func:`load_file` for each path (predict: validate's limits, strict), in ``workers`` processes."""
+    fn = functools.partial(load_file, size=size, mode=mode, max_pixels=limits.max_pixels, limits=limits)
+    return _map(fn, paths, workers, desc, pool)

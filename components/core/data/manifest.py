@@ -15,7 +15,8 @@ from components.core.contract.errors import DataError
 from components.core.contract.fsutil import atomic_path
 
 # Column order of a fully validated manifest; earlier steps fill a prefix of it.
-# After ``reason``: how the pixels were read (EXIF orientation, windowing rule) and, for DICOM, the
+# After ``reason``: how the pixels were read (EXIF orientation, windowing rule, frames in the file, share of
+# transparent pixels, named warnings such as ``multi_frame``) and, for DICOM, the
 # header facts and the de-identification audit (names and counts, never values). The raw DICOM
 # PatientID (``dicom_patient_id`` in ImageFacts) is not a manifest column: the digest is; a step that
 # wants the raw id (e.g. to fill ``patient_id`` in the data folder's manifest) takes it explicitly.
@@ -26,14 +27,15 @@ DICOM_COLUMNS = [
 COLUMNS = [
     "path", "label", "patient_id", "patient_id_origin", "source", "license", "official_split", "split",
     "width", "height", "channels", "mode", "format", "bit_depth", "bytes", "sha256", "status", "reason",
-    "orientation", "window", *DICOM_COLUMNS,
+    "orientation", "window", "frames", "transparent_share", "warnings", *DICOM_COLUMNS,
 ]
 RAW_COLUMNS = ["path", "label", "patient_id", "patient_id_origin", "source", "official_split"]
 STRING_COLUMNS = {"path", "label", "patient_id", "patient_id_origin", "source", "license", "official_split", "split",
                   "mode", "format", "sha256", "status", "reason", "window", "modality", "view_position",
                   "manufacturer", "study_uid", "series_uid", "pixel_spacing", "transfer_syntax", "dicom_patient_id",
-                  "dicom_patient_digest", "phi_attributes", "burned_in_annotation"}
-INT_COLUMNS = {"width", "height", "channels", "bit_depth", "bytes", "orientation", "phi_count", "private_tags"}
+                  "dicom_patient_digest", "phi_attributes", "burned_in_annotation", "warnings"}
+INT_COLUMNS = {"width", "height", "channels", "bit_depth", "bytes", "orientation", "phi_count", "private_tags",
+               "frames"}
 MANIFEST_NAME = "manifest.csv"
 
 

@@ -2,7 +2,9 @@
 Great Expectations suite over the manifest, quarantine, and the source-bias audit.
 
 Every row-level expectation that fails marks rows for quarantine (with the expectation and its
-detail as the reason); expectations listed in ``validate.critical`` fail the step. Outputs: the
+detail as the reason, with its numbers); expectations listed in ``validate.critical`` fail the step.
+``multi_frame`` (a file with several frames, frame 0 used) is a warning in the manifest's ``warnings``
+column: it quarantines nothing, and fails the step when it is critical. Outputs: the
 validated manifest (usable rows), ``quarantine.csv``, ``summary.json`` and GX Data Docs HTML.
 """
 
@@ -21,13 +23,14 @@ from components.core.data import manifest
 from components.core.data.bias import source_bias_audit
 from components.core.contract.errors import DataError
 from components.core.contract.fsutil import atomic_path, write_json
-from components.core.data.images import ImageFacts, inspect_file
+from components.core.data.images import ImageFacts, Limits, inspect_file, transparency_detail
 from components.core.contract.progress import progress
 
 log = logging.getLogger(__name__)
 
 # Row-level expectations in the order their failure names the quarantine reason.
-ROW_EXPECTATIONS = ("decodable", "dimensions_in_range", "label_in_classes", "unique_sha256", "deidentified")
+ROW_EXPECTATIONS = ("decodable", "dimensions_in_range", "transparent_pixels", "label_in_classes", "unique_sha256",
+                    "deidentified")
 
 
 def compute_facts(raw_dir: str | Path, df: pd.DataFrame, max_pixels: int, workers: int) -> pd.DataFrame:
@@ -89,6 +92,9 @@ def _suites(gx, classes: list[str], v):
                                                                 max_value=v.max_side)),
         ("dimensions_in_range", E.ExpectColumnValuesToBeBetween(column="height", min_value=v.min_side,
                                                                 max_value=v.max_side)),
+        ("transparent_pixels", E.ExpectColumnValuesToBeBetween(column="transparent_share", min_value=0,
+                                                               max_value=v.max_transparent_share)),
+        ("multi_frame", E.ExpectColumnValuesToBeBetween(column="frames", min_value=0, max_value=1)),
         ("label_in_classes", E.ExpectColumnValuesToBeInSet(column="label", value_set=list(classes))),
         ("unique_sha256", E.ExpectColumnValuesToBeUnique(column="sha256")),
         ("patient_id_present", E.ExpectColumnValuesToNotBeNull(column="patient_id")),
@@ -155,8 +161,21 @@ class GxRunner:
         self.ctx.build_data_docs()
 
 
-def quarantine(facts: pd.DataFrame, results: list[dict]) -> pd.Series:
-    """Reason per row ('' = keep) from failed row-level expectations; duplicates keep one copy."""
+def _numbers(check: str, row: pd.Series, v) -> str:
+    """The detail of a failed row expectation, with the value against the limit ('' when none)."""
+    if v is None:
+        return ""
+    if check == "dimensions_in_range":
+        return Limits(int(v.min_side), int(v.max_side)).side_problem(int(row["width"]), int(row["height"]))
+    if check == "transparent_pixels":
+        return transparency_detail(float(row["transparent_share"]), float(v.max_transparent_share))
+    return ""
+
+
+def quarantine(facts: pd.DataFrame, results: list[dict], v=None) -> pd.Series:
+    """Reason per row ('' = keep) from failed row-level expectations; duplicates keep one copy. ``v``
+    (the validate params) puts the numbers into the reasons: ``dimensions_in_range: 8x8: shorter side 8 <
+    limit 32 (validate.min_side)``."""
     reason = pd.Series("", index=facts.index, dtype=object)
     failed: dict[str, set] = {}
     for r in results:  # several expectations share an id (width and height are both dimensions_in_range)
@@ -186,8 +205,18 @@ def quarantine(facts: pd.DataFrame, results: list[dict]) -> pd.Series:
             continue
         for i in rows:
             if reason[i] == "":
-                reason[i] = check
+                detail = _numbers(check, facts.loc[i], v)
+                reason[i] = f"{check}: {detail}" if detail else check
     return reason
+
+
+def _warning_counts(df: pd.DataFrame) -> dict:
+    """Usable rows per named warning (``multi_frame``): kept, and flagged in the manifest's ``warnings``."""
+    counts: dict[str, int] = {}
+    for text in df.get("warnings", pd.Series(dtype=object)).fillna(""):
+        for w in filter(None, str(text).split("; ")):
+            counts[w.split(":")[0]] = counts.get(w.split(":")[0], 0) + 1
+    return counts
 
 
 def phi_summary(facts: pd.DataFrame, policy: str) -> dict:
@@ -235,7 +264,7 @@ def validate_into(classes: list[str], v, raw_dir: str | Path, out_dir: str | Pat
     with atomic_path(report_dir / "data_docs", directory=True) as tmp_docs:
         gx_runner = GxRunner(classes, v, tmp_docs)
         image_results = gx_runner.run("images", facts)
-        facts["reason"] = quarantine(facts, image_results)
+        facts["reason"] = quarantine(facts, image_results, v)
         facts["status"] = np.where(facts["reason"] == "", "ok", "quarantined")
         kept = facts[facts["status"] == "ok"]
         shares = class_shares(kept, list(classes))
@@ -255,6 +284,7 @@ def validate_into(classes: list[str], v, raw_dir: str | Path, out_dir: str | Pat
             "per_class": {r.label: {"count": r.count, "share": round(r.share, 4)} for r in shares.itertuples()},
             "patients": int(kept["patient_id"].nunique()),
             "formats": {k: int(n) for k, n in kept["format"].value_counts().items()},
+            "warnings": _warning_counts(kept),
             "sources": source_summary(kept),
             "expectations": [{k: r[k] for k in ("id", "expectation", "column", "critical", "success",
                                                 "unexpected_count")} for r in expectations],

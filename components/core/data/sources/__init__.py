@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from components.core.data import manifest, storage
@@ -45,8 +45,9 @@ PRIVATE_SKIPPED = "skipped_sources.csv"
 __all__ = ["Entry", "Scan", "ingest_into", "scan_path", "write_account"]
 
 
-def scan_path(path: Path, labels: LabelMap, layout: str = "auto") -> Scan:
-    """A folder (class tree, a named Kaggle layout, or one with a MANIFEST.csv) or a CSV file."""
+def scan_path(path: Path, labels: LabelMap, layout: str = "auto", root: str | Path | None = None) -> Scan:
+    """A folder (class tree, a named Kaggle layout, or one with a MANIFEST.csv) or a CSV file. ``root``: the
+    folder a CSV's paths must stay inside (default: the CSV's folder)."""
     if not path.exists():
         raise DataError(f"data.path {path} does not exist (a class-folder tree, an RSNA/SIIM folder or a CSV manifest)")
     if layout in NAMED_LAYOUTS:
@@ -59,10 +60,10 @@ def scan_path(path: Path, labels: LabelMap, layout: str = "auto") -> Scan:
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise DataError(f"data.path {path} is a file but not a .csv manifest")
-        return table.scan_csv(path)
+        return table.scan_csv(path, root)
     for name in MANIFEST_CANDIDATES:
-        if (path / name).is_file():
-            return table.scan_csv(path / name)
+        if (path / name).is_file():  # the folder is the data set: its files are accounted for against the rows
+            return table.scan_csv(path / name, root or path, whole_folder=root is None or Path(root) == path)
     if layout == "auto":
         for adapter in NAMED_LAYOUTS.values():
             base = adapter.find(path)
@@ -87,13 +88,16 @@ def _rows(scan: Scan, labels: LabelMap, where: str, default_source: str) -> list
             why = (f"label {e.raw_label!r} is excluded by default in the {scan.layout.split()[0]} layout (map it with "
                    "data.label_aliases to keep it)" if by_default.excluded(e.raw_label)
                    else f"label {e.raw_label!r} is in data.exclude_labels")
-            scan.skip(e.dest, "excluded_label", why, source_file=e.extra.get("source_file", ""))
+            scan.skip(e.dest, "excluded_label", why, source_file=e.extra.get("source_file", ""), line=e.line)
     excluded = Counter(e.raw_label for e in scan.entries if labels.excluded(e.raw_label))
     if excluded:
         scan.warnings.append(f"excluded labels (data.exclude_labels, or the layout's default): {dict(excluded)}")
     norm = labels.normalise_all([e.raw_label for e in kept], where)
     rows = []
+    used = {e.dest for e in kept if not e.class_folder}
     for e, label in zip(kept, norm, strict=True):
+        if e.class_folder:  # a CSV row: stored under its normalised class folder, never under the raw label
+            e.dest = _unique(e.dest if e.dest.split("/", 1)[0] == label else f"{label}/{e.dest}", used)
         if e.patient_id:
             pid, origin = e.patient_id, e.patient_id_origin or "manifest"
         elif (from_name := patient_from_filename(Path(e.dest).name)) is not None:
@@ -106,6 +110,16 @@ def _rows(scan: Scan, labels: LabelMap, where: str, default_source: str) -> list
     return rows
 
 
+def _unique(dest: str, used: set[str]) -> str:
+    """``dest``, or ``stem-2.ext``, ``stem-3.ext``… when another image already has that path."""
+    stem, n, out = PurePosixPath(dest), 1, dest
+    while out in used:
+        n += 1
+        out = f"{stem.with_suffix('')}-{n}{stem.suffix}"
+    used.add(out)
+    return out
+
+
 def _place(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -114,15 +128,18 @@ def _place(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
-def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None, data_uri: str = "") -> dict:
+def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None, data_uri: str = "",
+                root: str | Path | None = None) -> dict:
     """Ingest the ``data`` params section into ``out_dir`` (images + ``manifest.csv``); return a summary.
 
     ``source_path`` overrides ``data.path`` (for kaggle: the folder a download produced, no download);
-    ``data_uri`` (``dvc://<git-url>@<rev>``) fetches what a commit pins instead.
+    ``data_uri`` (``dvc://<git-url>@<rev>``) fetches what a commit pins instead; ``root`` overrides
+    ``data.root`` (the folder a CSV manifest's paths must stay inside; default: the CSV's folder).
     """
     import pandas as pd
 
     out_dir = Path(out_dir)
+    root_override = root
     if data_uri:
         summary = dvc.fetch(data_uri, out_dir)
         summary.update({"skipped": [], "renamed": [], "warnings": []})
@@ -144,7 +161,9 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
                 root = str(root) if storage.is_remote(root) else Path(root)
                 default_source = ""
             # an s3:// CSV manifest: its images are referenced where they are (components/core/data/sources/table.py)
-            scan = table.scan_csv(root) if storage.is_remote(root) else scan_path(root, labels, data.layout)
+            confine = root_override or getattr(data, "root", None) or None
+            scan = (table.scan_csv(root) if storage.is_remote(root)
+                    else scan_path(root, labels, data.layout, Path(confine) if confine else None))
             log.info("scanned %s (%s): %d images, %d skipped", root, scan.layout, len(scan.entries), len(scan.skipped))
             labels = layout_labels(data, scan)
             rows = _rows(scan, labels, str(root), default_source)
@@ -153,8 +172,12 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
             counts = df["label"].value_counts()
             empty = [c for c in labels.classes if counts.get(c, 0) == 0]
             if empty:
+                refused = Counter(x["reason"] for x in scan.skipped)
+                hint = (f"; skipped: {dict(refused)}" if refused else "") + (
+                    " (rows outside the CSV's folder need data.root / --root set to a folder that holds them)"
+                    if refused.get("outside_root") else "")
                 raise DataError(f"{root}: class(es) {empty} have no images. Add images for them, or remove them "
-                                f"from data.classes (found: {counts.to_dict()})")
+                                f"from data.classes (found: {counts.to_dict()}{hint})")
             for s, d in progress(zip(df["_src"], df["path"], strict=True), "ingest", total=len(df)):
                 if not storage.is_remote(d):  # an object in storage stays where it is
                     _place(s, tmp / d)
@@ -210,6 +233,8 @@ def write_account(summary: dict, report_dir: str | Path) -> dict:
     with atomic_path(report_dir, directory=True) as tmp:
         rows = [{"status": "skipped", **s} for s in summary.get("skipped") or []]
         rows += [{"status": "renamed", **s} for s in summary.get("renamed") or []]
-        pd.DataFrame(rows, columns=["status", "path", "reason", "detail"]).to_csv(tmp / "skipped.csv", index=False)
+        df = pd.DataFrame(rows, columns=["status", "path", "reason", "detail", "line"])
+        df["line"] = df["line"].astype("Int64")  # the CSV line of a manifest row; empty for a file of a tree
+        df.to_csv(tmp / "skipped.csv", index=False)
         write_json(tmp / "summary.json", short)
     return short

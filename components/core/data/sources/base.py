@@ -27,6 +27,8 @@ class Entry:
     license: str = ""
     official_split: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # more manifest columns (e.g. DICOM study uid)
+    line: int = 0  # the CSV line that named it (0: not from a CSV row)
+    class_folder: bool = False  # store it under <CLASS>/ (the normalised label) + dest
 
 
 @dataclass
@@ -48,8 +50,11 @@ class Scan:
     aliases: dict[str, str] = field(default_factory=dict)
     default_excluded: tuple[str, ...] = ()
 
-    def skip(self, path: str, reason: str, detail: str = "", source_file: str = "") -> None:
-        row = {"path": path, "reason": reason, "detail": detail}
+    def skip(self, path: str, reason: str, detail: str = "", source_file: str = "", line: int = 0) -> None:
+        """Record ``path`` as not ingested; ``line``: the CSV line of the row that named it."""
+        row: dict = {"path": path, "reason": reason, "detail": detail}
+        if line:
+            row["line"] = line
         if source_file:
             row["source_file"] = source_file
         self.skipped.append(row)
@@ -71,12 +76,29 @@ def read_table(path: Path, required: tuple[str, ...], what: str):
     return df
 
 
+def _escaped(ch: str) -> bool:
+    return "\udc80" <= ch <= "\udcff" or ch < " " or ch == "\x7f"
+
+
 def safe_name(name: str) -> str:
-    """A file name as valid UTF-8: bytes that were not UTF-8 (surrogate-escaped by the OS layer, as
-    in names from archives made on Windows) become ``%XX``, so nothing is lost and nothing crashes."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in name):
+    """A file name as valid UTF-8 that any CSV reader reads back: bytes that were not UTF-8 (surrogate-escaped
+    by the OS layer, as in names from archives made on Windows) and control characters (a line break inside
+    a name) become ``%XX``, so nothing is lost and nothing crashes."""
+    if not any(_escaped(ch) for ch in name):
         return name
-    return "".join(f"%{ord(ch) - 0xDC00:02X}" if "\udc80" <= ch <= "\udcff" else ch for ch in name)
+    return "".join(f"%{_byte(ch):02X}" if _escaped(ch) else ch for ch in name)
+
+
+def _byte(ch: str) -> int:
+    return ord(ch) - 0xDC00 if ch >= "\udc80" else ord(ch)
+
+
+def renamed_reason(raw: str) -> str:
+    """Why :func:`safe_name` changed ``raw``: ``non_utf8_name`` or ``control_character_name``."""
+    return "non_utf8_name" if any("\udc80" <= ch <= "\udcff" for ch in raw) else "control_character_name"
+
+
+RENAMED_DETAIL = "bytes that are not UTF-8, and control characters, are stored as %XX"
 
 
 def shown(path: str | Path) -> str:

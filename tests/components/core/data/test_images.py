@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -6,7 +8,16 @@ from PIL import Image
 
 from components.core.data import images
 from tests import imagegen
-from tests.conftest import encode, gray, png_16bit, png_header_only
+from tests.conftest import (
+    encode,
+    film,
+    garbled_jpeg,
+    gray,
+    half_transparent_png,
+    multipage_tiff,
+    png_16bit,
+    png_header_only,
+)
 
 
 def test_jpeg_and_png_facts():
@@ -195,3 +206,49 @@ def test_decode_files_reports_limit_errors_per_file(tmp_path):
     out = images.decode_files([str(tmp_path / "ok.png"), str(tmp_path / "tiny.png")], 32, limits=images.Limits())
     assert out[0].shape == (32, 32) and out[1].startswith("too_small: 1x1")
     assert images.decode_files([str(tmp_path / "tiny.png")], 32)[0].shape == (32, 32)  # no limits: as before
+
+
+# ---------------------------------------------------------------- damaged films (issue 23)
+def test_corrupt_jpeg_data_is_named_where_pillow_stays_silent():
+    data = garbled_jpeg()
+    Image.open(io.BytesIO(data)).load()  # Pillow decodes the garbled rows without a word
+    f = images.inspect_bytes(data)
+    assert not f.decodable and f.reason == "corrupt_data" and (f.width, f.height) == (128, 128)
+    assert f.detail == "libjpeg: Corrupt JPEG data: premature end of data segment"
+    with pytest.raises(images.ImageError, match="corrupt_data"):  # predict and /predict refuse it too
+        images.decode_gray(data, limits=images.Limits())
+    assert images.inspect_bytes(encode(film(), "JPEG")).decodable
+
+
+def test_pillow_warnings_while_reading_are_corrupt_data():
+    png = encode(film(64, 64))
+    actl = b"acTL" + bytes(8)  # an animation control chunk declaring 0 frames: Pillow warns "Invalid APNG"
+    chunk = struct.pack(">I", 8) + actl + struct.pack(">I", zlib.crc32(actl))
+    data = png[:33] + chunk + png[33:]  # after the 8-byte signature and the 25-byte IHDR chunk
+    f = images.inspect_bytes(data)
+    assert f.reason == "corrupt_data" and f.detail == "Pillow: Invalid APNG, will use default PNG image if possible"
+
+
+def test_transparent_pixels_have_a_share_and_a_limit():
+    f = images.inspect_bytes(half_transparent_png())
+    assert f.decodable and f.transparent_share == 0.5 and f.channels == 4
+    with pytest.raises(images.ImageError) as err:
+        images.decode_gray(half_transparent_png(), limits=images.Limits())
+    assert err.value.reason == "transparent_pixels" and err.value.limit == "validate.max_transparent_share"
+    assert err.value.detail == "50.0% of the film has alpha < 128 (limit 1.0%, validate.max_transparent_share)"
+    assert images.decode_gray(half_transparent_png(), limits=images.Limits(max_transparent_share=0.6)).shape == (64, 64)
+
+
+def test_multi_frame_names_the_count_and_the_frame_used():
+    f = images.inspect_bytes(multipage_tiff(3))
+    assert f.decodable and f.frames == 3 and f.warnings == "multi_frame: 3 frames, frame 0 used"
+    assert images.inspect_bytes(encode(film(64, 64), "TIFF")).frames == 1
+
+
+def test_a_bomb_past_pillows_guard_keeps_its_header_and_numbers():
+    f = images.inspect_bytes(png_header_only(60_000, 60_000))
+    assert (f.reason, f.width, f.height, f.format) == ("too_large", 60_000, 60_000, "PNG")
+    assert f.detail == "60000x60000 = 3600000000 pixels > limit 40000000 (validate.max_pixels)"
+    # a limit above Pillow's own: validate.max_pixels decides, not Pillow
+    f = images.inspect_bytes(png_header_only(20_000, 20_000), max_pixels=500_000_000)
+    assert f.reason == "truncated" and (f.width, f.height) == (20_000, 20_000)

@@ -1,0 +1,122 @@
+"""`cxr predict` accounts for every input (issue 23): names that are not UTF-8, refused inputs, exit codes
+0 / 4 / 7 with one summary line on stderr, CSV rows read like ingest's, and rows streamed as they are made."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from components.core.contract.errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
+from components.core.registry import registry
+from cxr import cli
+from serving import predict
+from tests.conftest import (
+    encode,
+    film,
+    garbled_jpeg,
+    gray,
+    half_transparent_png,
+    multipage_tiff,
+    tiny_params,
+    write_params,
+    write_tree,
+)
+from tests.support import env
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_model_dir):
+    return registry.load(str(tiny_model_dir))
+
+
+def read(path):
+    return pd.read_csv(path, keep_default_na=False).set_index("path")
+
+
+def test_a_non_utf8_name_is_percent_encoded_and_the_rest_of_the_run_kept(bundle, tmp_path):
+    d = write_tree(tmp_path / "in", {"ok.png": encode(gray(64, 64)), "tiny.png": encode(gray(1, 1)),
+                                     "pages.tiff": multipage_tiff(3), "garbled.jpeg": garbled_jpeg(),
+                                     "alpha.png": half_transparent_png(), ".DS_Store": b"\0\0\0\1Bud1",
+                                     "._ok.png": b"\0\5\26\7", "notes.txt": b"text"})
+    with open(os.path.join(os.fsencode(d), b"caf\xe9.png"), "wb") as fh:
+        fh.write(encode(gray(64, 64, seed=3)))
+    summary = predict.run(bundle, d, tmp_path / "preds.csv", workers=1)
+    df = read(tmp_path / "preds.csv")
+    assert sorted(df.index) == ["alpha.png", "caf%E9.png", "garbled.jpeg", "ok.png", "pages.tiff", "tiny.png"]
+    assert df.loc["caf%E9.png", "predicted_label"] and df.loc["caf%E9.png", "note"].startswith("non_utf8_name")
+    assert df.loc["pages.tiff", "predicted_label"] and df.loc["pages.tiff", "note"] == (
+        "multi_frame: 3 frames, frame 0 used")
+    assert df.loc["garbled.jpeg", "error"] == (
+        "corrupt_data: libjpeg: Corrupt JPEG data: premature end of data segment")
+    assert df.loc["alpha.png", "error"] == ("transparent_pixels: 50.0% of the film has alpha < 128 (limit 1.0%, "
+                                            "validate.max_transparent_share)")
+    assert summary["predicted"] == 3 and summary["renamed"] == 1
+    assert summary["refused"] == {"corrupt_data": 1, "too_small": 1, "transparent_pixels": 1}
+    assert summary["skipped"]["by_reason"] == {"hidden_file": 2, "not_an_image_name": 1}
+    code, line = predict.outcome(summary)
+    assert code == EXIT_PARTIAL and line.startswith("3 of 6 inputs predicted, 3 refused (corrupt_data 1, ")
+    assert not (tmp_path / "preds.csv.partial").exists()
+
+
+def test_csv_rows_are_read_like_ingest_and_each_gets_a_row(bundle, tmp_path):
+    d = write_tree(tmp_path / "in", {"a.png": encode(gray(64, 64)), "x, y.png": encode(gray(64, 64, seed=1))})
+    write_tree(tmp_path, {"secret.png": encode(gray(64, 64, seed=9))})
+    os.symlink("../secret.png", d / "link.png")
+    rows = ["path,id", "a.png,1", '"x, y.png",2', "../secret.png,3", "link.png,4", "missing.png,5", ",6",
+            "a.png,7,surplus"]
+    (d / "list.csv").write_bytes(("\ufeff" + "\r\n".join(rows) + "\r\n").encode())
+    summary = predict.run(bundle, d / "list.csv", tmp_path / "preds.csv", workers=1)
+    df = read(tmp_path / "preds.csv")
+    errors = {p: e.split(":")[0] for p, e in df["error"].items()}
+    assert errors == {"a.png": "", "x, y.png": "", "../secret.png": "outside_root", "link.png":
+                      "link_outside_data_folder", "missing.png": "missing_file", "list.csv:7": "empty_path",
+                      "list.csv:8": "malformed_row"}
+    assert summary["images"] == 7 and summary["predicted"] == 2
+
+
+@pytest.mark.parametrize("files, code", [
+    ({"a.png": encode(gray(64, 64)), "b.png": encode(gray(64, 64, seed=1))}, EXIT_OK),
+    ({"a.png": encode(gray(1, 1)), "b.png": b"not an image"}, EXIT_DATA),
+    ({"a.png": encode(gray(64, 64)), "b.png": encode(gray(1, 1))}, EXIT_PARTIAL),
+])
+def test_exit_code_says_whether_every_input_got_a_prediction(tiny_model_dir, tmp_path, capsys, files, code):
+    d = write_tree(tmp_path / "in", files)
+    pf = write_params(tmp_path / "params.yaml", tiny_params())
+    rc = cli.main(["predict", "--params", str(pf), "--model", str(tiny_model_dir), "--input", str(d),
+                   "--output", str(tmp_path / "preds.csv")])
+    err = capsys.readouterr().err
+    assert rc == code
+    assert len(read(tmp_path / "preds.csv")) == 2  # written whatever the outcome
+    (line,) = [x for x in err.splitlines() if x.startswith("cxr predict: ")]
+    assert line.endswith(f"(exit {code}: {({0: 'ok', 4: 'none predicted', 7: 'partial'})[code]})")
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_keeps_its_rows_and_the_previous_output(tiny_model_dir, tmp_path):
+    """SIGINT once the first block is written: exit 130, preds.csv as it was, the rows so far in preds.csv.partial."""
+    d = write_tree(tmp_path / "in", {"film.jpeg": encode(film(1200, 1200), "JPEG")})
+    pd.DataFrame({"path": ["film.jpeg"] * 4000}).to_csv(d / "list.csv", index=False)  # seconds of decoding
+    (tmp_path / "preds.csv").write_text("earlier run\n")
+    pf = write_params(tmp_path / "params.yaml", tiny_params())
+    partial = tmp_path / "preds.csv.partial"
+    cmd = [sys.executable, "-m", "cxr", "predict", "--params", str(pf), "--model", str(tiny_model_dir), "--input",
+           str(d / "list.csv"), "--output", str(tmp_path / "preds.csv")]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    start = time.time()
+    while time.time() - start < 180 and proc.poll() is None:
+        if partial.exists() and partial.read_text().count("\n") > 1:
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, err[-2000:]
+    assert "Traceback" not in err and "preds.csv.partial" in err
+    assert (tmp_path / "preds.csv").read_text() == "earlier run\n"
+    rows = pd.read_csv(partial, keep_default_na=False)
+    assert 0 < len(rows) < 4000 and (rows["predicted_label"] != "").all()
