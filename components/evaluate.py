@@ -91,7 +91,9 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     train_summary = read_json(model_dir / "train_summary.json") if (model_dir / "train_summary.json").is_file() else {}
     # operating points are chosen on the validation split only, then reported on test and external sets
     val = shard_io.load_split(shards_dir, "val")
-    thresholds = clinical.choose_thresholds(val.y, predict(model, val.x), classes, params.evaluate.target_sensitivity)
+    thresholds = clinical.choose_thresholds(val.y, predict(model, val.x), classes, params.evaluate.target_sensitivity,
+                                            val.rows["patient_id"].astype(str).to_numpy(),
+                                            params.evaluate.bootstrap.level)
     proba, result = evaluate_arrays(model, test, classes, params, thresholds)
     result["calibration"] = calibration_report(model, test, proba, params.evaluate.ece_bins, train_summary)
     result["thresholds"] = {"chosen_on": "val", "val": thresholds}

@@ -412,7 +412,9 @@ def train_warnings(cfg: TrainConfig) -> list[str]:
 
 
 class BootstrapConfig(Section):
-    resamples: int = Field(1000, ge=0, le=100_000)  # 0 turns the CIs off
+    # patient resamples for what has no closed-form interval (ECE; the correlation of two models' macro F1/AUC
+    # in the gate; the threshold's spread); 0 turns those off. Proportions and AUCs use exact/score intervals
+    resamples: int = Field(1000, ge=0, le=100_000)
     seed: int = 0
     level: float = Field(0.95, gt=0.5, lt=1)
 
@@ -515,9 +517,11 @@ class ExternalGate(Section):
     min_sensitivity: dict[str, float] = Field(default_factory=dict)  # at the served operating point
 
 
-# metrics the candidate must be non-inferior to the champion on; sensitivity/specificity are per class
-# (disease classes, at each model's served operating point); "sensitivity.COVID19" overrides one class
-NON_INFERIORITY_KEYS = ("accuracy", "macro_f1", "macro_roc_auc", "sensitivity", "specificity")
+# metrics the candidate must be non-inferior to the champion on; sensitivity, specificity and roc_auc are per
+# class with an operating point (specificity at the sensitivity both models reach, sensitivity at the specificity
+# both reach, one-vs-rest ROC-AUC); "sensitivity.COVID19" overrides one class
+NON_INFERIORITY_KEYS = ("accuracy", "macro_f1", "macro_roc_auc", "sensitivity", "specificity", "roc_auc")
+PER_CLASS_KEYS = ("sensitivity", "specificity", "roc_auc")
 
 
 class GateConfig(Section):
@@ -532,10 +536,16 @@ class GateConfig(Section):
     # paired non-inferiority against the champion, on test patients neither model trained or validated on:
     # passes when the lower bound of the CI of (candidate - champion) is above -margin
     non_inferiority_margin: dict[str, float] = Field(default_factory=lambda: {
-        "accuracy": 0.02, "macro_f1": 0.03, "macro_roc_auc": 0.02, "sensitivity": 0.02, "specificity": 0.05})
+        "accuracy": 0.02, "macro_f1": 0.03, "macro_roc_auc": 0.02, "sensitivity": 0.02, "specificity": 0.05,
+        "roc_auc": 0.05})
     min_comparison_patients: int = Field(30, ge=1)
     # too few clean patients to compare: fail (default), or decide on the absolute thresholds only
     on_incomparable: Literal["fail", "thresholds_only"] = "fail"
+    # a non-inferiority check is powered when, for two equally good models, it would pass with this probability
+    min_power: float = Field(0.8, gt=0, lt=1)
+    # a check that cannot tell (underpowered, its CI straddling -margin) is inconclusive: it fails the gate
+    # (default, for real data), or the gate decides on the absolute thresholds (the demo)
+    on_underpowered: Literal["fail", "thresholds_only"] = "fail"
     # a flagged shortcut (source-bias audit, stress tests) blocks registration unless a written reason accepts it
     accept_shortcut_risk: str | None = None
     external: dict[str, ExternalGate] = Field(default_factory=dict)
@@ -553,9 +563,9 @@ class GateConfig(Section):
     def _margins(cls, v: dict[str, float]) -> dict[str, float]:
         for k, x in v.items():
             base = k.split(".", 1)[0]
-            if base not in NON_INFERIORITY_KEYS or ("." in k and base not in ("sensitivity", "specificity")):
+            if base not in NON_INFERIORITY_KEYS or ("." in k and base not in PER_CLASS_KEYS):
                 raise ValueError(f"non_inferiority_margin key {k!r}: use one of {list(NON_INFERIORITY_KEYS)}, or "
-                                 "sensitivity.<CLASS> / specificity.<CLASS>")
+                                 "sensitivity.<CLASS> / specificity.<CLASS> / roc_auc.<CLASS>")
             if not 0 <= x < 1:
                 raise ValueError(f"non_inferiority_margin.{k} must be within [0, 1), got {x}")
         return v
@@ -660,8 +670,6 @@ class Params(Section):
             unknown = set(named) - set(self.data.classes)
             if unknown:
                 raise ValueError(f"{key} names classes not in data.classes {self.data.classes}: {sorted(unknown)}")
-        if self.gate.use_lower_ci and self.evaluate.bootstrap.resamples == 0:
-            raise ValueError("gate.use_lower_ci needs evaluate.bootstrap.resamples > 0")
         served = set(self.evaluate.target_sensitivity)
         for key, named in (("gate.min_sensitivity", self.gate.min_sensitivity),
                            ("gate.min_specificity", self.gate.min_specificity)):

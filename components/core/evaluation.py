@@ -59,12 +59,23 @@ def evaluate_arrays(model, test: shards.Split, classes: list[str], params,
     proba = predict(model, test.x)
     result = M.classification_metrics(test.y, proba, classes, cfg.ece_bins)
     result["per_source"] = per_source(test.rows, test.y, proba, classes, cfg.ece_bins)
-    if cfg.bootstrap.resamples:
-        result["ci"] = clinical.bootstrap_ci(test.y, proba, test.rows["patient_id"].to_numpy(), classes,
-                                             cfg.bootstrap.resamples, cfg.bootstrap.seed, cfg.bootstrap.level)
+    patients = test.rows["patient_id"].astype(str).to_numpy()
+    add_patient_counts(result, test.y, patients, classes)
+    result["ci"] = clinical.confidence_intervals(test.y, proba, patients, classes, cfg.bootstrap.resamples,
+                                                 cfg.bootstrap.seed, cfg.bootstrap.level, cfg.ece_bins)
     if thresholds:
-        result["operating_points"] = clinical.apply_thresholds(test.y, proba, classes, thresholds)
+        result["operating_points"] = clinical.apply_thresholds(test.y, proba, classes, thresholds, patients,
+                                                               cfg.bootstrap.level)
     return proba, result
+
+
+def add_patient_counts(result: dict, y: np.ndarray, patients: np.ndarray, classes: list[str]) -> None:
+    """Every per-class number carries the patients it rests on: ``positive_patients`` (with the class) and
+    ``negative_patients`` (without it) next to the image ``support``."""
+    result["patients"] = len(set(patients))
+    for i, c in enumerate(classes):
+        result["per_class"][c]["positive_patients"] = len(set(patients[y == i]))
+        result["per_class"][c]["negative_patients"] = len(set(patients[y != i]))
 
 
 def calibration_report(model, test: shards.Split, proba: np.ndarray, bins: int, train_summary: dict) -> dict:
