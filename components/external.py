@@ -67,7 +67,12 @@ def run(params, main_manifest: str | Path, out: str | Path) -> dict:
                                                              if c != "class_share"]})
     summary: dict = {"sets": {}}
     with atomic_path(out, directory=True) as tmp:
-        for ext in params.evaluate.external:
+        skipped = [e.name for e in params.evaluate.external if e not in params.external_sets()]
+        if skipped:
+            summary["skipped"] = {name: f"a synthetic (demo) set, and data.source is {params.data.source!r} "
+                                        "(set with_real_data: true to use it)" for name in skipped}
+            log.info("external sets %s skipped: synthetic, and the main data are real", skipped)
+        for ext in params.external_sets():
             d = tmp / ext.name
             ingested = sources.ingest_into(_data_section(params.data, ext), d / "raw",
                                            data_uri=ext.path if ext.source == "dvc" else "")

@@ -42,7 +42,8 @@ SPEC = StepSpec(
     name="gate",
     help="pass/fail the candidate: thresholds on the served decision, paired non-inferiority vs the champion, "
          "shortcut risk",
-    params=("data.classes", "validate.max_pixels", "evaluate.bootstrap", "evaluate.target_sensitivity", "gate",
+    params=("data.classes", "data.source", "validate.max_pixels", "evaluate.bootstrap", "evaluate.target_sensitivity",
+            "gate",
             "registry", "mlflow"),
     inputs=(
         Port("metrics", "reports/metrics.json", "the candidate's test metrics (operating points, external sets)",
@@ -221,6 +222,10 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
         log.info("%s %s: %s", "pass" if c["passed"] else "FAIL", c["check"], c.get("value"))
     if summary:
         log.warning("%s", summary)
+    if g.on_underpowered == "thresholds_only" and params.data.source != "demo":
+        log.warning("gate.on_underpowered is thresholds_only with real data (data.source %s): a comparison with the "
+                    "champion that cannot tell does not block; set it to fail (the default) for real data",
+                    params.data.source)
     log.info("gate %s (%s) against %s (%d checks, %d failed)", "passed" if passed else "FAILED", result["decision"],
              f"champion v{champion['version']}" if champion["exists"] else "no champion", len(checks),
              len(result["failed"]))

@@ -427,6 +427,8 @@ class ExternalSet(Section):
     path: str | None = None  # dir: a folder or CSV; dvc: dvc://<git-url>@<rev> (its data/raw)
     kaggle_dataset: str | None = None
     demo: DemoConfig | None = None  # demo: the synthetic generator with other patients (another seed)
+    # a synthetic (demo) set is used when the main data are the demo too; with real data only when asked for
+    with_real_data: bool = False
     label_aliases: dict[str, str] = Field(default_factory=dict)
     exclude_labels: list[str] = Field(default_factory=list)
 
@@ -441,29 +443,21 @@ class ExternalSet(Section):
         return self
 
 
-class LungFieldConfig(Section):
-    """The central lung field as fractions of the film's box (not of the square: a letterboxed film is
-    smaller than its square). Generous on purpose: it covers both lungs of a frontal film, so what lies
-    outside it is borders, corners, shoulders, neck and abdomen."""
+class CentralFieldConfig(Section):
+    """The central field the stress tests blank: a rectangle centred on the part of the film the model sees (its
+    box clipped to the square), with that part's aspect ratio and ``area`` of its area. The same share of the
+    visible film is blanked in every resize mode. It is not a lung mask: it holds the mediastinum and whatever
+    lies there (tubes, lines, leads), and leaves the lung apices and bases that fall outside it."""
 
-    top: float = Field(0.1, ge=0, lt=1)
-    bottom: float = Field(0.9, gt=0, le=1)
-    left: float = Field(0.05, ge=0, lt=1)
-    right: float = Field(0.95, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _order(self) -> LungFieldConfig:
-        if self.top >= self.bottom or self.left >= self.right:
-            raise ValueError(f"needs top < bottom and left < right, got {self.model_dump()}")
-        return self
+    area: float = Field(0.5, ge=0.1, le=0.9)
 
 
 class ShortcutMargins(Section):
     """How far above chance (or above the uniform-map share) a test may go before it flags a shortcut."""
 
-    lung_masked: float = Field(0.2, gt=0, lt=1)  # balanced accuracy with the lung field blanked
+    centre_masked: float = Field(0.2, gt=0, lt=1)  # balanced accuracy with the central field blanked
     border_probe: float = Field(0.25, gt=0, lt=1)  # balanced accuracy of a classifier on the outer frame
-    attention_outside: float = Field(0.1, gt=0, lt=1)  # Grad-CAM share outside the lungs − the area share
+    attention_outside: float = Field(0.1, gt=0, lt=1)  # Grad-CAM share outside the central field − its area share
     source_probe: float = Field(0.3, gt=0, lt=1)  # balanced accuracy of source-from-features, within a class
 
 
@@ -472,7 +466,7 @@ class ShortcutConfig(Section):
 
     enabled: bool = True
     max_images: int = Field(300, ge=10, le=100_000)  # per set (a class-stratified subset beyond it)
-    lung_field: LungFieldConfig = Field(default_factory=LungFieldConfig)
+    central_field: CentralFieldConfig = Field(default_factory=CentralFieldConfig)
     frame: float = Field(0.12, gt=0, lt=0.5)  # the border probe reads this outer fraction of each side
     folds: int = Field(5, ge=2, le=20)
     margins: ShortcutMargins = Field(default_factory=ShortcutMargins)
@@ -679,10 +673,20 @@ class Params(Section):
         unknown_ext = set(self.gate.external) - {e.name for e in self.evaluate.external}
         if unknown_ext:
             raise ValueError(f"gate.external names sets not in evaluate.external: {sorted(unknown_ext)}")
+        unused = set(self.gate.external) - {e.name for e in self.external_sets()}
+        if unused:
+            raise ValueError(f"gate.external names synthetic (demo) sets that are not used with data.source "
+                             f"{self.data.source!r}: {sorted(unused)}; set with_real_data: true on them to use them")
         bad = {k for k in self.gate.non_inferiority_margin if "." in k and k.split(".", 1)[1] not in self.data.classes}
         if bad:
             raise ValueError(f"gate.non_inferiority_margin names classes not in data.classes: {sorted(bad)}")
         return self
+
+    def external_sets(self) -> list[ExternalSet]:
+        """The external sets that apply to this data: a synthetic (``source: demo``) set says nothing about a
+        model of real films, so it is used with ``data.source: demo`` only, unless it sets ``with_real_data``."""
+        return [e for e in self.evaluate.external
+                if e.source != "demo" or self.data.source == "demo" or e.with_real_data]
 
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain data (the form logged to MLflow)."""

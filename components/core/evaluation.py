@@ -93,7 +93,7 @@ def load_external(model, external_dir: Path | None, classes: list[str], params) 
     out: dict[str, tuple] = {}
     if external_dir is None or not external_dir.is_dir():
         return out
-    for ext in params.evaluate.external:
+    for ext in params.external_sets():  # a synthetic set only with the demo's data (or when asked for)
         d = external_dir / ext.name
         if not (d / "meta.json").is_file():
             raise DataError(f"external set {ext.name!r} is not prepared under {external_dir}: run `cxr external`")
@@ -111,12 +111,13 @@ def external_sets(model, external: Path | dict | None, classes: list[str], param
     return {name: evaluate_arrays(model, split, classes, params, thresholds)[1] for name, (split, _) in loaded.items()}
 
 
-def shortcut_tests(model, test: shards.Split, resize: str, external: dict, classes: list[str], params) -> dict:
+def shortcut_tests(model, test: shards.Split, resize: str, external: dict, classes: list[str], params,
+                   train_rows: pd.DataFrame | None = None) -> dict:
     """The shortcut stress tests (:mod:`components.core.shortcut`) on the test split and every external set:
-    the ``shortcut`` block of metrics.json."""
+    the ``shortcut`` block of metrics.json. ``train_rows``: the training manifest (sources vs labels)."""
     from components.core import shortcut
 
     sets = {"test": shortcut.EvalSet(test.x, test.y, test.rows, resize)}
     for name, (split, meta) in external.items():
         sets[name] = shortcut.EvalSet(split.x, split.y, split.rows, meta.resize)
-    return shortcut.stress_tests(model, sets, classes, params.evaluate.shortcut)
+    return shortcut.stress_tests(model, sets, classes, params.evaluate.shortcut, train_rows)
