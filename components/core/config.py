@@ -133,12 +133,26 @@ class ValidateConfig(Section):
     critical: list[ExpectationId] = Field(
         default_factory=lambda: ["label_in_classes", "patient_id_present", "class_share"]
     )
+    # patient_id_present: in every class at least this share of the images must carry a real patient id (from a
+    # manifest, a file name or a DICOM header), not the one-patient-per-file fallback: without ids, images of one
+    # patient can straddle the splits and the gate cannot tell which patients a model saw
+    min_patient_id_share: float = Field(0.5, ge=0, le=1)
+    # a written reason (who accepts it, and why) to go on when a class lacks patient ids; recorded in the summary
+    accept_missing_patient_ids: str | None = None
     workers: int = Field(2, ge=1, le=256)
     bias_audit: BiasAuditConfig = Field(default_factory=BiasAuditConfig)
     # DICOM de-identification audit (PS3.15 basic profile attributes, BurnedInAnnotation): "report" counts them
     # in the summary and model card; "quarantine" also refuses every file that has one. A pseudonymised
     # PatientID counts too (public sets such as RSNA keep one): use "report" for those.
     phi: Literal["report", "quarantine"] = "report"
+
+    @field_validator("accept_missing_patient_ids")
+    @classmethod
+    def _reason(cls, v: str | None) -> str | None:
+        if v is not None and len(v.strip()) < 20:
+            raise ValueError("a written reason of at least 20 characters (who accepts images without patient ids, "
+                             f"and why), got {v!r}")
+        return v.strip() if v else v
 
 
 class SplitConfig(Section):
