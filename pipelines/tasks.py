@@ -253,6 +253,7 @@ def external(
 
 
 def evaluate(
+    data: dict,
     mlflow: dict,
     evaluate: dict,
     model_dir: Input[Model],
@@ -266,6 +267,7 @@ def evaluate(
     """Evaluate the best checkpoint on the test split: metrics, plots, top losses, Grad-CAM.
 
     Args:
+        data: the ``data`` section of params.yaml (reads source).
         mlflow: the ``mlflow`` section of params.yaml (the whole section).
         evaluate: the ``evaluate`` section of params.yaml (the whole section).
         model_dir: input from train.out: folder with model.keras (+ history, train summary) (``models`` under
@@ -306,7 +308,7 @@ def gate(
     shortcut risk.
 
     Args:
-        data: the ``data`` section of params.yaml (reads classes).
+        data: the ``data`` section of params.yaml (reads classes, source).
         validate: the ``validate`` section of params.yaml (reads max_pixels).
         mlflow: the ``mlflow`` section of params.yaml (the whole section).
         evaluate: the ``evaluate`` section of params.yaml (reads bootstrap, target_sensitivity).
