@@ -65,6 +65,7 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     from components.core import clinical, manifest, models, ood, plots
     from components.core import metrics as M
     from components.core import shards as shard_io
+    from components.core.config import applicable_external
     from components.core.evaluation import (
         calibration_report,
         evaluate_arrays,
@@ -103,7 +104,8 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     train_rows = manifest.read(train_csv) if train_csv.is_file() else None
     result["shortcut"] = shortcut_tests(model, test, meta.resize, loaded, classes, params, train_rows)
     # does the OOD score tell each external set from the test split?
-    result["ood"] = ood.evaluate_dir(model, model_dir, test.x, external_dir, [e.name for e in params.external_sets()])
+    result["ood"] = ood.evaluate_dir(model, model_dir, test.x, external_dir,
+                                     [e.name for e in applicable_external(params)])
     result.update({"split": "test", "classes": classes, "model": str(model_dir / "model.keras"),
                    "best_epoch": train_summary.get("best_epoch"), "run_id": train_summary.get("run_id")})
     y = test.y

@@ -53,6 +53,7 @@ def _data_section(data, ext):
 def run(params, main_manifest: str | Path, out: str | Path) -> dict:
     """Prepare every external set under ``out``; ``main_manifest`` is the validated main data."""
     from components.core import manifest, sources
+    from components.core.config import applicable_external
     from components.core.fsutil import atomic_path, write_json
     from components.core.images import decode_files
     from components.core.shards import ShardMeta
@@ -67,12 +68,13 @@ def run(params, main_manifest: str | Path, out: str | Path) -> dict:
                                                              if c != "class_share"]})
     summary: dict = {"sets": {}}
     with atomic_path(out, directory=True) as tmp:
-        skipped = [e.name for e in params.evaluate.external if e not in params.external_sets()]
+        used = applicable_external(params)
+        skipped = [e.name for e in params.evaluate.external if e not in used]
         if skipped:
             summary["skipped"] = {name: f"a synthetic (demo) set, and data.source is {params.data.source!r} "
                                         "(set with_real_data: true to use it)" for name in skipped}
             log.info("external sets %s skipped: synthetic, and the main data are real", skipped)
-        for ext in params.external_sets():
+        for ext in used:
             d = tmp / ext.name
             ingested = sources.ingest_into(_data_section(params.data, ext), d / "raw",
                                            data_uri=ext.path if ext.source == "dvc" else "")

@@ -687,7 +687,7 @@ class Params(Section):
         unknown_ext = set(self.gate.external) - {e.name for e in self.evaluate.external}
         if unknown_ext:
             raise ValueError(f"gate.external names sets not in evaluate.external: {sorted(unknown_ext)}")
-        unused = set(self.gate.external) - {e.name for e in self.external_sets()}
+        unused = set(self.gate.external) - {e.name for e in applicable_external(self)}
         if unused:
             raise ValueError(f"gate.external names synthetic (demo) sets that are not used with data.source "
                              f"{self.data.source!r}: {sorted(unused)}; set with_real_data: true on them to use them")
@@ -696,15 +696,16 @@ class Params(Section):
             raise ValueError(f"gate.non_inferiority_margin names classes not in data.classes: {sorted(bad)}")
         return self
 
-    def external_sets(self) -> list[ExternalSet]:
-        """The external sets that apply to this data: a synthetic (``source: demo``) set says nothing about a
-        model of real films, so it is used with ``data.source: demo`` only, unless it sets ``with_real_data``."""
-        return [e for e in self.evaluate.external
-                if e.source != "demo" or self.data.source == "demo" or e.with_real_data]
-
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain data (the form logged to MLflow)."""
         return self.model_dump(mode="json", by_alias=True)[name]
+
+
+def applicable_external(params) -> list[ExternalSet]:
+    """The external sets that apply to this data: a synthetic (``source: demo``) set says nothing about a model of
+    real films, so it is used with ``data.source: demo`` only, unless it sets ``with_real_data``."""
+    return [e for e in params.evaluate.external
+            if e.source != "demo" or params.data.source == "demo" or e.with_real_data]
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from components.core import clinical, models, shards
 from components.core import metrics as M
+from components.core.config import applicable_external
 from components.core.errors import DataError
 
 
@@ -93,7 +94,7 @@ def load_external(model, external_dir: Path | None, classes: list[str], params) 
     out: dict[str, tuple] = {}
     if external_dir is None or not external_dir.is_dir():
         return out
-    for ext in params.external_sets():  # a synthetic set only with the demo's data (or when asked for)
+    for ext in applicable_external(params):  # a synthetic set only with the demo's data (or when asked for)
         d = external_dir / ext.name
         if not (d / "meta.json").is_file():
             raise DataError(f"external set {ext.name!r} is not prepared under {external_dir}: run `cxr external`")

@@ -381,7 +381,7 @@ def training_association(train_rows: pd.DataFrame | None, sources: list[str],
     if table.shape[1] < 2:
         out.update(associated=False, reason="one label among the training patients of these sources")
         return out
-    chi2, p, _, _ = chi2_contingency(table.to_numpy())
+    chi2, p, _, _ = chi2_contingency(table.to_numpy(), correction=False)
     v = float(np.sqrt(chi2 / (table.to_numpy().sum() * (min(table.shape) - 1))))
     out.update(chi2=_r(float(chi2)), p_value=_r(float(p), 6), cramers_v=_r(v), patients=int(table.to_numpy().sum()),
                associated=bool(p <= alpha and v >= min_v))
