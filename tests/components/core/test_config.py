@@ -149,5 +149,5 @@ def test_a_synthetic_external_set_applies_to_demo_data_only_unless_asked_for():
     assert applicable_external(parse_params({"data": real, "evaluate": {"external": [demo_set]}})) == []
     asked = parse_params({"data": real, "evaluate": {"external": [{**demo_set, "with_real_data": True}]}})
     assert [e.name for e in applicable_external(asked)] == ["demo-site-b"]
-    with pytest.raises(ParamsError, match="not used with data.source 'dir'"):
+    with pytest.raises(ParamsError, match=r"not used with data\.source 'dir'"):
         parse_params({"data": real, "evaluate": {"external": [demo_set]}, "gate": {"external": {"demo-site-b": {}}}})
