@@ -458,12 +458,27 @@ class ExternalSet(Section):
 
 
 class CentralFieldConfig(Section):
-    """The central field the stress tests blank: a rectangle centred on the part of the film the model sees (its
-    box clipped to the square), with that part's aspect ratio and ``area`` of its area. The same share of the
-    visible film is blanked in every resize mode. It is not a lung mask: it holds the mediastinum and whatever
-    lies there (tubes, lines, leads), and leaves the lung apices and bases that fall outside it."""
+    """The central field the stress tests blank, as fractions of the part of the film the model sees (its box
+    clipped to the square: inside its letterbox with ``pad``, the cropped square with ``crop``), so every resize
+    mode blanks the same share of what the model sees ((bottom - top) x (right - left): 72% by default). Nearly
+    the full width and most of the height of a frontal film: what lies outside is the top band (neck, shoulders,
+    labels), the bottom band (abdomen) and thin side strips. It is not a lung mask: it holds the mediastinum and
+    whatever lies over the chest (tubes, lines, leads)."""
 
-    area: float = Field(0.5, ge=0.1, le=0.9)
+    top: float = Field(0.1, ge=0, lt=1)
+    bottom: float = Field(0.9, gt=0, le=1)
+    left: float = Field(0.05, ge=0, lt=1)
+    right: float = Field(0.95, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> CentralFieldConfig:
+        if self.top >= self.bottom or self.left >= self.right:
+            raise ValueError(f"needs top < bottom and left < right, got {self.model_dump()}")
+        return self
+
+    @property
+    def area(self) -> float:
+        return (self.bottom - self.top) * (self.right - self.left)
 
 
 class ShortcutMargins(Section):

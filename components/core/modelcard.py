@@ -232,12 +232,13 @@ def _shortcut(block: dict | None) -> list[str]:
         shares = ", ".join(f"{c} {_pct(v['share_outside'])} (area {_pct(v['area_outside'])})"
                            for c, v in per_class.items() if v.get("share_outside") is not None)
         if shares:
-            lines.append(f"- Grad-CAM heat of the true class outside the lung field, {name}: {shares}")
+            lines.append(f"- Grad-CAM heat of the true class outside the central field, {name}: {shares}")
     field = block.get("central_field") or {}
     lines += [
-        f"- Central field: the middle {_pct(field.get('area'))} of the part of each film the model sees (its box, "
-        "inside its letterbox or cropped to the square), centred, the film's aspect ratio: the same share in every "
-        "resize mode. It is a rectangle, not a lung mask: it holds the mediastinum and anything lying over the "
+        f"- Central field: rows {_pct(field.get('top'))}–{_pct(field.get('bottom'))} and columns "
+        f"{_pct(field.get('left'))}–{_pct(field.get('right'))} of the part of each film the model sees (its box, "
+        "inside its letterbox or cropped to the square): the same share in every resize mode. It is a rectangle, "
+        "not a lung mask: it holds the mediastinum and anything lying over the "
         "chest (tubes, lines, leads), so these tests cannot tell the lungs from devices. Blanked with the mean grey "
         "of the rest of the film; the border probe reads the "
         f"outer {_pct(block.get('frame'))} of each side outside that field, cross-validated by patient. A test "

@@ -26,12 +26,13 @@ on every external set:
    training, an external hospital the model never saw, sources with the same class mix) it is reported,
    not blocking: the features tell hospitals apart, which is a domain shift, not a learned shortcut.
 
-**Central field.** ``evaluate.shortcut.central_field.area`` (0.5) of the part of the film the model sees:
-the film's box (from the image's original width/height and the resize mode,
-:func:`components.core.images.content_box`, or from the pixels,
-:func:`components.core.images.content_box_from_pixels`) clipped to the square, with the rectangle centred on
-it and of its aspect ratio. A letterboxed film (``pad``) and a cropped one (``crop``) thus lose the same share
-of what the model sees; the report gives the realised share of the film and of the square.
+**Central field.** ``evaluate.shortcut.central_field``: rows ``top``-``bottom`` and columns ``left``-``right``
+(fractions; 10-90% and 5-95%, 72% of the area) of the part of the film the model sees: the film's box (from
+the image's original width/height and the resize mode, :func:`components.core.images.content_box`, or from
+the pixels, :func:`components.core.images.content_box_from_pixels`) clipped to the square. A letterboxed film
+(``pad``) and a cropped one (``crop``) thus lose the same share of what the model sees (before, the field was
+a share of the whole film box, and a cropped film's overflowed the square: 72% of a letterboxed film against
+about 81% of a cropped square); the report gives the realised share of the film and of the square.
 
 **Decision.** Balanced accuracy is compared with chance, ``1/K`` for the ``K`` classes (sources) present.
 A test flags when its value is at least ``chance + margin`` *and* its one-sided p-value against chance
@@ -167,12 +168,11 @@ def visible_box(box, size: int) -> tuple[int, int, int, int]:
 
 def central_rect(box, size: int, field: CentralFieldConfig) -> tuple[int, int, int, int]:
     """The central field of one film box as square pixel bounds ``(row0, row1, col0, col1)`` (end-exclusive):
-    centred on the visible film, its aspect ratio, ``field.area`` of its area."""
+    the field's fractions of the visible film (the box clipped to the square)."""
     r0, r1, c0, c1 = visible_box(box, size)
-    scale = float(np.sqrt(field.area))
-    h, w = max(1, round((r1 - r0) * scale)), max(1, round((c1 - c0) * scale))
-    top, left = r0 + ((r1 - r0) - h) // 2, c0 + ((c1 - c0) - w) // 2
-    return top, top + h, left, left + w
+    h, w = r1 - r0, c1 - c0
+    return (r0 + round(field.top * h), r0 + round(field.bottom * h),
+            c0 + round(field.left * w), c0 + round(field.right * w))
 
 
 def central_masks(boxes: np.ndarray, size: int, field: CentralFieldConfig) -> np.ndarray:
