@@ -53,6 +53,11 @@ def _macro_auc(y: np.ndarray, proba: np.ndarray, patients: np.ndarray, k: int, l
     return float(m[0]), (float(m[1]), float(m[2]))
 
 
+def _macro_auc_point(y: np.ndarray, proba: np.ndarray, k: int) -> float:
+    areas = [a for a in (auc(y == i, proba[:, i]) for i in range(k)) if np.isfinite(a)]
+    return float(np.mean(areas)) if areas else float("nan")
+
+
 def _macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
     f1s = [2 * np.sum((y == c) & (pred == c)) / (np.sum(y == c) + np.sum(pred == c)) for c in np.unique(y)]
     return float(np.mean(f1s)) if f1s else float("nan")
@@ -141,8 +146,7 @@ def paired_comparison(y: np.ndarray, cand: np.ndarray, champ: np.ndarray, patien
     pairs_f1, pairs_auc = [], []
     for idx in patient_resamples(patients, resamples, seed):
         pairs_f1.append((_macro_f1(y[idx], pa[idx]), _macro_f1(y[idx], pb[idx])))
-        pairs_auc.append((_macro_auc(y[idx], cand[idx], patients[idx], k, level)[0],
-                          _macro_auc(y[idx], champ[idx], patients[idx], k, level)[0]))
+        pairs_auc.append((_macro_auc_point(y[idx], cand[idx], k), _macro_auc_point(y[idx], champ[idx], k)))
     f1a, f1b = macro_f1_posterior(y, pa, patients, k, level), macro_f1_posterior(y, pb, patients, k, level)
     out["macro_f1"] = _mover_entry(_macro_f1(y, pa), f1a, _macro_f1(y, pb), f1b, _bootstrap_correlation(pairs_f1),
                                    n_all, n_patients, "MOVER of the Dirichlet-posterior intervals")
