@@ -60,3 +60,14 @@ def test_no_stage_before_evaluation_reads_external_data():
     readers = {name for name, s in stages.items() if any(str(d).startswith("data/external") for d in s.get("deps", []))}
     assert readers == {"evaluate", "register"}
     assert not any("data/external" in s["cmd"] for n, s in stages.items() if n in ("train", "preprocess", "split"))
+
+
+def test_real_data_gets_no_synthetic_external_set_unless_asked_for(tmp_path):
+    """params.yaml's demo-site-b (synthetic films) with data.source dir: skipped, so it can neither be evaluated
+    nor feed the source probe (on the shared sample it used to flag every class and block registration)."""
+    (tmp_path / "main.csv").write_text("path,label,sha256\nNORMAL/a.png,NORMAL,abc\n")
+    demo_set = {"name": "demo-site-b", "source": "demo", "demo": {"patients_per_class": 2, "seed": 7}}
+    p = tiny_params(data={"source": "dir", "path": str(tmp_path)}, evaluate={"external": [demo_set]})
+    summary = external.run(p, tmp_path / "main.csv", tmp_path / "external")
+    assert summary["sets"] == {} and "synthetic" in summary["skipped"]["demo-site-b"]
+    assert not (tmp_path / "external" / "demo-site-b").exists()
