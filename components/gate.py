@@ -158,7 +158,10 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
                                                                   Path(images) if images else None, classes)
     comparison_ground: dict = {"status": "no_champion"}
     summary = None
-    if champion["exists"]:
+    same_run = champion["exists"] and champion.get("run_id") and champion["run_id"] == candidate_metrics.get("run_id")
+    if same_run:  # re-gated after its own promotion (dvc repro does that): a model is not compared with itself
+        comparison_ground = {"status": "same_model", "reason": "the candidate is the champion's own training run"}
+    elif champion["exists"]:
         if champion.get("incomparable"):
             comparison_ground = {"status": "incomparable", "reason": champion["incomparable"], "patients_used": 0,
                                  "min_comparison_patients": g.min_comparison_patients}

@@ -73,6 +73,8 @@ def test_a_same_split_retrain_is_inconclusive_not_worse(candidate, tiny_shards, 
     gate.run(p, tmp / "metrics.json", tmp / "models", tiny_shards, tmp / "first.json")
     register.run(p, tmp / "first.json", tmp / "models", tmp / "metrics.json", tmp / "registration")
     promote.promote(p)
+    again = gate.run(p, tmp / "metrics.json", tmp / "models", tiny_shards, tmp / "again.json")  # after its promotion
+    assert again["comparison"]["status"] == "same_model" and again["passed"]  # not compared with itself
     retrain = p.model_copy(update={"train": p.train.model_copy(update={"seed": 7})})
     train.run(retrain, tiny_shards, tmp_path / "models", tmp_path / "state")
     evaluate.run(retrain, tmp_path / "models", tiny_shards, tmp_path / "eval", tmp_path / "metrics.json")

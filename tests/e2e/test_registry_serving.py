@@ -15,8 +15,7 @@ from cxr.testing import env, free_port, start_cxr_serve, stop, wait_http
 from tests.conftest import served_tracking, train_params, write_params
 
 pytestmark = pytest.mark.slow
-GATE = {"min_accuracy": 0.0, "min_macro_f1": 0.0, "min_roc_auc": 0.0, "min_comparison_patients": 3,
-        "on_underpowered": "thresholds_only"}  # a handful of test patients cannot power a comparison
+GATE = {"min_accuracy": 0.0, "min_macro_f1": 0.0, "min_roc_auc": 0.0, "min_comparison_patients": 3}
 
 
 def params(**train):
@@ -68,7 +67,7 @@ def test_registered_version_carries_tags_card_and_challenger(champion):
                 "temperature", "operating_points"):
         assert mv.tags[tag], tag
     for section in ("Not a medical device", "Source-bias audit", "De-identification", "Reference standard",
-                    "Partitioning", "Failure analysis", "bootstrap CIs"):
+                    "Partitioning", "Failure analysis", "intervals on **patients**", "How sure are these numbers"):
         assert section in mv.description, section
     assert (tmp / "model_card.html").read_text().startswith("<!doctype html>")
     assert registry.version_by_alias(p.registry.model_name, "champion").version == mv.version
@@ -86,7 +85,9 @@ def test_worse_model_is_gated_out_and_registry_untouched(champion, tiny_shards, 
     assert g["comparison"]["status"] == "compared" and g["comparison"]["excluded"]["champion_trained_or_validated"] == 0
     assert g["champion"]["exists"] and acc["champion"] == pytest.approx(good_acc, abs=1e-4)
     assert good_acc > acc["candidate"] + 0.1  # the test compares a real gap
+    # a handful of patients cannot show the gap, nor non-inferiority: inconclusive, which fails by default
     assert not g["passed"] and not acc["passed"] and acc["ci"][0] < -acc["margin"]
+    assert acc["status"] in ("failed", "inconclusive") and g["decision"] in ("failed", "inconclusive")
     assert r["registered"] is False and r["reason"].startswith("gate failed")
     assert len(registry.client().search_model_versions(f"name='{p.registry.model_name}'")) == versions_before
     print("gate report of the gated-out model:", json.dumps(g, indent=1))
@@ -142,7 +143,10 @@ def test_second_version_promote_rollback_and_racing_promotions(champion, tiny_sh
 def test_tracking_server_down_during_register_registers_nothing(champion, tiny_shards, tmp_path, server,
                                                                 monkeypatch):
     p, good_tmp, _ = champion
-    gate.run(p, good_tmp / "metrics.json", good_tmp / "models", tiny_shards, tmp_path / "gate.json")
+    # the champion is now either this run or its identical twin (the racing promotions): against the twin a
+    # handful of test patients is inconclusive, so decide on the thresholds (the server outage is the point)
+    p = p.model_copy(update={"gate": p.gate.model_copy(update={"on_underpowered": "thresholds_only"})})
+    assert gate.run(p, good_tmp / "metrics.json", good_tmp / "models", tiny_shards, tmp_path / "gate.json")["passed"]
     name = p.registry.model_name
     before = {v.version for v in registry.client().search_model_versions(f"name='{name}'")}
     aliases_before = registry.client().get_registered_model(name).aliases
