@@ -28,8 +28,14 @@ def per_source(rows: pd.DataFrame, y: np.ndarray, proba: np.ndarray, classes: li
     sources = rows["source"].fillna("").astype(str).to_numpy()
     if len(set(sources) - {""}) < 2:
         return {}
-    return {s or "unknown": M.classification_metrics(y[sources == s], proba[sources == s], classes, bins)
-            for s in sorted(set(sources))}
+    out = {}
+    patients = rows["patient_id"].astype(str).to_numpy() if "patient_id" in rows.columns else None
+    for s in sorted(set(sources)):
+        sel = sources == s
+        out[s or "unknown"] = M.classification_metrics(y[sel], proba[sel], classes, bins)
+        if patients is not None:
+            add_patient_counts(out[s or "unknown"], y[sel], patients[sel], classes)
+    return out
 
 
 def image_refs(rows) -> list[str]:
