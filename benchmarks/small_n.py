@@ -1,4 +1,4 @@
-"""Small-sample intervals, operating points and power (components/core/intervals.py, issue 22).
+"""Small-sample intervals, operating points and power (components/core/stats/intervals.py, issue 22).
 
 Prints, for nominal 95% intervals at n = 8, 20, 50 patients:
 
@@ -28,7 +28,7 @@ from scipy.special import gammaln
 from scipy.stats import beta, binom
 
 from benchmarks.common import table
-from components.core import intervals as I
+from components.core.stats import intervals as I
 
 LEVEL = 0.95
 
@@ -104,7 +104,7 @@ def auc_coverage(n: int, true_auc: float, sims: int, resamples: int, rng) -> tup
     and the share of bootstrap intervals that collapse to a point."""
     from scipy.stats import norm
 
-    from components.core.clinical import auc
+    from components.core.stats.clinical import auc
 
     shift = math.sqrt(2) * norm.ppf(true_auc)
     pos = np.r_[np.ones(n, bool), np.zeros(n, bool)]

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from components import evaluate, train
-from components.core import models, shards
-from components.core.gradcam import gradcam, overlay
+from components.core.data import shards
+from components.core.eval.gradcam import gradcam, overlay
+from components.core.model import models
 from tests.conftest import replace_split, train_params
 
 pytestmark = pytest.mark.slow
@@ -53,7 +54,7 @@ def test_evaluate_writes_every_report(trained, tiny_shards, tmp_path):
 
 
 def test_a_target_the_validation_patients_cannot_keep_is_refused(trained, tiny_shards, tmp_path):
-    from components.core.errors import ParamsError
+    from components.core.contract.errors import ParamsError
 
     p = train_params()
     p = p.model_copy(update={"evaluate": p.evaluate.model_copy(update={"target_sensitivity": {"PNEUMONIA": 0.95}})})

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from components import evaluate, gate, promote, register, train
-from components.core.errors import RefusedError
+from components import evaluate, gate, register, train
+from components.core.contract.errors import RefusedError
+from components.ops import promote
 from tests.conftest import sqlite_tracking, train_params
 
 
