@@ -1,6 +1,6 @@
 """Recipes benchmark: every CPU-feasible recipe on the shared real sample and on the demo, through the real
 steps (ingest → split → preprocess → train → evaluate), with test accuracy, macro F1 and their patient-level
-95% CIs (from evaluate's bootstrap), epochs and seconds; and for the GPU recipes (seed1-vgg16, seed2-fastai at
+95% CIs (evaluate's intervals on patients), epochs and seconds; and for the GPU recipes (seed1-vgg16, seed2-fastai at
 224 px) a time estimate for one H100 from counted FLOPs and published peak throughput (unverified until a GPU
 run).
 

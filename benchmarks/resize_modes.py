@@ -2,9 +2,10 @@
 
 For each mode the same validated and split data is preprocessed, a small_cnn is trained with several
 seeds, and the shortcut stress tests (components/core/eval/shortcut.py) run on the test split. Printed per
-mode (mean ± sd over seeds): test accuracy, the model's balanced accuracy with the lung field blanked,
-the share of PNEUMONIA's Grad-CAM heat outside the lung field (and the largest excess over the area
-share of any class), the border-only probe (it does not depend on the model), how many runs were
+mode (mean ± sd over seeds): test accuracy, the model's balanced accuracy with the central field blanked
+(the same share of the visible film in every mode: `evaluate.shortcut.central_field.area`, printed as
+measured), the share of PNEUMONIA's Grad-CAM heat outside the central field (and the largest excess over the
+area share of any class), the border-only probe (it does not depend on the model), how many runs were
 flagged by each test, and ratios against `pad` measured in the same run.
 
     python -m benchmarks.resize_modes --seeds 1 2 3 --epochs 40
@@ -116,14 +117,15 @@ def main(argv: list[str] | None = None) -> None:
                 pc = att.get("per_class") or {}
                 results[mode].append({
                     "accuracy": float(np.mean(proba.argmax(1) == test.y)),
-                    "masked": r["lung_masked"]["value"], "chance": r["lung_masked"]["chance"],
+                    "masked": r["centre_masked"]["value"], "chance": r["centre_masked"]["chance"],
+                    "blanked": r["blanked_share_of_film"], "blanked_square": r["blanked_share_of_square"],
                     "pneumonia_outside": (pc.get("PNEUMONIA") or {}).get("share_outside"),
                     "pneumonia_area": (pc.get("PNEUMONIA") or {}).get("area_outside"),
                     "excess": att.get("value"), "border": r["border_probe"].get("value"),
                     "flags": sorted({f["test"] for f in block["flags"]}), "train_s": train_s, "stress_s": stress_s,
                 })
-                print(f"{mode} seed {seed}: accuracy {results[mode][-1]['accuracy']:.3f}, lung-masked "
-                      f"{r['lung_masked']['value']}, flags {results[mode][-1]['flags']}", flush=True)
+                print(f"{mode} seed {seed}: accuracy {results[mode][-1]['accuracy']:.3f}, centre-masked "
+                      f"{r['centre_masked']['value']}, flags {results[mode][-1]['flags']}", flush=True)
     base = results["pad"]
     rows = []
     for mode, runs in results.items():
@@ -131,9 +133,10 @@ def main(argv: list[str] | None = None) -> None:
         masked_above = _mean([x["masked"] - x["chance"] for x in runs if x["masked"] is not None])
         base_above = _mean([x["masked"] - x["chance"] for x in base if x["masked"] is not None])
         per_test = ", ".join(f"{t} {sum(t in x['flags'] for x in runs)}/{len(runs)}"
-                             for t in ("lung_masked", "attention_outside", "border_probe"))
+                             for t in ("centre_masked", "attention_outside", "border_probe"))
         rows.append([
             mode, _mean_sd(acc), f"{_mean(acc) / _mean([x['accuracy'] for x in base]):.2f}",
+            f"{_mean([x['blanked'] for x in runs]):.3f} / {_mean([x['blanked_square'] for x in runs]):.3f}",
             _mean_sd([x["masked"] for x in runs]),
             f"{masked_above / base_above:.2f}" if base_above > 0 else "n/a",
             f"{_mean_sd([x['pneumonia_outside'] for x in runs])} "
@@ -144,9 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     n_test = len(test.y)
     print(f"\nresize modes on {args.data} ({n_test} test images), small_cnn @ {args.size} px, {args.epochs} epochs, "
           f"seeds {args.seeds}; chance balanced accuracy {base[0]['chance']:.3f}; {machine()}")
-    print(table(["resize", "test accuracy", "ratio vs pad", "lung-masked balanced acc", "above-chance ratio vs pad",
-                 "PNEUMONIA heat outside lungs", "max excess heat outside", "border probe (data only)",
-                 "runs flagged, per test", "stress tests s"], rows))
+    print(table(["resize", "test accuracy", "ratio vs pad", "blanked share of film / of square",
+                 "centre-masked balanced acc", "above-chance ratio vs pad", "PNEUMONIA heat outside the field",
+                 "max excess heat outside", "border probe (data only)", "runs flagged, per test", "stress tests s"],
+                rows))
 
 
 def _cost(args) -> None:

@@ -4,9 +4,9 @@ Writes ``metrics.json`` (accuracy, macro F1, per-class precision/recall/specific
 ROC-AUC, confusion matrix with its label order, ECE, per-source metrics, CIs, operating points,
 external sets), and under the report folder: ``predictions.csv`` and ``roc.csv`` (DVC plots),
 ``classification_report.txt``, and figures (confusion raw/normalised, ROC, PR, reliability,
-training curves, top-losses gallery, Grad-CAM overlays per class, correct next to wrong, with the lung
-field outlined). The shortcut stress tests (:mod:`components.core.eval.shortcut`: lung field blanked,
-border-only probe, Grad-CAM outside the lungs, source predictability) run on the test split and every
+training curves, top-losses gallery, Grad-CAM overlays per class, correct next to wrong, with the central
+field outlined). The shortcut stress tests (:mod:`components.core.eval.shortcut`: central field blanked,
+border-only probe, Grad-CAM outside the central field, source predictability) run on the test split and every
 external set and land in the ``shortcut`` block of ``metrics.json`` (``shortcut_risk`` blocks the gate
 unless a written acceptance is given). Everything is also logged to the training run in MLflow.
 """
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SPEC = StepSpec(
     name="evaluate",
     help="evaluate the best checkpoint on the test split: metrics, plots, top losses, Grad-CAM",
-    params=("evaluate", "mlflow"),
+    params=("data.source", "evaluate", "mlflow"),
     inputs=(
         Port("model_dir", "models", "folder with model.keras (+ history, train summary)"),
         Port("shards", "data/shards", "preprocessed shards (the test and val splits)"),
@@ -58,7 +58,9 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     """Evaluate ``model_dir/model.keras`` on the test split of ``shards`` (and the external sets)."""
     import pandas as pd
 
+    from components.core.contract.config import applicable_external
     from components.core.contract.fsutil import atomic_path, read_json, write_json, write_text
+    from components.core.data import manifest
     from components.core.data import shards as shard_io
     from components.core.eval import ood
     from components.core.eval.evaluation import (
@@ -89,15 +91,20 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     train_summary = read_json(model_dir / "train_summary.json") if (model_dir / "train_summary.json").is_file() else {}
     # operating points are chosen on the validation split only, then reported on test and external sets
     val = shard_io.load_split(shards_dir, "val")
-    thresholds = clinical.choose_thresholds(val.y, predict(model, val.x), classes, params.evaluate.target_sensitivity)
+    thresholds = clinical.choose_thresholds(val.y, predict(model, val.x), classes, params.evaluate.target_sensitivity,
+                                            val.rows["patient_id"].astype(str).to_numpy(),
+                                            params.evaluate.bootstrap.level)
     proba, result = evaluate_arrays(model, test, classes, params, thresholds)
     result["calibration"] = calibration_report(model, test, proba, params.evaluate.ece_bins, train_summary)
     result["thresholds"] = {"chosen_on": "val", "val": thresholds}
     loaded = load_external(model, Path(external_dir) if external_dir else None, classes, params)
     result["external"] = external_sets(model, loaded, classes, params, thresholds)
-    result["shortcut"] = shortcut_tests(model, test, meta.resize, loaded, classes, params)
+    train_csv = shards_dir / "train.csv"
+    train_rows = manifest.read(train_csv) if train_csv.is_file() else None
+    result["shortcut"] = shortcut_tests(model, test, meta.resize, loaded, classes, params, train_rows)
     # does the OOD score tell each external set from the test split?
-    result["ood"] = ood.evaluate_dir(model, model_dir, test.x, external_dir, [e.name for e in params.evaluate.external])
+    result["ood"] = ood.evaluate_dir(model, model_dir, test.x, external_dir,
+                                     [e.name for e in applicable_external(params)])
     result.update({"split": "test", "classes": classes, "model": str(model_dir / "model.keras"),
                    "best_epoch": train_summary.get("best_epoch"), "run_id": train_summary.get("run_id")})
     y = test.y
@@ -152,7 +159,7 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
 
 def _gradcam_gallery(model, test, proba: np.ndarray, classes: list[str], resize: str, params, path: Path) -> None:
     """Grad-CAM of the predicted class, one row per true class: correct cases, then wrong ones, each with
-    the lung field of the shortcut tests outlined."""
+    the central field of the shortcut tests outlined."""
     from components.core.eval import shortcut
     from components.core.eval.gradcam import gradcam, overlay
     from components.core.stats import plots
@@ -166,20 +173,20 @@ def _gradcam_gallery(model, test, proba: np.ndarray, classes: list[str], resize:
     heat = dict(zip(picks, gradcam(model, test.x[picks]), strict=True))
     boxes, _ = shortcut.film_boxes(test.x[picks], test.rows.iloc[picks].reset_index(drop=True), resize)
     size = test.x.shape[1]
-    rects = {i: shortcut.lung_rect(b, size, params.evaluate.shortcut.lung_field) for i, b in zip(picks, boxes,
-                                                                                                 strict=True)}
+    rects = {i: shortcut.central_rect(b, size, params.evaluate.shortcut.central_field)
+             for i, b in zip(picks, boxes, strict=True)}
     cells = [[None if i is None else {"image": overlay(test.x[i, ..., 0], heat[i]), "rect": rects[i],
                                       "caption": f"{classes[y[i]]} → {classes[pred[i]]} (p={proba[i, pred[i]]:.2f})"}
               for i in row] for row in grid]
     plots.gradcam_grid(cells, [f"{c}\n(true class)" for c in classes], ["correct"] * k + ["wrong"] * k, path,
-                       "Grad-CAM of the predicted class; dashed: the lung field of the shortcut tests")
+                       "Grad-CAM of the predicted class; dashed: the central field of the shortcut tests")
 
 
 def _shortcut_metrics(block: dict) -> dict:
     """The shortcut block as flat MLflow metrics."""
     flat = {"shortcut_risk": float(bool(block.get("shortcut_risk"))), "shortcut_seconds": block.get("seconds")}
     for name, res in (block.get("sets") or {}).items():
-        for test in ("lung_masked", "border_probe", "attention_outside"):
+        for test in ("centre_masked", "border_probe", "attention_outside"):
             flat[f"shortcut_{name}_{test}"] = (res.get(test) or {}).get("value")
         for c, v in ((res.get("attention_outside") or {}).get("per_class") or {}).items():
             flat[f"shortcut_{name}_attention_outside_share_{c}"] = v.get("share_outside")

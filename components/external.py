@@ -50,6 +50,7 @@ def _data_section(data, ext):
 @under_spec(SPEC)
 def run(params, main_manifest: str | Path, out: str | Path) -> dict:
     """Prepare every external set under ``out``; ``main_manifest`` is the validated main data."""
+    from components.core.contract.config import applicable_external
     from components.core.contract.fsutil import atomic_path, write_json
     from components.core.data import manifest, sources
     from components.core.data.images import decode_files
@@ -65,7 +66,13 @@ def run(params, main_manifest: str | Path, out: str | Path) -> dict:
                                                              if c != "class_share"]})
     summary: dict = {"sets": {}}
     with atomic_path(out, directory=True) as tmp:
-        for ext in params.evaluate.external:
+        used = applicable_external(params)
+        skipped = [e.name for e in params.evaluate.external if e not in used]
+        if skipped:
+            summary["skipped"] = {name: f"a synthetic (demo) set, and data.source is {params.data.source!r} "
+                                        "(set with_real_data: true to use it)" for name in skipped}
+            log.info("external sets %s skipped: synthetic, and the main data are real", skipped)
+        for ext in used:
             d = tmp / ext.name
             ingested = sources.ingest_into(_data_section(params.data, ext), d / "raw",
                                            data_uri=ext.path if ext.source == "dvc" else "")

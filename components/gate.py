@@ -1,19 +1,26 @@
-"""Gate: decide whether the candidate model may be registered (:mod:`components.core.stats.gating` has the maths).
+"""Gate: decide whether the candidate model may be registered (:mod:`components.core.stats.gating` and
+:mod:`components.core.stats.comparison` have the maths).
 
-Checks, every one in ``reports/gate.json`` with its value, CI, threshold or margin, patients used
-and result:
+Checks, every one in ``reports/gate.json`` with its value, CI, threshold or margin, and the patients it rests
+on (positive patients for a sensitivity, negative ones for a specificity):
 
 * **absolute thresholds** (``gate.min_*``) on the candidate's test metrics, sensitivity and
   specificity being those of the decision serving returns (the operating points chosen on the
-  validation split); with ``gate.use_lower_ci`` on the lower bound of the patient-level CI;
+  validation split); with ``gate.use_lower_ci`` on the lower bound of the patient-level CI (exact or
+  score intervals: they do not collapse at 0 or 1);
 * **paired non-inferiority against the champion** on the test patients neither model trained or
-  validated on (lineage digests), per metric: lower CI bound of (candidate - champion) > -margin;
+  validated on (lineage: patient digests and image sha256), per metric: lower CI bound of
+  (candidate - champion) > -margin, sensitivity and specificity at matched operating points plus the paired
+  ROC-AUC; each with its power, and *inconclusive* instead of failed when it could not tell
+  (``gate.on_underpowered``; ``summary`` says in one sentence how many patients it would take);
   too few clean patients, or a champion without lineage, is *incomparable* (``gate.on_incomparable``);
 * **training**: a model whose training failed (``training_failed`` in ``train_summary.json``: one class for
   every validation image) or that predicts one class for every test image is refused;
 * **shortcut risk** (source-bias audit, stress tests) blocks unless ``gate.accept_shortcut_risk``
   gives a written reason; optional minimums per external set (``gate.external``).
 
+``operating_points`` reports what each served threshold promises (expected out-of-sample sensitivity and its
+lower bound) and how much it moves over validation patients; no check reads them.
 The report names the champion it was made against; ``cxr promote`` refuses a version gated against
 another champion than the current one. A failed gate is a result (exit 0) unless ``--strict`` (exit 6).
 """
@@ -35,7 +42,8 @@ SPEC = StepSpec(
     name="gate",
     help="pass/fail the candidate: thresholds on the served decision, paired non-inferiority vs the champion, "
          "shortcut risk",
-    params=("data.classes", "validate.max_pixels", "evaluate.bootstrap", "evaluate.target_sensitivity", "gate",
+    params=("data.classes", "data.source", "validate.max_pixels", "evaluate.bootstrap", "evaluate.target_sensitivity",
+            "gate",
             "registry", "mlflow"),
     inputs=(
         Port("metrics", "reports/metrics.json", "the candidate's test metrics (operating points, external sets)",
@@ -92,9 +100,8 @@ def champion_lineage(run_id: str | None) -> dict | None:
 
 
 def _champion(params, test, meta, images_dir, classes):
-    """(info, probabilities on the test split, thresholds, seen patient digests) of the current champion."""
+    """(info, probabilities on the test split, thresholds, its lineage record) of the current champion."""
     from components.core.registry import registry
-    from components.core.stats import gating
 
     name = params.registry.model_name
     mv = registry.version_by_alias(name, registry.CHAMPION)
@@ -112,7 +119,7 @@ def _champion(params, test, meta, images_dir, classes):
     info["lineage"] = {"available": record is not None,
                        **({"counts": record.get("counts"), "data_version": record.get("data_version")}
                           if record else {})}
-    return info, _predict(bundle.model, x), bundle.thresholds, gating.seen_patients(record)
+    return info, _predict(bundle.model, x), bundle.thresholds, record
 
 
 @under_spec(SPEC)
@@ -123,7 +130,7 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
     from components.core.data import shards as shard_io
     from components.core.model import models
     from components.core.registry import tracking
-    from components.core.stats import gating
+    from components.core.stats import comparison, gating
 
     g, boot = params.gate, params.evaluate.bootstrap
     candidate_metrics = read_json(metrics)
@@ -138,41 +145,62 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
     cand_thresholds = {c: float(v["threshold"]) for c, v in
                        ((candidate_metrics.get("thresholds") or {}).get("val") or {}).items()}
     patients = test.rows["patient_id"].astype(str).to_numpy()
+    test_sha = test.rows["sha256"].astype(str).to_numpy() if "sha256" in test.rows.columns else None
     p_cand = _predict(model, test.x)
-    cand_stats = gating.bootstrap(test.y, p_cand, patients, classes, cand_thresholds, boot.resamples, boot.seed,
-                                  boot.level)
+    cand_stats = comparison.served_intervals(test.y, p_cand, patients, classes, cand_thresholds, boot.level)
     checks = gating.threshold_checks(cand_stats, g, len(set(patients)))
     train_summary = model_dir / "train_summary.json"
     checks.append(gating.training_check(read_json(train_summary) if train_summary.is_file() else None, test.y, p_cand))
 
-    champion, p_champ, champ_thresholds, champ_seen = _champion(params, test, meta, Path(images) if images else None,
-                                                                classes)
-    comparison: dict = {"status": "no_champion"}
-    if champion["exists"]:
+    champion, p_champ, champ_thresholds, champ_record = _champion(params, test, meta,
+                                                                  Path(images) if images else None, classes)
+    comparison_ground: dict = {"status": "no_champion"}
+    summary = None
+    same_run = champion["exists"] and champion.get("run_id") and champion["run_id"] == candidate_metrics.get("run_id")
+    if same_run:  # re-gated after its own promotion (dvc repro does that): a model is not compared with itself
+        comparison_ground = {"status": "same_model", "reason": "the candidate is the champion's own training run"}
+    elif champion["exists"]:
         if champion.get("incomparable"):
-            comparison = {"status": "incomparable", "reason": champion["incomparable"], "patients_used": 0,
-                          "min_comparison_patients": g.min_comparison_patients}
+            comparison_ground = {"status": "incomparable", "reason": champion["incomparable"], "patients_used": 0,
+                                 "min_comparison_patients": g.min_comparison_patients}
         else:
-            comparison = gating.comparison_ground(patients, gating.seen_patients(cand_lineage), champ_seen,
-                                                  g.min_comparison_patients)
-        if comparison["status"] == "compared":
-            mask = np.isin(patients, comparison["keep"])
-            paired = gating.paired_bootstrap(test.y[mask], p_cand[mask], p_champ[mask], patients[mask], classes,
-                                             cand_thresholds, champ_thresholds, boot.resamples, boot.seed,
-                                             boot.level)
-            checks += gating.non_inferiority_checks(paired, g, comparison["patients_used"])
+            comparison_ground = gating.comparison_ground(
+                patients, gating.seen_patients(cand_lineage), gating.seen_patients(champ_record),
+                g.min_comparison_patients, test_images=test_sha, cand_images=gating.seen_images(cand_lineage),
+                champ_images=gating.seen_images(champ_record))
+        if comparison_ground["status"] == "compared":
+            mask = np.isin(patients, comparison_ground["keep"])
+            paired = comparison.paired_comparison(test.y[mask], p_cand[mask], p_champ[mask], patients[mask], classes,
+                                                  cand_thresholds, champ_thresholds, boot.level, boot.resamples,
+                                                  boot.seed)
+            nis = comparison.non_inferiority_checks(paired, g, comparison_ground["patients_used"], boot.level)
+            checks += nis
+            used = comparison_ground["patients_used"]
+            summary = comparison.inconclusive_summary(nis, used, g.on_underpowered, g.min_power)
+            needed, _ = comparison.needs_patients(nis, used)
+            comparison_ground.update(
+                inconclusive=[c["metric"] for c in nis if c["status"] == "inconclusive"],
+                patients_needed=needed, min_power=g.min_power, on_underpowered=g.on_underpowered)
         else:
-            checks.append(gating.incomparable_check(comparison, g.on_incomparable))
-        comparison.pop("keep", None)
+            checks.append(gating.incomparable_check(comparison_ground, g.on_incomparable))
+        comparison_ground.pop("keep", None)
     shortcut = gating.shortcut_check(validation_summary, candidate_metrics, g.accept_shortcut_risk)
     if shortcut:
         checks.append(shortcut)
     checks += gating.external_checks(candidate_metrics, g.external)
     val_patients = val.rows["patient_id"].astype(str).to_numpy()
-    thresholds = gating.threshold_cis(val.y, _predict(model, val.x), val_patients, classes,
-                                      dict(params.evaluate.target_sensitivity), boot.resamples, boot.seed, boot.level)
+    thresholds = gating.operating_point_guarantees(val.y, _predict(model, val.x), val_patients, classes,
+                                                   dict(params.evaluate.target_sensitivity), boot.resamples,
+                                                   boot.seed, boot.level)
+    passed = all(c["passed"] for c in checks)
+    hard_failures = [c for c in checks if not c["passed"] and c.get("status") != "inconclusive"]
     result = {
-        "passed": all(c["passed"] for c in checks),
+        "passed": passed,
+        # failed (a check failed outright) | inconclusive (a comparison could not tell; `passed` then follows
+        # gate.on_underpowered) | passed
+        "decision": "failed" if hard_failures else "inconclusive" if comparison_ground.get("inconclusive") else
+                    "passed",
+        "summary": summary,
         "checks": checks,
         "failed": [c["check"] for c in checks if not c["passed"]],
         "model_name": params.registry.model_name,
@@ -181,15 +209,25 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
                       "lineage": (cand_lineage or {}).get("counts")},
         "champion": champion,
         "gated_against": champion.get("version") if champion["exists"] else None,
-        "comparison": comparison,
+        "comparison": comparison_ground,
         "operating_points": thresholds,
         "shortcut_accepted": g.accept_shortcut_risk if shortcut and shortcut["passed"] else None,
         "bootstrap": {"resamples": boot.resamples, "seed": boot.seed, "level": boot.level, "unit": "patient"},
+        "intervals": {"level": boot.level, "unit": "patient (Kish effective count where patients have several "
+                      "images)", "proportions": "Clopper-Pearson", "paired proportions": "Tango score interval",
+                      "roc_auc": "Newcombe score interval; paired: MOVER with the DeLong correlation",
+                      "macro_f1": "Dirichlet posterior; paired: MOVER"},
     }
     write_json(out_path, result)
     for c in checks:
         log.info("%s %s: %s", "pass" if c["passed"] else "FAIL", c["check"], c.get("value"))
-    log.info("gate %s against %s (%d checks, %d failed)", "passed" if result["passed"] else "FAILED",
+    if summary:
+        log.warning("%s", summary)
+    if g.on_underpowered == "thresholds_only" and params.data.source != "demo":
+        log.warning("gate.on_underpowered is thresholds_only with real data (data.source %s): a comparison with the "
+                    "champion that cannot tell does not block; set it to fail (the default) for real data",
+                    params.data.source)
+    log.info("gate %s (%s) against %s (%d checks, %d failed)", "passed" if passed else "FAILED", result["decision"],
              f"champion v{champion['version']}" if champion["exists"] else "no champion", len(checks),
              len(result["failed"]))
     if strict and not result["passed"]:

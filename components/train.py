@@ -474,13 +474,17 @@ def _worker_main(argv: list[str] | None = None) -> None:
 
 
 def _lineage(params, frames: dict, data_version: str) -> dict:
-    """Which patients this model trained and validated on (digests), and what data and params made it."""
+    """Which patients and images this model trained and validated on (digests), and what data and params made it."""
     from components.core.registry import tracking
     from components.core.stats import gating
 
+    def sha(name: str):
+        df = frames[name]
+        return df["sha256"].astype(str) if "sha256" in df.columns else ()
+
     return gating.lineage(frames["train"]["patient_id"], frames["val"]["patient_id"], data_version=data_version,
                           manifest_digest=gating.manifest_digest(frames), params_hash=tracking.params_hash(params),
-                          git_commit=tracking.git_commit())
+                          git_commit=tracking.git_commit(), train_images=sha("train"), val_images=sha("val"))
 
 
 def _log_lineage(lineage: dict, frames: dict) -> None:

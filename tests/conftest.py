@@ -26,7 +26,8 @@ def tiny_params(**sections) -> Params:
     """Params for fast tests: a small demo set; ``sections`` merge into the defaults."""
     raw = {
         "data": {"demo": {"patients_per_class": 8, "max_images_per_patient": 2, "min_side": 64, "max_side": 96}},
-        "validate": {"workers": 1},
+        # test trees name their files freely (each file its own patient): accepted here, checked in test_validate
+        "validate": {"workers": 1, "accept_missing_patient_ids": "test fixtures: synthetic files without patient ids"},
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 def test_resize_modes_smoke(shared_sample, capsys):
     resize_modes.main(["--modes", "pad", "crop", "--seeds", "1", "--epochs", "1", "--size", "32"])
     out = capsys.readouterr().out
-    assert "| pad |" in out and "| crop |" in out and "ratio vs pad" in out and "lung-masked" in out
+    assert "| pad |" in out and "| crop |" in out and "ratio vs pad" in out and "centre-masked" in out
 
 
 def test_evaluate_cost_smoke(tmp_path, capsys):

@@ -62,3 +62,11 @@ def test_scale(capsys):
     scale.main(["--sizes", "120", "240", "--no-dvc"])
     out = capsys.readouterr().out
     assert "peak RSS MiB" in out and "growth" in out and "epoch img/s" in out
+
+
+def test_small_n(capsys):
+    from benchmarks import small_n
+
+    small_n.main(["--quick", "--ns", "8", "20"])
+    out = capsys.readouterr().out
+    assert "Clopper-Pearson" in out and "Tango min" in out and "conformal" in out and "80% power" in out

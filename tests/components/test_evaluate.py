@@ -26,7 +26,13 @@ def test_evaluate_writes_every_report(trained, tiny_shards, tmp_path):
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["confusion_matrix"]["labels"] == ["COVID19", "NORMAL", "PNEUMONIA"]
     assert sum(map(sum, m["confusion_matrix"]["matrix"])) == m["n"] == len(shards.load_split(tiny_shards, "test").y)
-    assert set(m["per_class"]["NORMAL"]) == {"precision", "recall", "specificity", "f1", "support", "roc_auc"}
+    assert set(m["per_class"]["NORMAL"]) == {"precision", "recall", "specificity", "f1", "support", "roc_auc",
+                                             "positive_patients", "negative_patients"}
+    # every per-class interval carries the patients it rests on, and none collapses to a point
+    ci = m["ci"]["per_class"]["NORMAL"]
+    assert ci["sensitivity"]["positives"] == m["per_class"]["NORMAL"]["positive_patients"]
+    assert ci["specificity"]["negatives"] == m["per_class"]["NORMAL"]["negative_patients"]
+    assert all(e["low"] < e["high"] for e in (m["ci"]["accuracy"], ci["sensitivity"], ci["specificity"]))
     assert summary["accuracy"] == m["accuracy"] and m["split"] == "test"
     for f in ("predictions.csv", "roc.csv", "classification_report.txt", "top_losses.json"):
         assert (tmp_path / "eval" / f).is_file()
@@ -35,15 +41,26 @@ def test_evaluate_writes_every_report(trained, tiny_shards, tmp_path):
         assert (tmp_path / "eval" / "plots" / f).stat().st_size > 1000
     # the shortcut stress tests: the block the gate reads, with the evidence of every flag
     sc = m["shortcut"]
-    assert set(sc) >= {"enabled", "shortcut_risk", "flags", "sets", "source_probe", "lung_field", "summary", "seconds"}
+    assert set(sc) >= {"enabled", "shortcut_risk", "flags", "sets", "source_probe", "central_field", "summary",
+                       "seconds"}
     assert summary["shortcut_risk"] == sc["shortcut_risk"] and isinstance(sc["shortcut_risk"], bool)
     assert set(sc["sets"]) == {"test"} and sc["sets"]["test"]["n"] == m["n"]
-    for test in ("lung_masked", "border_probe", "attention_outside"):
+    for test in ("centre_masked", "border_probe", "attention_outside"):
         r = sc["sets"]["test"][test]
         assert "not_run" in r or {"value", "chance", "threshold", "p_value", "flagged"} <= set(r)
     assert all({"set", "test", "value", "threshold", "chance", "p_value", "what"} <= set(f) for f in sc["flags"])
     flat = evaluate._shortcut_metrics(sc)
-    assert flat["shortcut_risk"] == float(sc["shortcut_risk"]) and "shortcut_test_lung_masked" in flat
+    assert flat["shortcut_risk"] == float(sc["shortcut_risk"]) and "shortcut_test_centre_masked" in flat
+
+
+def test_a_target_the_validation_patients_cannot_keep_is_refused(trained, tiny_shards, tmp_path):
+    from components.core.contract.errors import ParamsError
+
+    p = train_params()
+    p = p.model_copy(update={"evaluate": p.evaluate.model_copy(update={"target_sensitivity": {"PNEUMONIA": 0.95}})})
+    with pytest.raises(ParamsError, match=r"PNEUMONIA = 0.95 cannot be kept with \d positive validation patients"):
+        evaluate.run(p, trained, tiny_shards, tmp_path / "eval", tmp_path / "metrics.json", track=False)
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_class_missing_from_test_is_noted(trained, tiny_shards, tmp_path):
@@ -90,5 +107,6 @@ def test_shortcut_metrics_reach_mlflow(trained, tiny_shards, tmp_path, mlflow_st
     evaluate._log(p, result, tmp_path / "eval", tmp_path / "m.json")
     logged = mlflow.MlflowClient().get_run(run.info.run_id).data
     assert logged.metrics["shortcut_risk"] == float(result["shortcut"]["shortcut_risk"])
-    assert logged.metrics["shortcut_test_lung_masked"] == result["shortcut"]["sets"]["test"]["lung_masked"]["value"]
+    assert logged.metrics["shortcut_test_centre_masked"] == \
+        result["shortcut"]["sets"]["test"]["centre_masked"]["value"]
     assert logged.tags["shortcut_risk"] == str(result["shortcut"]["shortcut_risk"]).lower()

@@ -27,7 +27,7 @@ def test_held_out_part_of_the_shared_sample_as_an_external_set(shared_sample, tm
     p = tiny_params(data={"source": "dir", "path": str(tmp_path / "main.csv"), "root": str(shared_sample)},
                     train=TRAIN_TINY,
                     evaluate={"external": [held], "bootstrap": {"resamples": 200},
-                              "target_sensitivity": {"PNEUMONIA": 0.9}, "gradcam_per_class": 1, "top_losses": 4})
+                              "target_sensitivity": {"PNEUMONIA": 0.8}, "gradcam_per_class": 1, "top_losses": 4})
     ingest.run(p, tmp_path / "raw")
     validate.run(p, tmp_path / "raw", tmp_path / "validated", tmp_path / "rv")
     split.run(p, tmp_path / "validated" / "manifest.csv", tmp_path / "splits", tmp_path / "rs")
@@ -61,3 +61,14 @@ def test_no_stage_before_evaluation_reads_external_data():
     readers = {name for name, s in stages.items() if any(str(d).startswith("data/external") for d in s.get("deps", []))}
     assert readers == {"evaluate", "register"}
     assert not any("data/external" in s["cmd"] for n, s in stages.items() if n in ("train", "preprocess", "split"))
+
+
+def test_real_data_gets_no_synthetic_external_set_unless_asked_for(tmp_path):
+    """params.yaml's demo-site-b (synthetic films) with data.source dir: skipped, so it can neither be evaluated
+    nor feed the source probe (on the shared sample it used to flag every class and block registration)."""
+    (tmp_path / "main.csv").write_text("path,label,sha256\nNORMAL/a.png,NORMAL,abc\n")
+    demo_set = {"name": "demo-site-b", "source": "demo", "demo": {"patients_per_class": 2, "seed": 7}}
+    p = tiny_params(data={"source": "dir", "path": str(tmp_path)}, evaluate={"external": [demo_set]})
+    summary = external.run(p, tmp_path / "main.csv", tmp_path / "external")
+    assert summary["sets"] == {} and "synthetic" in summary["skipped"]["demo-site-b"]
+    assert not (tmp_path / "external" / "demo-site-b").exists()

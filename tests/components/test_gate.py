@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from components import evaluate, gate, train
+from components import evaluate, gate, register, train
 from components.core.contract.errors import RefusedError
+from components.ops import promote
 from tests.conftest import sqlite_tracking, train_params
 
 
@@ -21,7 +22,8 @@ def candidate(tiny_shards, tmp_path_factory, _migrated_mlflow_db):
 
 def params(**gate_cfg):
     p = train_params()
-    ev = p.evaluate.model_copy(update={"target_sensitivity": {"PNEUMONIA": 0.9}, "gradcam_per_class": 0,
+    # 1-2 validation patients per class: the conformal rank ceil(t * (n + 1)) keeps 0.5, not more
+    ev = p.evaluate.model_copy(update={"target_sensitivity": {"PNEUMONIA": 0.5}, "gradcam_per_class": 0,
                                        "bootstrap": p.evaluate.bootstrap.model_copy(update={"resamples": 200})})
     g = p.gate.model_copy(update={"min_accuracy": 0.0, "min_macro_f1": 0.0, "min_roc_auc": 0.0, **gate_cfg})
     return p.model_copy(update={"gate": g, "evaluate": ev})
@@ -36,8 +38,12 @@ def test_first_model_is_gated_on_thresholds_of_the_served_decision(candidate, ti
     metrics = json.loads((tmp / "metrics.json").read_text())
     # the gate scores the decision serving returns: evaluate's operating point on the test split
     assert sens["value"] == pytest.approx(metrics["operating_points"]["PNEUMONIA"]["sensitivity"], abs=1e-4)
-    assert sens["ci"] is not None and sens["patients"] > 0
-    assert set(g["operating_points"]) == {"PNEUMONIA"} and g["operating_points"]["PNEUMONIA"]["ci"]
+    assert sens["ci"] is not None and sens["ci"][0] < sens["ci"][1] and sens["count"] == "positive patients"
+    assert sens["patients"] == metrics["per_class"]["PNEUMONIA"]["positive_patients"]
+    op = g["operating_points"]["PNEUMONIA"]
+    assert set(g["operating_points"]) == {"PNEUMONIA"} and op["gated"] is False
+    assert op["threshold"] == metrics["thresholds"]["val"]["PNEUMONIA"]["threshold"]  # the exact float
+    assert op["expected_sensitivity"] >= 0.5 and op["sensitivity_lower_bound"] < op["expected_sensitivity"]
     assert json.loads((tmp / "gate.json").read_text())["passed"] is True
 
 
@@ -57,3 +63,32 @@ def test_flagged_audit_and_external_minimums(candidate, tiny_shards, tmp_path):
     g = gate.run(params(), tmp / "metrics.json", tmp / "models", tiny_shards, tmp_path / "g.json",
                  validation=tmp_path / "validation.json")
     assert not g["passed"] and g["failed"][0].startswith("shortcut risk: file metadata alone")
+
+
+@pytest.mark.slow
+def test_a_same_split_retrain_is_inconclusive_not_worse(candidate, tiny_shards, tmp_path):
+    """The first candidate becomes champion; a retrain on the same split with another seed is compared on the same
+    few test patients: the report says what it would take, not "worse". (Last in the module: it makes a champion.)"""
+    tmp, _ = candidate
+    p = params(min_comparison_patients=2, on_underpowered="fail")
+    gate.run(p, tmp / "metrics.json", tmp / "models", tiny_shards, tmp / "first.json")
+    register.run(p, tmp / "first.json", tmp / "models", tmp / "metrics.json", tmp / "registration")
+    promote.promote(p)
+    again = gate.run(p, tmp / "metrics.json", tmp / "models", tiny_shards, tmp / "again.json")  # after its promotion
+    assert again["comparison"]["status"] == "same_model" and again["passed"]  # not compared with itself
+    retrain = p.model_copy(update={"train": p.train.model_copy(update={"seed": 7})})
+    train.run(retrain, tiny_shards, tmp_path / "models", tmp_path / "state")
+    evaluate.run(retrain, tmp_path / "models", tiny_shards, tmp_path / "eval", tmp_path / "metrics.json")
+    g = gate.run(p, tmp_path / "metrics.json", tmp_path / "models", tiny_shards, tmp_path / "gate.json")
+    nis = [c for c in g["checks"] if c["kind"] == "non_inferiority"]
+    assert g["comparison"]["status"] == "compared" and nis
+    assert {"accuracy", "specificity.PNEUMONIA", "sensitivity.PNEUMONIA", "roc_auc.PNEUMONIA"} <= {
+        c["metric"] for c in nis}
+    assert all(c["status"] in ("passed", "inconclusive") for c in nis), [(c["metric"], c["status"]) for c in nis]
+    assert g["decision"] == "inconclusive" and not g["passed"]  # gate.on_underpowered: fail
+    need = g["comparison"]["patients_needed"]
+    assert need > g["comparison"]["patients_used"] and f"needs ≈{need} such patients" in g["summary"]
+    assert all(c["power"] < 0.8 and c["patients_needed"] for c in nis if c["status"] == "inconclusive")
+    print("same-split retrain:", g["summary"])
+    demo = params(min_comparison_patients=2, on_underpowered="thresholds_only")
+    assert gate.run(demo, tmp_path / "metrics.json", tmp_path / "models", tiny_shards, tmp_path / "demo.json")["passed"]

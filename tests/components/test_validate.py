@@ -197,3 +197,23 @@ def test_partitions_give_the_same_manifests_quarantine_and_summary(tmp_path):
     assert results["one"]["quarantined"] == 3  # the broken file and both copies (two labels)
     with pytest.raises(DataError, match="do not line up"):
         validate.merge(p4, partials[:3], tmp_path / "raw", tmp_path / "bad" / "v", tmp_path / "bad" / "r")
+
+
+def test_a_class_mostly_without_patient_ids_fails_unless_a_written_reason_accepts_it(tmp_path):
+    """Each file without an id is its own patient: its films can straddle the splits and the gate cannot tell which
+    patients a model saw. patient_id_present is critical per class, not per row (a row always has some id)."""
+    src = good_tree(tmp_path / "src", n=4)
+    for i in range(4):  # PNEUMONIA gets Kermany names (ids from the file name); the others keep anonymous ones
+        (src / "PNEUMONIA" / f"pneumonia_{i}.png").rename(src / "PNEUMONIA" / f"person{i}_bacteria_{i}.png")
+    with pytest.raises(DataError, match=r"patient_id_present.*\n.*'COVID19': 0.0, 'NORMAL': 0.0.*"
+                                        r"validate.accept_missing_patient_ids"):
+        run_validate(tmp_path / "a", src, accept_missing_patient_ids=None)
+    summary = json.loads((tmp_path / "a" / "reports" / "summary.json").read_text())
+    assert summary["per_class"]["PNEUMONIA"]["patient_id_share"] == 1.0 and not summary["passed"]
+    reason = "Study lead: one film per person by construction of this export"
+    _, ok = run_validate(tmp_path / "b", src, accept_missing_patient_ids=reason)
+    assert ok["passed"] and ok["missing_patient_ids_accepted"] == reason
+    (check,) = [e for e in ok["expectations"] if e["id"] == "patient_id_present" and e["column"] == "patient_id_share"]
+    assert not check["success"] and not check["critical"]
+    with pytest.raises(Exception, match="written reason"):
+        tiny_params(validate={"accept_missing_patient_ids": "ok"})

@@ -22,7 +22,7 @@ GATE = {"min_accuracy": 0.0, "min_macro_f1": 0.0, "min_roc_auc": 0.0, "min_compa
 def params(**train):
     base = train_params(**train)
     return base.model_copy(update={"gate": base.gate.model_copy(update=GATE), "evaluate": base.evaluate.model_copy(
-        update={"target_sensitivity": {"PNEUMONIA": 0.9}, "bootstrap": base.evaluate.bootstrap.model_copy(
+        update={"target_sensitivity": {"PNEUMONIA": 0.5}, "bootstrap": base.evaluate.bootstrap.model_copy(
             update={"resamples": 200})})})
 
 
@@ -68,7 +68,7 @@ def test_registered_version_carries_tags_card_and_challenger(champion):
                 "temperature", "operating_points"):
         assert mv.tags[tag], tag
     for section in ("Not a medical device", "Source-bias audit", "De-identification", "Reference standard",
-                    "Partitioning", "Failure analysis", "bootstrap CIs"):
+                    "Partitioning", "Failure analysis", "intervals on **patients**", "How sure are these numbers"):
         assert section in mv.description, section
     assert (tmp / "model_card.html").read_text().startswith("<!doctype html>")
     assert registry.version_by_alias(p.registry.model_name, "champion").version == mv.version
@@ -86,7 +86,9 @@ def test_worse_model_is_gated_out_and_registry_untouched(champion, tiny_shards, 
     assert g["comparison"]["status"] == "compared" and g["comparison"]["excluded"]["champion_trained_or_validated"] == 0
     assert g["champion"]["exists"] and acc["champion"] == pytest.approx(good_acc, abs=1e-4)
     assert good_acc > acc["candidate"] + 0.1  # the test compares a real gap
+    # a handful of patients cannot show the gap, nor non-inferiority: inconclusive, which fails by default
     assert not g["passed"] and not acc["passed"] and acc["ci"][0] < -acc["margin"]
+    assert acc["status"] in ("failed", "inconclusive") and g["decision"] in ("failed", "inconclusive")
     assert r["registered"] is False and r["reason"].startswith("gate failed")
     assert len(registry.client().search_model_versions(f"name='{p.registry.model_name}'")) == versions_before
     print("gate report of the gated-out model:", json.dumps(g, indent=1))
@@ -112,7 +114,7 @@ def test_unknown_alias_is_a_clear_error(champion):
 def test_second_version_promote_rollback_and_racing_promotions(champion, tiny_shards, tmp_path):
     _, _, first = champion
     p2 = candidate(tmp_path, tiny_shards, **GOOD)
-    wide = {k: 0.9 for k in ("accuracy", "macro_f1", "macro_roc_auc", "sensitivity", "specificity")}
+    wide = {k: 0.9 for k in ("accuracy", "macro_f1", "macro_roc_auc", "sensitivity", "specificity", "roc_auc")}
     p2 = p2.model_copy(update={"gate": p2.gate.model_copy(update={"non_inferiority_margin": wide})})
     g, r = gate_and_register(p2, tmp_path, tiny_shards)
     assert g["passed"] and r["registered"] and r["version"] != first["version"]
@@ -142,7 +144,10 @@ def test_second_version_promote_rollback_and_racing_promotions(champion, tiny_sh
 def test_tracking_server_down_during_register_registers_nothing(champion, tiny_shards, tmp_path, server,
                                                                 monkeypatch):
     p, good_tmp, _ = champion
-    gate.run(p, good_tmp / "metrics.json", good_tmp / "models", tiny_shards, tmp_path / "gate.json")
+    # the champion is now either this run or its identical twin (the racing promotions): against the twin a
+    # handful of test patients is inconclusive, so decide on the thresholds (the server outage is the point)
+    p = p.model_copy(update={"gate": p.gate.model_copy(update={"on_underpowered": "thresholds_only"})})
+    assert gate.run(p, good_tmp / "metrics.json", good_tmp / "models", tiny_shards, tmp_path / "gate.json")["passed"]
     name = p.registry.model_name
     before = {v.version for v in registry.client().search_model_versions(f"name='{name}'")}
     aliases_before = registry.client().get_registered_model(name).aliases

@@ -141,12 +141,26 @@ class ValidateConfig(Section):
     critical: list[ExpectationId] = Field(
         default_factory=lambda: ["label_in_classes", "patient_id_present", "class_share"]
     )
+    # patient_id_present: in every class at least this share of the images must carry a real patient id (from a
+    # manifest, a file name or a DICOM header), not the one-patient-per-file fallback: without ids, images of one
+    # patient can straddle the splits and the gate cannot tell which patients a model saw
+    min_patient_id_share: float = Field(0.5, ge=0, le=1)
+    # a written reason (who accepts it, and why) to go on when a class lacks patient ids; recorded in the summary
+    accept_missing_patient_ids: str | None = None
     workers: int = Field(2, ge=1, le=256)
     bias_audit: BiasAuditConfig = Field(default_factory=BiasAuditConfig)
     # DICOM de-identification audit (PS3.15 basic profile attributes, BurnedInAnnotation): "report" counts them
     # in the summary and model card; "quarantine" also refuses every file that has one. A pseudonymised
     # PatientID counts too (public sets such as RSNA keep one): use "report" for those.
     phi: Literal["report", "quarantine"] = "report"
+
+    @field_validator("accept_missing_patient_ids")
+    @classmethod
+    def _reason(cls, v: str | None) -> str | None:
+        if v is not None and len(v.strip()) < 20:
+            raise ValueError("a written reason of at least 20 characters (who accepts images without patient ids, "
+                             f"and why), got {v!r}")
+        return v.strip() if v else v
 
 
 class SplitConfig(Section):
@@ -424,7 +438,9 @@ def train_warnings(cfg: TrainConfig) -> list[str]:
 
 
 class BootstrapConfig(Section):
-    resamples: int = Field(1000, ge=0, le=100_000)  # 0 turns the CIs off
+    # patient resamples for what has no closed-form interval (ECE; the correlation of two models' macro F1/AUC
+    # in the gate; the threshold's spread); 0 turns those off. Proportions and AUCs use exact/score intervals
+    resamples: int = Field(1000, ge=0, le=100_000)
     seed: int = 0
     level: float = Field(0.95, gt=0.5, lt=1)
 
@@ -438,6 +454,8 @@ class ExternalSet(Section):
     root: str | None = None  # dir: the folder a CSV's paths must stay inside (default: the CSV's folder)
     kaggle_dataset: str | None = None
     demo: DemoConfig | None = None  # demo: the synthetic generator with other patients (another seed)
+    # a synthetic (demo) set is used when the main data are the demo too; with real data only when asked for
+    with_real_data: bool = False
     label_aliases: dict[str, str] = Field(default_factory=dict)
     exclude_labels: list[str] = Field(default_factory=list)
 
@@ -452,10 +470,13 @@ class ExternalSet(Section):
         return self
 
 
-class LungFieldConfig(Section):
-    """The central lung field as fractions of the film's box (not of the square: a letterboxed film is
-    smaller than its square). Generous on purpose: it covers both lungs of a frontal film, so what lies
-    outside it is borders, corners, shoulders, neck and abdomen."""
+class CentralFieldConfig(Section):
+    """The central field the stress tests blank, as fractions of the part of the film the model sees (its box
+    clipped to the square: inside its letterbox with ``pad``, the cropped square with ``crop``), so every resize
+    mode blanks the same share of what the model sees ((bottom - top) x (right - left): 72% by default). Nearly
+    the full width and most of the height of a frontal film: what lies outside is the top band (neck, shoulders,
+    labels), the bottom band (abdomen) and thin side strips. It is not a lung mask: it holds the mediastinum and
+    whatever lies over the chest (tubes, lines, leads)."""
 
     top: float = Field(0.1, ge=0, lt=1)
     bottom: float = Field(0.9, gt=0, le=1)
@@ -463,18 +484,22 @@ class LungFieldConfig(Section):
     right: float = Field(0.95, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _order(self) -> LungFieldConfig:
+    def _order(self) -> CentralFieldConfig:
         if self.top >= self.bottom or self.left >= self.right:
             raise ValueError(f"needs top < bottom and left < right, got {self.model_dump()}")
         return self
+
+    @property
+    def area(self) -> float:
+        return (self.bottom - self.top) * (self.right - self.left)
 
 
 class ShortcutMargins(Section):
     """How far above chance (or above the uniform-map share) a test may go before it flags a shortcut."""
 
-    lung_masked: float = Field(0.2, gt=0, lt=1)  # balanced accuracy with the lung field blanked
+    centre_masked: float = Field(0.2, gt=0, lt=1)  # balanced accuracy with the central field blanked
     border_probe: float = Field(0.25, gt=0, lt=1)  # balanced accuracy of a classifier on the outer frame
-    attention_outside: float = Field(0.1, gt=0, lt=1)  # Grad-CAM share outside the lungs − the area share
+    attention_outside: float = Field(0.1, gt=0, lt=1)  # Grad-CAM share outside the central field − its area share
     source_probe: float = Field(0.3, gt=0, lt=1)  # balanced accuracy of source-from-features, within a class
 
 
@@ -483,7 +508,7 @@ class ShortcutConfig(Section):
 
     enabled: bool = True
     max_images: int = Field(300, ge=10, le=100_000)  # per set (a class-stratified subset beyond it)
-    lung_field: LungFieldConfig = Field(default_factory=LungFieldConfig)
+    central_field: CentralFieldConfig = Field(default_factory=CentralFieldConfig)
     frame: float = Field(0.12, gt=0, lt=0.5)  # the border probe reads this outer fraction of each side
     folds: int = Field(5, ge=2, le=20)
     margins: ShortcutMargins = Field(default_factory=ShortcutMargins)
@@ -528,9 +553,11 @@ class ExternalGate(Section):
     min_sensitivity: dict[str, float] = Field(default_factory=dict)  # at the served operating point
 
 
-# metrics the candidate must be non-inferior to the champion on; sensitivity/specificity are per class
-# (disease classes, at each model's served operating point); "sensitivity.COVID19" overrides one class
-NON_INFERIORITY_KEYS = ("accuracy", "macro_f1", "macro_roc_auc", "sensitivity", "specificity")
+# metrics the candidate must be non-inferior to the champion on; sensitivity, specificity and roc_auc are per
+# class with an operating point (specificity at the sensitivity both models reach, sensitivity at the specificity
+# both reach, one-vs-rest ROC-AUC); "sensitivity.COVID19" overrides one class
+NON_INFERIORITY_KEYS = ("accuracy", "macro_f1", "macro_roc_auc", "sensitivity", "specificity", "roc_auc")
+PER_CLASS_KEYS = ("sensitivity", "specificity", "roc_auc")
 
 
 class GateConfig(Section):
@@ -545,10 +572,16 @@ class GateConfig(Section):
     # paired non-inferiority against the champion, on test patients neither model trained or validated on:
     # passes when the lower bound of the CI of (candidate - champion) is above -margin
     non_inferiority_margin: dict[str, float] = Field(default_factory=lambda: {
-        "accuracy": 0.02, "macro_f1": 0.03, "macro_roc_auc": 0.02, "sensitivity": 0.02, "specificity": 0.05})
+        "accuracy": 0.02, "macro_f1": 0.03, "macro_roc_auc": 0.02, "sensitivity": 0.02, "specificity": 0.05,
+        "roc_auc": 0.05})
     min_comparison_patients: int = Field(30, ge=1)
     # too few clean patients to compare: fail (default), or decide on the absolute thresholds only
     on_incomparable: Literal["fail", "thresholds_only"] = "fail"
+    # a non-inferiority check is powered when, for two equally good models, it would pass with this probability
+    min_power: float = Field(0.8, gt=0, lt=1)
+    # a check that cannot tell (underpowered, its CI straddling -margin) is inconclusive: it fails the gate
+    # (default, for real data), or the gate decides on the absolute thresholds (the demo)
+    on_underpowered: Literal["fail", "thresholds_only"] = "fail"
     # a flagged shortcut (source-bias audit, stress tests) blocks registration unless a written reason accepts it
     accept_shortcut_risk: str | None = None
     external: dict[str, ExternalGate] = Field(default_factory=dict)
@@ -566,9 +599,9 @@ class GateConfig(Section):
     def _margins(cls, v: dict[str, float]) -> dict[str, float]:
         for k, x in v.items():
             base = k.split(".", 1)[0]
-            if base not in NON_INFERIORITY_KEYS or ("." in k and base not in ("sensitivity", "specificity")):
+            if base not in NON_INFERIORITY_KEYS or ("." in k and base not in PER_CLASS_KEYS):
                 raise ValueError(f"non_inferiority_margin key {k!r}: use one of {list(NON_INFERIORITY_KEYS)}, or "
-                                 "sensitivity.<CLASS> / specificity.<CLASS>")
+                                 "sensitivity.<CLASS> / specificity.<CLASS> / roc_auc.<CLASS>")
             if not 0 <= x < 1:
                 raise ValueError(f"non_inferiority_margin.{k} must be within [0, 1), got {x}")
         return v
@@ -673,8 +706,6 @@ class Params(Section):
             unknown = set(named) - set(self.data.classes)
             if unknown:
                 raise ValueError(f"{key} names classes not in data.classes {self.data.classes}: {sorted(unknown)}")
-        if self.gate.use_lower_ci and self.evaluate.bootstrap.resamples == 0:
-            raise ValueError("gate.use_lower_ci needs evaluate.bootstrap.resamples > 0")
         served = set(self.evaluate.target_sensitivity)
         for key, named in (("gate.min_sensitivity", self.gate.min_sensitivity),
                            ("gate.min_specificity", self.gate.min_specificity)):
@@ -684,6 +715,10 @@ class Params(Section):
         unknown_ext = set(self.gate.external) - {e.name for e in self.evaluate.external}
         if unknown_ext:
             raise ValueError(f"gate.external names sets not in evaluate.external: {sorted(unknown_ext)}")
+        unused = set(self.gate.external) - {e.name for e in applicable_external(self)}
+        if unused:
+            raise ValueError(f"gate.external names synthetic (demo) sets that are not used with data.source "
+                             f"{self.data.source!r}: {sorted(unused)}; set with_real_data: true on them to use them")
         bad = {k for k in self.gate.non_inferiority_margin if "." in k and k.split(".", 1)[1] not in self.data.classes}
         if bad:
             raise ValueError(f"gate.non_inferiority_margin names classes not in data.classes: {sorted(bad)}")
@@ -697,6 +732,11 @@ class Params(Section):
 # the params.yaml sections, in file order (``validate`` is ``Params.validate_`` in Python): derived from the
 # schema, so a new section is one field of Params
 SECTIONS: tuple[str, ...] = tuple(f.alias or name for name, f in Params.model_fields.items())
+def applicable_external(params) -> list[ExternalSet]:
+    """The external sets that apply to this data: a synthetic (``source: demo``) set says nothing about a model of
+    real films, so it is used with ``data.source: demo`` only, unless it sets ``with_real_data``."""
+    return [e for e in params.evaluate.external
+            if e.source != "demo" or params.data.source == "demo" or e.with_real_data]
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:

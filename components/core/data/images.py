@@ -454,7 +454,7 @@ def content_box(width: int, height: int, size: int, mode: str = "pad") -> tuple[
 
     With ``pad``/``pad_edge`` the box is inside the square (letterboxed); with ``crop`` it is larger
     than the square (negative top/left: the film's cut-off parts lie outside). Regions defined
-    relative to the film (the lung field of the shortcut tests) map through this box.
+    relative to the film (the central field of the shortcut tests) map through this box.
     """
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize mode {mode!r} is not one of {RESIZE_MODES}")

@@ -113,6 +113,11 @@ def _suites(gx, classes: list[str], v):
     share = E.ExpectColumnValuesToBeBetween(column="share", min_value=v.class_share.min, max_value=v.class_share.max)
     share.meta = {"id": "class_share", "critical": "class_share" in v.critical}
     classes.add_expectation(share)
+    # most of a class without a real patient id (each file its own patient) fails, unless a written reason accepts it
+    ids = E.ExpectColumnValuesToBeBetween(column="patient_id_share", min_value=v.min_patient_id_share, max_value=1.0)
+    ids.meta = {"id": "patient_id_present",
+                "critical": "patient_id_present" in v.critical and not v.accept_missing_patient_ids}
+    classes.add_expectation(ids)
     return images, classes
 
 
@@ -234,10 +239,15 @@ def phi_summary(facts: pd.DataFrame, policy: str) -> dict:
 
 
 def class_shares(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Per class: images, share of all images, and share of its images with a real patient id (not the
+    one-patient-per-file fallback; 1 for a class without images)."""
     counts = df["label"].value_counts()
     total = max(1, len(df))
+    origin = df["patient_id_origin"] if "patient_id_origin" in df.columns else pd.Series("", index=df.index)
+    real = (origin != "file").groupby(df["label"]).mean()
     return pd.DataFrame({"label": classes, "count": [int(counts.get(c, 0)) for c in classes],
-                         "share": [counts.get(c, 0) / total for c in classes]})
+                         "share": [counts.get(c, 0) / total for c in classes],
+                         "patient_id_share": [float(real.get(c, 1.0)) for c in classes]})
 
 
 def source_summary(df: pd.DataFrame) -> dict:
@@ -281,7 +291,8 @@ def validate_into(classes: list[str], v, raw_dir: str | Path, out_dir: str | Pat
             "quarantined": len(q),
             "quarantine_reasons": {k.split(":")[0]: int(n) for k, n in
                                    q["reason"].str.split(":").str[0].value_counts().items()},
-            "per_class": {r.label: {"count": r.count, "share": round(r.share, 4)} for r in shares.itertuples()},
+            "per_class": {r.label: {"count": r.count, "share": round(r.share, 4),
+                                    "patient_id_share": round(r.patient_id_share, 4)} for r in shares.itertuples()},
             "patients": int(kept["patient_id"].nunique()),
             "formats": {k: int(n) for k, n in kept["format"].value_counts().items()},
             "warnings": _warning_counts(kept),
@@ -289,6 +300,8 @@ def validate_into(classes: list[str], v, raw_dir: str | Path, out_dir: str | Pat
             "expectations": [{k: r[k] for k in ("id", "expectation", "column", "critical", "success",
                                                 "unexpected_count")} for r in expectations],
             "source_bias_audit": audit,
+            "missing_patient_ids_accepted": v.accept_missing_patient_ids
+            if any(r["id"] == "patient_id_present" and not r["success"] for r in class_results) else None,
             "deidentification": phi_summary(facts, v.phi),
             "data_docs": str(report_dir / "data_docs" / "index.html"),
         }
@@ -300,8 +313,17 @@ def validate_into(classes: list[str], v, raw_dir: str | Path, out_dir: str | Pat
     if critical_failed:
         lines = [f"  {r['id']} ({r['expectation']} on {r['column']}): {r['unexpected_count']} unexpected"
                  for r in critical_failed]
+        if any(r["id"] == "patient_id_present" for r in critical_failed):
+            few = {r.label: round(r.patient_id_share, 2) for r in shares.itertuples()
+                   if r.patient_id_share < v.min_patient_id_share}
+            lines.append(f"  classes whose images mostly lack a patient id (share with one): {few}; each such file is "
+                         "treated as its own patient, so one patient's films can land in train and test. Give "
+                         "patient ids (a CSV manifest with a patient_id column, Kermany-style file names, DICOM), "
+                         "or set validate.accept_missing_patient_ids to a written reason (who accepts it, and why)")
         raise DataError("critical expectations failed (validate.critical):\n" + "\n".join(lines)
                         + f"\nSee {report_dir / 'summary.json'} and {summary['data_docs']}")
+    if summary["missing_patient_ids_accepted"]:
+        log.warning("classes lack patient ids; accepted: %s", summary["missing_patient_ids_accepted"])
     cols = [c for c in manifest.COLUMNS if c in facts.columns]
     with atomic_path(out_dir, directory=True) as tmp:
         manifest.write(kept[cols], tmp / manifest.MANIFEST_NAME)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.core.contract.config import applicable_external
 from components.core.contract.errors import DataError
 from components.core.data import shards
 from components.core.model import models
@@ -29,8 +30,14 @@ def per_source(rows: pd.DataFrame, y: np.ndarray, proba: np.ndarray, classes: li
     sources = rows["source"].fillna("").astype(str).to_numpy()
     if len(set(sources) - {""}) < 2:
         return {}
-    return {s or "unknown": M.classification_metrics(y[sources == s], proba[sources == s], classes, bins)
-            for s in sorted(set(sources))}
+    out = {}
+    patients = rows["patient_id"].astype(str).to_numpy() if "patient_id" in rows.columns else None
+    for s in sorted(set(sources)):
+        sel = sources == s
+        out[s or "unknown"] = M.classification_metrics(y[sel], proba[sel], classes, bins)
+        if patients is not None:
+            add_patient_counts(out[s or "unknown"], y[sel], patients[sel], classes)
+    return out
 
 
 def image_refs(rows) -> list[str]:
@@ -61,12 +68,23 @@ def evaluate_arrays(model, test: shards.Split, classes: list[str], params,
     proba = predict(model, test.x)
     result = M.classification_metrics(test.y, proba, classes, cfg.ece_bins)
     result["per_source"] = per_source(test.rows, test.y, proba, classes, cfg.ece_bins)
-    if cfg.bootstrap.resamples:
-        result["ci"] = clinical.bootstrap_ci(test.y, proba, test.rows["patient_id"].to_numpy(), classes,
-                                             cfg.bootstrap.resamples, cfg.bootstrap.seed, cfg.bootstrap.level)
+    patients = test.rows["patient_id"].astype(str).to_numpy()
+    add_patient_counts(result, test.y, patients, classes)
+    result["ci"] = clinical.confidence_intervals(test.y, proba, patients, classes, cfg.bootstrap.resamples,
+                                                 cfg.bootstrap.seed, cfg.bootstrap.level, cfg.ece_bins)
     if thresholds:
-        result["operating_points"] = clinical.apply_thresholds(test.y, proba, classes, thresholds)
+        result["operating_points"] = clinical.apply_thresholds(test.y, proba, classes, thresholds, patients,
+                                                               cfg.bootstrap.level)
     return proba, result
+
+
+def add_patient_counts(result: dict, y: np.ndarray, patients: np.ndarray, classes: list[str]) -> None:
+    """Every per-class number carries the patients it rests on: ``positive_patients`` (with the class) and
+    ``negative_patients`` (without it) next to the image ``support``."""
+    result["patients"] = len(set(patients))
+    for i, c in enumerate(classes):
+        result["per_class"][c]["positive_patients"] = len(set(patients[y == i]))
+        result["per_class"][c]["negative_patients"] = len(set(patients[y != i]))
 
 
 def calibration_report(model, test: shards.Split, proba: np.ndarray, bins: int, train_summary: dict) -> dict:
@@ -84,7 +102,7 @@ def load_external(model, external_dir: Path | None, classes: list[str], params) 
     out: dict[str, tuple] = {}
     if external_dir is None or not external_dir.is_dir():
         return out
-    for ext in params.evaluate.external:
+    for ext in applicable_external(params):  # a synthetic set only with the demo's data (or when asked for)
         d = external_dir / ext.name
         if not (d / "meta.json").is_file():
             raise DataError(f"external set {ext.name!r} is not prepared under {external_dir}: run `cxr external`")
@@ -102,12 +120,13 @@ def external_sets(model, external: Path | dict | None, classes: list[str], param
     return {name: evaluate_arrays(model, split, classes, params, thresholds)[1] for name, (split, _) in loaded.items()}
 
 
-def shortcut_tests(model, test: shards.Split, resize: str, external: dict, classes: list[str], params) -> dict:
+def shortcut_tests(model, test: shards.Split, resize: str, external: dict, classes: list[str], params,
+                   train_rows: pd.DataFrame | None = None) -> dict:
     """The shortcut stress tests (:mod:`components.core.eval.shortcut`) on the test split and every external set:
-    the ``shortcut`` block of metrics.json."""
+    the ``shortcut`` block of metrics.json. ``train_rows``: the training manifest (sources vs labels)."""
     from components.core.eval import shortcut
 
     sets = {"test": shortcut.EvalSet(test.x, test.y, test.rows, resize)}
     for name, (split, meta) in external.items():
         sets[name] = shortcut.EvalSet(split.x, split.y, split.rows, meta.resize)
-    return shortcut.stress_tests(model, sets, classes, params.evaluate.shortcut)
+    return shortcut.stress_tests(model, sets, classes, params.evaluate.shortcut, train_rows)

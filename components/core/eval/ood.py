@@ -4,8 +4,9 @@
 Samples and Adversarial Attacks*, NeurIPS 2018 (the "Mahalanobis" detector): one Gaussian per class
 fitted to the training images' features, with a single covariance shared by the classes (tied), and
 an image scored by its Mahalanobis distance to the closest class mean. The features are the pooled
-backbone features the head reads (layer ``head_pool``, :data:`components.core.model.models.FEATURES_NAME`),
-so one forward pass gives the probabilities and the score. Neither the paper's input perturbation
+backbone features the head reads (the input of its first dense layer: ``head_pool``, or with
+``head.pooling: concat`` the average and max halves side by side), so one forward pass gives the
+probabilities and the score. Neither the paper's input perturbation
 (a gradient per request) nor its ensemble over layers is used. The tied covariance is shrunk with
 Ledoit & Wolf (2004, *A well-conditioned estimator for large-dimensional covariance matrices*) so it
 can be inverted when there are fewer training images than feature dimensions (2048 for ResNet50).
@@ -78,7 +79,7 @@ class OodReference:
     false_alarm: float         # the target share of validation images above the threshold
     val_scores: np.ndarray     # sorted scores of the validation split
     n_train: int = 0
-    feature_layer: str = "head_pool"
+    feature_layer: str = "head_dense input"
     method: str = METHOD
     stats: dict[str, np.ndarray] = field(default_factory=dict)  # per training image: mean, std, width, height
     val_pred_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # predicted class counts on val
@@ -120,6 +121,10 @@ class OodReference:
         total = float(self.val_pred_counts.sum())
         counts = zip(self.classes, self.val_pred_counts, strict=True)
         return {c: (float(n) / total if total else 0.0) for c, n in counts}
+
+    def class_counts(self) -> dict[str, float]:
+        """Predicted-class counts on the validation split (the drift test weighs their sampling error)."""
+        return {c: float(n) for c, n in zip(self.classes, self.val_pred_counts, strict=True)}
 
     def val_flag_rate(self) -> float:
         return float((self.val_scores > self.threshold).mean()) if len(self.val_scores) else float("nan")
@@ -197,21 +202,28 @@ def image_stats(x: np.ndarray, rows=None) -> dict[str, np.ndarray]:
     return out
 
 
-def scoring_model(model):
-    """The model with two outputs, probabilities and pooled features (None when it has no ``head_pool``)."""
+def scoring_model(model, dims: int | None = None):
+    """The model with two outputs, probabilities and the pooled features the head reads: the input of its first
+    dense layer, so with ``head.pooling: concat`` both halves (average and max); None without a head.
+    ``dims``: the reference's feature size; a reference fitted before both halves were read (the average half
+    only, ``head_pool``) keeps being scored on that half."""
     import keras
 
     from components.core.model import models
 
     try:
-        pooled = model.get_layer(models.FEATURES_NAME).output
+        first_half = model.get_layer(models.FEATURES_NAME).output
+        pooled = model.get_layer(models.HEAD_LAYERS[0]).input
     except ValueError:
         return None
+    if dims is not None and int(pooled.shape[-1]) != dims and int(first_half.shape[-1]) == dims:
+        pooled = first_half
     return keras.Model(model.inputs, [model.output, pooled])
 
 
-def probs_and_features(model, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    both = scoring_model(model)
+def probs_and_features(model, x: np.ndarray, batch_size: int = 64,
+                       dims: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    both = scoring_model(model, dims)
     if both is None:
         raise CxrError(f"model {model.name} has no layer {'head_pool'!r}: no OOD reference can be fitted")
     from components.core.data.shards import predict
@@ -282,12 +294,13 @@ def evaluate_dir(model, model_dir: str | Path, test_x: np.ndarray, external_dir:
     if not path.is_file():
         return {"available": False, "note": f"no {REFERENCE_FILE} next to the model (trained before OOD references?)"}
     ref = OodReference.load(path)
-    test_scores = ref.score(probs_and_features(model, test_x)[1])
+    dims = int(ref.means.shape[1])
+    test_scores = ref.score(probs_and_features(model, test_x, dims=dims)[1])
     out = {"available": True, **ref.describe(), "test": _set_summary(ref, test_scores), "external": {}}
     for name in external_names:
         d = Path(external_dir) / name if external_dir else None
         if d is None or not ((d / "meta.json").is_file() or (d / "test_x.npy").is_file()):  # shards, or older ones
             continue
-        scores = ref.score(probs_and_features(model, shards.load_split(d, "test").x)[1])
+        scores = ref.score(probs_and_features(model, shards.load_split(d, "test").x, dims=dims)[1])
         out["external"][name] = {**_set_summary(ref, scores), "auroc_vs_test": auroc(test_scores, scores)}
     return out

@@ -1,30 +1,38 @@
-"""Shortcut stress tests: what the model (and the pixels it is fed) use besides the lungs.
+"""Shortcut stress tests: what the model (and the pixels it is fed) use besides the centre of the film.
 
 The source-bias audit (:mod:`components.core.data.bias`) asks whether *file metadata* predicts the label.
 These tests ask it of the *preprocessed images and the trained model*, on the internal test split and
 on every external set:
 
-1. ``lung_masked`` — the same images with the central lung field blanked (filled with the mean grey
-   of the rest of the film). A model that reads the lungs falls to chance; one that still beats chance
-   clearly reads something else (letterbox bands, borders, markers, devices, body shape).
+1. ``centre_masked`` — the same images with the central field blanked (filled with the mean grey of the
+   rest of the film). A model whose evidence lies in the centre of the film falls towards chance; one that
+   still beats chance clearly reads the periphery: letterbox bands, borders, markers, text, shoulders, body
+   outline. The field is a centred rectangle, not a lung mask (see below): the test cannot tell the lungs from
+   the mediastinum or from tubes, lines and ECG leads lying over them.
 2. ``border_probe`` — a logistic regression on the outer ``frame`` (12 %) of each side of the
    preprocessed square: strip means on a coarse grid, their spread, the share of black and of white
    pixels. Cross-validated by patient (``StratifiedGroupKFold``). It does not involve the model: it
    measures what the border (padding, text, markers, collimation) offers *any* model.
 3. ``attention_outside`` — the share of the Grad-CAM mass of the true class that lies outside the
-   lung field, per class, against the share of the image area outside it (what a uniform map gives).
+   central field, per class, against the share of the film's area outside it (what a uniform map gives).
    Read on the images the model classifies correctly, and only when it beats chance on the set: the
    maps of a model that has learned nothing say nothing.
 4. ``source_probe`` — within each class whose images come from several sources (manifest column
    ``source``; an empty source is named after its set), pooled over the test split and the external
    sets: a logistic regression on the model's pooled features predicting the source, cross-validated
-   by patient. Features that tell hospitals apart within a class carry the hospital.
+   by patient. It flags (blocks) only when those sources are **associated with the label in the training
+   data** (chi-square test of sources x labels over training patients, p <= ``alpha`` and Cramér's V >= 0.1):
+   only then can features that carry the source have served as a shortcut. Otherwise (one source in
+   training, an external hospital the model never saw, sources with the same class mix) it is reported,
+   not blocking: the features tell hospitals apart, which is a domain shift, not a learned shortcut.
 
-**Lung field.** A rectangle given as fractions of the *film's box* (``evaluate.shortcut.lung_field``),
-not of the square: a letterboxed film fills only part of its square, and a cropped one overflows it.
-The box comes from the image's original width/height (manifest columns, written by validate) and the
-resize mode (:func:`components.core.data.images.content_box`); without them, from the pixels
-(:func:`components.core.data.images.content_box_from_pixels`).
+**Central field.** ``evaluate.shortcut.central_field``: rows ``top``-``bottom`` and columns ``left``-``right``
+(fractions; 10-90% and 5-95%, 72% of the area) of the part of the film the model sees: the film's box (from
+the image's original width/height and the resize mode, :func:`components.core.data.images.content_box`, or from
+the pixels, :func:`components.core.data.images.content_box_from_pixels`) clipped to the square. A letterboxed film
+(``pad``) and a cropped one (``crop``) thus lose the same share of what the model sees (before, the field was
+a share of the whole film box, and a cropped film's overflowed the square: 72% of a letterboxed film against
+about 81% of a cropped square); the report gives the realised share of the film and of the square.
 
 **Decision.** Balanced accuracy is compared with chance, ``1/K`` for the ``K`` classes (sources) present.
 A test flags when its value is at least ``chance + margin`` *and* its one-sided p-value against chance
@@ -32,7 +40,7 @@ is at most ``alpha``. The p-value uses the binomial variance of each class's rec
 random predictor with the number of *patients* of the class as its sample size (a patient's images are
 not independent evidence): small test sets cannot flag on noise. The attention test flags when a class
 with at least ``min_per_class`` correctly classified images puts ``margin`` more of its heat outside the
-lung field than the area share, with a sign-flip p-value over the class's patients at most ``alpha`` (so
+central field than the area share, with a sign-flip p-value over the class's patients at most ``alpha`` (so
 it needs at least 5 patients of a class to flag at 0.05). Requiring the margin too keeps the false-alarm
 rate well below ``alpha``. Any flag sets ``shortcut_risk``; the gate blocks registration on it unless a
 written acceptance is given.
@@ -52,16 +60,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components.core.contract.config import LungFieldConfig, ShortcutConfig
+from components.core.contract.config import CentralFieldConfig, ShortcutConfig
 from components.core.data.images import content_box, content_box_from_pixels
 
 log = logging.getLogger(__name__)
 
-TESTS = ("lung_masked", "border_probe", "attention_outside", "source_probe")
+TESTS = ("centre_masked", "border_probe", "attention_outside", "source_probe")
 WHAT = {
-    "lung_masked": "balanced accuracy with the lung field blanked",
+    "centre_masked": "balanced accuracy with the central field blanked",
     "border_probe": "balanced accuracy of a classifier that reads only the outer frame",
-    "attention_outside": "Grad-CAM share outside the lung field minus the area share outside it",
+    "attention_outside": "Grad-CAM share outside the central field minus its area share of the film",
     "source_probe": "balanced accuracy of predicting the source from the model's features, within a class",
 }
 
@@ -152,27 +160,42 @@ def film_boxes(x: np.ndarray, rows: pd.DataFrame | None, mode: str) -> tuple[np.
     return np.array([content_box_from_pixels(g, mode) for g in gray]).reshape(-1, 4), "pixels"
 
 
-def lung_rect(box, size: int, field: LungFieldConfig) -> tuple[int, int, int, int]:
-    """The lung field of one film box as square pixel bounds ``(row0, row1, col0, col1)`` (end-exclusive,
-    clipped to the square)."""
+def visible_box(box, size: int) -> tuple[int, int, int, int]:
+    """The part of a film box ``(top, left, height, width)`` inside the square: ``(row0, row1, col0, col1)``."""
     top, left, bh, bw = (int(v) for v in box)
-    r0, r1 = (int(np.clip(round(top + f * bh), 0, size)) for f in (field.top, field.bottom))
-    c0, c1 = (int(np.clip(round(left + f * bw), 0, size)) for f in (field.left, field.right))
-    return r0, r1, c0, c1
+    return max(top, 0), min(top + bh, size), max(left, 0), min(left + bw, size)
 
 
-def lung_masks(boxes: np.ndarray, size: int, field: LungFieldConfig) -> np.ndarray:
-    """Boolean N × S × S masks of the lung field (fractions of each film's box, clipped to the square)."""
+def central_rect(box, size: int, field: CentralFieldConfig) -> tuple[int, int, int, int]:
+    """The central field of one film box as square pixel bounds ``(row0, row1, col0, col1)`` (end-exclusive):
+    the field's fractions of the visible film (the box clipped to the square)."""
+    r0, r1, c0, c1 = visible_box(box, size)
+    h, w = r1 - r0, c1 - c0
+    return (r0 + round(field.top * h), r0 + round(field.bottom * h),
+            c0 + round(field.left * w), c0 + round(field.right * w))
+
+
+def central_masks(boxes: np.ndarray, size: int, field: CentralFieldConfig) -> np.ndarray:
+    """Boolean N × S × S masks of the central field of each film."""
     masks = np.zeros((len(boxes), size, size), bool)
     for m, box in zip(masks, boxes, strict=True):
-        r0, r1, c0, c1 = lung_rect(box, size, field)
+        r0, r1, c0, c1 = central_rect(box, size, field)
         m[r0:r1, c0:c1] = True
     return masks
 
 
-def mask_lungs(x: np.ndarray, masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """A copy of ``x`` with each lung field filled with the mean grey of the rest of its film (inside its
-    box, outside the field). Not the film's overall mean: that includes the lungs, so an opacity would
+def film_masks(boxes: np.ndarray, size: int) -> np.ndarray:
+    """Boolean N × S × S masks of the visible film (its box clipped to the square)."""
+    masks = np.zeros((len(boxes), size, size), bool)
+    for m, box in zip(masks, boxes, strict=True):
+        r0, r1, c0, c1 = visible_box(box, size)
+        m[r0:r1, c0:c1] = True
+    return masks
+
+
+def blank_centre(x: np.ndarray, masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """A copy of ``x`` with each central field filled with the mean grey of the rest of its film (inside its
+    box, outside the field). Not the film's overall mean: that includes the centre, so an opacity there would
     leak into the fill."""
     out = x.copy()
     gray = out[..., 0] if out.ndim == 4 else out
@@ -196,8 +219,8 @@ def border_features(x: np.ndarray, frame: float = 0.12, exclude: np.ndarray | No
     Per side (top, bottom, left, right; read from the edge inwards): the mean of an outer and an inner
     half-strip in ``bins`` cells along the side, the strip's standard deviation and its share of black
     (≤ 2) and white (≥ 253) pixels — enough to see letterbox bands, borders, corner markers and text.
-    Pixels where ``exclude`` (N × S × S, the lung field) is true are left out, so the lungs' own edges
-    never count as border (a cell with nothing left reads -1).
+    Pixels where ``exclude`` (N × S × S, the central field) is true are left out, so the film's centre never
+    counts as border (a cell with nothing left reads -1).
     """
     gray = (x[..., 0] if x.ndim == 4 else x).astype(np.float32) / 255.0
     if exclude is not None:
@@ -246,13 +269,16 @@ def grouped_probe(features: np.ndarray, target: np.ndarray, groups: np.ndarray, 
 
 
 def attention_outside(heat: np.ndarray, masks: np.ndarray, y: np.ndarray, classes: list[str],
-                      groups: np.ndarray | None = None, seed: int = 0) -> dict:
-    """Per class: the mean share of Grad-CAM mass outside the lung field (maps with no mass are left out),
-    the mean share of the image area outside it, their difference (``excess``) and the one-sided p-value
-    that the excess is above 0 (sign-flip test over patients: a patient's images are averaged first)."""
+                      groups: np.ndarray | None = None, seed: int = 0, films: np.ndarray | None = None) -> dict:
+    """Per class: the mean share of Grad-CAM mass outside the central field (maps with no mass are left out;
+    with ``films``, only the mass on the visible film counts), the mean share of the film's area outside it,
+    their difference (``excess``) and the one-sided p-value that the excess is above 0 (sign-flip test over
+    patients: a patient's images are averaged first)."""
+    films = np.ones_like(masks) if films is None else films
+    heat = heat * films
     mass = heat.sum(axis=(1, 2))
     share = np.where(mass > 0, (heat * ~masks).sum(axis=(1, 2)) / np.where(mass > 0, mass, 1), np.nan)
-    area = 1.0 - masks.mean(axis=(1, 2))
+    area = 1.0 - masks.sum(axis=(1, 2)) / np.maximum(films.sum(axis=(1, 2)), 1)
     groups = np.arange(len(y)).astype(str) if groups is None else np.asarray(groups).astype(str)
     out = {}
     for i, c in enumerate(classes):
@@ -287,25 +313,27 @@ def _one_set(model, s: EvalSet, classes: list[str], cfg: ShortcutConfig) -> tupl
     groups = rows["patient_id"].astype(str).to_numpy() if "patient_id" in rows else np.arange(len(y)).astype(str)
     size = x.shape[1]
     boxes, box_from = film_boxes(x, rows, s.resize)
-    masks = lung_masks(boxes, size, cfg.lung_field)
+    masks, films = central_masks(boxes, size, cfg.central_field), film_masks(boxes, size)
     m = cfg.margins
     out: dict = {"n": len(y), "of": len(s.y), "resize": s.resize, "film_box_from": box_from,
-                 "lung_field_area": _r(float(masks.mean()))}
-    # 1. lung field blanked
+                 "blanked_share_of_film": _r(float(masks.sum() / max(films.sum(), 1))),
+                 "blanked_share_of_square": _r(float(masks.mean()))}
+    # 1. central field blanked
     proba = model.predict(x, batch_size=64, verbose=0)
-    proba_masked = model.predict(mask_lungs(x, masks, boxes), batch_size=64, verbose=0)
+    proba_masked = model.predict(blank_centre(x, masks, boxes), batch_size=64, verbose=0)
     k = len(np.unique(y))
     intact, masked = balanced_accuracy(y, proba.argmax(1)), balanced_accuracy(y, proba_masked.argmax(1))
     chance = 1.0 / k if k else float("nan")
-    out["lung_masked"] = {**_verdict(masked, chance, m.lung_masked, p_above_chance(masked, y, groups), cfg.alpha),
-                          "intact": _r(intact), "masked_accuracy": _r(float(np.mean(proba_masked.argmax(1) == y))),
-                          "retained": _r((masked - chance) / (intact - chance)) if intact - chance > 0.05 else None}
+    out["centre_masked"] = {**_verdict(masked, chance, m.centre_masked, p_above_chance(masked, y, groups),
+                                       cfg.alpha),
+                            "intact": _r(intact), "masked_accuracy": _r(float(np.mean(proba_masked.argmax(1) == y))),
+                            "retained": _r((masked - chance) / (intact - chance)) if intact - chance > 0.05 else None}
     # 2. border-only probe
     probe = grouped_probe(border_features(x, cfg.frame, masks), y, groups, cfg.folds, cfg.seed)
     out["border_probe"] = ({"not_run": probe["not_run"]} if "not_run" in probe else
                            {**_verdict(probe["value"], probe["chance"], m.border_probe, probe["p_value"], cfg.alpha),
                             "folds": probe["folds"], "frame": cfg.frame})
-    # 3. Grad-CAM outside the lung field, on the images the model gets right (true = predicted class), and
+    # 3. Grad-CAM outside the central field, on the images the model gets right (true = predicted class), and
     #    only from a model that beats chance: an untrained model's maps say nothing about what it uses
     right = proba.argmax(1) == y
     if p_above_chance(intact, y, groups) > cfg.alpha:
@@ -313,7 +341,7 @@ def _one_set(model, s: EvalSet, classes: list[str], cfg: ShortcutConfig) -> tupl
                                                f"{intact:.2f}): its attention says nothing"}
     else:
         heat = _gradcam_batched(model, x[right], y[right])
-        per_class = attention_outside(heat, masks[right], y[right], classes, groups[right], cfg.seed)
+        per_class = attention_outside(heat, masks[right], y[right], classes, groups[right], cfg.seed, films[right])
         eligible = {c: v for c, v in per_class.items()
                     if v["n_with_heat"] >= cfg.min_per_class and v["excess"] is not None}
         if eligible:
@@ -331,9 +359,43 @@ def _one_set(model, s: EvalSet, classes: list[str], cfg: ShortcutConfig) -> tupl
     return out, pooled
 
 
-def source_probe(pooled: dict[str, dict], classes: list[str], cfg: ShortcutConfig) -> dict:
+def training_association(train_rows: pd.DataFrame | None, sources: list[str],
+                         alpha: float, min_v: float = 0.1) -> dict:
+    """Are ``sources`` associated with the label in the training data? Chi-square test of independence on
+    training *patients* (source x label), Cramér's V as the effect; ``associated`` when p <= ``alpha`` and
+    V >= ``min_v``. Sources absent from training (another set, an external hospital) cannot be."""
+    from scipy.stats import chi2_contingency
+
+    if train_rows is None or "source" not in train_rows.columns:
+        return {"known": False, "associated": True, "note": "no training rows with a source column: assumed"}
+    df = train_rows.assign(source=train_rows["source"].fillna("").astype(str))
+    df = df.drop_duplicates("patient_id") if "patient_id" in df.columns else df
+    seen = sorted(set(df["source"]) & set(sources))
+    out: dict = {"known": True, "sources_in_training": seen}
+    if len(seen) < 2:
+        out.update(associated=False, reason=f"{len(seen)} of these sources in the training data: the model cannot "
+                   "have learned to tell them apart as a way to the label")
+        return out
+    table = pd.crosstab(df[df["source"].isin(seen)]["source"], df[df["source"].isin(seen)]["label"])
+    table = table.loc[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        out.update(associated=False, reason="one label among the training patients of these sources")
+        return out
+    chi2, p, _, _ = chi2_contingency(table.to_numpy(), correction=False)
+    v = float(np.sqrt(chi2 / (table.to_numpy().sum() * (min(table.shape) - 1))))
+    out.update(chi2=_r(float(chi2)), p_value=_r(float(p), 6), cramers_v=_r(v), patients=int(table.to_numpy().sum()),
+               associated=bool(p <= alpha and v >= min_v))
+    out["reason"] = (f"source and label are associated among the training patients (Cramér's V {v:.2f}, p={p:.2g})"
+                     if out["associated"] else f"no association of source and label among the training patients "
+                     f"(Cramér's V {v:.2f}, p={p:.2g})")
+    return out
+
+
+def source_probe(pooled: dict[str, dict], classes: list[str], cfg: ShortcutConfig,
+                 train_rows: pd.DataFrame | None = None) -> dict:
     """Within each class with several sources (pooled over the sets; an empty source is named after its
-    set): can the model's features tell the sources apart?"""
+    set): can the model's features tell the sources apart? Flags only where those sources go with the label
+    in the training data (:func:`training_association`); elsewhere ``above_chance`` reports it."""
     if not pooled:
         return {"not_run": "no sets"}
     feats = np.concatenate([p["features"] for p in pooled.values()])
@@ -349,8 +411,11 @@ def source_probe(pooled: dict[str, dict], classes: list[str], cfg: ShortcutConfi
         if "not_run" in probe:
             per_class[c] = {"not_run": probe["not_run"], "sources": sorted(set(source[sel]))}
             continue
-        per_class[c] = {**_verdict(probe["value"], probe["chance"], cfg.margins.source_probe, probe["p_value"],
-                                   cfg.alpha), "sources": sorted(set(source[sel])), "n": probe["n"]}
+        verdict = _verdict(probe["value"], probe["chance"], cfg.margins.source_probe, probe["p_value"], cfg.alpha)
+        assoc = training_association(train_rows, sorted(set(source[sel])), cfg.alpha)
+        per_class[c] = {**verdict, "above_chance": verdict["flagged"],
+                        "flagged": verdict["flagged"] and assoc["associated"], "training_association": assoc,
+                        "sources": sorted(set(source[sel])), "n": probe["n"]}
         if best is None or per_class[c]["value"] - per_class[c]["threshold"] > \
                 per_class[best]["value"] - per_class[best]["threshold"]:
             best = c
@@ -358,23 +423,27 @@ def source_probe(pooled: dict[str, dict], classes: list[str], cfg: ShortcutConfi
         reason = "no class has images from several sources" if not per_class else "too few patients per source"
         return {"not_run": reason, "per_class": per_class}
     return {**{k: per_class[best][k] for k in ("value", "chance", "threshold", "margin", "p_value")},
-            "flagged": any(v.get("flagged") for v in per_class.values()), "class": best, "per_class": per_class}
+            "flagged": any(v.get("flagged") for v in per_class.values()),
+            "above_chance": any(v.get("above_chance") for v in per_class.values()), "class": best,
+            "per_class": per_class}
 
 
-def stress_tests(model, sets: dict[str, EvalSet], classes: list[str], cfg: ShortcutConfig) -> dict:
-    """Run every test on every set (the internal test split first); the ``shortcut`` block of metrics.json."""
+def stress_tests(model, sets: dict[str, EvalSet], classes: list[str], cfg: ShortcutConfig,
+                 train_rows: pd.DataFrame | None = None) -> dict:
+    """Run every test on every set (the internal test split first); the ``shortcut`` block of metrics.json.
+    ``train_rows``: the training manifest (the source probe blocks only where source goes with the label there)."""
     if not cfg.enabled:
         block = {"enabled": False, "shortcut_risk": False, "flags": []}
         return {**block, "summary": summary_text(block)}
     t0 = time.perf_counter()
-    block: dict = {"enabled": True, "lung_field": cfg.lung_field.model_dump(), "frame": cfg.frame,
+    block: dict = {"enabled": True, "central_field": cfg.central_field.model_dump(), "frame": cfg.frame,
                    "alpha": cfg.alpha, "max_images": cfg.max_images, "sets": {}}
     pooled = {}
     for name, s in sets.items():
         if len(s.y) == 0:
             continue
         block["sets"][name], pooled[name] = _one_set(model, s, classes, cfg)
-    block["source_probe"] = source_probe(pooled, classes, cfg)
+    block["source_probe"] = source_probe(pooled, classes, cfg, train_rows)
     flags = []
     for name, res in block["sets"].items():
         for test in TESTS[:3]:
@@ -402,6 +471,18 @@ def _set_label(name: str) -> str:
     return "the internal test split" if name == "test" else f"external set `{name}`"
 
 
+def _reported_source_probe(block: dict) -> list[str]:
+    """Source-probe results above chance that do not block (sources not associated with the label in training)."""
+    out = []
+    for c, r in ((block.get("source_probe") or {}).get("per_class") or {}).items():
+        if r.get("above_chance") and not r.get("flagged"):
+            out.append(f"Within class {c}, the model's features tell the sources {', '.join(r['sources'])} apart "
+                       f"(balanced accuracy {r['value']:.2f}, chance {r['chance']:.2f}), but "
+                       f"{r['training_association'].get('reason', 'they are not associated with the label')}: "
+                       "reported, not blocking (a domain shift, not a learned shortcut).")
+    return out
+
+
 def summary_text(block: dict) -> str:
     """What the tests found, in plain words (the model card's paragraph)."""
     if not block.get("enabled"):
@@ -409,9 +490,10 @@ def summary_text(block: dict) -> str:
     parts = []
     for f in block.get("flags", []):
         where = _set_label(f["set"]) if f["set"] != "pooled" else "the test split and external sets together"
-        if f["test"] == "lung_masked":
-            parts.append(f"On {where}, with the central lung field blanked the model still reaches balanced "
-                         f"accuracy {f['value']:.2f} (chance {f['chance']:.2f}): it uses something outside the lungs.")
+        if f["test"] == "centre_masked":
+            parts.append(f"On {where}, with the central field of the film blanked the model still reaches balanced "
+                         f"accuracy {f['value']:.2f} (chance {f['chance']:.2f}): it uses something in the periphery "
+                         "of the image (borders, markers, shoulders, body outline, letterbox).")
         elif f["test"] == "border_probe":
             parts.append(f"On {where}, a simple classifier that sees only the outer frame of the images (padding, "
                          f"borders, markers, text) reaches balanced accuracy {f['value']:.2f} (chance "
@@ -419,40 +501,43 @@ def summary_text(block: dict) -> str:
         elif f["test"] == "attention_outside":
             pc = block["sets"][f["set"]]["attention_outside"]["per_class"][f["class"]]
             parts.append(f"On {where}, {100 * pc['share_outside']:.0f}% of the Grad-CAM heat for {f['class']} lies "
-                         f"outside the lung field, which covers only {100 * pc['area_outside']:.0f}% of the image: for "
-                         "that class the model looks outside the lungs more than an even spread would.")
+                         f"outside the central field, which leaves only {100 * pc['area_outside']:.0f}% of the film "
+                         "outside it: for that class the model looks at the periphery more than an even spread would.")
         elif f["test"] == "source_probe":
             parts.append(f"Within class {f['class']}, the model's features tell the image sources apart (balanced "
-                         f"accuracy {f['value']:.2f}, chance {f['chance']:.2f}): they carry the hospital, not only "
-                         "the disease.")
+                         f"accuracy {f['value']:.2f}, chance {f['chance']:.2f}), and those sources go with the label "
+                         "in the training data: the features carry the hospital, not only the disease.")
+    reported = " ".join(_reported_source_probe(block))
     if not parts:
         figures = " ".join(_figures(name, res) for name, res in block.get("sets", {}).items())
-        return "Shortcut risk: none found. " + figures \
-            + " These tests rule out the shortcuts they can see (borders, padding, markers, what lies outside the " \
-              "lung field), not every shortcut."
+        return ("Shortcut risk: none found. " + figures + (" " + reported if reported else "")
+                + " These tests rule out the shortcuts they can see (borders, padding, markers, what lies in the "
+                "periphery of the film), not every shortcut; the central field is a rectangle, not a lung mask, so "
+                "they cannot tell the lungs from devices or the mediastinum lying over them.")
     if any(f["test"] != "border_probe" for f in block["flags"]):
         close = ("The accuracy above is probably inflated by these shortcuts and will not transfer to other "
                  "hospitals; do not register this model without a written acceptance of the risk.")
     else:  # only the data-level test: the model did not clearly use the borders here, but they are there
-        lm = (block.get("sets", {}).get("test") or {}).get("lung_masked") or {}
-        seen = (f" (with the lung field blanked its balanced accuracy is {lm['value']:.2f}, flagged from "
+        lm = (block.get("sets", {}).get("test") or {}).get("centre_masked") or {}
+        seen = (f" (with the central field blanked its balanced accuracy is {lm['value']:.2f}, flagged from "
                 f"{lm['threshold']:.2f})") if lm.get("value") is not None else ""
         close = (f"The model itself did not clearly rely on them in these tests{seen}, but the shortcut is in the "
                  "data: accuracy on it is no evidence that the model works at other hospitals; do not register it "
                  "without a written acceptance of the risk.")
-    return "Shortcut risk: YES. " + " ".join(parts) + " " + close
+    return "Shortcut risk: YES. " + " ".join(parts) + (" " + reported if reported else "") + " " + close
 
 
 def _figures(name: str, res: dict) -> str:
     bits = []
-    lm, bp, at = res.get("lung_masked") or {}, res.get("border_probe") or {}, res.get("attention_outside") or {}
+    lm, bp, at = res.get("centre_masked") or {}, res.get("border_probe") or {}, res.get("attention_outside") or {}
     if lm.get("value") is not None:
-        bits.append(f"with the lung field blanked the model's balanced accuracy is {lm['value']:.2f} (chance "
-                    f"{lm['chance']:.2f}, flagged from {lm['threshold']:.2f})")
+        bits.append(f"with the central {100 * (res.get('blanked_share_of_film') or 0):.0f}% of the film blanked the "
+                    f"model's balanced accuracy is {lm['value']:.2f} (chance {lm['chance']:.2f}, flagged from "
+                    f"{lm['threshold']:.2f})")
     if bp.get("value") is not None:
         bits.append(f"a classifier reading only the image borders reaches {bp['value']:.2f}")
     if at.get("value") is not None:
         pc = at["per_class"][at["class"]]
         bits.append(f"at most {100 * pc['share_outside']:.0f}% of a class's Grad-CAM heat ({at['class']}) lies "
-                    f"outside the lung field, which is {100 * pc['area_outside']:.0f}% of the image")
+                    f"outside the central field, which leaves {100 * pc['area_outside']:.0f}% of the film")
     return f"On {_set_label(name)}: " + "; ".join(bits) + "." if bits else ""

@@ -23,34 +23,77 @@ def _ci(entry: dict | None, fmt=_pct) -> str:
     return "" if not entry else f" ({fmt(entry['low'])}–{fmt(entry['high'])})"
 
 
-def _results(m: dict, title: str) -> list[str]:
+def _results(m: dict, title: str, chosen: dict | None = None) -> list[str]:
     ci = m.get("ci") or {}
     pc_ci = ci.get("per_class") or {}
     lines = [f"### {title} — {m.get('n')} images" + (f", {ci['patients']} patients" if ci else ""), "",
              f"accuracy {_pct(m.get('accuracy'))}{_ci(ci.get('accuracy'))} · macro F1 {_num(m.get('macro_f1'))}"
              f"{_ci(ci.get('macro_f1'), _num)} · macro ROC-AUC {_num(m.get('macro_roc_auc'))}"
-             f"{_ci(ci.get('macro_roc_auc'), _num)} · ECE {_num(m.get('ece'))}", "",
-             "| class | sensitivity | specificity | precision | F1 | ROC-AUC | n |", "|---|---|---|---|---|---|---|"]
+             f"{_ci(ci.get('macro_roc_auc'), _num)} · ECE {_num(m.get('ece'))}{_ci(ci.get('ece'), _num)}", "",
+             "| class | sensitivity | specificity | precision | F1 | ROC-AUC | images | patients (with / without) |",
+             "|---|---|---|---|---|---|---|---|"]
     for c, v in (m.get("per_class") or {}).items():
         cc = pc_ci.get(c) or {}
         lines.append(f"| {c} | {_pct(v['recall'])}{_ci(cc.get('sensitivity'))} | {_pct(v['specificity'])}"
                      f"{_ci(cc.get('specificity'))} | {_pct(v['precision'])} | {_num(v['f1'])} | {_num(v['roc_auc'])}"
-                     f"{_ci(cc.get('roc_auc'), _num)} | {v['support']} |")
+                     f"{_ci(cc.get('roc_auc'), _num)} | {v['support']} | {v.get('positive_patients', '?')} / "
+                     f"{v.get('negative_patients', '?')} |")
     if ci:
-        lines += ["", f"In brackets: {int(100 * ci['level'])}% bootstrap CIs, {ci['resamples']} resamples of "
-                      "**patients** (a patient's images move together)."]
+        lines += ["", f"In brackets: {int(100 * ci['level'])}% intervals on **patients** (a patient's images are one "
+                      "piece of evidence): Clopper-Pearson for sensitivity, specificity and accuracy, Newcombe's score "
+                      "interval for ROC-AUC, a Dirichlet posterior for macro F1, a patient bootstrap for ECE. A "
+                      "sensitivity rests on the patients *with* the class, a specificity on those without it."]
     for src, sm in (m.get("per_source") or {}).items():
         lines.append(f"- source `{src}`: {sm.get('n')} images, accuracy {_pct(sm.get('accuracy'))}, "
                      f"macro ROC-AUC {_num(sm.get('macro_roc_auc'))}")
     ops = m.get("operating_points") or {}
     if ops:
-        lines += ["", "| operating point | threshold | sensitivity | specificity | PPV | NPV |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {c} (target sens. {_pct(o['target_sensitivity'])}) | {o['threshold']:.4f} | "
-                  f"{_pct(o['sensitivity'])} | {_pct(o['specificity'])} | {_pct(o['ppv'])} | {_pct(o['npv'])} |"
-                  for c, o in ops.items()]
+        chosen = chosen or {}
+        lines += ["", "| operating point | threshold | sensitivity | specificity | PPV | NPV | promised (val) |",
+                  "|---|---|---|---|---|---|---|"]
+        for c, o in ops.items():
+            promise = chosen.get(c) or {}
+            promised = "—"
+            if promise.get("expected_sensitivity") is not None:
+                promised = (f"{_pct(promise['expected_sensitivity'])} expected, ≥ "
+                            f"{_pct(promise['sensitivity_lower_bound'])} "
+                            f"({int(100 * promise.get('lower_bound_level', 0.95))}%) from "
+                            f"{promise['positive_patients']} patients")
+            sens_ci = f" ({_pct(o['sensitivity_ci'][0])}–{_pct(o['sensitivity_ci'][1])})" if o.get("sensitivity_ci") \
+                else ""
+            lines.append(f"| {c} (target sens. {_pct(o['target_sensitivity'])}) | {o['threshold']:.4f} | "
+                         f"{_pct(o['sensitivity'])}{sens_ci} | {_pct(o['specificity'])} | {_pct(o['ppv'])} | "
+                         f"{_pct(o['npv'])} | {promised} |")
     lines.append("")
     return lines
+
+
+def how_sure(level: float = 0.95) -> list[str]:
+    """The "How sure are these numbers" section: what n gives what interval, and what the gate needs."""
+    from components.core.stats import intervals
+
+    rows = []
+    for n in (10, 20, 50, 100, 400):
+        lo, hi = intervals.clopper_pearson(round(0.9 * n), n, level)
+        lo1, _ = intervals.clopper_pearson(n, n, level)
+        a_lo, a_hi = intervals.auc_interval(0.9, n, n, level)
+        t_lo, _ = intervals.tango_interval(0, 0, n, level)
+        rows.append(f"| {n} | {_pct(lo)}–{_pct(hi)} | {_pct(lo1)}–100% | {_num(a_lo)}–{_num(a_hi)} | "
+                    f"{100 * float(t_lo):.1f} points |")
+    need = {m: intervals.patients_for_power(lambda n, m=m: intervals.tango_power(n, 0.05, m, level), 8)
+            for m in (0.02, 0.05)}
+    return ["## How sure are these numbers", "",
+            f"Every interval here is a {int(100 * level)}% interval on patients. What the number of patients buys:",
+            "", "| patients | sensitivity 90% | sensitivity 100% | ROC-AUC 0.90 (n with, n without) | "
+                "two models that agree on every patient: lower bound of the difference |",
+            "|---|---|---|---|---|", *rows, "",
+            "A class's sensitivity rests on the patients **with** it: 8 COVID-19 patients all found still leaves the "
+            "true sensitivity anywhere above 63%. The gate compares a candidate with the champion on the test "
+            "patients new to both: a check passes when the lower bound of (candidate - champion) is above -margin. "
+            f"For two equally good models that disagree on 5% of patients, 80% power needs about {need[0.02]} "
+            f"patients at a margin of 0.02 and {need[0.05]} at 0.05 (for a per-class check: patients with, or "
+            "without, the class). With fewer, the gate says *inconclusive* and how many it would take "
+            "(`gate.on_underpowered` decides whether that blocks), instead of calling the candidate worse.", ""]
 
 
 def _fmt(x: Any) -> str:
@@ -62,38 +105,50 @@ def _fmt(x: Any) -> str:
 
 
 def gate_section(gate: dict) -> list[str]:
-    """The gate's decision as a table: every check with its value, CI, threshold or margin, patients."""
+    """The gate's decision as a table: every check with its value, CI, threshold or margin, patients, power."""
     champ = gate.get("champion") or {}
     ground = gate.get("comparison") or {}
-    lines = ["## Gate", f"**{'passed' if gate.get('passed') else 'FAILED'}** — against "
+    decision = gate.get("decision") or ("passed" if gate.get("passed") else "failed")
+    lines = ["## Gate", f"**{'passed' if gate.get('passed') else 'FAILED'}** ({decision}) — against "
              + (f"champion v{champ.get('version')}" if champ.get("exists") else "no champion (absolute thresholds)"),
              ""]
     if ground.get("status") in ("compared", "incomparable"):
         excluded = ground.get("excluded") or {}
+        seen = excluded.get("champion_trained_or_validated", 0) + excluded.get("champion_saw_an_image", 0)
         lines.append(f"Comparison ground: {ground.get('patients_used')} of {ground.get('patients_total', '?')} test "
-                     f"patients new to both models ({excluded.get('champion_trained_or_validated', 0)} left out: the "
-                     f"champion trained or validated on them); {ground['status']}"
+                     f"patients new to both models ({seen} left out: the champion trained or validated on them, by "
+                     f"patient or by image content); {ground['status']}"
                      + (f": {ground['reason']}" if ground.get("reason") else "") + ".")
         lines.append("")
-    lines += ["| | check | value | 95% CI | threshold / margin | patients |", "|---|---|---|---|---|---|"]
+    if gate.get("summary"):
+        lines += [f"**{gate['summary']}**", ""]
+    lines += ["| | check | value | 95% CI | threshold / margin | patients | power |", "|---|---|---|---|---|---|---|"]
     for c in gate.get("checks", []):
-        mark = "✔" if c["passed"] else "✘"
+        mark = {"inconclusive": "?", "failed": "✘", "passed": "✔"}.get(c.get("status"), "✔" if c["passed"] else "✘")
         if c.get("superior"):
             mark += " (superior)"
         bound = c.get("threshold") if "threshold" in c else (f"-{c['margin']}" if "margin" in c else "")
+        count = c.get("count", "patients")
+        patients = f"{_fmt(c.get('patients'))}" + (f" {count.split()[0]}" if count != "patients" else "")
+        power = "" if c.get("power") is None else f"{c['power']:.2f}" + (
+            f" (≈{c['patients_needed']} for {0.8:.0%})" if c.get("patients_needed") else "")
         lines.append(f"| {mark} | {c['check']} | {_fmt(c.get('value'))} | {_fmt(c.get('ci'))} | {_fmt(bound)} | "
-                     f"{_fmt(c.get('patients'))} |")
+                     f"{patients} | {power} |")
     ops = gate.get("operating_points") or {}
     if ops:
-        lines += ["", "Operating points (thresholds chosen on the validation split; their 95% CI from resampling "
-                  "validation patients): " + ", ".join(f"{c} ≥ {v['threshold']:.4f} {_fmt(v.get('ci'))}"
-                                                       for c, v in ops.items())]
+        lines += ["", "Operating points (chosen on the validation split; reported, not gated): " + ", ".join(
+            f"{c} ≥ {v['threshold']:.4f}"
+            + (f" promises {_pct(v['expected_sensitivity'])} sensitivity (≥ {_pct(v['sensitivity_lower_bound'])})"
+               if v.get("expected_sensitivity") is not None else "")
+            + (f", threshold range over validation patients {_fmt(v.get('ci'))}" if v.get("ci") else "")
+            for c, v in ops.items())]
     if gate.get("shortcut_accepted"):
         lines += ["", f"**Shortcut risk accepted:** {gate['shortcut_accepted']}"]
-    boot = gate.get("bootstrap") or {}
-    if boot:
-        lines += ["", f"CIs: {boot.get('resamples')} bootstrap resamples of patients (paired for the comparison: "
-                  "both models on the same resample)."]
+    if gate.get("intervals") or gate.get("bootstrap"):
+        lines += ["", "Intervals on patients: Clopper-Pearson for one model's rates, Tango's score interval for the "
+                  "paired difference of two (the same patients), Newcombe/MOVER for ROC-AUC; a check is "
+                  "*inconclusive* (?) when it had less than 80% power to pass for two equal models and its interval "
+                  "straddles -margin."]
     return lines
 
 
@@ -140,9 +195,10 @@ def _deidentification(audit: dict | None) -> list[str]:
 
 
 _TEST_NAMES = {
-    "lung_masked": "lung field blanked: model's balanced accuracy",
+    "centre_masked": "central field blanked: model's balanced accuracy",
+    "lung_masked": "lung field blanked (older metrics): model's balanced accuracy",
     "border_probe": "border-only classifier: balanced accuracy",
-    "attention_outside": "Grad-CAM heat outside the lungs, excess over the area share",
+    "attention_outside": "Grad-CAM heat outside the central field, excess over the area share",
     "source_probe": "source from the model's features, within a class: balanced accuracy",
 }
 
@@ -167,7 +223,8 @@ def _shortcut(block: dict | None) -> list[str]:
 
     for name, res in (block.get("sets") or {}).items():
         where = "test" if name == "test" else f"external `{name}`"
-        lines += [row(where, t, res.get(t) or {}) for t in ("lung_masked", "border_probe", "attention_outside")]
+        first = "centre_masked" if "centre_masked" in res else "lung_masked"
+        lines += [row(where, t, res.get(t) or {}) for t in (first, "border_probe", "attention_outside")]
     lines.append(row("test + external", "source_probe", block.get("source_probe") or {}))
     lines.append("")
     for name, res in (block.get("sets") or {}).items():
@@ -175,17 +232,20 @@ def _shortcut(block: dict | None) -> list[str]:
         shares = ", ".join(f"{c} {_pct(v['share_outside'])} (area {_pct(v['area_outside'])})"
                            for c, v in per_class.items() if v.get("share_outside") is not None)
         if shares:
-            lines.append(f"- Grad-CAM heat of the true class outside the lung field, {name}: {shares}")
-    lf = block.get("lung_field") or {}
+            lines.append(f"- Grad-CAM heat of the true class outside the central field, {name}: {shares}")
+    field = block.get("central_field") or {}
     lines += [
-        f"- Lung field: rows {_pct(lf.get('top'))}–{_pct(lf.get('bottom'))} and columns {_pct(lf.get('left'))}–"
-        f"{_pct(lf.get('right'))} of each film's own box (where the film lies in the square: inside its letterbox, "
-        "or overflowing the square when cropped), blanked with the mean grey of the rest of the film; the border "
-        "probe reads the "
+        f"- Central field: rows {_pct(field.get('top'))}–{_pct(field.get('bottom'))} and columns "
+        f"{_pct(field.get('left'))}–{_pct(field.get('right'))} of the part of each film the model sees (its box, "
+        "inside its letterbox or cropped to the square): the same share in every resize mode. It is a rectangle, "
+        "not a lung mask: it holds the mediastinum and anything lying over the "
+        "chest (tubes, lines, leads), so these tests cannot tell the lungs from devices. Blanked with the mean grey "
+        "of the rest of the film; the border probe reads the "
         f"outer {_pct(block.get('frame'))} of each side outside that field, cross-validated by patient. A test "
-        f"flags at chance + margin when its p-value against chance (by patient) is ≤ {block.get('alpha')}.",
+        f"flags at chance + margin when its p-value against chance (by patient) is ≤ {block.get('alpha')}. The "
+        "source probe blocks only where the sources it tells apart go with the label in the training data.",
         "- The Grad-CAM gallery (`reports/eval/plots/gradcam.png`) shows, per class, correct and wrong cases with "
-        "the lung field outlined.", ""]
+        "the central field outlined.", ""]
     return lines
 
 
@@ -242,14 +302,17 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
               f"{_num(cal.get('test_ece_before'))} before, {_num(cal.get('test_ece_after'))} after", ""]
     thresholds = (metrics.get("thresholds") or {}).get("val") or {}
     if thresholds:
-        lines += ["Decision thresholds, chosen on the validation split for a target sensitivity: "
-                  + ", ".join(f"{c} ≥ {v['threshold']:.4f} (target {_pct(v['target_sensitivity'])})"
-                              for c, v in thresholds.items()), ""]
-    lines += ["## Results", "", *_results(metrics, "Internal test split")]
+        lines += ["Decision thresholds, chosen on the validation split for a target sensitivity (the "
+                  "ceil(target x (n + 1))-th highest score of its n positive patients, so that a new patient is "
+                  "caught with at least the target probability): "
+                  + ", ".join(f"{c} ≥ {v['threshold']:.4f} (target {_pct(v['target_sensitivity'])}"
+                              + (f", {v['positive_patients']} validation patients" if v.get("positive_patients")
+                                 else "") + ")" for c, v in thresholds.items()), ""]
+    lines += ["## Results", "", *_results(metrics, "Internal test split", thresholds)]
     for ext_name, m in (metrics.get("external") or {}).items():
         info = (external.get("sets") or {}).get(ext_name, {})
         title = f"External set `{ext_name}`" + (f" ({info.get('source')})" if info else "")
-        lines += _results(m, title)
+        lines += _results(m, title, thresholds)
         if info.get("removed_as_in_main_data"):
             lines.append(f"{info['removed_as_in_main_data']} images also in the main data were removed from it.")
     lines += _ood_section(metrics.get("ood") or {})
@@ -271,6 +334,7 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
     lines += ["", "## What the model looks at", *_shortcut(metrics.get("shortcut"))]
     if gate:
         lines += ["", *gate_section(gate)]
+    lines += ["", *how_sure(((metrics.get("ci") or {}).get("level")) or 0.95)]
     lines += ["", "## Limitations",
               "- Performance on one data set does not transfer to other hospitals, scanners, age groups or "
               "protocols: check the external sets and the per-source rows above.",

@@ -59,7 +59,7 @@ class ModelBundle:
             from components.core.eval.ood import scoring_model
 
             spec = tf.TensorSpec([None, self.image_size, self.image_size, 1], tf.uint8)
-            both = scoring_model(self.model)
+            both = scoring_model(self.model, int(self.ood.means.shape[1]))
             self._infer_ood = tf.function(lambda t: both(t, training=False), input_signature=[spec],
                                           autograph=False)
         probs, feats = self._infer_ood(x)

@@ -12,15 +12,18 @@ check               test (window vs reference)                            effect
                     against the false-alarm rate the threshold was set     ``monitor.max_ood_rate``
                     for (or the rate it gave on the validation split,
                     when higher: a small split's quantile is coarse)
-``prediction_drift``  chi-square goodness of fit of the predicted-class    total variation distance of the
-                    counts against the validation split's predicted        class shares
-                    shares (add-½ smoothed)
+``prediction_drift``  chi-square test of homogeneity (2 x K table) of the   total variation distance of the
+                    window's predicted-class counts and the validation     class shares
+                    split's: the reference shares are an estimate from
+                    a few dozen images, not exact
 ``image_drift``     two-sample Kolmogorov–Smirnov test per image           the KS statistic D
                     statistic (pixel mean and std at the model input;
                     original width and height) against the training split
 ``live_accuracy``   where feedback exists (>= ``monitor.min_feedback``):   accuracy and per-class
-                    accuracy and per-class sensitivity with Wilson 95%    sensitivity, against
-                    intervals                                              ``monitor.min_live_*``
+                    accuracy (of the argmax label) and per-class           sensitivity, against
+                    sensitivity of the served decision (the record's       ``monitor.min_live_*``
+                    ``decision``: probability >= the class's operating
+                    threshold; the argmax where none), Wilson 95% CIs
 ==================  ====================================================  ===============================
 
 A drift is *significant* when its p-value is below ``monitor.drift_p_value`` divided by the number of
@@ -141,21 +144,30 @@ def check_ood_rate(flags: np.ndarray, false_alarm: float, max_rate: float) -> di
             "p_value": _r(p, 6), "effect": _r(k / n), "effect_limit": max_rate}
 
 
-def check_prediction_drift(labels: list[str], expected_share: dict[str, float]) -> dict:
-    from scipy.stats import chisquare
+def check_prediction_drift(labels: list[str], reference_counts: dict[str, float]) -> dict:
+    """Window's predicted-class counts against the validation split's (``reference_counts``): a chi-square test
+    of homogeneity on the 2 x K table, so the reference's own sampling error counts (a goodness-of-fit test
+    against its shares would treat 40 validation images as exact). Classes neither predicted are left out."""
+    from scipy.stats import chi2_contingency
 
-    classes = list(expected_share)
+    classes = list(reference_counts)
     counts = np.array([sum(1 for x in labels if x == c) for c in classes], dtype=np.float64)
+    ref = np.array([float(reference_counts[c]) for c in classes])
     n = counts.sum()
     if n == 0:
         return {"n": 0, "p_value": None}
-    base = np.array([expected_share[c] for c in classes]) * 1000 + 0.5  # add-1/2 smoothing: no zero expectations
-    expected = base / base.sum()
-    stat, p = chisquare(counts, expected * n)
+    keep = (counts + ref) > 0
+    table = np.stack([counts[keep], ref[keep]])
+    if ref.sum() == 0 or keep.sum() < 2:
+        return {"n": int(n), "p_value": None, "note": "no reference counts to compare with"}
+    stat, p, _, _ = chi2_contingency(table, correction=False)
+    expected = ref / ref.sum()
     tv = 0.5 * float(np.abs(counts / n - expected).sum())
-    return {"n": int(n), "observed": {c: _r(x / n) for c, x in zip(classes, counts, strict=True)},
+    return {"n": int(n), "n_reference": int(ref.sum()),
+            "observed": {c: _r(x / n) for c, x in zip(classes, counts, strict=True)},
             "expected": {c: _r(x) for c, x in zip(classes, expected, strict=True)}, "chi2": _r(float(stat)),
-            "p_value": _r(float(p), 6), "effect": _r(tv), "effect_name": "total variation distance"}
+            "p_value": _r(float(p), 6), "effect": _r(tv), "effect_name": "total variation distance",
+            "test": "chi-square homogeneity, window vs validation counts"}
 
 
 def check_image_drift(window: Window, reference: dict[str, np.ndarray]) -> dict:
@@ -174,6 +186,13 @@ def check_image_drift(window: Window, reference: dict[str, np.ndarray]) -> dict:
     return out
 
 
+def _served_positive(record: dict, c: str) -> bool:
+    """What the server told the user about class ``c``: its thresholded decision when it has an operating point
+    (``decision``), else whether ``c`` was the argmax label."""
+    decision = record.get("decision") or {}
+    return bool(decision[c]) if c in decision else record.get("label") == c
+
+
 def check_live_accuracy(window: Window, classes: list[str], min_feedback: int) -> dict:
     labelled = [r for r in window.records if "truth" in r]
     n = len(labelled)
@@ -185,8 +204,11 @@ def check_live_accuracy(window: Window, classes: list[str], min_feedback: int) -
     for c in classes:
         pos = [r for r in labelled if r["truth"] == c]
         if pos:
-            hit = sum(1 for r in pos if r.get("label") == c)
-            out["sensitivity"][c] = {"n": len(pos), "value": _r(hit / len(pos)), "ci": wilson(hit, len(pos))}
+            hit = sum(1 for r in pos if _served_positive(r, c))
+            served = sum(1 for r in pos if c in (r.get("decision") or {}))
+            out["sensitivity"][c] = {"n": len(pos), "value": _r(hit / len(pos)), "ci": wilson(hit, len(pos)),
+                                     "of": "served decision" if served == len(pos) else
+                                     "argmax label" if served == 0 else f"served decision ({served} of {len(pos)})"}
     return out
 
 
@@ -207,7 +229,7 @@ def assess(window: Window, reference, cfg) -> dict:
     expected = max(reference.false_alarm, reference.val_flag_rate())
     checks["ood_rate"] = check_ood_rate(flags, expected, cfg.max_ood_rate)
     checks["prediction_drift"] = check_prediction_drift([str(r.get("label")) for r in window.records],
-                                                        reference.expected_class_share())
+                                                        reference.class_counts())
     checks["image_drift"] = check_image_drift(window, reference.stats)
     checks["live_accuracy"] = check_live_accuracy(window, reference.classes, cfg.min_feedback)
     tests = [checks["ood_rate"], checks["prediction_drift"], *checks["image_drift"].values()]

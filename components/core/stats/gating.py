@@ -6,14 +6,15 @@
   trained or validated on; the patients left out are counted, with the reason. Fewer than
   ``gate.min_comparison_patients`` left, or a champion without lineage, makes the comparison
   *incomparable*, and ``gate.on_incomparable`` decides.
-* **Paired non-inferiority.** For each gated metric, patients are resampled with replacement
-  (all of a patient's images move together) and the metric of *both* models is computed on the same
-  resample; the check passes when the lower bound of the CI of (candidate - champion) is above
-  ``-margin``, and the candidate is marked *superior* when that bound is above 0. Point estimates of
-  two models on a reshuffled split, or a flat regression allowance, can pass a worse model.
-* **The served decision.** Sensitivity and specificity are those of the thresholded decision at each
-  model's own operating points (chosen on its validation split), i.e. what ``cxr serve`` returns,
-  not argmax recall.
+* **Paired non-inferiority** (:mod:`components.core.stats.comparison`): per gated metric, an interval of
+  (candidate - champion) on the same patients that does not collapse when the models agree (Tango's score
+  interval for paired proportions, MOVER for AUCs and macro F1); the check passes when its lower bound is above
+  ``-margin``, the candidate is *superior* when it is above 0, and a check too weak to tell (power below
+  ``gate.min_power`` for two equal models) is *inconclusive* (``gate.on_underpowered`` decides).
+* **The served decision.** The absolute thresholds read the sensitivity and specificity of the thresholded
+  decision at the candidate's own operating points (chosen on its validation split), i.e. what ``cxr serve``
+  returns; the comparison with the champion reads them at matched operating points (specificity at the
+  sensitivity both reach, and the reverse) plus the paired ROC-AUC, so threshold noise is not compared.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from components.core.stats.clinical import auc, patient_resamples, threshold_for_sensitivity
+from components.core.stats.clinical import conformal_threshold, patient_resamples
 
 DIGEST_NAMESPACE = "cxr-mlops/patient/"
 
@@ -42,13 +43,24 @@ def set_digest(items: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16]
 
 
+def image_digest(sha256: str) -> str:
+    """An image's content digest in lineage: the first 128 bits of its sha256 (the file's bytes)."""
+    return str(sha256)[:32]
+
+
 def lineage(train_ids: Iterable[str], val_ids: Iterable[str], *, data_version: str, manifest_digest: str,
-            params_hash: str, git_commit: str) -> dict:
-    """What a model version must carry so a later gate can tell which patients it has seen."""
+            params_hash: str, git_commit: str, train_images: Iterable[str] = (),
+            val_images: Iterable[str] = ()) -> dict:
+    """What a model version must carry so a later gate can tell which patients, and which images (by content:
+    a renamed or re-ingested file keeps its sha256), it has seen."""
     train, val = digests(train_ids), digests(val_ids)
-    return {"schema": 1, "digest": "sha256:" + DIGEST_NAMESPACE + "<patient_id>, first 128 bits",
-            "patients": {"train": train, "val": val},
-            "counts": {"train": len(train), "val": len(val)},
+    images = {"train": sorted({image_digest(h) for h in train_images if h}),
+              "val": sorted({image_digest(h) for h in val_images if h})}
+    return {"schema": 2, "digest": "sha256:" + DIGEST_NAMESPACE + "<patient_id>, first 128 bits",
+            "image_digest": "sha256 of the image file, first 128 bits",
+            "patients": {"train": train, "val": val}, "images": images,
+            "counts": {"train": len(train), "val": len(val), "train_images": len(images["train"]),
+                       "val_images": len(images["val"])},
             "seen_digest": set_digest(train + val), "data_version": data_version,
             "manifest_digest": manifest_digest, "params_hash": params_hash, "git_commit": git_commit}
 
@@ -78,97 +90,48 @@ def seen_patients(record: dict | None) -> set[str] | None:
     return set(record["patients"].get("train", [])) | set(record["patients"].get("val", []))
 
 
-# ---------------------------------------------------------------- metrics of the served decision
-def served_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str], thresholds: dict[str, float]) -> dict:
-    """accuracy, macro F1, macro ROC-AUC (as evaluate reports them), and per class with an operating point
-    the sensitivity and specificity of the thresholded decision ``proba[:, c] >= threshold``."""
-    y, proba = np.asarray(y), np.asarray(proba, dtype=float)
-    pred = proba.argmax(axis=1)
-    out: dict[str, float] = {"accuracy": float((pred == y).mean()) if len(y) else np.nan}
-    f1s, aucs = [], []
-    for i in range(len(classes)):
-        pos, hit = y == i, pred == i
-        tp, fp, fn = (pos & hit).sum(), (~pos & hit).sum(), (pos & ~hit).sum()
-        if pos.any():
-            prec, rec = (tp / (tp + fp) if tp + fp else 0.0), tp / (tp + fn)
-            f1s.append(2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0)
-        aucs.append(auc(pos, proba[:, i]))
-    out["macro_f1"] = float(np.mean(f1s)) if f1s else np.nan
-    finite = [a for a in aucs if np.isfinite(a)]
-    out["macro_roc_auc"] = float(np.mean(finite)) if finite else np.nan
-    for c, t in thresholds.items():
-        if c not in classes:
-            continue
-        i = classes.index(c)
-        pos, flag = y == i, proba[:, i] >= t
-        out[f"sensitivity.{c}"] = float((flag & pos).sum() / pos.sum()) if pos.any() else np.nan
-        out[f"specificity.{c}"] = float((~flag & ~pos).sum() / (~pos).sum()) if (~pos).any() else np.nan
-    return out
-
-
-def _ci(values: list[float], level: float) -> tuple[float, float] | None:
-    arr = np.asarray(values, dtype=float)
-    arr = arr[np.isfinite(arr)]
-    if len(arr) < 10:
+def seen_images(record: dict | None) -> set[str] | None:
+    """The image content digests a model trained or validated on; None when the record has none (lineage
+    schema 1: patients only)."""
+    if not record or "images" not in record:
         return None
-    lo, hi = np.percentile(arr, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return round(float(lo), 4), round(float(hi), 4)
+    return set(record["images"].get("train", [])) | set(record["images"].get("val", []))
 
 
-def bootstrap(y: np.ndarray, proba: np.ndarray, patients: np.ndarray, classes: list[str],
-              thresholds: dict[str, float], resamples: int, seed: int, level: float) -> dict[str, dict]:
-    """Point and patient-level CI of every served metric of one model."""
-    point = served_metrics(y, proba, classes, thresholds)
-    samples: dict[str, list[float]] = {k: [] for k in point}
-    for idx in patient_resamples(patients, resamples, seed):
-        for k, v in served_metrics(y[idx], proba[idx], classes, thresholds).items():
-            samples[k].append(v)
-    return {k: {"point": _round(v), "ci": _ci(samples[k], level)} for k, v in point.items()}
-
-
-def paired_bootstrap(y: np.ndarray, cand: np.ndarray, champ: np.ndarray, patients: np.ndarray,
-                     classes: list[str], cand_thresholds: dict[str, float], champ_thresholds: dict[str, float],
-                     resamples: int, seed: int, level: float) -> dict[str, dict]:
-    """For each metric both models have: candidate, champion, their difference and its paired CI."""
-    pc = served_metrics(y, cand, classes, cand_thresholds)
-    ph = served_metrics(y, champ, classes, champ_thresholds)
-    keys = [k for k in pc if k in ph]
-    diffs: dict[str, list[float]] = {k: [] for k in keys}
-    for idx in patient_resamples(patients, resamples, seed):
-        a = served_metrics(y[idx], cand[idx], classes, cand_thresholds)
-        b = served_metrics(y[idx], champ[idx], classes, champ_thresholds)
-        for k in keys:
-            diffs[k].append(a[k] - b[k])
-    return {k: {"candidate": _round(pc[k]), "champion": _round(ph[k]), "difference": _round(pc[k] - ph[k]),
-                "ci": _ci(diffs[k], level)} for k in keys}
-
-
-def threshold_cis(y_val: np.ndarray, proba_val: np.ndarray, patients: np.ndarray, classes: list[str],
-                  targets: dict[str, float], resamples: int, seed: int, level: float) -> dict[str, dict]:
-    """How much each operating point's threshold itself moves when the validation patients are resampled."""
+# ---------------------------------------------------------------- operating points
+def operating_point_guarantees(y_val: np.ndarray, proba_val: np.ndarray, patients: np.ndarray, classes: list[str],
+                               targets: dict[str, float], resamples: int, seed: int, level: float) -> dict[str, dict]:
+    """What each served threshold promises (:func:`components.core.stats.clinical.conformal_threshold`: the exact
+    threshold, the expected out-of-sample sensitivity and its lower bound) and how much the threshold itself
+    moves when the validation patients are resampled (``ci``; reported, no check uses it)."""
     out = {}
     for c, target in targets.items():
         i = classes.index(c)
-        t = threshold_for_sensitivity(proba_val[:, i], y_val == i, target)
-        if t is None:
+        chosen = conformal_threshold(proba_val[:, i], y_val == i, patients, target, level, name=c)
+        if chosen is None:
             continue
-        values = [threshold_for_sensitivity(proba_val[idx, i], y_val[idx] == i, target)
-                  for idx in patient_resamples(patients, resamples, seed)]
-        out[c] = {"threshold": round(t, 6), "target_sensitivity": target,
-                  "ci": _ci([v for v in values if v is not None], level)}
+        values = []
+        for idx in patient_resamples(patients, resamples, seed):
+            pos = np.unique(patients[idx][y_val[idx] == i])
+            n = len(pos)
+            if n and int(np.ceil(target * (n + 1) - 1e-9)) <= n:
+                scores = proba_val[idx, i][y_val[idx] == i]
+                ids = patients[idx][y_val[idx] == i]
+                values.append(conformal_threshold(scores, np.ones(len(scores), bool), ids, target, level)["threshold"])
+        ci = None
+        if len(values) >= 10:
+            lo, hi = np.percentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+            ci = (round(float(lo), 6), round(float(hi), 6))
+        out[c] = {**chosen, "target_sensitivity": target, "ci": ci,
+                  "gated": False, "note": "reported, not gated: the absolute thresholds check the served sensitivity "
+                  "on test patients; expected_sensitivity and sensitivity_lower_bound are what the rank promises"}
     return out
 
 
-def _round(x: float) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), 4)
-
-
 # ---------------------------------------------------------------- checks
-GATED_BASE = ("accuracy", "macro_f1", "macro_roc_auc")
-
-
 def threshold_checks(cand_stats: dict[str, dict], gate, patients: int) -> list[dict]:
-    """``gate.min_*`` on the candidate's served metrics (lower CI bounds with ``gate.use_lower_ci``)."""
+    """``gate.min_*`` on the candidate's served metrics (lower CI bounds with ``gate.use_lower_ci``); each check
+    says how many patients it rests on (positive patients for sensitivity, negative ones for specificity)."""
     wanted = {"accuracy": gate.min_accuracy, "macro_f1": gate.min_macro_f1, "macro_roc_auc": gate.min_roc_auc,
               **{f"sensitivity.{c}": v for c, v in gate.min_sensitivity.items()},
               **{f"specificity.{c}": v for c, v in gate.min_specificity.items()}}
@@ -177,59 +140,59 @@ def threshold_checks(cand_stats: dict[str, dict], gate, patients: int) -> list[d
         stat = cand_stats.get(metric) or {}
         point, ci = stat.get("point"), stat.get("ci")
         value = (ci[0] if ci else None) if gate.use_lower_ci else point
+        count = stat.get("count", "patients")
         label = f"{metric} {'lower CI bound ' if gate.use_lower_ci else ''}>= {minimum}"
         checks.append({"check": label, "kind": "threshold", "metric": metric, "value": value, "point": point,
-                       "ci": list(ci) if ci else None, "threshold": minimum, "patients": patients,
+                       "ci": list(ci) if ci else None, "threshold": minimum,
+                       "patients": stat.get("patients", patients), "count": count,
                        "passed": value is not None and value >= minimum})
     return checks
 
 
-def non_inferiority_checks(paired: dict[str, dict], gate, patients: int) -> list[dict]:
-    """The candidate may be worse than the champion by less than the margin, with confidence."""
-    checks = []
-    for metric, d in paired.items():
-        if metric not in GATED_BASE and not metric.startswith(("sensitivity.", "specificity.")):
-            continue
-        margin = gate.margin(metric)
-        ci = d["ci"]
-        lower = ci[0] if ci else None
-        check = {
-            "check": f"{metric}: candidate - champion, lower CI bound > -{margin}", "kind": "non_inferiority",
-            "metric": metric, "value": d["difference"], "ci": list(ci) if ci else None, "margin": margin,
-            "candidate": d["candidate"], "champion": d["champion"], "patients": patients,
-            "passed": lower is not None and lower > -margin, "superior": lower is not None and lower > 0}
-        if ci is None:  # cannot show non-inferiority: fail, and say why
-            check["note"] = ("no CI: too few comparison patients with (and without) this finding, or "
-                             "evaluate.bootstrap.resamples is 0; add patients new to both models")
-        checks.append(check)
-    return checks
-
-
 def comparison_ground(test_patients: np.ndarray, cand_seen: set[str] | None, champ_seen: set[str] | None,
-                      minimum: int) -> dict:
-    """Which test patients may compare the two models, and why the others may not."""
-    uniq = sorted(set(map(str, test_patients)))
+                      minimum: int, test_images: np.ndarray | None = None, cand_images: set[str] | None = None,
+                      champ_images: set[str] | None = None) -> dict:
+    """Which test patients may compare the two models, and why the others may not: a patient either model
+    trained or validated on (by patient id), or one with an image either model saw (by content, whatever its
+    name or patient id: a file without an id is its own patient, so a renamed copy would otherwise slip in)."""
+    test_patients = np.asarray(test_patients).astype(str)
+    uniq = sorted(set(test_patients))
     dig = {p: patient_digest(p) for p in uniq}
-    excluded = {"champion_trained_or_validated": 0, "candidate_trained_or_validated": 0}
+    content: dict[str, set[str]] = {p: set() for p in uniq}
+    if test_images is not None:
+        for p, h in zip(test_patients, np.asarray(test_images).astype(str), strict=True):
+            if h and h != "nan":
+                content[p].add(image_digest(h))
+    excluded = {"champion_trained_or_validated": 0, "candidate_trained_or_validated": 0,
+                "champion_saw_an_image": 0, "candidate_saw_an_image": 0}
     keep = []
     for p in uniq:
         if champ_seen is not None and dig[p] in champ_seen:
             excluded["champion_trained_or_validated"] += 1
         elif cand_seen is not None and dig[p] in cand_seen:
             excluded["candidate_trained_or_validated"] += 1
+        elif champ_images and content[p] & champ_images:
+            excluded["champion_saw_an_image"] += 1
+        elif cand_images and content[p] & cand_images:
+            excluded["candidate_saw_an_image"] += 1
         else:
             keep.append(p)
     out = {"patients_total": len(uniq), "patients_used": len(keep), "excluded": excluded, "keep": keep,
-           "min_comparison_patients": minimum}
+           "min_comparison_patients": minimum,
+           "by_content": test_images is not None and bool(champ_images)}
     if champ_seen is None:
         out.update(status="incomparable", reason="the champion has no lineage record (registered before lineage "
                    "was recorded), so the patients it trained on are unknown")
     elif len(keep) < minimum:
+        seen = excluded["champion_trained_or_validated"] + excluded["champion_saw_an_image"]
         out.update(status="incomparable", reason=f"only {len(keep)} test patients are new to both models "
-                   f"(gate.min_comparison_patients is {minimum}; {excluded['champion_trained_or_validated']} "
-                   "were in the champion's training or validation data)")
+                   f"(gate.min_comparison_patients is {minimum}; {seen} were in the champion's training or "
+                   "validation data)")
     else:
         out.update(status="compared", reason="")
+    if champ_seen is not None and champ_images is None:
+        out["note"] = ("the champion's lineage has patient digests only (schema 1): test images it saw under another "
+                       "patient id cannot be excluded")
     return out
 
 

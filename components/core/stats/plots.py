@@ -1,6 +1,6 @@
 """Report figures (matplotlib, headless): confusion matrices, ROC/PR curves, reliability diagram,
 training curves, and image galleries (top losses; Grad-CAM overlays per class, correct next to wrong,
-with the lung field of the shortcut tests outlined)."""
+with the central field of the shortcut tests outlined)."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def gradcam_grid(rows: list[list[dict | None]], row_labels: list[str], col_label
     """A grid of Grad-CAM overlays: one row per class, columns as labelled (e.g. correct…, wrong…).
 
     Each cell is ``None`` (shown as "none") or ``{"image": H×W×3 uint8, "caption": str, "rect": (r0, r1,
-    c0, c1) or None}``; ``rect`` is drawn as a dashed white outline (the lung field).
+    c0, c1) or None}``; ``rect`` is drawn as a dashed white outline (the central field).
     """
     from matplotlib.patches import Rectangle
 

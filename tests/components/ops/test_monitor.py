@@ -80,13 +80,16 @@ def test_a_model_without_reference_is_a_clear_error(tiny_model_dir, tmp_path):
 
 def test_cli_monitor_submits_the_training_pipeline_to_kfp_when_due(tiny_model_dir, reference, tmp_path, capsys):
     from cxr.cli import main
+    from pipelines import ops
 
     write_log(tmp_path / "log", reference, 60, 3, shifted=True)
+    package = tmp_path / "cxr_training.yaml"  # compiled pipelines are built, not committed
+    ops.compile_pipeline(package, ROOT / "params.yaml")
     fake = FakeKfp()
     try:
         code = main(["monitor", "--params", str(ROOT / "params.yaml"), "--log", str(tmp_path / "log"), "--out",
                      str(tmp_path / "out"), "--model", str(tiny_model_dir), "--kfp-host", fake.host,
-                     "--package", str(ROOT / "pipelines" / "compiled" / "cxr_training.yaml"),
+                     "--package", str(package),
                      "--set", "monitor.min_predictions=30", "--set", "data.demo.patients_per_class=10"])
         out = json.loads(capsys.readouterr().out)
         assert code == 0 and out["verdict"] == "retraining_due" and out["retraining"]["submitted"] is True

@@ -137,3 +137,17 @@ def test_incoherent_training_combinations_are_warned_about():
     assert any("one-cycle" in w for w in warnings(
         phases=[{"epochs": 10, "trainable": "last:6", "lr": 1e-4, "schedule": "one_cycle"}]))
     assert warnings() == []  # the schema default (seed 1) is coherent
+
+
+def test_a_synthetic_external_set_applies_to_demo_data_only_unless_asked_for():
+    from components.core.contract.config import applicable_external
+
+    demo_set = {"name": "demo-site-b", "source": "demo", "demo": {"patients_per_class": 4, "seed": 7}}
+    real = {"source": "dir", "path": "../shared/data/cxr-sample"}
+    assert [e.name for e in applicable_external(parse_params({"evaluate": {"external": [demo_set]}}))] == [
+        "demo-site-b"]
+    assert applicable_external(parse_params({"data": real, "evaluate": {"external": [demo_set]}})) == []
+    asked = parse_params({"data": real, "evaluate": {"external": [{**demo_set, "with_real_data": True}]}})
+    assert [e.name for e in applicable_external(asked)] == ["demo-site-b"]
+    with pytest.raises(ParamsError, match=r"not used with data\.source 'dir'"):
+        parse_params({"data": real, "evaluate": {"external": [demo_set]}, "gate": {"external": {"demo-site-b": {}}}})

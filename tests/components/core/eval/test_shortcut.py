@@ -1,8 +1,9 @@
 """Shortcut stress tests (components/core/eval/shortcut.py), resize modes and the planted-shortcut demo.
 
 Proof both ways: the default demo (no shortcut by construction) is not flagged, a demo with a planted
-class-dependent corner marker is flagged by the border probe and the lung-masked test, and the shared real
-sample (class = hospital) is flagged by the border probe. Tiny sizes: 32–48 px, small_cnn, a few epochs.
+class-dependent corner marker is flagged by the border probe and the centre-masked test, and the shared real
+sample (class = hospital) is flagged by the border probe. The central field blanks the same share of the
+visible film in every resize mode; it is a rectangle, not a lung mask. Tiny sizes: 32–48 px, small_cnn, a few epochs.
 """
 
 import json
@@ -12,12 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from components.core.contract.config import LungFieldConfig, ShortcutConfig
+from components.core.contract.config import CentralFieldConfig, ShortcutConfig
 from components.core.data import images, synthetic
 from components.core.eval import shortcut
 from tests.conftest import train_params
 
-FIELD = LungFieldConfig()
+FIELD = CentralFieldConfig()
 
 
 # --- resize modes and geometry ---------------------------------------------------------------------
@@ -59,20 +60,38 @@ def test_pad_and_crop_are_unchanged():
         images.fit_square(film, 32, "stretch")
 
 
-def test_lung_field_follows_the_film_box_not_the_square():
+def test_central_field_is_centred_on_the_visible_film_and_filled_with_the_rest_of_it():
     x = np.stack([images.fit_square(_film(100, 50), 40, "pad"), images.fit_square(_film(50, 100), 40, "pad")])
     rows = pd.DataFrame({"width": [100, 50], "height": [50, 100]})
     boxes, source = shortcut.film_boxes(x, rows, "pad")
     assert source == "manifest" and boxes.tolist() == [[10, 0, 20, 40], [0, 10, 40, 20]]
     assert shortcut.film_boxes(x, None, "pad")[1] == "pixels"
-    masks = shortcut.lung_masks(boxes, 40, FIELD)
-    assert shortcut.lung_rect(boxes[0], 40, FIELD) == (12, 28, 2, 38)
+    masks = shortcut.central_masks(boxes, 40, FIELD)
+    # a 20 x 40 film at rows 10-30: rows 10-90% of it (12-28), columns 5-95% (2-38)
+    assert shortcut.central_rect(boxes[0], 40, FIELD) == (12, 28, 2, 38)
     assert not masks[0, :12].any() and masks[0, 12:28, 2:38].all() and not masks[0, 28:].any()
-    blanked = shortcut.mask_lungs(x, masks, boxes)
+    blanked = shortcut.blank_centre(x, masks, boxes)
     rest = np.zeros((40, 40), bool)
-    rest[10:30] = True  # the film's box, minus its lung field: what stays visible (the lungs never leak in)
+    rest[10:30] = True  # the film's box, minus its central field: what stays visible (the centre never leaks in)
     rest_mean = round(float(x[0][rest & ~masks[0]].mean()))
     assert (blanked[0][masks[0]] == rest_mean).all() and (blanked[0][~masks[0]] == x[0][~masks[0]]).all()
+
+
+@pytest.mark.parametrize("fractions", [(0.1, 0.9, 0.05, 0.95), (0.25, 0.75, 0.25, 0.75)])
+def test_blanked_share_of_the_visible_film_is_the_same_in_every_resize_mode(fractions):
+    """The old rectangle was a share of the whole film box: 72% of a letterboxed film, about 81% of a cropped square
+    (the box overflows it). pad and crop were compared on different areas. Now each mode loses the same share of
+    what the model sees."""
+    field = CentralFieldConfig(**dict(zip(("top", "bottom", "left", "right"), fractions, strict=True)))
+    area = field.area
+    shares = {}
+    for mode in ("pad", "pad_edge", "crop"):
+        for w, h in ((1671, 1296), (640, 524), (1174, 780), (800, 1000)):
+            box = np.array([images.content_box(w, h, 64, mode)])
+            mask, film = shortcut.central_masks(box, 64, field), shortcut.film_masks(box, 64)
+            shares[(mode, w)] = mask.sum() / film.sum()
+    assert max(shares.values()) - min(shares.values()) < 0.03
+    assert all(abs(v - area) < 0.03 for v in shares.values())
 
 
 # --- statistics and probes on arrays ---------------------------------------------------------------
@@ -120,7 +139,7 @@ def test_attention_outside_and_subsample():
     masks[:, 2:6, 2:6] = True
     heat = np.zeros((4, 8, 8), np.float32)
     heat[:2, 0, :] = 1.0  # class 0 looks at the top band
-    heat[2:, 3, 3] = 1.0  # class 1 at the lungs
+    heat[2:, 3, 3] = 1.0  # class 1 at the centre
     out = shortcut.attention_outside(heat, masks, np.array([0, 0, 1, 1]), ["A", "B", "C"])
     assert out["A"]["share_outside"] == 1.0 and out["A"]["area_outside"] == 0.75 and out["A"]["excess"] == 0.25
     assert out["A"]["patients"] == 2 and out["A"]["p_value"] == 0.25
@@ -129,8 +148,10 @@ def test_attention_outside_and_subsample():
     assert len(idx) == 10 and np.bincount(np.repeat([0, 1, 2], [50, 30, 20])[idx]).tolist() == [5, 3, 2]
 
 
-def test_source_probe_within_a_class():
-    """Class 0 comes from two hospitals whose features differ; class 1 from one: only class 0 is probed."""
+def test_source_probe_within_a_class_blocks_only_where_source_goes_with_the_label_in_training():
+    """Class 0 comes from two hospitals whose features differ; class 1 from one: only class 0 is probed. Whether
+    that blocks depends on the training data: hospital b all class 0 there (a shortcut the model could learn), or
+    both hospitals with the same class mix, or hospital b never seen (a domain shift, reported)."""
     rng = np.random.default_rng(0)
     n = 40
     feats = rng.normal(size=(n, 8)).astype(np.float32)
@@ -141,10 +162,28 @@ def test_source_probe_within_a_class():
                        "groups": np.arange(n // 2 + 10).astype(str)},
               "ext": {"features": feats[n // 2 + 10:], "y": y[n // 2 + 10:], "source": np.full(10, ""),
                       "groups": np.arange(10).astype(str)}}
-    out = shortcut.source_probe(pooled, ["A", "B"], ShortcutConfig())
+
+    def train(sources, labels):
+        return pd.DataFrame({"source": sources, "label": labels, "patient_id": [f"t{i}" for i in range(len(labels))]})
+
+    shortcut_in_training = train(["b"] * 20 + ["a"] * 20, ["A"] * 20 + ["B"] * 20)
+    out = shortcut.source_probe(pooled, ["A", "B"], ShortcutConfig(), shortcut_in_training)
     assert out["class"] == "A" and out["flagged"] and out["value"] > 0.8 and out["chance"] == 0.5
+    assoc = out["per_class"]["A"]["training_association"]
+    assert assoc["associated"] and assoc["cramers_v"] == 1.0 and assoc["sources_in_training"] == ["a", "b"]
     assert out["per_class"]["B"]["sources"] == ["a", "set:ext"]  # an empty source is named after its set
     assert not out["per_class"]["B"]["flagged"]
+
+    same_mix = train(["a", "b"] * 20, ["A", "A", "B", "B"] * 10)
+    reported = shortcut.source_probe(pooled, ["A", "B"], ShortcutConfig(), same_mix)
+    assert reported["above_chance"] and not reported["flagged"]
+    assert not reported["per_class"]["A"]["training_association"]["associated"]
+    one_site = shortcut.source_probe(pooled, ["A", "B"], ShortcutConfig(), train(["a"] * 40, ["A", "B"] * 20))
+    assert not one_site["flagged"] and "1 of these sources" in one_site["per_class"]["A"]["training_association"][
+        "reason"]
+    block = {"enabled": True, "flags": [], "sets": {}, "source_probe": one_site}
+    assert "reported, not blocking" in shortcut.summary_text(block)
+
     one = {"test": {**pooled["test"], "source": np.full(n // 2 + 10, "a")}}
     assert shortcut.source_probe(one, ["A", "B"], ShortcutConfig())["not_run"].startswith("no class")
 
@@ -175,7 +214,7 @@ def test_shared_sample_borders_give_the_class_away(shared_sample):
     rows = pd.DataFrame({"width": [r.shape[1] for r in raw], "height": [r.shape[0] for r in raw]})
     boxes, _ = shortcut.film_boxes(x, rows, "pad")
     y = np.array([classes.index(c) for c in m["label"]])
-    probe = shortcut.grouped_probe(shortcut.border_features(x, 0.12, shortcut.lung_masks(boxes, 32, FIELD)), y,
+    probe = shortcut.grouped_probe(shortcut.border_features(x, 0.12, shortcut.central_masks(boxes, 32, FIELD)), y,
                                    m["patient_id"].astype(str).to_numpy(), 5, 0)
     cfg = ShortcutConfig()
     assert probe["value"] >= probe["chance"] + cfg.margins.border_probe and probe["p_value"] <= cfg.alpha
@@ -221,7 +260,8 @@ def test_clean_demo_model_is_not_flagged(tmp_path):
     block = shortcut.stress_tests(model, _eval_sets(root / "shards"), list(p.data.classes), p.evaluate.shortcut)
     assert block["shortcut_risk"] is False, block["flags"]
     res = block["sets"]["test"]
-    assert res["film_box_from"] == "pixels" and "value" in res["lung_masked"] and "value" in res["border_probe"]
+    assert res["film_box_from"] == "pixels" and "value" in res["centre_masked"] and "value" in res["border_probe"]
+    assert abs(res["blanked_share_of_film"] - 0.72) < 0.03
     assert block["source_probe"]["not_run"]  # one source ("demo")
     assert block["summary"].startswith("Shortcut risk: none found.")
 
@@ -239,7 +279,7 @@ def test_planted_corner_marker_is_flagged_by_evaluate(planted, tmp_path):
     block = json.loads((tmp_path / "metrics.json").read_text())["shortcut"]
     assert summary["shortcut_risk"] is True and block["shortcut_risk"] is True
     flagged = {f["test"] for f in block["flags"]}
-    assert "border_probe" in flagged and "lung_masked" in flagged, block["flags"]
+    assert "border_probe" in flagged and "centre_masked" in flagged, block["flags"]
     for f in block["flags"]:
         assert f["set"] == "test" and f["value"] >= f["threshold"] and set(f) >= {"value", "threshold", "chance",
                                                                                   "p_value", "what"}

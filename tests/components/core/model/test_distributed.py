@@ -62,7 +62,7 @@ def test_two_workers_train_like_one_and_resume_after_kill_9(tiny_shards, tmp_pat
     script = tmp_path / "run.py"
     script.write_text(
         "import sys\nfrom pathlib import Path\nfrom components import train\n"
-        "from tests.components.test_distributed import _params\n"
+        "from tests.components.core.model.test_distributed import _params\n"
         f"train.run(_params(2), Path({str(tiny_shards)!r}), Path(sys.argv[1]), Path(sys.argv[2]), track=False)\n")
     state = tmp_path / "state-kill"
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "killed"), str(state)],

@@ -140,3 +140,16 @@ def test_concat_pooling_head_feeds_gradcam_and_cached_features():
     head = models.head_model(model, feats.shape[-1])
     np.testing.assert_allclose(head.predict(feats, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     assert gradcam.gradcam(model, x, np.array([0, 1])).shape[0] == 2
+
+
+def test_ood_features_of_a_concat_head_are_both_halves():
+    from components.core.eval import ood
+
+    model = models.build_model(cfg("small_cnn", head={"pooling": "concat", "dense_units": 8}), 3)
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 1), dtype=np.uint8)
+    probs, feats = ood.probs_and_features(model, x)
+    np.testing.assert_allclose(feats, models.pooled_features(model, x), rtol=1e-5)  # what the head reads
+    assert feats.shape == (4, 2 * 96) and probs.shape == (4, 3)
+    assert not np.allclose(feats[:, 96:], feats[:, :96])  # the max half is not a copy of the average half
+    # a reference fitted on the average half (before this fix) is still scored on that half
+    assert ood.probs_and_features(model, x, dims=96)[1].shape == (4, 96)

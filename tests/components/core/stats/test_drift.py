@@ -123,3 +123,29 @@ def test_time_rotation(tmp_path):
     log.append({"type": "feedback", "request_id": "b" * 32, "label": "NORMAL"})
     log.close()
     assert len(log.files) == 2 and all(p.name.startswith("predictions-") and p.suffix == ".jsonl" for p in log.files)
+
+
+def test_prediction_drift_weighs_the_validation_split_as_a_sample():
+    """40 validation images gave shares 0.5/0.25/0.25; a window of 600 from 0.4/0.3/0.3 is within what 40 images
+    could have shown. A goodness-of-fit test against the shares as exact calls it drift; the 2 x K test does not."""
+    from scipy.stats import chisquare
+
+    val = {"COVID19": 20, "NORMAL": 10, "PNEUMONIA": 10}
+    labels = ["COVID19"] * 240 + ["NORMAL"] * 180 + ["PNEUMONIA"] * 180
+    out = drift.check_prediction_drift(labels, val)
+    as_exact = chisquare([240, 180, 180], [300, 150, 150]).pvalue
+    assert as_exact < 0.001 < 0.2 < out["p_value"] and out["n_reference"] == 40
+    assert out["effect"] == pytest.approx(0.1) and out["expected"]["COVID19"] == 0.5
+    moved = drift.check_prediction_drift(["COVID19"] * 550 + ["NORMAL"] * 50, val)
+    assert moved["p_value"] < 0.001  # a real move is still found
+
+
+def test_live_sensitivity_is_that_of_the_served_decision_not_the_argmax(reference):
+    recs = records(reference, 40, 7, labels=["NORMAL"] * 40)
+    for i, r in enumerate(recs):
+        r["truth"] = "PNEUMONIA"
+        r["decision"] = {"COVID19": False, "PNEUMONIA": i % 4 != 0}  # flagged at the operating threshold
+    live = drift.check_live_accuracy(window(recs), CLASSES, 30)
+    assert live["accuracy"] == 0.0  # the argmax label was NORMAL every time
+    assert live["sensitivity"]["PNEUMONIA"]["value"] == 0.75 and live["sensitivity"]["PNEUMONIA"]["of"] == \
+        "served decision"
