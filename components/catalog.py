@@ -8,8 +8,8 @@ from types import ModuleType
 from components.core.spec import StepSpec
 
 # pipeline order; lr-find is a tool (no DVC stage, no KFP task)
-STEP_MODULES = ("ingest", "validate", "split", "preprocess", "train", "external", "evaluate", "registry_state",
-                "gate", "register", "lr_find")
+STEP_MODULES = ("ingest", "validate", "split", "preprocess", "review_labels", "train", "external", "evaluate",
+                "registry_state", "gate", "register", "lr_find")
 
 
 def module(name: str) -> ModuleType:

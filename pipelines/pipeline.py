@@ -3,7 +3,9 @@ one task per part, then its merge task), wired and configured from the step spec
 register runs behind ``dsl.If`` on the gate's bool.
 
 Pipeline parameters mirror ``params.yaml`` (one ``dict`` per section, defaults read from the file at
-compile time) plus ``data_uri`` (``dvc://<git-url>@<rev>`` to train on exactly what a commit pins).
+compile time) plus ``data_uri`` (``dvc://<git-url>@<rev>`` to train on exactly what a commit pins) and
+``label_overrides`` (the label decisions ingest applies: the image's copy of ``data/label_overrides.csv`` when
+compiled for a cluster, none for a local run).
 Cluster settings: the train task asks for a GPU on tainted GPU nodes; every task has CPU/memory
 requests and limits, runs as a non-root user, and gets credentials from Kubernetes Secrets.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 from kfp import dsl, kubernetes
 
 SECTIONS = ("data", "validate", "split", "preprocess", "train", "evaluate", "gate", "registry", "mlflow", "monitor",
-            "scale")
+            "scale", "review")
 DEFAULT_IMAGE = "ghcr.io/cxr-mlops/cxr-mlops-gpu:latest"
 
 
@@ -41,6 +43,9 @@ class ClusterConfig:
     trainjob_runtime: str = "cxr-tensorflow-multiworker"
     train_shared_pvc: str = "cxr-train-shared"
     train_shared_path: str = "/mnt/cxr-shared"
+    # the label decisions ingest applies (pipeline parameter label_overrides): the file the images carry
+    # (infra/docker copies data/label_overrides.csv to /app); "" applies none
+    label_overrides: str = "/app/data/label_overrides.csv"
 
 
 def default_arguments(params_path: str | Path = "params.yaml") -> dict:
@@ -112,6 +117,7 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
     if missing:
         raise ValueError(f"pipeline parameters lack the params sections {sorted(missing)}: add them to SECTIONS")
     image = cluster.image if cluster else DEFAULT_IMAGE
+    overrides_default = cluster.label_overrides if cluster else ""
 
     def component(name: str):
         return dsl.component(getattr(tasks, name), base_image=image, install_kfp_package=False)
@@ -156,18 +162,19 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
     values_: dict = {}
 
     @dsl.pipeline(name="cxr-training", description="Chest X-ray classifier: ingest → validate → split → "
-                  "preprocess → train → evaluate → gate → register (when the gate passes).")
+                  "preprocess → (review-labels) → train → evaluate → gate → register (when the gate passes).")
     def cxr_training(
         data: dict = defaults["data"], validate: dict = defaults["validate"], split: dict = defaults["split"],
         preprocess: dict = defaults["preprocess"], train: dict = defaults["train"],
         evaluate: dict = defaults["evaluate"], gate: dict = defaults["gate"], registry: dict = defaults["registry"],
         mlflow: dict = defaults["mlflow"], monitor: dict = defaults["monitor"], scale: dict = defaults["scale"],
-        data_uri: str = "",
+        review: dict = defaults["review"], data_uri: str = "", label_overrides: str = overrides_default,
     ):
         values_.clear()
         values_.update({"data": data, "validate": validate, "split": split, "preprocess": preprocess, "train": train,
                         "evaluate": evaluate, "gate": gate, "registry": registry, "mlflow": mlflow,
-                        "monitor": monitor, "scale": scale, "data_uri": data_uri})
+                        "monitor": monitor, "scale": scale, "review": review, "data_uri": data_uri,
+                        "label_overrides": label_overrides})
         done: dict = {}
         for spec in specs:
             if spec.when:

@@ -56,6 +56,12 @@ def _register_views(summary: dict, paths: dict, args: dict) -> None:
     shutil.copy(Path(paths["out"]) / "model_card.md", card)
 
 
+def _review_views(summary: dict, paths: dict, args: dict) -> None:
+    page = args["gallery"].path
+    Path(page).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(paths["out"]) / "gallery.html", page)
+
+
 def _metadata(step: str, summary: dict, args: dict) -> None:
     if step == "ingest":
         args["out"].metadata["images"] = summary.get("images")
@@ -72,6 +78,7 @@ def _write(path: str, obj: Any) -> None:
 
 VIEWS: dict[str, Callable[[dict, dict, dict], None]] = {
     "validate": _validate_views, "evaluate": _evaluate_views, "gate": _gate_views, "register": _register_views,
+    "review-labels": _review_views,
 }
 
 

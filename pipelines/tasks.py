@@ -29,6 +29,7 @@ def partitions(scale: dict) -> List[int]:
 def ingest(
     data: dict,
     data_uri: str,
+    label_overrides: str,
     out: Output[Dataset],
     reports: Output[Dataset],
 ) -> str:
@@ -37,6 +38,8 @@ def ingest(
     Args:
         data: the ``data`` section of params.yaml (the whole section).
         data_uri: dvc://<git-url>@<rev>: ingest exactly what that commit pins (its data/raw).
+        label_overrides: label decisions to apply (sha256 → relabel | exclude; only confirmed lines change
+            anything); '' applies none.
         out: output, output folder: images + manifest.csv (``data/raw`` under DVC).
         reports: output, summary.json and skipped.csv: every file skipped or renamed, and why
             (``reports/ingest`` under DVC).
@@ -193,6 +196,32 @@ def preprocess(
     from pipelines.runtime import run_task
 
     return run_task('preprocess', locals(), phase='merge')
+
+
+def review_labels(
+    data: dict,
+    review: dict,
+    shards: Input[Dataset],
+    out: Output[Dataset],
+    gallery: Output[HTML],
+) -> str:
+    """Find training labels that look wrong: out-of-fold probabilities + confident learning (review.enabled).
+
+    Args:
+        data: the ``data`` section of params.yaml (reads classes).
+        review: the ``review`` section of params.yaml (the whole section).
+        shards: input from preprocess.out: preprocessed shards (the train and val splits are reviewed)
+            (``data/shards`` under DVC).
+        out: output, suspects.csv, pred_probs.csv, gallery.html, summary.json (``reports/label_review`` under
+            DVC).
+        gallery: for the KFP UI, the top suspects with their Grad-CAM.
+
+    Returns:
+        the step's summary as JSON.
+    """
+    from pipelines.runtime import run_task
+
+    return run_task('review-labels', locals())
 
 
 def train(
@@ -388,6 +417,6 @@ def register(
 
 
 FUNCTIONS = (
-    partitions, ingest, validate_partition, validate, split, preprocess_partition, preprocess, train, external,
-    evaluate, gate, register,
+    partitions, ingest, validate_partition, validate, split, preprocess_partition, preprocess, review_labels,
+    train, external, evaluate, gate, register,
 )

@@ -121,9 +121,13 @@ def _resnet34(keras, x, weights: str | None):
     features = resnet.resnet34(keras, x)
     if weights is None:
         return features
+    import warnings
+
     body = resnet.backbone_model()
     try:
-        body.load_weights(weights)
+        with warnings.catch_warnings():  # Keras warns per layer before it raises for a file that does not fit
+            warnings.simplefilter("ignore", UserWarning)
+            body.load_weights(weights)
     except Exception as err:  # wrong file, wrong network: Keras raises ValueError and friends
         raise ParamsError(f"train.weights {weights} does not fit backbone resnet34: {type(err).__name__}: "
                           f"{str(err)[:300]}") from None

@@ -18,7 +18,7 @@ from components.core.errors import CxrError
 
 # params.yaml sections in file order; ``validate`` is ``Params.validate_`` in Python
 SECTION_ORDER = ("data", "validate", "split", "preprocess", "train", "mlflow", "evaluate", "gate", "registry",
-                 "monitor", "scale")
+                 "monitor", "scale", "review")
 _ATTR_TO_KEY = {"validate_": "validate"}
 _KEY_TO_ATTR = {v: k for k, v in _ATTR_TO_KEY.items()}
 

@@ -152,7 +152,8 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             import torch
         except ImportError:
             raise DataError(f"{path}: reading a .pth needs PyTorch (pip install torch), or export it to .npz where "
-                            "PyTorch is: numpy.savez(out, **{k: v.numpy() for k, v in torch.load(pth).items()})") from None
+                            "PyTorch is: numpy.savez(out, **{k: v.numpy() for k, v in torch.load(pth).items()})"
+                            ) from None
         sd = torch.load(path, map_location="cpu", weights_only=True)
         sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
         return {k: v.detach().cpu().numpy() for k, v in sd.items()}
@@ -166,16 +167,21 @@ def default_output() -> Path:
 
 
 def convert(state_dict_path: str | Path, out: str | Path | None = None) -> dict:
-    """torchvision resnet34 state dict → a Keras weights file of the body (``include_top=False``): ``out``
-    (a ``.weights.h5``), by default :data:`IMAGENET_FILE` in the Keras cache, where ``train.weights:
-    imagenet`` finds it."""
+    """torchvision resnet34 state dict (a ``.pth`` or ``.npz`` file) → a Keras weights file of the body
+    (``include_top=False``): ``out`` (a ``.weights.h5``), by default :data:`IMAGENET_FILE` in the Keras cache,
+    where ``train.weights: imagenet`` finds it."""
+    return convert_arrays(read_state_dict(state_dict_path), out)
+
+
+def convert_arrays(state_dict: Mapping[str, np.ndarray], out: str | Path | None = None) -> dict:
+    """:func:`convert` for a state dict already in memory (name → array)."""
     from components.core.fsutil import atomic_path
 
     out = Path(out) if out else default_output()
     if not out.name.endswith(".weights.h5"):
         raise ParamsError(f"--out {out}: the file name must end with .weights.h5 (Keras' weights format)")
     model = backbone_model()
-    counts = assign_torchvision(model, read_state_dict(state_dict_path))
+    counts = assign_torchvision(model, state_dict)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         target = tmp.with_name(tmp.name + ".weights.h5")  # Keras insists on the suffix
