@@ -118,7 +118,8 @@ def _review(params, shards: Path, out: Path) -> dict:
     y = np.concatenate([p.y for p in parts]).astype(int)
     x = label_review.resize(np.concatenate([np.asarray(p.x) for p in parts]), cfg.image_size)
     fold_of = label_review.folds(y, rows["patient_id"].astype(str).to_numpy(), cfg.folds, cfg.seed)
-    probs, fold_models, fold_seconds = label_review.out_of_fold(x, y, fold_of, len(classes), cfg, AugmentConfig() if cfg.augment else None)
+    augment = AugmentConfig() if cfg.augment else None
+    probs, fold_models, fold_seconds = label_review.out_of_fold(x, y, fold_of, len(classes), cfg, augment)
     issues = label_review.find_issues(y, probs)
     suspects = label_review.suspects_table(rows, y, probs, fold_of, issues, classes)
     agreement = float((probs.argmax(axis=1) == y).mean())
