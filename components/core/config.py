@@ -671,11 +671,12 @@ class ReviewConfig(Section):
     backbone: Backbone = "small_cnn"
     weights: str = "none"
     image_size: int = Field(64, ge=32, le=1024)  # the shards' images are resized down to this (never up)
-    epochs: int = Field(20, ge=1, le=500)
+    epochs: int = Field(30, ge=1, le=500)
     lr: float = Field(0.005, gt=0, lt=1)
     batch_size: int = Field(32, ge=1, le=4096)
     # the default augmentation in the fold trainings: about 3x slower at 32 px on a CPU, and on the demo it found
-    # fewer planted flips (top-k recall 0.69 against 0.75-0.81 without, BENCHMARKS.md "Label review")
+    # fewer planted flips (top-k recall 0.69 against 0.75-0.81 without; 20 epochs instead of 30 at 64 px: out-of-fold
+    # agreement 0.51 against 0.65, BENCHMARKS.md "Label review")
     augment: bool = False
     gallery: int = Field(24, ge=0, le=1000)  # top suspects shown with their Grad-CAM in gallery.html
     seed: int = 0
