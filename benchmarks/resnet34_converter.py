@@ -19,7 +19,6 @@ import argparse
 import json
 import subprocess
 import tempfile
-from pathlib import Path
 
 import numpy as np
 

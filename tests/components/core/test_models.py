@@ -170,7 +170,7 @@ def test_the_backbone_table_is_the_one_source():
     from components.core import backbones, config
 
     assert config.BACKBONES == backbones.NAMES and set(models.PREPROCESSING) == set(backbones.NAMES)
-    assert config.NO_BATCHNORM == {b.name for b in backbones.TABLE if not b.batchnorm}
+    assert {b.name for b in backbones.TABLE if not b.batchnorm} == config.NO_BATCHNORM
     for b in backbones.TABLE:
         assert config.MIN_IMAGE_SIZE[b.name] == b.min_size
         assert (b.keras_app is None) == (b.name in ("resnet34", "small_cnn"))
