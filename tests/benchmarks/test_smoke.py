@@ -53,7 +53,7 @@ def test_recipes(capsys):
                   "--demo-patients", "6", "--gpu-recipes", "seed2-fastai"])
     out = capsys.readouterr().out
     assert "| demo | kermany-2class | small_cnn@32 | 2 |" in out and "macro F1 [95% CI]" in out
-    assert "seed2-fastai | resnet50@224" in out and "unverified" in out
+    assert "seed2-fastai | resnet34@224" in out and "unverified" in out
 
 
 def test_scale(capsys):
