@@ -123,13 +123,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--noise", type=float, default=0.1)
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="training seeds (each run)")
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one)")
+    ap.add_argument("--patients", type=int, help="override data.demo.patients_per_class (smoke runs)")
+    ap.add_argument("--epochs", type=int, help="override the training's and the review's epochs (smoke runs)")
+    ap.add_argument("--size", type=int, help="override train.image_size and review.image_size (smoke runs)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     base = load_params(ROOT / "params.yaml").model_dump(mode="json", by_alias=True, exclude_none=True)
+    smoke = {k: v for k, v in (("data.demo.patients_per_class", a.patients), ("review.epochs", a.epochs),
+                               ("train.image_size", a.size), ("review.image_size", a.size)) if v}
+    if a.epochs:
+        smoke["train.phases"] = [{**ph, "epochs": a.epochs} for ph in base["train"]["phases"]]
     params = parse_params(apply_overrides(base, {"data.demo.label_noise": a.noise, "review.enabled": True,
-                                                 "evaluate.external": []}))
+                                                 "evaluate.external": [], **smoke}))
     truth = true_labels(params)
-    clean = clean_set(list(params.data.classes), params.train.image_size)
+    clean = clean_set(list(params.data.classes), params.train.image_size, patients=a.patients or 40)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(a.work or tmp)
         run1, run2 = work / "run1", work / "run2"
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         suspects = pd.read_csv(run1 / "review" / "suspects.csv")
         k = len(planted & reviewed)
         hits = len(set(suspects["path"].head(k)) & planted)
+        k = max(k, 1)  # (a smoke run may plant nothing the review sees)
         found_all = len(set(suspects["path"]) & planted)
         decisions = work / "label_overrides.csv"
         decisions.write_text("sha256,action,label,status,who,why,path\n")
@@ -162,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
                                           "planted_among_all_suspects": found_all,
                                           "images_trained": review["images_trained"]},
         "cost_ratio_review_to_one_training": round(review_seconds / mean_train, 2),
+        "cost_ratio_to_median_training": round(review_seconds / statistics.median(r["train_seconds"] for r in first),
+                                               2),
         "person": person, "applied": prep2["ingest"].get("label_overrides"),
         "run1": first, "run2": second,
         "data_steps_seconds": [round(prep1["seconds"], 1), round(prep2["seconds"], 1)],

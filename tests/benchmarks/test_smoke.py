@@ -2,7 +2,17 @@
 
 import pytest
 
-from benchmarks import inference, input_pipeline, load, orchestration, pixels, recipes, train_step, validation
+from benchmarks import (
+    inference,
+    input_pipeline,
+    label_review,
+    load,
+    orchestration,
+    pixels,
+    recipes,
+    train_step,
+    validation,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +72,10 @@ def test_scale(capsys):
     scale.main(["--sizes", "120", "240", "--no-dvc"])
     out = capsys.readouterr().out
     assert "peak RSS MiB" in out and "growth" in out and "epoch img/s" in out
+
+
+def test_label_review(capsys):
+    """benchmarks/resnet34_converter.py needs a Python with PyTorch (not in the locks): no smoke run."""
+    label_review.main(["--noise", "0.2", "--seeds", "1", "--patients", "6", "--epochs", "1", "--size", "32"])
+    out = capsys.readouterr().out
+    assert '"cost_ratio_review_to_one_training"' in out and "| train seed | clean set acc. run 1 |" in out
