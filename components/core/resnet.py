@@ -102,6 +102,18 @@ def backbone_model(input_shape=(None, None, 3)):
     return keras.Model(inp, resnet34(keras, inp), name="resnet34")
 
 
+def weight_layer_names() -> list[str]:
+    """The names of ResNet34's layers that hold weights (36 convolutions, 36 BatchNorms), block by block."""
+    names = ["conv1", "bn1"]
+    for i, blocks in enumerate(BLOCKS, start=1):
+        for j in range(blocks):
+            p = f"layer{i}_{j}"
+            names += [f"{p}_conv1", f"{p}_bn1", f"{p}_conv2", f"{p}_bn2"]
+            if j == 0 and i > 1:
+                names += [f"{p}_downsample_0", f"{p}_downsample_1"]
+    return names
+
+
 def _layer_name(key: str) -> tuple[str, str]:
     module, _, tensor = key.rpartition(".")
     return module.replace(".", "_"), tensor
@@ -117,9 +129,9 @@ def assign_torchvision(model, state_dict: Mapping[str, np.ndarray]) -> dict[str,
     for key, value in sd.items():
         layer, tensor = _layer_name(key)
         grouped.setdefault(layer, {})[tensor] = value
-    expected = {layer.name: layer for layer in backbone_model().layers if layer.weights}
-    missing = sorted(set(expected) - set(grouped))
-    extra = sorted(set(grouped) - set(expected))
+    expected = set(weight_layer_names())
+    missing = sorted(expected - set(grouped))
+    extra = sorted(set(grouped) - expected)
     if missing or extra:
         raise DataError(f"not a torchvision resnet34 state dict: missing {missing[:5]}{'…' if len(missing) > 5 else ''}"
                         f", unexpected {extra[:5]}{'…' if len(extra) > 5 else ''}")
