@@ -34,6 +34,17 @@ def test_confident_learning_ranks_the_wrong_labels_by_self_confidence():
     assert (label_review.suggested(probs, given) != given).all()  # never the given label
 
 
+def test_fold_models_are_small_from_scratch_or_the_recipes_backbone_with_its_head_only():
+    from components.core.config import ReviewConfig
+
+    small = label_review.fold_config(ReviewConfig())
+    assert (small.backbone, small.weights, small.phases[0].trainable, small.freeze_batchnorm) == (
+        "small_cnn", "none", "all", False)
+    recipe = label_review.fold_config(ReviewConfig(backbone="resnet34", weights="imagenet", epochs=3))
+    assert (recipe.phases[0].trainable, recipe.freeze_batchnorm, recipe.phases[0].epochs) == ("head", True, 3)
+    assert recipe.phases[0].schedule == "one_cycle" and recipe.class_weight == "balanced"
+
+
 def test_off_by_default_writes_empty_reports_at_once(tmp_path):
     params = parse_params({})
     assert params.review.enabled is False
