@@ -32,8 +32,8 @@ from benchmarks.common import ROOT, machine, table
 
 def clean_set(classes: list[str], size: int, seed: int = 1234, patients: int = 40):
     """A fresh demo set, no noise, other patients: (x, y) as the model takes them (crop resize)."""
-    from components.core import synthetic
-    from components.core.images import load_for_model
+    from components.core.data import synthetic
+    from components.core.data.images import load_for_model
 
     xs, ys = [], []
     for _, label, _, data in synthetic.generate(classes, patients, 2, 160, 320, seed):
@@ -43,7 +43,7 @@ def clean_set(classes: list[str], size: int, seed: int = 1234, patients: int = 4
 
 
 def accuracy(model_dir: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from components.core import models
+    from components.core.model import models
 
     model = models.load_model(model_dir / "model.keras")
     return float((model.predict(x, verbose=0).argmax(axis=1) == y).mean())
@@ -51,7 +51,7 @@ def accuracy(model_dir: Path, x: np.ndarray, y: np.ndarray) -> float:
 
 def true_labels(params) -> dict[str, str]:
     """patient → the class its films show."""
-    from components.core import synthetic
+    from components.core.data import synthetic
 
     d = params.data.demo
     flips = synthetic.planted_flips(list(params.data.classes), d.patients_per_class, d.label_noise, d.seed)
@@ -71,9 +71,9 @@ def data_steps(params, work: Path, overrides_file: Path | None) -> dict:
 
 def train_and_score(params, work: Path, seeds: list[int], clean, truth: dict[str, str]) -> list[dict]:
     from components import train
-    from components.core import models
-    from components.core import shards as shard_io
-    from components.core.config import apply_overrides, parse_params
+    from components.core.contract.config import apply_overrides, parse_params
+    from components.core.data import shards as shard_io
+    from components.core.model import models
 
     out = []
     test = shard_io.load_split(work / "shards", "test")
@@ -97,7 +97,7 @@ def train_and_score(params, work: Path, seeds: list[int], clean, truth: dict[str
 
 def confirm_as_a_person(overrides_file: Path, truth: dict[str, str], raw_manifest: Path) -> dict:
     """Confirm the proposals whose image was planted (to the film's true class), drop the others."""
-    from components.core import manifest, overrides
+    from components.core.data import manifest, overrides
 
     lines = overrides.read(overrides_file)
     rows = manifest.read(raw_manifest).set_index("path")
@@ -115,9 +115,9 @@ def confirm_as_a_person(overrides_file: Path, truth: dict[str, str], raw_manifes
 
 def main(argv: list[str] | None = None) -> None:
     from components import review_labels
-    from components.core import manifest
-    from components.core.config import apply_overrides, load_params, parse_params
-    from components.core.sources.demo import PLANTED
+    from components.core.contract.config import apply_overrides, load_params, parse_params
+    from components.core.data import manifest
+    from components.core.data.sources.demo import PLANTED
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--noise", type=float, default=0.1)

@@ -53,7 +53,7 @@ print(torch.__version__, torchvision.__version__)
 def main(argv: list[str] | None = None) -> None:
     import keras
 
-    from components.core import resnet
+    from components.core.model import resnet
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--torch-python", required=True, help="a Python with torch and torchvision")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         keras.config.set_floatx("float32")
         keras.config.set_dtype_policy("float32")
         pth = subprocess.run([a.torch_python, "-c", "import sys, numpy as np; sys.path.insert(0, '.');"
-                              "from components.core.resnet import read_state_dict;"
+                              "from components.core.model.resnet import read_state_dict;"
                               f"a = read_state_dict('{tmp}/resnet34.pth'); b = np.load('{tmp}/sd.npz');"
                               "print(all(np.array_equal(a[k], b[k]) for k in b.files) and len(a) == len(b.files))"],
                              check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip()

@@ -1,13 +1,13 @@
 """Ingest: bring images from a source into ``data/raw/`` with a raw manifest, accounting for every file.
 
-Sources (``data.source``, adapters in :mod:`components.core.sources`): ``demo`` (the embedded
+Sources (``data.source``, adapters in :mod:`components.core.data.sources`): ``demo`` (the embedded
 synthetic generator), ``dir`` (a class-folder tree or a CSV manifest), ``kaggle`` (downloaded
 with credentials from the environment, then read like ``dir``); ``--data-uri dvc://<git-url>@<rev>``
 fetches exactly what a commit pins. ``reports/ingest/`` lists every file that was skipped or
 renamed, with the reason.
 
 Label decisions (``--label-overrides``, default ``data/label_overrides.csv``, a DVC dependency of this stage:
-:mod:`components.core.overrides`): confirmed lines relabel or exclude images by sha256, proposed lines change
+:mod:`components.core.data.overrides`): confirmed lines relabel or exclude images by sha256, proposed lines change
 nothing; the summary's ``label_overrides`` block counts both (the model card lists it).
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.core.params_view import under_spec
-from components.core.spec import Option, Port, StepSpec
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Option, Port, StepSpec
 
 SPEC = StepSpec(
     name="ingest",
@@ -46,7 +46,7 @@ def run(params, out: str | Path, reports: str | Path | None = None, source_path:
         data_uri: str = "", label_overrides: str | Path | None = None) -> dict:
     """Ingest ``params.data`` (or ``data_uri``) into ``out``, applying the confirmed ``label_overrides``; the
     account of skipped files into ``reports``."""
-    from components.core import overrides, sources
+    from components.core.data import overrides, sources
 
     decisions = None
     if label_overrides and not data_uri:

@@ -2,7 +2,7 @@
 
 Out-of-fold probabilities over the training and validation splits (``review.folds`` patient-grouped folds, a
 short training per fold), then confident learning (cleanlab's ``find_label_issues``) ranked by
-self-confidence: :mod:`components.core.label_review`. Outputs, in ``reports/label_review/``:
+self-confidence: :mod:`components.core.eval.label_review`. Outputs, in ``reports/label_review/``:
 
 * ``suspects.csv``: ``path,patient_id,given_label,suggested_label,score`` (``path`` as in
   ``data/raw/manifest.csv``; ``score`` = the out-of-fold probability of the given label, lowest first), then
@@ -15,7 +15,7 @@ With ``review.enabled: false`` the stage writes the same files empty (and says s
 
 ``cxr review-labels --accept N`` runs no review: it appends the top N suspects of the last review that have no
 line yet to ``--label-overrides`` (``data/label_overrides.csv``) as *proposed* relabels. Nothing changes until a
-person confirms a line (:mod:`components.core.overrides`); ingest then applies it and ``dvc repro`` retrains.
+person confirms a line (:mod:`components.core.data.overrides`); ingest then applies it and ``dvc repro`` retrains.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.core.params_view import under_spec
-from components.core.spec import Option, Port, StepSpec
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Option, Port, StepSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def run(params, shards: str | Path, out: str | Path, accept: int = 0,
 def _accept(out: Path, n: int, overrides_path: Path) -> dict:
     import datetime
 
-    from components.core import manifest, overrides
-    from components.core.errors import DataError, ParamsError
+    from components.core.contract.errors import DataError, ParamsError
+    from components.core.data import manifest, overrides
 
     if n < 0:
         raise ParamsError(f"--accept {n}: give the number of top suspects to propose (>= 1)")
@@ -84,8 +84,8 @@ def _accept(out: Path, n: int, overrides_path: Path) -> dict:
 
 
 def _disabled(out: Path) -> dict:
-    from components.core.fsutil import atomic_path, write_json
-    from components.core.label_review import SUSPECT_COLUMNS
+    from components.core.contract.fsutil import atomic_path, write_json
+    from components.core.eval.label_review import SUSPECT_COLUMNS
 
     summary = {"enabled": False, "note": "label review is off (review.enabled: false)"}
     with atomic_path(out, directory=True) as tmp:
@@ -100,11 +100,12 @@ def _disabled(out: Path) -> dict:
 def _review(params, shards: Path, out: Path) -> dict:
     import pandas as pd
 
-    from components.core import label_review, models
-    from components.core import shards as shard_io
-    from components.core.config import AugmentConfig
-    from components.core.errors import DataError
-    from components.core.fsutil import atomic_path, write_json, write_text
+    from components.core.contract.config import AugmentConfig
+    from components.core.contract.errors import DataError
+    from components.core.contract.fsutil import atomic_path, write_json, write_text
+    from components.core.data import shards as shard_io
+    from components.core.eval import label_review
+    from components.core.model import models
 
     models.require_tensorflow()
     started = time.perf_counter()

@@ -49,7 +49,7 @@ class ClusterConfig:
 
 
 def default_arguments(params_path: str | Path = "params.yaml") -> dict:
-    from components.core.config import load_params
+    from components.core.contract.config import load_params
 
     dumped = load_params(params_path).model_dump(mode="json", by_alias=True, exclude_none=True)
     return {s: dumped[s] for s in SECTIONS}  # None is not a protobuf value: unset keys take their defaults
@@ -193,7 +193,7 @@ MONITOR_SECTIONS = ("monitor", "registry", "mlflow")
 
 def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
     """The one-task ``cxr-monitor`` pipeline (run it on a schedule: ``cxr pipeline schedule --monitor``)."""
-    from components import monitor as monitor_step
+    from components.ops import monitor as monitor_step
     from pipelines.monitor import cxr_monitor
 
     cfg = cluster or ClusterConfig()

@@ -86,7 +86,7 @@ def step_arguments(step: str, args: dict, phase: str = "") -> tuple[Any, dict[st
     """(params, keyword arguments of ``run()``) for a task's arguments; ``phase``: ``partition`` (inputs and
     the part's folder) or ``merge`` (the merge's inputs, the parts' folders, the outputs) of a partitioned step."""
     from components import catalog
-    from components.core.config import parse_params
+    from components.core.contract.config import parse_params
     from pipelines.codegen import task_specs, wiring
 
     spec = catalog.spec(step)
@@ -118,7 +118,7 @@ def run_task(step: str, args: dict, phase: str = "") -> str | bool:
     """Run ``step`` inside a KFP task; return its summary as JSON, or the bool its spec ``returns``.
     ``phase``: ``partition`` runs one part of a partitioned step (``run_partition``), ``merge`` its merge."""
     from components import catalog
-    from components.core import logs
+    from components.core.contract import logs
 
     logs.configure()
     spec = catalog.spec(step)

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from components import ingest
-from components.core import manifest, modelcard, overrides, synthetic
-from components.core.errors import DataError
+from components.core.contract.errors import DataError
+from components.core.data import manifest, overrides, synthetic
+from components.core.registry import modelcard
 from tests.conftest import tiny_params
 
 ROOT = Path(__file__).resolve().parents[2]

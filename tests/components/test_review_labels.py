@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from components import ingest, preprocess, review_labels, split
-from components.core import label_review, manifest, overrides
-from components.core.config import parse_params
-from components.core.sources.demo import PLANTED
+from components.core.contract.config import parse_params
+from components.core.data import manifest, overrides
+from components.core.data.sources.demo import PLANTED
+from components.core.eval import label_review
 
 COLUMNS = ["path", "patient_id", "given_label", "suggested_label", "score"]
 
@@ -35,7 +36,7 @@ def test_confident_learning_ranks_the_wrong_labels_by_self_confidence():
 
 
 def test_fold_models_are_small_from_scratch_or_the_recipes_backbone_with_its_head_only():
-    from components.core.config import ReviewConfig
+    from components.core.contract.config import ReviewConfig
 
     small = label_review.fold_config(ReviewConfig())
     assert (small.backbone, small.weights, small.phases[0].trainable, small.freeze_batchnorm) == (

@@ -119,11 +119,11 @@ def test_dockerfiles_pass_hadolint_and_run_as_non_root(dockerfile):
 
 
 def test_gpu_image_bakes_default_backbone_weights():
-    """The image bakes what the backbone table marks (one table: components/core/backbones.py)."""
-    from components.core import backbones
+    """The image bakes what the backbone table marks (one table: components/core/model/backbones.py)."""
+    from components.core.model import backbones
 
     text = (ROOT / "infra" / "docker" / "Dockerfile.gpu").read_text()
-    assert "FROM tensorflow/tensorflow:2.21.0-gpu" in text and "python -m components.core.backbones --bake" in text
+    assert "FROM tensorflow/tensorflow:2.21.0-gpu" in text and "python -m components.core.model.backbones --bake" in text
     baked = {b.name for b in backbones.TABLE if b.bake}
     assert baked == {"vgg16", "resnet50", "densenet121", "efficientnetb0", "mobilenetv3small"}
     assert all(backbones.info(n).keras_app and backbones.info(n).imagenet == "keras" for n in baked)
