@@ -12,7 +12,8 @@ from components.core.contract.codedeps import code_files
 from components.core.contract.spec import Port, StepSpec
 
 # pipeline order; lr-find is a tool (no DVC stage, no KFP task)
-STEP_MODULES = ("ingest", "validate", "split", "preprocess", "train", "external", "evaluate", "registry_state",
+STEP_MODULES = ("ingest", "validate", "split", "preprocess", "review_labels", "train", "external", "evaluate",
+                "registry_state",
                 "gate", "register", "lr_find")
 GENERATED = "dvc.yaml"
 

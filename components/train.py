@@ -113,10 +113,14 @@ def _fit_phase(model, phase, state, train, val, datasets, weights, callbacks, st
 
 def _phase_lr(model, phase, idx: int, ckpt, cfg, train, weights, strategy, track: bool) -> float:
     """The phase's learning rate; ``auto``: the LR range test's suggestion (kept in the resume state, and
-    logged to MLflow with its plot)."""
+    logged to MLflow with its plot); ``previous``: the previous phase's rate times ``lr_scale`` (fastai's
+    ``fine_tune`` halves its frozen phase's rate for the unfrozen one)."""
     if not isinstance(phase.lr, str):
         return float(phase.lr)
     found = ckpt.data.setdefault("lr_found", {})
+    if phase.lr == "previous":
+        before = _phase_lr(model, cfg.phases[idx - 1], idx - 1, ckpt, cfg, train, weights, strategy, track)
+        return float(before * phase.lr_scale)
     if str(idx) in found:
         return float(found[str(idx)])
     if ckpt["phase_epoch"] > 0:  # resumed mid-phase: the restored optimizer already trains at the found rate
@@ -128,7 +132,8 @@ def _phase_lr(model, phase, idx: int, ckpt, cfg, train, weights, strategy, track
     ds = shard_io.dataset(train, cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed)
     with strategy.scope():
         result = training.lr_range_test(model, ds, min_lr=f.min_lr, max_lr=f.max_lr, steps=f.steps,
-                                        class_weight=weights, amsgrad=phase.amsgrad)
+                                        class_weight=weights, amsgrad=phase.amsgrad, beta_2=phase.beta_2,
+                                        epsilon=phase.epsilon)
     lr = training.pick_lr(result, f.suggestion)
     log.info("phase %d: lr auto -> %.3g (%s of the LR range test over %d steps, %.1e..%.1e)", idx + 1, lr,
              f.suggestion, result["steps"], f.min_lr, f.max_lr)

@@ -368,7 +368,26 @@ def _deploy(args: argparse.Namespace) -> Any:
     return 6 if result["status"] == "rolled-back" else 0  # 6: refused (the canary failed its analysis)
 
 
+# ---------------------------------------------------------------- weights
+def _convert_weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default="resnet34", choices=("resnet34",),
+                   help="the torchvision network (default resnet34)")
+    p.add_argument("--state-dict", required=True, metavar="FILE",
+                   help="torchvision's state dict: a .pth (needs PyTorch) or an .npz of its arrays by name, e.g. "
+                        "resnet34-b627a593.pth (the ImageNet weights fastai uses)")
+    p.add_argument("--out", default=None, metavar="FILE.weights.h5",
+                   help="where the Keras weights go (default: the Keras cache, where train.weights: imagenet looks)")
+
+
+def _convert_weights(args: argparse.Namespace) -> Any:
+    from components.core.model import resnet
+
+    return resnet.convert(args.state_dict, args.out)
+
+
 TOOLS: list[tuple[str, str, AddArgs, Handler]] = [
+    ("convert-weights", "torchvision ImageNet weights → a Keras weights file (resnet34: seed 2's starting point)",
+     _convert_weights_args, _convert_weights),
     ("promote", "make a gated version the champion (the old one becomes previous-champion); refuses a stale gate",
      _promote_args, _promote),
     ("rollback", "swap champion and previous-champion (recorded)", _rollback_args, _rollback),

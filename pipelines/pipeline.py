@@ -2,8 +2,10 @@
 one task per part, then its merge task), wired from the step specs and configured from the task table
 (``pipelines/tasks.py``); register runs behind ``dsl.If`` on the gate's bool.
 
-Pipeline parameters mirror ``params.yaml`` (one ``dict`` per section of the params schema, defaults read from the
-file at compile time) plus ``data_uri`` (``dvc://<git-url>@<rev>`` to train on exactly what a commit pins).
+Pipeline parameters mirror ``params.yaml`` (one ``dict`` per section, defaults read from the file at
+compile time) plus ``data_uri`` (``dvc://<git-url>@<rev>`` to train on exactly what a commit pins) and
+``label_overrides`` (the label decisions ingest applies: the image's copy of ``data/label_overrides.csv`` when
+compiled for a cluster, none for a local run).
 Cluster settings: the train task asks for a GPU on tainted GPU nodes; every task has CPU/memory
 requests and limits, runs as a non-root user, and gets credentials from Kubernetes Secrets.
 """
@@ -42,6 +44,9 @@ class ClusterConfig:
     trainjob_runtime: str = "cxr-tensorflow-multiworker"
     train_shared_pvc: str = "cxr-train-shared"
     train_shared_path: str = "/mnt/cxr-shared"
+    # the label decisions ingest applies (pipeline parameter label_overrides): the file the images carry
+    # (infra/docker copies data/label_overrides.csv to /app); "" applies none
+    label_overrides: str = "/app/data/label_overrides.csv"
 
 
 def default_arguments(params_path: str | Path = "params.yaml") -> dict:
@@ -113,6 +118,7 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
     wires = components.wiring(pairs)
     image = cluster.image if cluster else DEFAULT_IMAGE
     funcs = components.functions()
+    overrides_default = cluster.label_overrides if cluster else ""
 
     def component(name: str):
         return dsl.component(funcs[name], base_image=image, install_kfp_package=False)
@@ -169,12 +175,14 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
             else:
                 done[spec.name] = add(spec, done)
 
-    # one dict parameter per params section (defaults: params.yaml at compile time), then data_uri; KFP reads this
+    # one dict parameter per params section (defaults: params.yaml at compile time), then data_uri and
+    # label_overrides; KFP reads this
     # signature and calls the function with one value per parameter, in order
-    signature = _signature({s: defaults[s] for s in SECTIONS}, {"data_uri": ""})
+    signature = _signature({s: defaults[s] for s in SECTIONS}, {"data_uri": "", "label_overrides": overrides_default})
+    description = ("Chest X-ray classifier: ingest → validate → split → preprocess → (review-labels) → train → "
+                   "evaluate → gate → register (when the gate passes).")
     cxr_training.__signature__ = signature
-    return dsl.pipeline(name="cxr-training", description="Chest X-ray classifier: ingest → validate → split → "
-                        "preprocess → train → evaluate → gate → register (when the gate passes).")(cxr_training)
+    return dsl.pipeline(name="cxr-training", description=description)(cxr_training)
 
 
 def _signature(sections: dict[str, dict], others: dict[str, str]) -> inspect.Signature:

@@ -2,7 +2,17 @@
 
 import pytest
 
-from benchmarks import inference, input_pipeline, load, orchestration, pixels, recipes, train_step, validation
+from benchmarks import (
+    inference,
+    input_pipeline,
+    label_review,
+    load,
+    orchestration,
+    pixels,
+    recipes,
+    train_step,
+    validation,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +63,7 @@ def test_recipes(capsys):
                   "--demo-patients", "6", "--gpu-recipes", "seed2-fastai"])
     out = capsys.readouterr().out
     assert "| demo | kermany-2class | small_cnn@32 | 2 |" in out and "macro F1 [95% CI]" in out
-    assert "seed2-fastai | resnet50@224" in out and "unverified" in out
+    assert "seed2-fastai | resnet34@224" in out and "unverified" in out
 
 
 def test_scale(capsys):
@@ -70,3 +80,8 @@ def test_small_n(capsys):
     small_n.main(["--quick", "--ns", "8", "20"])
     out = capsys.readouterr().out
     assert "Clopper-Pearson" in out and "Tango min" in out and "conformal" in out and "80% power" in out
+def test_label_review(capsys):
+    """benchmarks/resnet34_converter.py needs a Python with PyTorch (not in the locks): no smoke run."""
+    label_review.main(["--noise", "0.2", "--seeds", "1", "--patients", "6", "--epochs", "1", "--size", "32"])
+    out = capsys.readouterr().out
+    assert '"cost_ratio_review_to_one_training"' in out and "| train seed | clean set acc. run 1 |" in out

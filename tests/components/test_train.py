@@ -131,13 +131,16 @@ def test_resume_continues_the_schedule_and_the_discriminative_optimizer(tiny_sha
 
 @pytest.mark.slow
 def test_lr_auto_trains_at_the_range_tests_suggestion_and_logs_it(tiny_shards, tmp_path, mlflow_store):
-    p = train_params(phases=[{"epochs": 1, "trainable": "all", "lr": "auto"}],
+    """...and a next phase with lr: previous trains at that rate times lr_scale (fastai's fine_tune halves it)."""
+    p = train_params(phases=[{"epochs": 1, "trainable": "all", "lr": "auto"},
+                             {"epochs": 1, "trainable": "all", "lr": "previous", "lr_scale": 0.5}],
                      lr_find={"min_lr": 1e-5, "max_lr": 0.5, "steps": 12})
     summary = train.run(p, tiny_shards, tmp_path / "models", tmp_path / "state")
     lr = summary["phases"][0]["lr"]
-    assert 1e-5 <= lr <= 0.5
+    assert 1e-5 <= lr <= 0.5 and summary["phases"][1]["lr"] == pytest.approx(lr / 2)
     hist = pd.read_csv(tmp_path / "models" / "history.csv")
     assert hist["lr"].iloc[0] == pytest.approx(lr, rel=1e-5)  # the phase trained at it
+    assert hist["lr"].iloc[1] == pytest.approx(lr / 2, rel=1e-5)
     client = mlflow.MlflowClient(mlflow_store)
     run_id = summary["run_id"]
     assert {a.path for a in client.list_artifacts(run_id, "lr_find/phase1")} == {

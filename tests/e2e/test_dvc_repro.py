@@ -74,6 +74,23 @@ def test_push_to_the_default_local_remote(repo):
     assert any((path / "dvc-storage").rglob("*"))
 
 
+def test_label_review_switched_on_produces_suspects_and_a_gallery(repo):
+    """Off by default (the stage wrote empty reports); one switch runs it, and nothing else (not train)."""
+    import pandas as pd
+
+    path, _ = repo
+    assert json.loads((path / "reports/label_review/summary.json").read_text())["enabled"] is False
+    exp = sh(["dvc", "exp", "run", "-S", "review.enabled=true", "-S", "review.epochs=5", "-S", "review.image_size=32",
+              "-S", "review.gallery=2"], path)
+    assert "Running stage 'review-labels'" in exp.stdout and "Running stage 'train'" not in exp.stdout
+    suspects = pd.read_csv(path / "reports/label_review/suspects.csv")
+    assert list(suspects.columns[:5]) == ["path", "patient_id", "given_label", "suggested_label", "score"]
+    raw = pd.read_csv(path / "data/raw/manifest.csv")
+    assert len(suspects) >= 2 and set(suspects["path"]) <= set(raw["path"])  # paths as in data/raw/manifest.csv
+    assert (path / "reports/label_review/gallery.html").read_text().count("data:image/png;base64,") == 6
+    assert json.loads((path / "reports/label_review/summary.json").read_text())["enabled"] is True
+
+
 def test_switching_to_two_classes_is_one_command(repo):
     """`cxr recipe apply kermany-2class`, then `dvc repro`: classes, operating points and gate agree."""
     path, _ = repo

@@ -119,10 +119,16 @@ def test_dockerfiles_pass_hadolint_and_run_as_non_root(dockerfile):
 
 
 def test_gpu_image_bakes_default_backbone_weights():
+    """The image bakes what the backbone table marks (one table: components/core/contract/backbones.py)."""
+    from components.core.contract import backbones
+
     text = (ROOT / "infra" / "docker" / "Dockerfile.gpu").read_text()
-    assert "FROM tensorflow/tensorflow:2.21.0-gpu" in text and "weights='imagenet'" in text
-    for backbone in ("VGG16", "ResNet50", "DenseNet121", "EfficientNetB0", "MobileNetV3Small"):
-        assert backbone in text
+    assert "FROM tensorflow/tensorflow:2.21.0-gpu" in text
+    assert "python -m components.core.contract.backbones --bake" in text
+    baked = {b.name for b in backbones.TABLE if b.bake}
+    assert baked == {"vgg16", "resnet50", "densenet121", "efficientnetb0", "mobilenetv3small"}
+    assert all(backbones.info(n).keras_app and backbones.info(n).imagenet == "keras" for n in baked)
+    assert "COPY data/label_overrides.csv" in text  # the decisions the pipeline's ingest applies
 
 
 def test_yaml_lints():

@@ -13,16 +13,15 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.core.contract import backbones as _backbones
 from components.core.contract.errors import ParamsError
 
 Source = Literal["demo", "dir", "kaggle"]
 Layout = Literal["auto", "classes", "rsna", "siim"]
-Backbone = Literal[
-    "vgg16", "resnet50", "resnet50v2", "densenet121", "efficientnetb0", "mobilenetv3small", "small_cnn"
-]
+Backbone = Literal[_backbones.NAMES]  # the backbone table (components/core/contract/backbones.py)
 BACKBONES: tuple[str, ...] = get_args(Backbone)
 # Smallest input side each backbone accepts with include_top=False (keras.applications checks >= 32).
-MIN_IMAGE_SIZE: dict[str, int] = {name: 32 for name in BACKBONES}
+MIN_IMAGE_SIZE: dict[str, int] = {b.name: b.min_size for b in _backbones.TABLE}
 
 _TRAINABLE = re.compile(r"^(head|all|last:(\d+))$")
 
@@ -45,6 +44,10 @@ class DemoConfig(Section):
     # corner_marker: a bright marker in a corner chosen by the class; border: a black frame whose
     # width depends on the class. none: the default films (no shortcut by construction).
     shortcut: Literal["none", "corner_marker", "border"] = "none"
+    # Planted label noise, for proving the label review (never for a real model): this share of the patients
+    # get another class's label on all their films (rendered as their true class); raw manifest column
+    # label_noise_planted says which (validate drops it, so training never reads it).
+    label_noise: float = Field(0.0, ge=0, lt=0.5)
 
     @model_validator(mode="after")
     def _sides(self) -> DemoConfig:
@@ -196,10 +199,16 @@ DEFAULT_WARMUP: dict[str, float] = {"constant": 0.0, "one_cycle": 0.25, "cosine"
 class Phase(Section):
     """One fine-tuning phase: which layers train, for how long, at which learning rate(s), on which schedule.
 
-    ``lr`` is a number, ``auto`` (the LR range test picks it before the phase, ``train.lr_find``), or
-    fastai's ``[low, high]``: discriminative rates, read as ``lr: high, lr_mult: high / low``.
-    ``lr_mult`` spreads the rate geometrically over ``lr_groups`` layer groups: the earliest backbone
-    group trains at ``lr / lr_mult``, the head at ``lr`` (fastai's ``fine_tune`` uses 100 over 3 groups).
+    ``lr`` is a number, ``auto`` (the LR range test picks it before the phase, ``train.lr_find``),
+    ``previous`` (the rate the previous phase trained at, times ``lr_scale``: fastai's ``fine_tune`` halves
+    the rate of its frozen phase, ``lr_scale: 0.5``), or fastai's ``[low, high]``: discriminative rates, read
+    as ``lr: high, lr_mult: high / low``.
+    ``lr_mult`` spreads the rate over ``lr_groups`` layer groups (:mod:`components.core.contract.backbones` names
+    fastai's cut for 3): ``lr_spread: even`` is fastai's ``slice(lr / lr_mult, lr)`` (geometric: the earliest
+    group at ``lr / lr_mult``, the head at ``lr``; ``fine_tune`` uses 100 over 3 groups), ``flat`` is
+    fastai's ``slice(lr)`` (every body group at ``lr / lr_mult``, fastai's 10, the head at ``lr``; in a frozen
+    phase only the BatchNorm layers that ``train_bn`` trains feel it).
+    ``beta_2``, ``epsilon``: Adam's (Keras 0.999 / 1e-7; fastai 0.99 / 1e-5).
     ``schedule``: ``constant`` (ReduceLROnPlateau applies), ``one_cycle`` (fastai's ``fit_one_cycle``:
     cosine warm-up from ``lr / div`` to ``lr`` over the first ``warmup`` of the phase, cosine annealing
     to ``lr / div_final``) or ``cosine`` (linear warm-up from ``lr / div``, cosine annealing to
@@ -211,15 +220,19 @@ class Phase(Section):
 
     epochs: int = Field(ge=1, le=1000)
     trainable: str = "head"
-    lr: float | Literal["auto"]
+    lr: float | Literal["auto", "previous"]
+    lr_scale: float = Field(1.0, gt=0, le=100)
     lr_mult: float = Field(1.0, ge=1, le=1e6)
     lr_groups: int = Field(3, ge=2, le=64)
+    lr_spread: Literal["even", "flat"] = "even"
     schedule: Schedule = "constant"
     warmup: float | None = Field(None, ge=0, lt=1)
     div: float = Field(25.0, ge=1)
     div_final: float = Field(1e5, ge=1)
     weight_decay: float = Field(0.0, ge=0, lt=1)
     amsgrad: bool = False
+    beta_2: float = Field(0.999, gt=0, lt=1)
+    epsilon: float = Field(1e-7, gt=0, lt=1)
     train_bn: bool | None = None
     # head-only phase on backbone features computed once (no augmentation in this phase): much faster
     cache_features: bool = False
@@ -242,7 +255,7 @@ class Phase(Section):
     @classmethod
     def _lr(cls, v: float | str) -> float | str:
         if isinstance(v, float | int) and not 0 < v < 1:
-            raise ValueError(f"lr must be within (0, 1), 'auto' or [low, high], got {v!r}")
+            raise ValueError(f"lr must be within (0, 1), 'auto', 'previous' or [low, high], got {v!r}")
         return v
 
     @model_validator(mode="after")
@@ -254,6 +267,8 @@ class Phase(Section):
                              "train_bn: true cannot apply (drop one of them)")
         if self.schedule == "constant" and self.warmup:
             raise ValueError("warmup applies to schedule: one_cycle or cosine (a constant schedule has none)")
+        if self.lr_scale != 1.0 and self.lr != "previous":
+            raise ValueError("lr_scale applies to lr: previous (set the rate itself otherwise)")
         return self
 
     @field_validator("trainable")
@@ -274,7 +289,10 @@ class Phase(Section):
 class HeadConfig(Section):
     pooling: Literal["max", "avg", "concat"] = "max"  # concat: average and max pooling side by side (fastai)
     dense_units: int = Field(512, ge=1)
-    dropout: float = Field(0.5, ge=0, lt=1)
+    dropout: float = Field(0.5, ge=0, lt=1)  # before the last dense layer
+    # fastai's create_head: BatchNorm before each dense layer (dense layers without bias, He-initialised)
+    batchnorm: bool = False
+    input_dropout: float = Field(0.0, ge=0, lt=1)  # before the first dense layer (fastai: dropout / 2)
 
 
 class AugmentConfig(Section):
@@ -303,8 +321,9 @@ class LrFindConfig(Section):
     min_lr: float = Field(1e-7, gt=0, lt=1)
     max_lr: float = Field(1.0, gt=0, le=10)
     steps: int = Field(100, ge=5, le=10_000)
-    # which suggestion trains: min_loss_div10 (the loss minimum / 10, fastai's lr_min) or steepest
-    suggestion: Literal["min_loss_div10", "steepest"] = "min_loss_div10"
+    # which suggestion trains: min_loss_div10 (the loss minimum / 10, fastai's lr_min), steepest, or valley
+    # (fastai's lr_find default since 2.5)
+    suggestion: Literal["min_loss_div10", "steepest", "valley"] = "min_loss_div10"
 
     @model_validator(mode="after")
     def _range(self) -> LrFindConfig:
@@ -314,7 +333,7 @@ class LrFindConfig(Section):
 
 
 # backbones without BatchNorm layers
-NO_BATCHNORM = frozenset({"vgg16"})
+NO_BATCHNORM = frozenset(b.name for b in _backbones.TABLE if not b.batchnorm)
 
 
 class TrainConfig(Section):
@@ -364,8 +383,10 @@ class TrainConfig(Section):
             raise ValueError(
                 f"train.image_size {self.image_size} is below the minimum {minimum} for backbone {self.backbone}"
             )
-        if self.backbone == "small_cnn" and self.weights == "imagenet":
-            raise ValueError("backbone small_cnn has no ImageNet weights: set train.weights to 'none'")
+        if _backbones.info(self.backbone).imagenet == "none" and self.weights == "imagenet":
+            raise ValueError(f"backbone {self.backbone} has no ImageNet weights: set train.weights to 'none'")
+        if self.phases[0].lr == "previous":
+            raise ValueError("train.phases[1]: lr: previous needs a phase before it")
         if self.workers > 1:
             one_process = [name for name, used in (
                 ("train.phases[].cache_features", any(ph.cache_features for ph in self.phases)),
@@ -387,6 +408,8 @@ def _backbone_lr(phase: Phase) -> float | None:
         return None
     if phase.lr_mult <= 1:
         return phase.lr
+    if phase.lr_spread == "flat":
+        return phase.lr / phase.lr_mult
     groups = max(2, phase.lr_groups)
     return phase.lr * phase.lr_mult ** (-1 / (groups - 1))  # the last backbone group
 
@@ -413,7 +436,7 @@ def train_warnings(cfg: TrainConfig) -> list[str]:
             out.append(f"{key}: a frozen backbone with its BatchNorm layers in training mode (train_bn: true) "
                        f"at batch size {cfg.batch_size}: their statistics follow noisy batches while the "
                        "convolutions stay fixed; use a batch of 32+ or train_bn: false")
-        if ph.lr_mult > 1 and ph.trainable == "head":
+        if ph.lr_mult > 1 and ph.trainable == "head" and not (has_bn and ph.train_bn):
             out.append(f"{key}: lr_mult {ph.lr_mult:g} has no effect when only the head trains")
         if ph.schedule == "one_cycle" and cfg.early_stopping.patience < ph.epochs:
             out.append(f"{key}: early stopping (patience {cfg.early_stopping.patience}) can end this "
@@ -683,6 +706,39 @@ class ScaleConfig(Section):
     shard_mb: float = Field(64.0, gt=0, le=4096)
 
 
+class ReviewConfig(Section):
+    """``cxr review-labels`` (off by default): out-of-fold class probabilities over the training and validation
+    splits (``folds`` patient-grouped folds, a short training each), then confident learning (cleanlab's
+    ``find_label_issues``), ranked by self-confidence. A small CNN from scratch by default; ``backbone`` and
+    ``weights`` take the recipe's (e.g. resnet34 / imagenet: the head trains, the backbone stays frozen)."""
+
+    enabled: bool = False
+    folds: int = Field(3, ge=2, le=20)
+    backbone: Backbone = "small_cnn"
+    weights: str = "none"
+    image_size: int = Field(64, ge=32, le=1024)  # the shards' images are resized down to this (never up)
+    epochs: int = Field(30, ge=1, le=500)
+    lr: float = Field(0.005, gt=0, lt=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    # the default augmentation in the fold trainings: about 3x slower at 32 px on a CPU, and on the demo it found
+    # fewer planted flips (top-k recall 0.69 against 0.75-0.81 without; 20 epochs instead of 30 at 64 px: out-of-fold
+    # agreement 0.51 against 0.65, BENCHMARKS.md "Label review")
+    augment: bool = False
+    gallery: int = Field(24, ge=0, le=1000)  # top suspects shown with their Grad-CAM in gallery.html
+    seed: int = 0
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: str) -> str:
+        return TrainConfig._weights(v)
+
+    @model_validator(mode="after")
+    def _fits(self) -> ReviewConfig:
+        if _backbones.info(self.backbone).imagenet == "none" and self.weights == "imagenet":
+            raise ValueError(f"backbone {self.backbone} has no ImageNet weights: set review.weights to 'none'")
+        return self
+
+
 class Params(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
@@ -695,6 +751,7 @@ class Params(Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

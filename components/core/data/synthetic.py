@@ -23,6 +23,12 @@ shortcut stress tests (:mod:`components.core.eval.shortcut`) catch one: ``corner
 marker into the corner that belongs to the class (like a hospital's side marker), ``border`` draws a
 black frame whose width depends on the class (like a scanner's collimation). Both are drawn after the
 film is rendered and use no random draws, so ``none`` (the default) gives the same bytes as before.
+
+``label_noise`` (``data.demo.label_noise``) plants wrong labels, only to prove that the label review
+(``cxr review-labels``) finds them: :func:`planted_flips` picks that share of the patients (at least one
+when the share is above 0) and gives each another class's label, drawn at random; their films are rendered as
+their true class and filed under the wrong one, like a mislabelled study in a scraped folder. The choice
+uses its own random stream, so the films are byte for byte those of a run without noise.
 """
 
 from __future__ import annotations
@@ -167,18 +173,44 @@ def encode(img: np.ndarray, rng: np.random.Generator, blur: bool = True) -> tupl
     return buf.getvalue(), ".png"
 
 
+def patient_id(index: int) -> str:
+    return f"demo-p{index:05d}"
+
+
+def planted_flips(classes: list[str], patients_per_class: int, label_noise: float,
+                  seed: int) -> dict[str, tuple[str, str]]:
+    """The patients whose label :func:`generate` flips: ``patient_id → (true label, given label)``.
+
+    ``round(label_noise × patients)`` patients (at least one when ``label_noise > 0``), chosen at random with
+    their own stream (``seed``, "label-noise"); each gets one of the other classes at random."""
+    if label_noise <= 0:
+        return {}
+    n = len(classes) * patients_per_class
+    rng = np.random.default_rng([seed, 0x6E015E])  # not a stream the films use
+    chosen = rng.permutation(n)[:max(1, round(label_noise * n))]
+    out = {}
+    for pid in sorted(int(i) for i in chosen):
+        true = classes[pid // patients_per_class]
+        others = [c for c in classes if c != true]
+        out[patient_id(pid)] = (true, others[int(rng.integers(len(others)))])
+    return out
+
+
 def generate(classes: list[str], patients_per_class: int, max_images_per_patient: int,
              min_side: int, max_side: int, seed: int, style: dict[str, float] | None = None,
-             shortcut: str = "none"):
+             shortcut: str = "none", label_noise: float = 0.0):
     """Yield ``(relative_path, label, patient_id, encoded_bytes)`` deterministically (``style``: see
-    :func:`render`; ``shortcut``: see :func:`plant_shortcut`)."""
+    :func:`render`; ``shortcut``: see :func:`plant_shortcut`; ``label_noise``: the label, and folder, of the
+    patients :func:`planted_flips` picks is another class's; their films show their true class)."""
+    flips = planted_flips(classes, patients_per_class, label_noise, seed)
     pid = 0
     for class_index, label in enumerate(classes):
         for _ in range(patients_per_class):
             prng = np.random.default_rng([seed, pid])
             anatomy = patient_anatomy(prng)
             n_images = int(prng.integers(1, max_images_per_patient + 1))
-            patient = f"demo-p{pid:05d}"
+            patient = patient_id(pid)
+            given = flips[patient][1] if patient in flips else label
             for j in range(n_images):
                 rng = np.random.default_rng([seed, pid, j + 1])
                 side = int(rng.integers(min_side, max_side + 1))
@@ -188,5 +220,5 @@ def generate(classes: list[str], patients_per_class: int, max_images_per_patient
                 if shortcut != "none":
                     img = plant_shortcut(img, shortcut, class_index)
                 data, ext = encode(img, rng)
-                yield f"{label}/{patient}-{j:02d}{ext}", label, patient, data
+                yield f"{given}/{patient}-{j:02d}{ext}", given, patient, data
             pid += 1

@@ -213,8 +213,8 @@ def scoring_model(model, dims: int | None = None):
 
     try:
         first_half = model.get_layer(models.FEATURES_NAME).output
-        pooled = model.get_layer(models.HEAD_LAYERS[0]).input
-    except ValueError:
+        pooled = models.head_layers(model)[0].input
+    except (ValueError, IndexError):
         return None
     if dims is not None and int(pooled.shape[-1]) != dims and int(first_half.shape[-1]) == dims:
         pooled = first_half

@@ -4,7 +4,13 @@ The saved model takes ``uint8`` grayscale pixels (``image_size × image_size × 
 three channels, applies the backbone's ``preprocess_input`` as built-in Keras layers (so
 ``safe_mode=True`` loading works and serving cannot drift from training), runs the backbone and
 the head ``GlobalMaxPooling2D → Dense(512, relu) → Dropout(0.5) → Dense(softmax)`` (``train.head``:
-``pooling`` max, avg, or concat = average and max side by side, fastai's head).
+``pooling`` max, avg, or concat = average and max side by side; ``batchnorm`` and ``input_dropout`` give
+fastai's ``create_head``: pool → BN → Dropout(p/2) → Dense(relu, no bias) → BN → Dropout(p) → Dense(no bias),
+the dense layers He-initialised as fastai's ``apply_init``).
+
+Backbones and their facts (preprocessing, minimum size, BatchNorm, where ImageNet weights come from, fastai's
+layer-group cut) are one table, :mod:`components.core.contract.backbones`; ResNet34, which Keras lacks, is built in
+:mod:`components.core.model.resnet`.
 
 The graph is flat (backbone layers are layers of the model, not a nested model), so any phase can
 unfreeze "the last N backbone layers", discriminative learning rates can cut the backbone into layer
@@ -19,6 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.core.contract import backbones
 from components.core.contract.config import TrainConfig
 from components.core.contract.errors import CxrError, ParamsError
 
@@ -32,10 +39,7 @@ OUTPUT_NAME = "head_softmax"
 _CAFFE_MEAN = [103.939, 116.779, 123.68]  # BGR means (vgg16, resnet50): x - mean, no scaling
 _TORCH_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 _TORCH_VAR = [(0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2]
-PREPROCESSING = {
-    "vgg16": "caffe", "resnet50": "caffe", "resnet50v2": "tf", "densenet121": "torch",
-    "efficientnetb0": "inside", "mobilenetv3small": "inside", "small_cnn": "unit",
-}
+PREPROCESSING = {b.name: b.preprocessing for b in backbones.TABLE}
 
 
 def require_tensorflow() -> None:
@@ -75,32 +79,60 @@ def _small_cnn(keras, x):
 
 
 def _backbone(keras, name: str, x, weights: str | None):
-    apps = keras.applications
+    """The backbone's feature map on ``x``; its layers become layers of the enclosing model."""
+    row = backbones.info(name)
+    if row.keras_app is None:
+        raise ParamsError(f"train.backbone {name!r} is built by build_model, not keras.applications")
     kwargs = {"include_top": False, "weights": weights, "input_tensor": x}
-    if name == "vgg16":
-        return apps.VGG16(**kwargs).output
-    if name == "resnet50":
-        return apps.ResNet50(**kwargs).output
-    if name == "resnet50v2":
-        return apps.ResNet50V2(**kwargs).output
-    if name == "densenet121":
-        return apps.DenseNet121(**kwargs).output
-    if name == "efficientnetb0":
-        return apps.EfficientNetB0(**kwargs).output
     if name == "mobilenetv3small":
-        return apps.MobileNetV3Small(include_preprocessing=True, **kwargs).output
-    raise ParamsError(f"train.backbone {name!r} is not supported")
+        kwargs["include_preprocessing"] = True
+    return getattr(keras.applications, row.keras_app)(**kwargs).output
 
 
-def _weights_arg(weights: str) -> str | None:
+def _weights_arg(weights: str, backbone: str = "") -> str | None:
     if weights == "none":
         return None
     if weights == "imagenet":
+        if backbones.info(backbone).imagenet == "torchvision":
+            return str(_torchvision_imagenet(backbone))
         return "imagenet"
     path = Path(weights)
     if not path.is_file():
         raise ParamsError(f"train.weights: file {path} not found (use 'imagenet', 'none' or an existing .h5 file)")
     return str(path)
+
+
+def _torchvision_imagenet(backbone: str) -> Path:
+    """The converted torchvision weights ``imagenet`` means for a backbone Keras has none for."""
+    from components.core.model import resnet
+
+    path = keras_cache_dir() / resnet.IMAGENET_FILE
+    if not path.is_file():
+        raise CxrError(
+            f"{backbone} has no Keras ImageNet weights: download torchvision's ({backbone}-b627a593.pth, the "
+            f"weights fastai uses) where you can and run `cxr convert-weights --state-dict <file>`, which writes "
+            f"{path}; or set train.weights to a converted .weights.h5 file, or to none.")
+    return path
+
+
+def _resnet34(keras, x, weights: str | None):
+    """ResNet34's layers on ``x``; ``weights``: a Keras weights file of its body (``cxr convert-weights``)."""
+    from components.core.model import resnet
+
+    features = resnet.resnet34(keras, x)
+    if weights is None:
+        return features
+    import warnings
+
+    body = resnet.backbone_model()
+    try:
+        with warnings.catch_warnings():  # Keras warns per layer before it raises for a file that does not fit
+            warnings.simplefilter("ignore", UserWarning)
+            body.load_weights(weights)
+    except Exception as err:  # wrong file, wrong network: Keras raises ValueError and friends
+        raise ParamsError(f"train.weights {weights} does not fit backbone resnet34: {type(err).__name__}: "
+                          f"{str(err)[:300]}") from None
+    return features, body
 
 
 def build_model(cfg: TrainConfig, n_classes: int):
@@ -112,12 +144,18 @@ def build_model(cfg: TrainConfig, n_classes: int):
     size = cfg.image_size
     inputs = keras.Input((size, size, 1), dtype="uint8", name=INPUT_NAME)
     x = layers.Rescaling(1.0, name="cxr_to_float")(inputs)  # uint8 → float, same values
+    loaded_body = None
     if cfg.backbone == "small_cnn":
         features = _small_cnn(keras, _preprocess(keras, x, "unit"))
+    elif cfg.backbone == "resnet34":
+        x = layers.Concatenate(name="cxr_gray_to_rgb")([x, x, x])
+        x = _preprocess(keras, x, PREPROCESSING[cfg.backbone])
+        built = _resnet34(keras, x, _weights_arg(cfg.weights, cfg.backbone))
+        features, loaded_body = built if isinstance(built, tuple) else (built, None)
     else:
         x = layers.Concatenate(name="cxr_gray_to_rgb")([x, x, x])
         x = _preprocess(keras, x, PREPROCESSING[cfg.backbone])
-        weights = _weights_arg(cfg.weights)
+        weights = _weights_arg(cfg.weights, cfg.backbone)
         try:
             features = _backbone(keras, cfg.backbone, x, weights)
         except ValueError as err:
@@ -140,14 +178,42 @@ def build_model(cfg: TrainConfig, n_classes: int):
     else:
         pool = layers.GlobalMaxPooling2D if cfg.head.pooling == "max" else layers.GlobalAveragePooling2D
         x = pool(name=FEATURES_NAME)(features)
-    x = layers.Dense(cfg.head.dense_units, activation="relu", name="head_dense")(x)
-    x = layers.Dropout(cfg.head.dropout, name="head_dropout")(x)
-    x = layers.Dense(n_classes, name=LOGITS_NAME, dtype="float32")(x)
-    outputs = layers.Activation("softmax", name=OUTPUT_NAME, dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=f"cxr_{cfg.backbone}")
+    outputs = _head(keras, x, cfg.head, n_classes)
+    model = keras.Model(inputs, outputs, name=f"cxr_{cfg.backbone}")
+    if loaded_body is not None:  # the converted weights, layer by layer (the same names)
+        for layer in loaded_body.layers:
+            if layer.weights:
+                model.get_layer(layer.name).set_weights(layer.get_weights())
+    return model
 
 
-HEAD_LAYERS = ("head_dense", "head_dropout", LOGITS_NAME, OUTPUT_NAME)
+def _head(keras, x, head, n_classes: int):
+    """Dense → Dropout → logits → softmax; with ``head.batchnorm`` fastai's ``LinBnDrop`` twice: BN → Dropout →
+    Dense (no bias, He normal), the first dropout ``head.input_dropout``, the second ``head.dropout``."""
+    layers = keras.layers
+    fastai = head.batchnorm
+    dense = {"use_bias": not fastai, "kernel_initializer": "he_normal" if fastai else "glorot_uniform"}
+    if fastai:
+        # PyTorch's BatchNorm1d: epsilon 1e-5, momentum 0.1 (Keras 0.9)
+        x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="head_bn0")(x)
+    if head.input_dropout:
+        x = layers.Dropout(head.input_dropout, name="head_dropout0")(x)
+    x = layers.Dense(head.dense_units, activation="relu", name="head_dense", **dense)(x)
+    if fastai:
+        x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="head_bn1")(x)
+    x = layers.Dropout(head.dropout, name="head_dropout")(x)
+    x = layers.Dense(n_classes, name=LOGITS_NAME, dtype="float32", **dense)(x)
+    return layers.Activation("softmax", name=OUTPUT_NAME, dtype="float32")(x)
+
+
+# the head's layers after the pooling, in order (the optional ones only when the head has them)
+HEAD_LAYERS = ("head_bn0", "head_dropout0", "head_dense", "head_bn1", "head_dropout", LOGITS_NAME, OUTPUT_NAME)
+
+
+def head_layers(model) -> list:
+    """The head's layers after the pooling that ``model`` has, in order."""
+    names = {layer.name for layer in model.layers}
+    return [model.get_layer(n) for n in HEAD_LAYERS if n in names]
 
 
 def head_model(model, feature_dim: int):
@@ -155,8 +221,8 @@ def head_model(model, feature_dim: int):
     import keras
 
     x = inp = keras.Input((feature_dim,), name="cxr_features")
-    for name in HEAD_LAYERS:
-        x = model.get_layer(name)(x)
+    for layer in head_layers(model):
+        x = layer(x)
     return keras.Model(inp, x, name="cxr_head")
 
 
@@ -166,7 +232,7 @@ def pooled_features(model, x, batch_size: int = 64):
 
     from components.core.data.shards import predict
 
-    extractor = keras.Model(model.inputs, model.get_layer(HEAD_LAYERS[0]).input)
+    extractor = keras.Model(model.inputs, head_layers(model)[0].input)
     return predict(extractor, x, batch_size)  # a block at a time: memory does not grow with the split
 
 
@@ -201,15 +267,24 @@ def backbone_layers(model) -> list:
             and layer.__class__.__name__ != "InputLayer"]
 
 
-def layer_groups(model, n_groups: int) -> list[list]:
+def layer_groups(model, n_groups: int, backbone: str | None = None) -> list[list]:
     """fastai's layer groups for discriminative learning rates: the backbone's layers that hold weights, in
-    graph order, cut into ``n_groups - 1`` contiguous parts of about equal length, then the head.
+    graph order, cut into ``n_groups - 1`` contiguous parts, then the head.
 
-    The groups are fixed by the architecture, not by what a phase unfreezes: with ``last:N`` the unfrozen
-    layers fall into the later groups.
+    With 3 groups (fastai's count) and a backbone whose table row names fastai's cut (``split``: ResNets cut
+    before ``layer3``/``conv4``, DenseNet before ``transition2``), the body is cut there; otherwise into parts
+    of about equal length. ``backbone`` defaults to the model's name (``cxr_<backbone>``). The groups are fixed
+    by the architecture, not by what a phase unfreezes: with ``last:N`` the unfrozen layers fall into the
+    later groups.
     """
     body = [layer for layer in backbone_layers(model) if layer.weights]
     head = [layer for layer in model.layers if layer.name.startswith("head_") and layer.weights]
+    name = backbone or model.name.removeprefix("cxr_")
+    split = backbones.BY_NAME[name].split if name in backbones.BY_NAME else None
+    names = [layer.name for layer in body]
+    if n_groups == 3 and split in names:
+        cut = names.index(split)
+        return [body[:cut], body[cut:], head]
     parts = max(1, min(n_groups - 1, len(body)))
     bounds = [round(i * len(body) / parts) for i in range(parts + 1)]
     return [body[bounds[i]:bounds[i + 1]] for i in range(parts)] + [head]

@@ -163,19 +163,22 @@ def _define_custom() -> dict[str, type]:
     return {"PhaseSchedule": PhaseSchedule, "DiscriminativeAdam": DiscriminativeAdam}
 
 
-def group_multipliers(n_groups: int, lr_mult: float) -> list[float]:
-    """fastai's ``slice(lr / lr_mult, lr)``: factors spaced geometrically, earliest group first, head = 1."""
+def group_multipliers(n_groups: int, lr_mult: float, spread: str = "even") -> list[float]:
+    """``even``: fastai's ``slice(lr / lr_mult, lr)`` (``even_mults``): factors spaced geometrically, earliest
+    group first, head = 1. ``flat``: fastai's ``slice(lr)``: every group but the head at ``1 / lr_mult``."""
     if n_groups <= 1:
         return [1.0]
+    if spread == "flat":
+        return [1.0 / lr_mult] * (n_groups - 1) + [1.0]
     return [float(lr_mult ** (-(n_groups - 1 - g) / (n_groups - 1))) for g in range(n_groups)]
 
 
-def lr_multipliers(model, lr_mult: float, n_groups: int) -> tuple[dict[str, float], list[dict]]:
+def lr_multipliers(model, lr_mult: float, n_groups: int, spread: str = "even") -> tuple[dict[str, float], list[dict]]:
     """Per trainable variable path, its group's factor; and a summary of the groups (for logs and MLflow)."""
     from components.core.model import models
 
     groups = models.layer_groups(model, n_groups)
-    factors = group_multipliers(len(groups), lr_mult)
+    factors = group_multipliers(len(groups), lr_mult, spread)
     out: dict[str, float] = {}
     summary = []
     for g, (layers, f) in enumerate(zip(groups, factors, strict=True)):
@@ -188,8 +191,9 @@ def lr_multipliers(model, lr_mult: float, n_groups: int) -> tuple[dict[str, floa
 
 
 def compile_for_phase(model, phase, lr: float | None = None, steps_per_epoch: int = 1) -> dict:
-    """A fresh optimizer for the phase (Adam; :class:`DiscriminativeAdam` when the phase sets ``lr_mult`` or
-    ``weight_decay``), its learning-rate schedule, sparse categorical cross-entropy, accuracy.
+    """A fresh optimizer for the phase (Adam with the phase's ``beta_2``, ``epsilon``, ``amsgrad``;
+    :class:`DiscriminativeAdam` when the phase sets ``lr_mult`` or ``weight_decay``), its learning-rate schedule,
+    sparse categorical cross-entropy, accuracy.
 
     ``lr`` is the phase's rate (needed when ``phase.lr`` is ``auto``). Returns what was compiled.
     """
@@ -206,32 +210,56 @@ def compile_for_phase(model, phase, lr: float | None = None, steps_per_epoch: in
         learning_rate = cls(phase.schedule, rate, total, phase.warmup_fraction, phase.div, phase.div_final)
         info.update(warmup=phase.warmup_fraction, start_lr=float(learning_rate(0)), peak_lr=rate,
                     end_lr=rate / phase.div_final)
+    adam = {"amsgrad": phase.amsgrad, "beta_2": phase.beta_2, "epsilon": phase.epsilon}
     if phase.lr_mult > 1 or phase.weight_decay > 0:
-        mults, groups = lr_multipliers(model, phase.lr_mult, phase.lr_groups)
+        mults, groups = lr_multipliers(model, phase.lr_mult, phase.lr_groups, phase.lr_spread)
         optimizer = custom_objects()["DiscriminativeAdam"](
-            lr_multipliers=mults, decoupled_decay=phase.weight_decay, learning_rate=learning_rate,
-            amsgrad=phase.amsgrad)
-        info.update(lr_mult=phase.lr_mult, weight_decay=phase.weight_decay, groups=groups)
+            lr_multipliers=mults, decoupled_decay=phase.weight_decay, learning_rate=learning_rate, **adam)
+        info.update(lr_mult=phase.lr_mult, lr_spread=phase.lr_spread, weight_decay=phase.weight_decay, groups=groups)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate, amsgrad=phase.amsgrad)
+        optimizer = keras.optimizers.Adam(learning_rate, **adam)
+    info.update(beta_2=phase.beta_2, epsilon=phase.epsilon)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return info
 
 
 # ---------------------------------------------------------------- LR range test
+def valley(lrs: np.ndarray, losses: np.ndarray) -> float | None:
+    """fastai's ``valley`` (its ``lr_find`` default since 2.5): on the curve without its first tenth and last 5
+    points, the longest stretch where the loss keeps falling (longest decreasing subsequence); the rate
+    ``int(s) + int(s / 2)`` steps into it, ``s`` = a third of its length."""
+    n = len(lrs)
+    lrs, losses = lrs[n // 10: n - 5], losses[n // 10: n - 5]
+    n = len(losses)
+    if n < 2:
+        return None
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end, max_start = i, i - lds[i]
+    sections = (max_end - max_start) / 3
+    return float(lrs[max_start + int(sections) + int(sections / 2)])
+
+
 def suggest(lrs: np.ndarray, losses: np.ndarray) -> dict:
-    """Steepest descent of the smoothed loss (per log-LR), and the minimum-loss LR divided by 10."""
+    """Steepest descent of the smoothed loss (per log-LR), the minimum-loss LR divided by 10 (fastai's
+    ``lr_min``), and fastai's ``valley``."""
     if len(lrs) < 5:
-        return {"steepest": None, "min_loss_div10": None}
+        return {"steepest": None, "min_loss_div10": None, "valley": None}
     grad = np.gradient(losses, np.log10(lrs))
     cut = int(np.argmin(losses))  # look only before the loss minimum, after the noisy start
     start = min(len(lrs) // 10, max(cut - 1, 0))
     steep = start + int(np.argmin(grad[start: max(cut, start + 1)]))
-    return {"steepest": float(lrs[steep]), "min_loss_div10": float(lrs[cut] / 10)}
+    return {"steepest": float(lrs[steep]), "min_loss_div10": float(lrs[cut] / 10),
+            "valley": valley(np.asarray(lrs), np.asarray(losses))}
 
 
 def lr_range_test(model, dataset, *, min_lr: float, max_lr: float, steps: int, class_weight=None,
-                  amsgrad: bool = False) -> dict:
+                  amsgrad: bool = False, beta_2: float = 0.999, epsilon: float = 1e-7) -> dict:
     """Raise the learning rate exponentially from ``min_lr`` to ``max_lr`` over ``steps`` batches of
     ``dataset`` (repeated), recording the loss; stop when it diverges. The model's weights (and BatchNorm
     statistics) are restored afterwards; its optimizer is replaced: compile again before training.
@@ -239,7 +267,8 @@ def lr_range_test(model, dataset, *, min_lr: float, max_lr: float, steps: int, c
     import keras
 
     saved = [w.numpy() for w in model.weights]
-    model.compile(optimizer=keras.optimizers.Adam(min_lr, amsgrad=amsgrad), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(min_lr, amsgrad=amsgrad, beta_2=beta_2, epsilon=epsilon),
+                  loss="sparse_categorical_crossentropy")
     factor = (max_lr / min_lr) ** (1 / max(1, steps - 1))
     record: dict[str, list[float]] = {"lr": [], "loss": [], "smooth": []}
 
@@ -290,7 +319,7 @@ def plot_lr_range(result: dict, path, chosen: float | None = None) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(curve["lr"], curve["smooth"])
     ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)", title="LR range test")
-    for key, colour in (("steepest", "r"), ("min_loss_div10", "g")):
+    for key, colour in (("steepest", "r"), ("min_loss_div10", "g"), ("valley", "m")):
         s = result["suggested_lr"].get(key)
         if s:
             ax.axvline(s, color=colour, ls="--", label=f"{key}: {s:.1e}")

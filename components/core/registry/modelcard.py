@@ -274,6 +274,7 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
         lines.append(f"- ingest: {ingest.get('images')} images taken; {skipped.get('count', 0)} files or rows skipped"
                      + (f" ({skipped.get('by_reason')})" if skipped.get("count") else "")
                      + " — every one is listed with its reason in `reports/ingest/skipped.csv`")
+    lines += _label_decisions((ingest or {}).get("label_overrides"))
     lines += [
         f"- inclusion: every readable JPEG/PNG/BMP/TIFF image whose label maps to {classes}; "
         f"excluded labels: {data.get('exclude_labels') or 'none'}",
@@ -283,8 +284,9 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
         *_deidentification(validation.get("deidentification")),
         "## Reference standard",
         "Labels are those of the source data sets (folder names or manifest labels, normalised by an alias "
-        "table); they were not re-read for this model. For Kermany et al. (2018) they come from expert graders; "
-        "for COVID-19 collections, from the contributing hospital.", "",
+        "table), except where a confirmed line of the label decisions above relabelled or excluded an image "
+        "(each with who and why); the others were not re-read for this model. For Kermany et al. (2018) they "
+        "come from expert graders; for COVID-19 collections, from the contributing hospital.", "",
         "## Partitioning and class balance",
         "Train, validation and test splits are made **by patient** (no patient in two splits), stratified by "
         "label; the test split and external sets are never used for training, model selection, calibration or "
@@ -343,6 +345,19 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
     if metrics.get("notes"):
         lines += ["Notes: " + "; ".join(metrics["notes"]), ""]
     return "\n".join(lines)
+
+
+def _label_decisions(ov: dict | None) -> list[str]:
+    """Issue 24: the label decisions ingest applied (data/label_overrides.csv), with counts."""
+    if not ov:
+        return ["- label decisions: none applied (no label overrides file)"]
+    moved = ", ".join(f"{k}: {v}" for k, v in sorted((ov.get("relabelled_by_class") or {}).items()))
+    line = (f"- label decisions (`{ov.get('file')}`, {ov.get('lines', 0)} lines): {ov.get('relabelled', 0)} images "
+            f"relabelled{f' ({moved})' if moved else ''} and {ov.get('excluded', 0)} excluded by confirmed lines; "
+            f"{ov.get('proposed_pending', 0)} proposals await a person's confirmation (not applied)")
+    if ov.get("unmatched"):
+        line += f"; {ov['unmatched']} confirmed lines matched no image"
+    return [line]
 
 
 def _ood_section(ood: dict) -> list[str]:

@@ -31,7 +31,7 @@ from typing import Any
 
 from components.core.data import manifest, storage
 from components.core.contract.errors import DataError
-from components.core.contract.fsutil import atomic_path, write_json
+from components.core.contract.fsutil import atomic_path, remove, write_json
 from components.core.data.labels import LabelMap, patient_from_filename
 from components.core.contract.progress import progress
 from components.core.data.sources import demo, dvc, folder, kaggle, rsna, siim, table
@@ -129,12 +129,14 @@ def _place(src: Path, dest: Path) -> None:
 
 
 def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None, data_uri: str = "",
-                root: str | Path | None = None) -> dict:
+                root: str | Path | None = None, overrides=None, overrides_source: str = "") -> dict:
     """Ingest the ``data`` params section into ``out_dir`` (images + ``manifest.csv``); return a summary.
 
     ``source_path`` overrides ``data.path`` (for kaggle: the folder a download produced, no download);
-    ``data_uri`` (``dvc://<git-url>@<rev>``) fetches what a commit pins instead; ``root`` overrides
-    ``data.root`` (the folder a CSV manifest's paths must stay inside; default: the CSV's folder).
+    ``data_uri`` (``dvc://<git-url>@<rev>``) fetches what a commit pins instead (its label overrides were
+    applied when it was made); ``root`` overrides ``data.root`` (the folder a CSV manifest's paths must stay
+    inside; default: the CSV's folder). ``overrides``: the label decisions
+    (:func:`components.core.data.overrides.read`) to apply.
     """
     import pandas as pd
 
@@ -150,7 +152,8 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
     private: list[dict] = []
     with atomic_path(out_dir, directory=True) as tmp:
         if src == "demo":
-            df = pd.DataFrame(demo.write(list(data.classes), data.demo, tmp), columns=manifest.RAW_COLUMNS)
+            df = pd.DataFrame(demo.write(list(data.classes), data.demo, tmp))
+            df = df[[*manifest.RAW_COLUMNS, *[c for c in df.columns if c not in manifest.RAW_COLUMNS]]]
             scan = Scan(layout="demo")
         else:
             if src == "kaggle":
@@ -187,6 +190,17 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
                 pd.DataFrame(private, columns=["path", "source_file", "reason", "detail"]).to_csv(
                     tmp / PRIVATE_SKIPPED, index=False)
                 scan.skipped = [{k: v for k, v in s.items() if k != "source_file"} for s in scan.skipped]
+        if overrides is not None:
+            from components.core.data import overrides as decisions
+
+            def read_bytes(p: str) -> bytes:
+                return storage.read_bytes(p if storage.is_remote(p) else tmp / p)
+
+            df, excluded, summary["label_overrides"] = decisions.apply(df, overrides, read_bytes, overrides_source)
+            for e in excluded:  # an excluded image is not in the data folder either
+                if not storage.is_remote(e["path"]):
+                    remove(tmp / e["path"])
+            scan.skipped += excluded
         manifest.write(df, tmp / manifest.MANIFEST_NAME)
     summary.update({
         "layout": scan.layout,

@@ -60,15 +60,42 @@ def test_seed1_is_the_schema_default_and_exactly_seed_1():
     assert (train.head.pooling, train.head.dense_units, train.head.dropout) == ("max", 512, 0.5)
 
 
-def test_seed2_is_fastai_fine_tune():
+def test_seed2_is_seed_2_as_done_with_fastais_derivations():
+    """resnet34, fine_tune(4, base_lr=<lr_find>, freeze_epochs=6) as fastai's source derives it."""
+    from components.core.model import training
+
     train = parse_params(recipes.load("seed2-fastai").overlay).train
     frozen, unfrozen = train.phases
-    assert train.backbone == "resnet50" and train.weights == "imagenet" and not train.freeze_batchnorm
-    assert (frozen.epochs, frozen.trainable, frozen.lr, frozen.schedule, frozen.warmup) == (1, "head", "auto",
-                                                                                          "one_cycle", 0.99)
-    assert frozen.train_bn and unfrozen.train_bn and unfrozen.weight_decay == 0.01
-    assert unfrozen.trainable == "all" and unfrozen.schedule == "one_cycle" and unfrozen.div == 5.0
-    assert unfrozen.lr == pytest.approx(1e-3) and unfrozen.lr_mult == pytest.approx(100)  # slice(1e-5, 1e-3)
+    assert (train.backbone, train.weights, train.image_size, train.batch_size) == ("resnet34", "imagenet", 224, 64)
+    assert not train.freeze_batchnorm and train.class_weight == "none"
+    # freeze(); fit_one_cycle(6, slice(base_lr), pct_start=0.99): body groups at base_lr / 10, head at base_lr
+    assert (frozen.epochs, frozen.trainable, frozen.lr, frozen.schedule, frozen.warmup, frozen.div) == (
+        6, "head", "auto", "one_cycle", 0.99, 25.0)
+    assert training.group_multipliers(3, frozen.lr_mult, frozen.lr_spread) == [0.1, 0.1, 1.0]
+    # base_lr /= 2; unfreeze(); fit_one_cycle(4, slice(base_lr / 100, base_lr), pct_start=0.3, div=5)
+    assert (unfrozen.epochs, unfrozen.trainable, unfrozen.lr, unfrozen.lr_scale) == (4, "all", "previous", 0.5)
+    assert (unfrozen.schedule, unfrozen.warmup, unfrozen.div, unfrozen.lr_groups) == ("one_cycle", 0.3, 5.0, 3)
+    np.testing.assert_allclose(training.group_multipliers(3, unfrozen.lr_mult, unfrozen.lr_spread), [0.01, 0.1, 1.0])
+    for ph in (frozen, unfrozen):  # fastai's Adam: beta_2 0.99, eps 1e-5, decoupled wd 0.01, train_bn
+        assert (ph.beta_2, ph.epsilon, ph.weight_decay, ph.train_bn) == (0.99, 1e-5, 0.01, True)
+    assert (train.head.pooling, train.head.batchnorm, train.head.input_dropout, train.head.dropout,
+            train.head.dense_units) == ("concat", True, 0.25, 0.5, 512)
+    assert train.early_stopping.patience >= max(frozen.epochs, unfrozen.epochs)  # fastai does not stop early
+
+
+def test_seed2_layer_groups_are_fastais_resnet_split():
+    train = parse_params(recipes.load("seed2-fastai").overlay).train
+    model = models.build_model(train.model_copy(update={"weights": "none", "image_size": 32}), 3)
+    body, upper, head = models.layer_groups(model, 3)
+    assert body[0].name == "conv1" and body[-1].name == "layer2_3_bn2"  # stem + layer1 + layer2
+    assert upper[0].name == "layer3_0_conv1" and upper[-1].name == "layer4_2_bn2"  # layer3 + layer4
+    assert [layer.name for layer in head] == ["head_bn0", "head_dense", "head_bn1", "head_logits"]
+
+
+def test_seed2_notes_list_what_is_ours():
+    notes = " ".join(recipes.load("seed2-fastai").notes)
+    for word in ("Ours", "momentum", "valley", "augmentation", "patient-grouped", "last:6", "base.layers[-6:]"):
+        assert word in notes, word
 
 
 def test_params_yaml_is_the_demo_recipe():
@@ -104,7 +131,7 @@ def test_written_floats_read_back_as_floats_with_pyyaml(tmp_path):
     p = shutil.copy(PARAMS, tmp_path / "params.yaml")
     recipes.apply(["seed2-fastai"], p)
     raw = yaml.safe_load(Path(p).read_text())  # PyYAML is YAML 1.1: 1e-05 would be a string
-    assert raw["train"]["phases"][1]["lr"] == [1e-05, 0.001]
+    assert raw["train"]["phases"][1]["epsilon"] == 1e-05
     assert isinstance(raw["train"]["reduce_lr"]["min_lr"], float)
 
 
@@ -129,7 +156,7 @@ def test_kfp_pipeline_defaults_follow_the_applied_recipe(tmp_path):
     p = shutil.copy(PARAMS, tmp_path / "params.yaml")
     recipes.apply(["kermany-2class", "seed2-fastai"], p)
     args = default_arguments(p)
-    assert args["data"]["classes"] == ["NORMAL", "PNEUMONIA"] and args["train"]["backbone"] == "resnet50"
+    assert args["data"]["classes"] == ["NORMAL", "PNEUMONIA"] and args["train"]["backbone"] == "resnet34"
     assert parse_params(args).train == parse_params(yaml.safe_load(Path(p).read_text())).train
 
 

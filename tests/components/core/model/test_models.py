@@ -153,3 +153,48 @@ def test_ood_features_of_a_concat_head_are_both_halves():
     assert not np.allclose(feats[:, 96:], feats[:, :96])  # the max half is not a copy of the average half
     # a reference fitted on the average half (before this fix) is still scored on that half
     assert ood.probs_and_features(model, x, dims=96)[1].shape == (4, 96)
+def test_fastai_head_is_create_heads_linbndrop_twice():
+    """concat pool → BN → Dropout(p/2) → Dense(relu) → BN → Dropout(p) → Dense; dense layers without bias (LinBnDrop),
+    BatchNorm with PyTorch's epsilon; cached features and Grad-CAM still work."""
+    from components.core.eval import gradcam
+
+    head = {"pooling": "concat", "dense_units": 8, "dropout": 0.5, "batchnorm": True, "input_dropout": 0.25}
+    model = models.build_model(cfg("small_cnn", head=head), 3)
+    names = [layer.name for layer in models.head_layers(model)]
+    assert names == ["head_bn0", "head_dropout0", "head_dense", "head_bn1", "head_dropout", "head_logits",
+                     "head_softmax"]
+    assert model.get_layer("head_dropout0").rate == 0.25 and model.get_layer("head_dropout").rate == 0.5
+    assert not model.get_layer("head_dense").use_bias and not model.get_layer(models.LOGITS_NAME).use_bias
+    assert model.get_layer("head_bn0").epsilon == 1e-5 and model.get_layer("head_bn0").momentum == 0.9
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 1), dtype=np.uint8)
+    feats = models.pooled_features(model, x)
+    np.testing.assert_allclose(models.head_model(model, feats.shape[-1]).predict(feats, verbose=0),
+                               model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert gradcam.gradcam(model, x).shape == (2, 32, 32)
+    plain = models.build_model(cfg("small_cnn"), 3)  # the default head is unchanged
+    assert [layer.name for layer in models.head_layers(plain)] == ["head_dense", "head_dropout", "head_logits",
+                                                                  "head_softmax"]
+
+
+def test_the_backbone_table_is_the_one_source():
+    """Schema, builder, BatchNorm warnings and baked weights all read components/core/contract/backbones.py."""
+    from components.core.contract import backbones, config
+
+    assert config.BACKBONES == backbones.NAMES and set(models.PREPROCESSING) == set(backbones.NAMES)
+    assert {b.name for b in backbones.TABLE if not b.batchnorm} == config.NO_BATCHNORM
+    for b in backbones.TABLE:
+        assert config.MIN_IMAGE_SIZE[b.name] == b.min_size
+        assert (b.keras_app is None) == (b.name in ("resnet34", "small_cnn"))
+        assert not b.bake or b.imagenet == "keras"
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        TrainConfig(backbone="small_cnn", weights="imagenet")
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "densenet121"])
+def test_layer_groups_cut_where_fastai_cuts(backbone):
+    from components.core.contract import backbones
+
+    model = models.build_model(cfg(backbone), 3)
+    body, upper, _ = models.layer_groups(model, 3)
+    assert upper[0].name == backbones.info(backbone).split and body[0].name != upper[0].name
+    assert len(models.layer_groups(model, 4)) == 4  # other counts: even parts

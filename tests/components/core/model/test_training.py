@@ -155,3 +155,32 @@ def test_group_multipliers_are_geometric():
     assert training.group_multipliers(3, 100) == pytest.approx([0.01, 0.1, 1.0])
     assert training.group_multipliers(2, 100) == pytest.approx([0.01, 1.0])
     assert training.group_multipliers(5, 1) == [1.0] * 5
+
+
+def test_flat_spread_is_fastais_slice_of_one_rate():
+    assert training.group_multipliers(3, 10.0, "flat") == [0.1, 0.1, 1.0]  # slice(lr): lr/10 ... lr
+    np.testing.assert_allclose(training.group_multipliers(3, 100.0), [0.01, 0.1, 1.0])  # slice(lr/100, lr)
+
+
+def test_valley_is_fastais_longest_descent():
+    """fastai's valley on a curve flat (slightly rising) for 20 steps, falling for 40, rising after. fastai drops
+    the first tenth and the last 5 points: trimmed index 0 = step 10. The longest decreasing run is one point of
+    the flat part and the 40 falling ones: 41 long, ending at trimmed 49, so fastai's start is 49 - 41 = 8;
+    s = (49 - 8) / 3 = 13.7 and the suggestion is 8 + int(s) + int(s / 2) = 27 trimmed, step 37."""
+    lrs = np.logspace(-7, 1, 100)
+    losses = np.concatenate([np.full(20, 2.0) + np.linspace(0.005, 0.01, 20), np.linspace(2.0, 0.5, 40),
+                             np.linspace(0.6, 5.0, 40)])
+    assert training.valley(lrs, losses) == pytest.approx(lrs[37])
+    assert training.suggest(lrs, losses)["valley"] == pytest.approx(lrs[37])
+
+
+def test_phase_adam_settings_reach_the_optimizer():
+    from components.core.contract.config import Phase
+
+    model = tiny_model()
+    models.set_trainable(model, "all", freeze_batchnorm=False)
+    training.compile_for_phase(model, Phase(epochs=1, lr=1e-3, beta_2=0.99, epsilon=1e-5), steps_per_epoch=2)
+    assert model.optimizer.beta_2 == 0.99 and model.optimizer.epsilon == 1e-5
+    info = training.compile_for_phase(model, Phase(epochs=1, lr=1e-3, lr_mult=10, lr_spread="flat", beta_2=0.99),
+                                      steps_per_epoch=2)
+    assert model.optimizer.beta_2 == 0.99 and [g["factor"] for g in info["groups"]] == [0.1, 0.1, 1.0]

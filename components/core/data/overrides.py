@@ -1,0 +1,155 @@
+"""Label decisions as versioned data: ``data/label_overrides.csv``, which ingest applies.
+
+One line per image, keyed by the image's sha256 (so a decision follows the image whatever its path)::
+
+    sha256,action,label,status,who,why,path
+
+* ``action``: ``relabel`` (to ``label``, one of ``data.classes``) or ``exclude`` (the image is dropped, and
+  listed in the ingest report with the reason);
+* ``status``: ``proposed`` (written by ``cxr review-labels --accept N``: nothing changes) or ``confirmed`` (a
+  person read the image and agrees: ingest applies it). Confirming is editing the line: ``status:
+  confirmed``, ``who``: your name; change ``action``/``label`` when you disagree with the proposal;
+* ``who``, ``why``: who decided and why (required); ``path``: where the image was when the line was written
+  (for people; matching is by sha256).
+
+Nothing changes a label without a confirmed line here. The file is in git and a dependency of DVC's ingest
+stage, so a decision re-runs the pipeline from ingest and every model's data version records it; ingest's
+summary (and the model card) count what was applied. :func:`apply` adds ``label_before_override`` to the
+manifest rows it relabels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from components.core.contract.errors import DataError
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["sha256", "action", "label", "status", "who", "why", "path"]
+ACTIONS = ("relabel", "exclude")
+STATUSES = ("proposed", "confirmed")
+BEFORE = "label_before_override"
+PROPOSER = "cxr review-labels"
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+def empty() -> pd.DataFrame:
+    return pd.DataFrame(columns=COLUMNS)
+
+
+def read(path: str | Path, classes: list[str] | None = None) -> pd.DataFrame:
+    """The overrides file, checked line by line: a bad line is a :class:`DataError` naming the file, the line
+    and what to write instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label overrides file not found (create it with the header line "
+                        f"'{','.join(COLUMNS)}', or point --label-overrides elsewhere)")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV: {err}") from None
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: lacks column(s) {missing}; the header must be '{','.join(COLUMNS)}'")
+    problems = []
+    for i, r in enumerate(df.itertuples(index=False), start=2):  # line 1 is the header
+        where = f"{path}:{i}"
+        if not _SHA.match(r.sha256.strip().lower()):
+            problems.append(f"{where}: sha256 {r.sha256!r} is not 64 hex digits")
+        if r.action not in ACTIONS:
+            problems.append(f"{where}: action {r.action!r} must be one of {list(ACTIONS)}")
+        if r.status not in STATUSES:
+            problems.append(f"{where}: status {r.status!r} must be one of {list(STATUSES)}")
+        if r.action == "relabel" and (not r.label or (classes is not None and r.label not in classes)):
+            problems.append(f"{where}: relabel needs a label among {classes or 'data.classes'}, got {r.label!r}")
+        if r.action == "exclude" and r.label:
+            problems.append(f"{where}: exclude takes no label (got {r.label!r}); leave it empty")
+        if not r.why.strip():
+            problems.append(f"{where}: why is empty: say why the label is wrong")
+        if r.status == "confirmed" and (not r.who.strip() or r.who.strip() == PROPOSER):
+            problems.append(f"{where}: a confirmed line needs who: the person who confirmed it (not {PROPOSER!r})")
+    df["sha256"] = df["sha256"].str.strip().str.lower()
+    dup = df["sha256"][df["sha256"].duplicated()]
+    if len(dup):
+        problems.append(f"{path}: sha256 {sorted(set(dup))[:3]} appear on more than one line: one decision per image")
+    if problems:
+        raise DataError("invalid label overrides:\n  " + "\n  ".join(problems[:20])
+                        + (f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""))
+    return df[COLUMNS]
+
+
+def file_sha256(read_bytes: Callable[[str], bytes], path: str) -> str:
+    return hashlib.sha256(read_bytes(path)).hexdigest()
+
+
+def apply(rows: pd.DataFrame, overrides: pd.DataFrame, read_bytes: Callable[[str], bytes],
+          source: str) -> tuple[pd.DataFrame, list[dict], dict]:
+    """Apply the confirmed lines to manifest ``rows`` (``read_bytes(path)`` gives an image's bytes, hashed only
+    when some line is confirmed). Returns (rows, skipped entries for the excluded images, a summary)."""
+    confirmed = overrides[overrides["status"] == "confirmed"]
+    summary = {"file": source, "lines": len(overrides),
+               "proposed_pending": int((overrides["status"] == "proposed").sum()),
+               "confirmed": {a: int((confirmed["action"] == a).sum()) for a in ACTIONS},
+               "relabelled": 0, "excluded": 0, "unmatched": 0, "relabelled_by_class": {}}
+    if confirmed.empty:
+        return rows, [], summary
+    sha = rows["path"].map(lambda p: file_sha256(read_bytes, p))
+    decided = confirmed.set_index("sha256")
+    hit = sha.isin(decided.index)
+    summary["unmatched"] = int((~decided.index.isin(set(sha))).sum())
+    out = rows.copy()
+    out[BEFORE] = ""
+    skipped: list[dict] = []
+    drop = []
+    for i in out.index[hit]:
+        line = decided.loc[sha[i]]
+        if line["action"] == "exclude":
+            drop.append(i)
+            skipped.append({"path": out.at[i, "path"], "reason": "label_override_excluded",
+                            "detail": f"excluded by {line['who']}: {line['why']}"})
+        elif line["label"] != out.at[i, "label"]:
+            key = f"{out.at[i, 'label']}->{line['label']}"
+            summary["relabelled_by_class"][key] = summary["relabelled_by_class"].get(key, 0) + 1
+            out.at[i, BEFORE] = out.at[i, "label"]
+            out.at[i, "label"] = line["label"]
+    summary["relabelled"] = int(sum(summary["relabelled_by_class"].values()))
+    summary["excluded"] = len(drop)
+    out = out.drop(index=drop)
+    if summary["unmatched"]:
+        log.warning("%s: %d confirmed lines match no ingested image (another data set, or the image changed)",
+                    source, summary["unmatched"])
+    log.info("label overrides %s: %d relabelled, %d excluded, %d proposals awaiting confirmation", source,
+             summary["relabelled"], summary["excluded"], summary["proposed_pending"])
+    return out.reset_index(drop=True), skipped, summary
+
+
+def propose(path: str | Path, suspects: pd.DataFrame, n: int, when: str) -> dict:
+    """Append the top ``n`` suspects (rank order) whose image has no line yet to the overrides file as
+    ``proposed`` relabels to the suggested label (created with its header when missing). Returns counts."""
+    from components.core.contract.fsutil import write_text
+
+    path = Path(path)
+    current = read(path) if path.is_file() else empty()
+    if "sha256" not in suspects.columns or (suspects["sha256"].astype(str).str.len() != 64).any():
+        raise DataError("the suspects have no sha256 (the review ran on shards made without validate): run the "
+                        "pipeline through validate, then cxr review-labels")
+    fresh = suspects[~suspects["sha256"].isin(set(current["sha256"]))].head(n)
+    lines = pd.DataFrame({
+        "sha256": fresh["sha256"], "action": "relabel", "label": fresh["suggested_label"], "status": "proposed",
+        "who": PROPOSER,
+        "why": [f"review {when}: rank {int(r.rank)}, p({r.given_label})={float(r.score):.3f} out of fold; the model "
+                f"suggests {r.suggested_label}" for r in fresh.itertuples()],
+        "path": fresh["path"]})
+    out = pd.concat([current, lines], ignore_index=True)[COLUMNS]
+    write_text(path, out.to_csv(index=False, lineterminator="\n"))
+    return {"overrides": str(path), "proposed": len(lines),
+            "suspects_already_listed": int(suspects["sha256"].isin(set(current["sha256"])).sum()),
+            "lines": len(out), "next": f"read each proposed image (gallery.html), set status: confirmed and who: "
+                                      f"<your name> in {path} (or change action/label), then dvc repro"}
