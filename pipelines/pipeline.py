@@ -51,7 +51,7 @@ def default_arguments(params_path: str | Path = "params.yaml") -> dict:
 
 
 def _configure(spec, task, cfg: ClusterConfig) -> None:
-    """Cluster settings from the step's spec: resources, GPU, secrets, retries, security, logging."""
+    """Cluster settings from the step's spec: resources, GPU, secrets, security, logging."""
     cpu_req, cpu_lim, mem_req, mem_lim = spec.resources
     task.set_cpu_request(cpu_req).set_cpu_limit(cpu_lim)
     task.set_memory_request(mem_req).set_memory_limit(mem_lim)
@@ -73,9 +73,8 @@ def _configure(spec, task, cfg: ClusterConfig) -> None:
         task.set_accelerator_type(cfg.gpu_type).set_accelerator_limit(cfg.gpus)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
         kubernetes.add_node_selector(task, label_key=cfg.gpu_node_label[0], label_value=cfg.gpu_node_label[1])
-    if spec.retries:
-        task.set_retry(num_retries=spec.retries, backoff_duration="60s", backoff_factor=2.0,
-                       backoff_max_duration="600s")
+    # no task.set_retry: KFP would re-run every failure, a usage/params/data error too; the task retries only
+    # transient failures itself (pipelines/runtime.py, supervise)
 
 
 def _configure_trainjob(spec, task, cfg: ClusterConfig) -> None:
@@ -90,9 +89,6 @@ def _configure_trainjob(spec, task, cfg: ClusterConfig) -> None:
     for key, value in job.env().items():
         task.set_env_variable(key, value)
     kubernetes.mount_pvc(task, pvc_name=cfg.train_shared_pvc, mount_path=cfg.train_shared_path)
-    if spec.retries:
-        task.set_retry(num_retries=spec.retries, backoff_duration="60s", backoff_factor=2.0,
-                       backoff_max_duration="600s")
 
 
 def _configure_light(task, cfg: ClusterConfig) -> None:
