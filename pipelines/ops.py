@@ -48,16 +48,55 @@ def _compile(pipeline, output: str | Path) -> None:
 
 
 def run_local(params_path: str | Path = "params.yaml", pipeline_root: str | Path = ".cxr/kfp-local",
-              cache: bool = True, arguments: dict | None = None) -> dict:
-    """Run the whole pipeline with ``kfp.local.SubprocessRunner(use_venv=False)`` in this environment."""
+              cache: bool = True, arguments: dict | None = None, runner: str = "subprocess", image: str | None = None,
+              mlflow_image: str | None = None, tracking_uri: str | None = None) -> dict:
+    """Run the whole pipeline under kfp.local: ``runner="subprocess"`` (default) in this environment with
+    ``SubprocessRunner(use_venv=False)``; ``runner="docker"``: every task in a container of ``image``
+    (``DockerRunner``). With Docker and no ``tracking_uri``, an MLflow server runs from ``mlflow_image`` on a
+    Docker network of the run's own (its store in ``<root>/mlflow``, kept between runs) and stops afterwards;
+    with a ``tracking_uri`` the containers use the host's network, so a server on this machine is reachable."""
     from kfp import local
 
     root = Path(pipeline_root).resolve()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "outputs"),
-               raise_on_error=True, enable_caching=cache, cache_root=str(root / "cache"))
     args = {**default_arguments(params_path), **(arguments or {})}
+    if runner == "subprocess":
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "outputs"),
+                   raise_on_error=True, enable_caching=cache, cache_root=str(root / "cache"))
+        return _run(make_pipeline(args, tracking_uri=tracking_uri), args, root)
+    if runner != "docker":
+        raise CxrError(f"--runner {runner!r}: expected subprocess or docker")
+    from pipelines import containers
+
+    if not image:
+        raise CxrError("--runner docker needs --image TAG (the CPU image: `cxr image build cpu` prints its tag)")
+    containers.require_image(image, "cxr image build cpu")
+    containers.writable_by_containers(root / "outputs")
+
+    def docker_run(network: str, uri: str) -> dict:
+        local.init(runner=local.DockerRunner(network=network, user=containers.run_user()),
+                   pipeline_root=str(root / "outputs"), raise_on_error=True, enable_caching=cache,
+                   cache_root=str(root / "cache"))
+        return _run(make_pipeline(args, image=image, tracking_uri=uri), args, root) | {
+            "runner": "docker", "image": image, "tracking_uri": uri}
+
+    if tracking_uri:
+        return docker_run("host", tracking_uri)
+    if not mlflow_image:
+        raise CxrError("--runner docker without --tracking-uri starts an MLflow server: give --mlflow-image TAG "
+                       "(`cxr image build mlflow` prints it)")
+    containers.require_image(mlflow_image, "cxr image build mlflow")
+    with containers.run_network() as network:
+        server = containers.MlflowContainer(mlflow_image, network, root / "mlflow")
+        try:
+            result = docker_run(network, server.start().uri)
+        finally:
+            server.stop()
+    return result | {"mlflow_store": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}", "mlflow_image": mlflow_image}
+
+
+def _run(pipeline, args: dict, root: Path) -> dict:
     started = time.time()
-    make_pipeline(args)(**args)
+    pipeline(**args)
     runs = sorted((root / "outputs").glob(f"{PIPELINE_NAME}-*"), key=lambda p: p.stat().st_mtime)
     if not runs:
         raise CxrError(f"kfp.local wrote no run folder under {root / 'outputs'}")

@@ -98,8 +98,12 @@ def _configure_light(task, cfg: ClusterConfig) -> None:
                                     run_as_non_root=True)
 
 
-def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
-    """Build the pipeline function from the step specs; ``cluster=None`` leaves out cluster-only settings."""
+def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: str | None = None,
+                  tracking_uri: str | None = None):
+    """Build the pipeline function from the step specs; ``cluster=None`` leaves out cluster-only settings.
+
+    For a local run: ``image`` the tasks run in (kfp.local's DockerRunner), ``tracking_uri`` the MLflow server the
+    tasks that use MLflow get in ``MLFLOW_TRACKING_URI``, as the cluster's tasks get theirs."""
     from pipelines import codegen, tasks
 
     specs = codegen.task_specs()
@@ -107,7 +111,11 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
     missing = {sec for s in specs for sec in s.sections} - set(SECTIONS)
     if missing:
         raise ValueError(f"pipeline parameters lack the params sections {sorted(missing)}: add them to SECTIONS")
-    image = cluster.image if cluster else DEFAULT_IMAGE
+    image = cluster.image if cluster else (image or DEFAULT_IMAGE)
+
+    def local_env(spec, task) -> None:
+        if tracking_uri and "mlflow" in spec.secrets:
+            task.set_env_variable("MLFLOW_TRACKING_URI", tracking_uri)
 
     def component(name: str):
         return dsl.component(getattr(tasks, name), base_image=image, install_kfp_package=False)
@@ -142,11 +150,13 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
                 part_task.set_caching_options(spec.cache)
                 if cluster is not None:
                     _configure(spec, part_task, cluster)
+                local_env(spec, part_task)
             task = ops[spec.name](**inputs_of(spec, spec.partitioned.merge_ports(spec.inputs), done),
                                   partials=dsl.Collected(part_task.outputs["partial"]))
         task.set_caching_options(spec.cache)  # gate/register depend on the registry: never cached
         if cluster is not None:
             _configure(spec, task, cluster)
+        local_env(spec, task)
         return task
 
     values_: dict = {}

@@ -143,7 +143,7 @@ def run_task(step: str, args: dict, phase: str = "") -> str | bool:
     summary = supervise(step, args, phase, spec.retries or DEFAULT_RETRIES)
     if phase == "partition":
         return json.dumps(summary, default=str)
-    params, kwargs = step_arguments(step, args, phase)
+    _, kwargs = step_arguments(step, args, phase)
     if step in VIEWS and not summary.get("_trainjob"):
         VIEWS[step](summary, kwargs, args)
     summary.pop("_trainjob", None)

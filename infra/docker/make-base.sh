@@ -3,20 +3,22 @@
 # machines that cannot pull from a public image registry (air-gapped clusters, CI without Docker Hub):
 #
 #   bash infra/docker/make-base.sh [IMAGE]      # prints the image name it made (or found)
+#   bash infra/docker/make-base.sh --print-name # the default name, keyed by the suite and the package list
 #
 # debootstrap --variant=minbase with Python 3.11, venv, CA certificates, git (DVC needs it) and binutils, then
 # `docker import`. Needs root (or sudo), debootstrap and a Debian mirror: $DEBIAN_MIRROR, else the first
 # bookworm mirror in this machine's apt sources, else http://deb.debian.org/debian (an internal mirror or
 # apt proxy works the same). The root file system is cached as a tarball under
-# ${CXR_CACHE:-~/.cache/cxr-mlops}/base/, keyed by this script's hash: the next run, or a machine that gets
-# the tarball copied over, imports it without the mirror. Then build on it:
+# ${CXR_CACHE:-~/.cache/cxr-mlops}/base/, keyed by the suite and package list: the next run, or a machine that
+# gets the tarball copied over, imports it without the mirror (tarballs of other keys are removed). Then build on it:
 #   cxr image build cpu --offline --base IMAGE      (or docker build --build-arg BASE_IMAGE=IMAGE …)
 set -euo pipefail
 # binutils: `strip` for the symbol tables of TensorFlow's libraries in the images' build stage (-200 MB)
 PACKAGES="python3,python3-venv,python3.11-venv,python3-distutils,ca-certificates,git,binutils"
 SUITE=bookworm
-here="$(cd "$(dirname "$0")" && pwd)"
-key="$(sha256sum "$here/make-base.sh" | cut -c1-12)"
+# the key of the image and the cached tarball: what the root file system is made of
+key="$(printf '%s %s' "$SUITE" "$PACKAGES" | sha256sum | cut -c1-12)"
+if [ "${1:-}" = "--print-name" ]; then echo "cxr-mlops-base:$SUITE-$key"; exit 0; fi
 image="${1:-cxr-mlops-base:$SUITE-$key}"
 cache="${CXR_CACHE:-$HOME/.cache/cxr-mlops}/base"
 tarball="$cache/$SUITE-$key.tar.gz"
@@ -43,6 +45,7 @@ if [ ! -s "$tarball" ]; then
     "$root"/var/log/* "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/*
   mkdir -p "$cache"
   $SUDO tar -C "$root" --numeric-owner -czf "$tarball.partial" . && mv "$tarball.partial" "$tarball"
+  find "$cache" -maxdepth 1 -name "$SUITE-*.tar.gz" ! -name "$SUITE-$key.tar.gz" -delete
 fi
 
 # python3 and the venv module are the ones the Dockerfiles use (`python3 -m venv /opt/venv`)

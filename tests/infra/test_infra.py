@@ -120,7 +120,7 @@ def test_dockerfiles_pass_hadolint_and_run_as_non_root(dockerfile):
 
 def test_gpu_image_bakes_default_backbone_weights():
     text = (ROOT / "infra" / "docker" / "Dockerfile.gpu").read_text()
-    assert "FROM tensorflow/tensorflow:2.21.0-gpu" in text and "weights='imagenet'" in text
+    assert "ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu" in text and "weights='imagenet'" in text
     for backbone in ("VGG16", "ResNet50", "DenseNet121", "EfficientNetB0", "MobileNetV3Small"):
         assert backbone in text
 
