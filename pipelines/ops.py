@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -76,7 +77,10 @@ def run_local(params_path: str | Path = "params.yaml", pipeline_root: str | Path
         local.init(runner=local.DockerRunner(network=network, user=containers.run_user()),
                    pipeline_root=str(root / "outputs"), raise_on_error=True, enable_caching=cache,
                    cache_root=str(root / "cache"))
-        return _run(make_pipeline(args, image=image, tracking_uri=uri), args, root) | {
+        # the host's CXR_* settings (log format, progress interval, retry back-off) reach the tasks, as on a cluster
+        # their pod spec sets them
+        env = {k: v for k, v in os.environ.items() if k.startswith("CXR_")}
+        return _run(make_pipeline(args, image=image, tracking_uri=uri, env=env), args, root) | {
             "runner": "docker", "image": image, "tracking_uri": uri}
 
     if tracking_uri:

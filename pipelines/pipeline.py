@@ -99,11 +99,11 @@ def _configure_light(task, cfg: ClusterConfig) -> None:
 
 
 def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: str | None = None,
-                  tracking_uri: str | None = None):
+                  tracking_uri: str | None = None, env: dict[str, str] | None = None):
     """Build the pipeline function from the step specs; ``cluster=None`` leaves out cluster-only settings.
 
     For a local run: ``image`` the tasks run in (kfp.local's DockerRunner), ``tracking_uri`` the MLflow server the
-    tasks that use MLflow get in ``MLFLOW_TRACKING_URI``, as the cluster's tasks get theirs."""
+    tasks that use MLflow get in ``MLFLOW_TRACKING_URI``, as the cluster's tasks get theirs; ``env`` for every task."""
     from pipelines import codegen, tasks
 
     specs = codegen.task_specs()
@@ -114,6 +114,8 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: s
     image = cluster.image if cluster else (image or DEFAULT_IMAGE)
 
     def local_env(spec, task) -> None:
+        for key, value in (env or {}).items():
+            task.set_env_variable(key, value)
         if tracking_uri and "mlflow" in spec.secrets:
             task.set_env_variable("MLFLOW_TRACKING_URI", tracking_uri)
 
