@@ -56,7 +56,7 @@ class Spec:
 IMAGES = {
     "cpu": Spec("infra/docker/Dockerfile", "requirements/cpu.txt",
                 (*DOCKER, "infra/docker/entrypoint.sh", "infra/docker/slim-venv.sh", *CODE)),
-    "mlflow": Spec("infra/docker/Dockerfile.mlflow", "requirements/server.txt", DOCKER),
+    "mlflow": Spec("infra/docker/Dockerfile.mlflow", "requirements/server.txt", (*DOCKER, "infra/docker/slim-venv.sh")),
     # offline: the Debian-package base plus tensorflow[and-cuda] (CUDA as pip wheels) from requirements/gpu.txt;
     # online: TensorFlow's GPU image, which has TensorFlow and CUDA, plus requirements/gpu-image.txt
     "gpu": Spec("infra/docker/Dockerfile.gpu", "requirements/gpu.txt",

@@ -10,7 +10,9 @@ rm -rf "$site/tensorflow/include"
 for pkg in pandas scipy sklearn numpy pyarrow matplotlib networkx; do
   [ -d "$site/$pkg" ] && find "$site/$pkg" -depth -type d \( -name tests -o -name test \) -exec rm -rf {} +
 done
-if command -v strip >/dev/null; then
+if [ ! -d "$site/tensorflow" ]; then
+  :
+elif command -v strip >/dev/null; then
   find "$site/tensorflow" -name '*.so*' -type f -exec strip --strip-unneeded {} +
 else
   echo "slim-venv.sh: no strip (binutils) in this base: TensorFlow's libraries keep their symbol tables" >&2
