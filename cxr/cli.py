@@ -250,6 +250,10 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
                                           "`cxr image build mlflow` tag)")
     r.add_argument("--tracking-uri", help="an MLflow server the tasks use instead (with docker: the containers use "
                                           "this machine's network, so 127.0.0.1 works)")
+    r.add_argument("--monitor", action="store_true",
+                   help="the cxr-monitor pipeline instead, on the prediction log in --log (reports; submits nothing)")
+    r.add_argument("--log", metavar="DIR", help="with --monitor: the prediction log folder")
+    r.add_argument("--model", default="", help="with --monitor: the reference model (default: the champion)")
     for name, text in (("submit", "start a run on a Kubeflow Pipelines server"),
                        ("schedule", "create or replace a recurring run (idempotent by --name)")):
         q = sub.add_parser(name, help=text)
@@ -287,6 +291,13 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
             image = args.image or images.local_tag("cpu")
             mlflow_image = None if args.tracking_uri else (args.mlflow_image or images.local_tag("mlflow"))
+        if args.monitor:
+            if not args.log:
+                from components.core.errors import CxrError
+
+                raise CxrError("--monitor needs --log DIR (the prediction log `cxr serve --prediction-log` writes)")
+            return ops.run_local_monitor(args.log, args.params, args.model, args.root, runner=args.runner,
+                                         image=image, mlflow_image=mlflow_image, tracking_uri=args.tracking_uri)
         return ops.run_local(args.params, args.root, cache=not args.no_cache, arguments=extra, runner=args.runner,
                              image=image, mlflow_image=mlflow_image, tracking_uri=args.tracking_uri)
     extra = {"data_uri": args.data_uri} if args.data_uri and not args.monitor else None

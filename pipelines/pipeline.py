@@ -192,13 +192,15 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: s
 MONITOR_SECTIONS = ("monitor", "registry", "mlflow")
 
 
-def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
-    """The one-task ``cxr-monitor`` pipeline (run it on a schedule: ``cxr pipeline schedule --monitor``)."""
+def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: str | None = None,
+                          tracking_uri: str | None = None, env: dict[str, str] | None = None):
+    """The one-task ``cxr-monitor`` pipeline (run it on a schedule: ``cxr pipeline schedule --monitor``);
+    ``image``, ``tracking_uri`` and ``env`` for a local run, as in :func:`make_pipeline`."""
     from components import monitor as monitor_step
     from pipelines.monitor import cxr_monitor
 
     cfg = cluster or ClusterConfig()
-    op = dsl.component(cxr_monitor, base_image=cfg.image, install_kfp_package=False)
+    op = dsl.component(cxr_monitor, base_image=image or cfg.image, install_kfp_package=False)
 
     @dsl.pipeline(name="cxr-monitor", description="Compare the prediction log with the champion's training "
                   "reference (OOD rate, drift, live accuracy); submit cxr-training when retraining is due.")
@@ -210,6 +212,8 @@ def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
         task = op(monitor=monitor, registry=registry, mlflow=mlflow, log_dir=log_dir, model=model, kfp_host=kfp_host,
                   training_package=training_package, experiment=experiment)
         task.set_caching_options(False)  # reads the log and the registry: never the same answer twice
+        for key, value in {**(env or {}), **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})}.items():
+            task.set_env_variable(key, value)
         if cluster is not None:
             _configure(monitor_step.SPEC, task, cluster)
             kubernetes.mount_pvc(task, pvc_name=cluster.prediction_log_pvc, mount_path=cluster.prediction_log_path)

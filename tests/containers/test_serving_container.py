@@ -1,9 +1,11 @@
 """`cxr serve` in the CPU image on the model the container pipeline registered: /health, /predict and /metrics
-answer, the image's HEALTHCHECK passes, and SIGTERM lets the requests in flight finish (none fails)."""
+answer, the image's HEALTHCHECK passes, and SIGTERM lets the requests in flight finish (none fails); then the
+cxr-monitor pipeline, in a container too, reads the prediction log the server wrote."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import threading
 import time
@@ -13,6 +15,7 @@ import pytest
 import requests
 
 from pipelines import containers
+from tests.containers.conftest import cxr
 
 pytestmark = pytest.mark.container
 
@@ -70,18 +73,23 @@ class Server:
 @pytest.fixture(scope="module")
 def served(docker_pipeline) -> dict:
     run_dir = Path(docker_pipeline["result"]["run_dir"])
-    film = next(p for p in sorted((run_dir / "ingest" / "out").rglob("*")) if p.suffix in (".png", ".jpg", ".jpeg"))
+    films = [p for p in sorted((run_dir / "ingest" / "out").rglob("*")) if p.suffix in (".png", ".jpg", ".jpeg")]
+    log = containers.writable_by_containers(docker_pipeline["root"] / "prediction-log")
     return {"image": docker_pipeline["image"], "mlflow_image": docker_pipeline["mlflow_image"],
-            "store": docker_pipeline["root"] / "kfp" / "mlflow", "film": film.read_bytes()}
+            "store": docker_pipeline["root"] / "kfp" / "mlflow", "film": films[0].read_bytes(), "films": films,
+            "log": log, "root": docker_pipeline["root"]}
 
 
 def test_the_server_answers_and_its_healthcheck_passes(served, record_property):
-    with Server(served["image"], served["mlflow_image"], served["store"]) as srv:
+    with Server(served["image"], served["mlflow_image"], served["store"], "-e", "CXR_PREDICTION_LOG=/predictions",
+                "-v", f"{served['log']}:/predictions") as srv:
         cold = srv.first_predict(served["film"])
         record_property("serve_cold_start_seconds", round(cold, 1))
         print(f"serve container cold start to the first /predict: {cold:.1f} s")
         body = srv.predict(served["film"]).json()
         assert body["model"]["version"] and set(body["probabilities"]) == {"COVID19", "NORMAL", "PNEUMONIA"}
+        for film in served["films"][:20]:
+            assert srv.predict(film.read_bytes()).status_code == 200
         assert requests.get(srv.url + "/health", timeout=10).status_code == 200
         metrics = requests.get(srv.url + "/metrics", timeout=10).text
         assert "cxr_model_info" in metrics and 'endpoint="/predict"' in metrics
@@ -119,3 +127,16 @@ def test_sigterm_drains_the_requests_in_flight(served):
         assert exit_code == "0"
         with pytest.raises(requests.RequestException):
             srv.predict(served["film"], timeout=5)  # and it is gone
+
+
+def test_the_monitor_pipeline_runs_in_a_container_on_the_servers_log(served):
+    assert list(served["log"].glob("*.jsonl")), "the server wrote no prediction log"
+    proc = cxr("pipeline", "run-local", "--monitor", "--log", str(served["log"]), "--model",
+               "models:/cxr-classifier@challenger", "--runner", "docker", "--image", served["image"],
+               "--mlflow-image", served["mlflow_image"], "--params", str(served["root"] / "params.yaml"),
+               "--root", str(served["root"] / "kfp"), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout[proc.stdout.rindex("\n{") + 1:])
+    summary = json.loads((Path(result["run_dir"]) / "cxr-monitor" / "summary").read_text())
+    assert summary["predictions"] >= 20 and summary["verdict"]
+    assert (Path(result["run_dir"]) / "cxr-monitor" / "report").read_text().lstrip().startswith("<")
