@@ -72,10 +72,9 @@ def builds() -> dict:
 
 
 def pipeline_ratio(cpu: str, mlflow_image: str, work: Path) -> dict:
-    sys.path.insert(0, str(ROOT))
-    from tests.containers.conftest import tiny_params_file  # the container tests' parameters
+    from cxr.testing import tiny_pipeline_params  # the container tests' parameters
 
-    params = tiny_params_file(work / "params.yaml")
+    params = tiny_pipeline_params(work / "params.yaml")
     t = time.perf_counter()
     cxr("pipeline", "run-local", "--params", str(params), "--root", str(work / "sub"), "--no-cache",
         "--tracking-uri", f"sqlite:///{work / 'sub.db'}")

@@ -139,6 +139,7 @@ def run_task(step: str, args: dict, phase: str = "") -> str | bool:
     from components.core import logs
 
     logs.configure()
+    _drop_kfp_log_handler()
     spec = catalog.spec(step)
     summary = supervise(step, args, phase, spec.retries or DEFAULT_RETRIES)
     if phase == "partition":
@@ -151,6 +152,16 @@ def run_task(step: str, args: dict, phase: str = "") -> str | bool:
     if spec.returns:
         return bool(summary[spec.returns])
     return json.dumps(summary, default=str)
+
+
+def _drop_kfp_log_handler() -> None:
+    """KFP's executor gives the root logger a handler of its own ("[KFP Executor …]"): with ours, every line of the
+    task would be printed twice."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        fmt = getattr(handler.formatter, "_fmt", "") or ""
+        if fmt.startswith("[KFP Executor"):
+            root.removeHandler(handler)
 
 
 def supervise(step: str, args: dict, phase: str, retries: int) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr.testing import TINY, env
+from cxr.testing import env, tiny_pipeline_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,15 +59,8 @@ def mlflow_image(docker_ready) -> str:
 
 
 def tiny_params_file(path: Path, **overrides) -> Path:
-    """The demo, tiny (32 px, 4 epochs, 36 films) with the gate's minimums at 0: a run ends with a challenger."""
-    from components.core.config import apply_overrides, parse_params
-    from tests.conftest import write_params
-
-    raw = apply_overrides(TINY, {
-        "train.backbone": "small_cnn", "train.weights": "none", "train.freeze_batchnorm": False,
-        "gate.min_accuracy": 0.0, "gate.min_macro_f1": 0.0, "gate.min_roc_auc": 0.0, "gate.min_sensitivity": {},
-        "validate.workers": 1, **overrides})
-    return write_params(path, parse_params(raw))
+    """The demo, tiny (32 px, 4 epochs) with the gate's minimums at 0: a run ends with a challenger."""
+    return tiny_pipeline_params(path, **overrides)
 
 
 def cxr(*args: str, timeout: float = 1200, **extra: str | None) -> subprocess.CompletedProcess:
