@@ -217,7 +217,7 @@ def wheels_image(lock: Path) -> str:
 def _docker_build(args: list[str], stdin: str | None = None) -> None:
     """``docker build`` with its output on stderr (stdout is for the tag)."""
     proc = subprocess.run([shutil.which("docker") or "docker", "build", *args], input=stdin, text=True,
-                          stdout=sys.stderr, stderr=sys.stderr)
+                          stdout=2, stderr=2)  # both to this process's stderr (fd 2), as they come
     if proc.returncode != 0:
         raise CxrError(f"docker build {' '.join(args[-4:])} failed (exit {proc.returncode}): see its output above")
 
