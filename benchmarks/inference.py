@@ -19,8 +19,8 @@ from benchmarks.common import CLASSES, SAMPLE, machine, repeated_sample, table
 def make_model(backbone: str, size: int, out: Path) -> Path:
     import json
 
-    from components.core import models
-    from components.core.config import TrainConfig
+    from components.core.contract.config import TrainConfig
+    from components.core.model import models
 
     out.mkdir(parents=True, exist_ok=True)
     model = models.build_model(TrainConfig(backbone=backbone, weights="none", image_size=size), len(CLASSES))
@@ -32,7 +32,7 @@ def make_model(backbone: str, size: int, out: Path) -> Path:
 def latency(model_dir: Path, files: list[Path], requests_n: int, log: Path) -> tuple[float, float, float]:
     import requests
 
-    from cxr.testing import free_port, start_cxr_serve, stop
+    from tests.support import free_port, start_cxr_serve, stop
 
     port = free_port()
     proc = start_cxr_serve(["--model", str(model_dir)], port, log)
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--requests", type=int, default=50)
     args = ap.parse_args(argv)
-    from components.core import registry
-    from components.core.images import decode_files
+    from components.core.data.images import decode_files
+    from components.core.registry import registry
     from serving import predict
 
     rows, lat_rows = [], []

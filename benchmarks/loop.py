@@ -40,7 +40,7 @@ CLASSES = ["COVID19", "NORMAL", "PNEUMONIA"]
 def write_site(dest: Path, n_per_class: int, seed: int, style: dict | None, classes=CLASSES, min_side=160,
                max_side=320) -> Path:
     """A class-folder tree with a MANIFEST.csv of demo films (an external set of source ``dir``)."""
-    from components.core import synthetic
+    from components.core.data import synthetic
 
     rows = ["path,label,patient_id,source"]
     for rel, label, pid, data in synthetic.generate(classes, n_per_class, 2, min_side, max_side, seed, style=style):
@@ -54,7 +54,7 @@ def write_site(dest: Path, n_per_class: int, seed: int, style: dict | None, clas
 def run_pipeline(work: Path, raw_params: dict) -> tuple[dict, Path]:
     """ingest → validate → split → preprocess → train → external → evaluate, no MLflow; (metrics, model dir)."""
     from components import evaluate, external, ingest, preprocess, split, train, validate
-    from components.core.config import parse_params
+    from components.core.contract.config import parse_params
 
     p = parse_params(raw_params, "benchmark params")
     d = work
@@ -147,10 +147,11 @@ def scenario_shared2(work: Path, quick: bool) -> tuple[dict, Path]:
         raw["train"].update(image_size=32, phases=[{"epochs": 3, "trainable": "all", "lr": 0.003}])
     metrics, model_dir = run_pipeline(work / "run", raw)
     # the adults: an external set needs every class (ingest), these are all "PNEUMONIA": scored directly
-    from components.core import images, ood, shards
+    from components.core.data import images, shards
+    from components.core.eval import ood
 
     ref = ood.OodReference.load(model_dir / ood.REFERENCE_FILE)
-    from components.core.models import load_model
+    from components.core.model.models import load_model
 
     model = load_model(model_dir / "model.keras")
     size = int(model.inputs[0].shape[1])
@@ -172,7 +173,7 @@ def serve_and_log(model_dir: Path, images: list[bytes], log_dir: Path) -> list[d
     """Post every image to the real app (in process) with a prediction log; return the log's records."""
     from fastapi.testclient import TestClient
 
-    from components.core import registry
+    from components.core.registry import registry
     from serving.app import Settings, create_app
     from serving.predlog import PredictionLog
 
@@ -188,8 +189,10 @@ def monitoring(model_dir: Path, work: Path, pool: int, windows: int, window: int
                seed: int = 1000) -> dict:
     """Fresh films of the demo model's own site (new patients, new seeds) through the real app."""
     from benchmarks.common import ROOT
-    from components.core import drift, ood, synthetic
-    from components.core.config import MonitorConfig, load_params
+    from components.core.contract.config import MonitorConfig, load_params
+    from components.core.data import synthetic
+    from components.core.eval import ood
+    from components.core.stats import drift
 
     demo = load_params(ROOT / "params.yaml").data.demo
     if quick:  # scenario_demo's quick sizes
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     ap.add_argument("--work", help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args(argv)
-    from components.core import logs
+    from components.core.contract import logs
 
     logs.configure()
     out: dict = {"scenarios": {}}

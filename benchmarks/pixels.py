@@ -1,4 +1,4 @@
-"""Pixel decisions of components/core/images.py, measured on the real sample:
+"""Pixel decisions of components/core/data/images.py, measured on the real sample:
 
 (1) JPEG draft mode (PIL decodes at 1/2-1/8 scale in the DCT domain) vs full decode, each followed by
     the same resize (``fit_square``, pad): grey-level differences at the model's input size and the CPU
@@ -38,7 +38,7 @@ def _full_decode(data: bytes) -> np.ndarray:
 
 
 def draft_vs_full(files: list[Path], sizes: list[int]) -> list[list]:
-    from components.core.images import fit_square
+    from components.core.data.images import fit_square
 
     datas = [f.read_bytes() for f in files]
     rows = []
@@ -77,7 +77,7 @@ def minmax(arr: np.ndarray) -> np.ndarray:
 
 
 def window_vs_minmax(files: list[Path], side: int = 512) -> list[list]:
-    from components.core import images
+    from components.core.data import images
 
     rows = []
     for kind in ("clean", "marker", "strip"):

@@ -38,8 +38,8 @@ KERMANY_TRAIN, KERMANY_EVAL = 5216, 640  # paultimothymooney/chest-xray-pneumoni
 def params_for(data: str, recipe: str, epochs: int | None, size: int | None, demo_patients: int | None):
     import yaml
 
-    from components.core import recipes
-    from components.core.config import parse_params
+    from components.core.contract import recipes
+    from components.core.contract.config import parse_params
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw = recipes.overlay(raw, BEFORE if recipe == "before" else recipes.load(recipe).overlay)
@@ -60,7 +60,7 @@ def params_for(data: str, recipe: str, epochs: int | None, size: int | None, dem
 def run_one(work: Path, data: str, recipe: str, epochs: int | None, size: int | None,
             demo_patients: int | None) -> list[object]:
     from components import evaluate, ingest, preprocess, split, train
-    from components.core.fsutil import read_json
+    from components.core.contract.fsutil import read_json
 
     p = params_for(data, recipe, epochs, size, demo_patients)
     d = work / f"{data}-{recipe}"
@@ -116,8 +116,9 @@ def train_flops(model, flops: dict[str, float]) -> float:
 def gpu_estimates(gpu_recipes: list[str]) -> list[list[object]]:
     import keras
 
-    from components.core import models, recipes
-    from components.core.config import parse_params
+    from components.core.contract import recipes
+    from components.core.contract.config import parse_params
+    from components.core.model import models
 
     rows = []
     for name in gpu_recipes:

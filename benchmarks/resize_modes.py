@@ -1,7 +1,7 @@
 """Resize modes vs shortcuts: `preprocess.resize` pad, pad_edge and crop on the shared real sample.
 
 For each mode the same validated and split data is preprocessed, a small_cnn is trained with several
-seeds, and the shortcut stress tests (components/core/shortcut.py) run on the test split. Printed per
+seeds, and the shortcut stress tests (components/core/eval/shortcut.py) run on the test split. Printed per
 mode (mean ± sd over seeds): test accuracy, the model's balanced accuracy with the lung field blanked,
 the share of PNEUMONIA's Grad-CAM heat outside the lung field (and the largest excess over the area
 share of any class), the border-only probe (it does not depend on the model), how many runs were
@@ -29,7 +29,7 @@ from benchmarks.common import CLASSES, SAMPLE, machine, table
 
 
 def _params(data: str, mode: str, size: int, epochs: int, seed: int, sample: Path):
-    from components.core.config import parse_params
+    from components.core.contract.config import parse_params
 
     raw = {
         "validate": {"workers": 2, "bias_audit": {"enabled": False}, "critical": ["label_in_classes"]},
@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
         args.modes = ["pad", *[m for m in args.modes if m != "pad"]]  # the baseline comes first
     logging.getLogger("components").setLevel(logging.WARNING)
     from components import ingest, preprocess, split, train, validate
-    from components.core import models, shortcut
-    from components.core import shards as shard_io
+    from components.core.data import shards as shard_io
+    from components.core.eval import shortcut
+    from components.core.model import models
 
     results: dict[str, list[dict]] = {m: [] for m in args.modes}
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _cost(args) -> None:
     from components import evaluate, ingest, preprocess, split, train
-    from components.core import shards as shard_io
-    from components.core.config import load_params
+    from components.core.contract.config import load_params
+    from components.core.data import shards as shard_io
 
     logging.getLogger("components").setLevel(logging.WARNING)
     p = load_params(args.params, {"evaluate.external": [], "train.image_size": args.size})

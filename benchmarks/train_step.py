@@ -22,7 +22,7 @@ from benchmarks.common import CLASSES, machine, repeated_sample, table
 
 def prepare(workdir: Path, n: int, size: int) -> Path:
     from components import preprocess
-    from components.core.config import parse_params
+    from components.core.contract.config import parse_params
 
     tree = repeated_sample(workdir / f"tree{size}", n)
     splits = workdir / f"splits{size}"
@@ -42,7 +42,7 @@ def prepare(workdir: Path, n: int, size: int) -> Path:
 
 
 def train_params(backbone: str, size: int, epochs: int, batch: int, trainable: str):
-    from components.core.config import parse_params
+    from components.core.contract.config import parse_params
 
     return parse_params({"data": {"classes": CLASSES}, "train": {
         "backbone": backbone, "weights": "none", "image_size": size, "batch_size": batch,
@@ -71,7 +71,8 @@ def bound(params, shards_dir: Path, trainable: str) -> float:
     """model.fit on in-memory numpy arrays: no input pipeline, no checkpoints, no validation."""
     import keras
 
-    from components.core import models, shards
+    from components.core.data import shards
+    from components.core.model import models
 
     train = shards.load_split(shards_dir, "train")
     keras.utils.set_random_seed(0)
@@ -101,7 +102,8 @@ def head_on_cached_features(params, shards_dir: Path) -> tuple[float, float, flo
     """Head-only phase: full model with a frozen backbone vs a head trained on cached features."""
     import keras
 
-    from components.core import models, shards
+    from components.core.data import shards
+    from components.core.model import models
 
     train = shards.load_split(shards_dir, "train")
     epochs, batch = params.train.phases[0].epochs, params.train.batch_size

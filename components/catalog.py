@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from components.core.spec import StepSpec
+from components.core.contract.spec import StepSpec
 
 # pipeline order; lr-find is a tool (no DVC stage, no KFP task)
 STEP_MODULES = ("ingest", "validate", "split", "preprocess", "train", "external", "evaluate", "registry_state",

@@ -5,7 +5,7 @@ ROC-AUC, confusion matrix with its label order, ECE, per-source metrics, CIs, op
 external sets), and under the report folder: ``predictions.csv`` and ``roc.csv`` (DVC plots),
 ``classification_report.txt``, and figures (confusion raw/normalised, ROC, PR, reliability,
 training curves, top-losses gallery, Grad-CAM overlays per class, correct next to wrong, with the lung
-field outlined). The shortcut stress tests (:mod:`components.core.shortcut`: lung field blanked,
+field outlined). The shortcut stress tests (:mod:`components.core.eval.shortcut`: lung field blanked,
 border-only probe, Grad-CAM outside the lungs, source predictability) run on the test split and every
 external set and land in the ``shortcut`` block of ``metrics.json`` (``shortcut_risk`` blocks the gate
 unless a written acceptance is given). Everything is also logged to the training run in MLflow.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.core.errors import DataError
-from components.core.params_view import under_spec
-from components.core.spec import Option, Port, StepSpec
+from components.core.contract.errors import DataError
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Option, Port, StepSpec
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,10 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     """Evaluate ``model_dir/model.keras`` on the test split of ``shards`` (and the external sets)."""
     import pandas as pd
 
-    from components.core import clinical, models, ood, plots
-    from components.core import metrics as M
-    from components.core import shards as shard_io
-    from components.core.evaluation import (
+    from components.core.contract.fsutil import atomic_path, read_json, write_json, write_text
+    from components.core.data import shards as shard_io
+    from components.core.eval import ood
+    from components.core.eval.evaluation import (
         calibration_report,
         evaluate_arrays,
         external_sets,
@@ -75,7 +75,9 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
         shortcut_tests,
         top_losses,
     )
-    from components.core.fsutil import atomic_path, read_json, write_json, write_text
+    from components.core.model import models
+    from components.core.stats import clinical, plots
+    from components.core.stats import metrics as M
 
     model_dir, report_dir, shards_dir, metrics_path = Path(model_dir), Path(out), Path(shards), Path(metrics)
     external_dir = external
@@ -155,8 +157,9 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
 def _gradcam_gallery(model, test, proba: np.ndarray, classes: list[str], resize: str, params, path: Path) -> None:
     """Grad-CAM of the predicted class, one row per true class: correct cases, then wrong ones, each with
     the lung field of the shortcut tests outlined."""
-    from components.core import plots, shortcut
-    from components.core.gradcam import gradcam, overlay
+    from components.core.eval import shortcut
+    from components.core.eval.gradcam import gradcam, overlay
+    from components.core.stats import plots
 
     k, y, pred = params.evaluate.gradcam_per_class, test.y, proba.argmax(axis=1)
     grid = [[*np.flatnonzero((y == c) & (pred == c))[:k], *([None] * k)][:k]
@@ -193,7 +196,7 @@ def _log(params, result: dict, report_dir: Path, metrics_path: str | Path) -> No
     """Add test metrics and report artifacts to the training run."""
     import mlflow
 
-    from components.core import tracking
+    from components.core.registry import tracking
 
     tracking.setup(params)
     flat = {"test_accuracy": result["accuracy"], "test_macro_f1": result["macro_f1"],

@@ -1,7 +1,7 @@
 """External test sets (``evaluate.external``): data from other hospitals, never trained or tuned on.
 
-Each set goes through the same code as the main data (:func:`components.core.sources.ingest_into`
-then :func:`components.core.validation.validate_into`, with its own manifest, quarantine and bias
+Each set goes through the same code as the main data (:func:`components.core.data.sources.ingest_into`
+then :func:`components.core.data.validation.validate_into`, with its own manifest, quarantine and bias
 audit), then every usable image is decoded once at the model's input size into
 ``<out>/<name>/test_*.npy`` shards. Images whose sha256 is also in the main data set are dropped
 (and counted): an external set must not contain training images.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.core.errors import DataError
-from components.core.params_view import under_spec
-from components.core.spec import Port, StepSpec
+from components.core.contract.errors import DataError
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Port, StepSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ SPEC = StepSpec(
 
 def _data_section(data, ext):
     """The ``data`` params of one external set: the main data's classes, the set's own source."""
-    from components.core.config import DataConfig
+    from components.core.contract.config import DataConfig
 
     base = data.model_dump(mode="json")
     merged = {**base, "layout": "auto",  # the set's own layout, whatever the main data's is
@@ -52,11 +52,11 @@ def _data_section(data, ext):
 @under_spec(SPEC)
 def run(params, main_manifest: str | Path, out: str | Path) -> dict:
     """Prepare every external set under ``out``; ``main_manifest`` is the validated main data."""
-    from components.core import manifest, sources
-    from components.core.fsutil import atomic_path, write_json
-    from components.core.images import decode_files
-    from components.core.shards import ShardMeta
-    from components.core.validation import validate_into
+    from components.core.contract.fsutil import atomic_path, write_json
+    from components.core.data import manifest, sources
+    from components.core.data.images import decode_files
+    from components.core.data.shards import ShardMeta
+    from components.core.data.validation import validate_into
 
     main = manifest.read(main_manifest, required=("path", "sha256"))
     main_sha = set(main["sha256"])

@@ -1,4 +1,4 @@
-"""Gate: decide whether the candidate model may be registered (:mod:`components.core.gating` has the maths).
+"""Gate: decide whether the candidate model may be registered (:mod:`components.core.stats.gating` has the maths).
 
 Checks, every one in ``reports/gate.json`` with its value, CI, threshold or margin, patients used
 and result:
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.core.errors import DataError, RefusedError
-from components.core.params_view import under_spec
-from components.core.spec import Option, Port, StepSpec
+from components.core.contract.errors import DataError, RefusedError
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Option, Port, StepSpec
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +59,20 @@ SPEC = StepSpec(
 
 
 def _predict(model, x: np.ndarray) -> np.ndarray:
-    from components.core import shards
+    from components.core.data import shards
 
     return np.asarray(shards.predict(model, x), dtype=np.float64)  # a block at a time: any split size
 
 
 def champion_test_arrays(bundle, test, shards_meta, images_dir: Path | None, max_pixels: int) -> np.ndarray:
     """The test split as the champion needs it (its own input size and resize mode)."""
-    from components.core.images import decode_files
+    from components.core.data.images import decode_files
 
     if bundle.image_size == shards_meta.image_size and bundle.resize == shards_meta.resize:
         return test.x
     if images_dir is None:
         raise DataError(f"the champion takes {bundle.image_size}px images; pass --images to decode the test split")
-    from components.core import storage
+    from components.core.data import storage
 
     decoded = decode_files([storage.join(images_dir, p) for p in test.rows["path"]], bundle.image_size, bundle.resize,
                            max_pixels, desc="champion test set")
@@ -97,7 +97,8 @@ def champion_lineage(run_id: str | None) -> dict | None:
 
 def _champion(params, test, meta, images_dir, classes):
     """(info, probabilities on the test split, thresholds, seen patient digests) of the current champion."""
-    from components.core import gating, registry
+    from components.core.registry import registry
+    from components.core.stats import gating
 
     name = params.registry.model_name
     mv = registry.version_by_alias(name, registry.CHAMPION)
@@ -122,9 +123,11 @@ def _champion(params, test, meta, images_dir, classes):
 def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, out: str | Path,
         images: str | Path | None = None, validation: str | Path | None = None, strict: bool = False) -> dict:
     """Gate the candidate (``model_dir`` + its ``metrics``) and write the decision to ``out``."""
-    from components.core import gating, models, tracking
-    from components.core import shards as shard_io
-    from components.core.fsutil import read_json, write_json
+    from components.core.contract.fsutil import read_json, write_json
+    from components.core.data import shards as shard_io
+    from components.core.model import models
+    from components.core.registry import tracking
+    from components.core.stats import gating
 
     g, boot = params.gate, params.evaluate.bootstrap
     candidate_metrics = read_json(metrics)

@@ -1,6 +1,6 @@
 """Ingest: bring images from a source into ``data/raw/`` with a raw manifest, accounting for every file.
 
-Sources (``data.source``, adapters in :mod:`components.core.sources`): ``demo`` (the embedded
+Sources (``data.source``, adapters in :mod:`components.core.data.sources`): ``demo`` (the embedded
 synthetic generator), ``dir`` (a class-folder tree or a CSV manifest), ``kaggle`` (downloaded
 with credentials from the environment, then read like ``dir``); ``--data-uri dvc://<git-url>@<rev>``
 fetches exactly what a commit pins. ``reports/ingest/`` lists every file that was skipped or
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.core.params_view import under_spec
-from components.core.spec import Option, Port, StepSpec
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Option, Port, StepSpec
 
 SPEC = StepSpec(
     name="ingest",
@@ -38,7 +38,7 @@ SPEC = StepSpec(
 def run(params, out: str | Path, reports: str | Path | None = None, source_path: str | Path | None = None,
         data_uri: str = "") -> dict:
     """Ingest ``params.data`` (or ``data_uri``) into ``out``; the account of skipped files into ``reports``."""
-    from components.core import sources
+    from components.core.data import sources
 
     summary = sources.ingest_into(params.data, out, source_path=source_path, data_uri=data_uri)
     return sources.write_account(summary, reports) if reports else sources.account(summary)

@@ -1,7 +1,7 @@
 """LR range test (Smith 2017; seed 2's ``lr_find``): raise the learning rate exponentially over a
 few hundred batches of the first phase, record the smoothed loss, suggest a learning rate.
 
-The sweep itself is :func:`components.core.training.lr_range_test`: ``train`` runs the same code
+The sweep itself is :func:`components.core.model.training.lr_range_test`: ``train`` runs the same code
 before a phase whose ``lr`` is ``auto`` (``train.lr_find`` sets its range and which suggestion is used).
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.core.params_view import under_spec
-from components.core.spec import Option, Port, StepSpec
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Option, Port, StepSpec
 
 SPEC = StepSpec(
     name="lr-find",
@@ -32,9 +32,9 @@ def run(params, shards: str | Path, out: str | Path, min_lr: float | None = None
     """Sweep the learning rate of phase 1 on the train split of ``shards``; plot and JSON into ``out``."""
     import keras
 
-    from components.core import models, training
-    from components.core import shards as shard_io
-    from components.core.fsutil import atomic_path, write_json
+    from components.core.contract.fsutil import atomic_path, write_json
+    from components.core.data import shards as shard_io
+    from components.core.model import models, training
 
     cfg = params.train
     f = cfg.lr_find

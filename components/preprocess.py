@@ -1,6 +1,6 @@
 """Preprocess: decode every split's images once into fixed-size uint8 shard files at ``train.image_size``.
 
-Output (:mod:`components.core.shards`, format 2): ``<split>/x-NNNNN.npy`` (``shard_images`` × S × S
+Output (:mod:`components.core.data.shards`, format 2): ``<split>/x-NNNNN.npy`` (``shard_images`` × S × S
 uint8, from ``scale.shard_mb``), ``<split>_y.npy`` (class index), ``<split>.csv`` (the manifest rows, in
 the same order) and ``meta.json`` (classes, size, resize mode, shards per split). Epochs then read
 arrays, never full-resolution JPEGs. Decoding runs in ``preprocess.workers`` processes, one shard at a
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.core.errors import DataError
-from components.core.params_view import under_spec
-from components.core.spec import Partitioned, Port, StepSpec
+from components.core.contract.errors import DataError
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Partitioned, Port, StepSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ DECODE_BATCH = 1024  # images decoded before they are written into their shard f
 def _frames(params, splits_dir: Path) -> dict:
     """Every split's paths and labels (row order = array order), labels checked against ``data.classes``. Only
     those two columns: the whole manifest of 100,000 images is ~170 MB in pandas, its paths and labels ~15 MB."""
-    from components.core import manifest
-    from components.core.shards import SPLITS
+    from components.core.data import manifest
+    from components.core.data.shards import SPLITS
 
     classes = list(params.data.classes)
     frames = {}
@@ -63,7 +63,7 @@ def _frames(params, splits_dir: Path) -> dict:
 def plan(frames: dict, per: int, parts: int) -> list[list[tuple[str, int, int, int]]]:
     """The shard files ``(split, index, start, stop)`` of every split in order, cut into ``parts`` contiguous
     runs of nearly equal length (a run may be empty when there are fewer shards than parts)."""
-    from components.core.shards import shard_ranges
+    from components.core.data.shards import shard_ranges
 
     units = [(split, i, a, b) for split, df in frames.items() for i, (a, b) in enumerate(shard_ranges(len(df), per))]
     bounds = np.linspace(0, len(units), parts + 1).round().astype(int)
@@ -83,9 +83,9 @@ def _decode_units(units, frames: dict, images_dir: Path, out_dir: Path, size: in
     """Decode and write the shard files ``units`` into ``out_dir``; return the failures (split, path, reason)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from components.core import storage
-    from components.core.images import decode_files
-    from components.core.shards import shard_name
+    from components.core.data import storage
+    from components.core.data.images import decode_files
+    from components.core.data.shards import shard_name
 
     failed: list[tuple[str, str, str]] = []
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
@@ -117,8 +117,8 @@ def _decode_units(units, frames: dict, images_dir: Path, out_dir: Path, size: in
 @under_spec(SPEC)
 def run_partition(params, part: int, splits: str | Path, images: str | Path, partial: str | Path) -> dict:
     """Decode part ``part`` of ``scale.partitions`` (its run of shard files) into the folder ``partial``."""
-    from components.core.fsutil import atomic_path, write_json
-    from components.core.shards import shard_images
+    from components.core.contract.fsutil import atomic_path, write_json
+    from components.core.data.shards import shard_images
 
     parts, size = params.scale.partitions, params.train.image_size
     if not 0 <= part < parts:
@@ -154,8 +154,8 @@ def merge(params, partials: list[str | Path], splits: str | Path, out: str | Pat
     """Gather every part's shard files into ``out`` and write the index (csv, labels, meta.json)."""
     import shutil
 
-    from components.core.fsutil import atomic_path, read_json, write_json
-    from components.core.shards import FORMAT, ShardMeta, shard_images, shard_name, shard_ranges
+    from components.core.contract.fsutil import atomic_path, read_json, write_json
+    from components.core.data.shards import FORMAT, ShardMeta, shard_images, shard_name, shard_ranges
 
     size, mode, classes = params.train.image_size, params.preprocess.resize, list(params.data.classes)
     frames = _frames(params, Path(splits))
@@ -196,7 +196,7 @@ def merge(params, partials: list[str | Path], splits: str | Path, out: str | Pat
 def run(params, splits: str | Path, images: str | Path, out: str | Path) -> dict:
     """Decode every image of ``splits`` (paths under ``images``) once into shards under ``out``: every part of
     ``scale.partitions`` in turn, then the merge."""
-    from components.core.fsutil import partition_folders
+    from components.core.contract.fsutil import partition_folders
 
     with partition_folders(out, params.scale.partitions) as partials:
         for i, folder in enumerate(partials):

@@ -14,9 +14,9 @@ import json
 import logging
 from pathlib import Path
 
-from components.core.errors import CxrError, ServiceError
-from components.core.params_view import under_spec
-from components.core.spec import Port, StepSpec
+from components.core.contract.errors import CxrError, ServiceError
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Port, StepSpec
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ SPEC = StepSpec(
 
 
 def _optional_json(path: str | Path | None) -> dict | None:
-    from components.core.fsutil import read_json
+    from components.core.contract.fsutil import read_json
 
     return read_json(path) if path and Path(path).is_file() else None
 
@@ -63,8 +63,8 @@ def run(params, gate_report: str | Path, model_dir: str | Path, metrics: str | P
         validation: str | Path | None = None, split_report: str | Path | None = None,
         external_summary: str | Path | None = None, ingest_report: str | Path | None = None) -> dict:
     """Register when the gate passed; always write the candidate's model card (Markdown and HTML) to ``out``."""
-    from components.core import modelcard, registry, tracking
-    from components.core.fsutil import read_json, write_json, write_text
+    from components.core.contract.fsutil import read_json, write_json, write_text
+    from components.core.registry import modelcard, registry, tracking
 
     gate_path, metrics_path, out_dir = Path(gate_report), Path(metrics), Path(out)
     validation_path, split_path, external_path = validation, split_report, external_summary

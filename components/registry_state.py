@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from components.core.params_view import under_spec
-from components.core.spec import Port, StepSpec
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Port, StepSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ SPEC = StepSpec(
 @under_spec(SPEC)
 def run(params, out: str | Path) -> dict:
     """Write the champion of ``registry.model_name`` (or none) to ``out``."""
-    from components.core import registry, tracking
-    from components.core.fsutil import read_json, write_json
+    from components.core.contract.fsutil import read_json, write_json
+    from components.core.registry import registry, tracking
 
     tracking.setup(params)
     name = params.registry.model_name

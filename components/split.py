@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from components.core.errors import DataError
-from components.core.params_view import under_spec
-from components.core.spec import Port, StepSpec
+from components.core.contract.errors import DataError
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Port, StepSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,8 +73,8 @@ def leakage(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
 @under_spec(SPEC)
 def run(params, manifest: str | Path, out: str | Path, reports: str | Path) -> dict:
     """Split ``manifest`` into ``out/{train,val,test}.csv``; ``reports/summary.json`` says how."""
-    from components.core import manifest as manifests
-    from components.core.fsutil import atomic_path, write_json
+    from components.core.contract.fsutil import atomic_path, write_json
+    from components.core.data import manifest as manifests
 
     manifest_path, out_dir, report_dir = manifest, out, reports
     cfg = params.split

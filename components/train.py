@@ -1,8 +1,8 @@
 """Train: transfer learning in phases (head first, then unfreeze), resumable, tracked in MLflow.
 
 ``train.phases`` is a list of ``{epochs, trainable: head|all|last:N, lr, schedule, lr_mult, …}``
-(:class:`components.core.config.Phase`). Each phase compiles a fresh optimizer
-(:func:`components.core.training.compile_for_phase`: a constant rate with ReduceLROnPlateau, or a
+(:class:`components.core.contract.config.Phase`). Each phase compiles a fresh optimizer
+(:func:`components.core.model.training.compile_for_phase`: a constant rate with ReduceLROnPlateau, or a
 one-cycle / warm-up + cosine schedule; discriminative rates per layer group); ``lr: auto`` runs the LR
 range test first and trains at its suggestion (the plot goes to MLflow). Early stopping
 (``train.early_stopping``) ends a phase, whose best epoch (by the monitored metric) is restored before
@@ -15,11 +15,11 @@ A model that predicts one class for every validation image is a failed training,
 and the gate refuses it. ``train.*`` combinations that look wrong are logged as warnings and recorded
 (``warnings`` in the summary).
 
-Resume (:mod:`components.core.checkpoint`): a killed ``cxr train`` started again with the same
+Resume (:mod:`components.core.model.checkpoint`): a killed ``cxr train`` started again with the same
 params and data continues after its last finished epoch (the optimizer, its schedule position and
 the rate ``lr: auto`` found come back with it).
 
-Several workers (``train.workers``, :mod:`components.core.distributed`): with ``TF_CONFIG`` naming N workers
+Several workers (``train.workers``, :mod:`components.core.model.distributed`): with ``TF_CONFIG`` naming N workers
 this process is one of them (MultiWorkerMirroredStrategy; each streams its share of the shards; only the
 chief writes the checkpoint, the model and the reports, and logs to MLflow). Without it, ``train.workers > 1``
 starts N local worker processes on 127.0.0.1 (``python -m components.train``) and returns the chief's
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.core.errors import DataError, ServiceError
-from components.core.params_view import under_spec
-from components.core.spec import Option, Port, StepSpec
+from components.core.contract.errors import DataError, ServiceError
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Option, Port, StepSpec
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,9 @@ SPEC = StepSpec(
 
 def fingerprint(params, shards_dir: Path) -> str:
     """What a resumable state must match: the declared params and the exact shards."""
-    from components.core import shards, tracking
-    from components.core.manifest import fingerprint as manifest_fp
+    from components.core.data import shards
+    from components.core.data.manifest import fingerprint as manifest_fp
+    from components.core.registry import tracking
 
     data_fp = manifest_fp([shards_dir / f"{s}.csv" for s in shards.SPLITS] + [shards_dir / "meta.json"])
     return f"{tracking.params_hash(params)}-{data_fp}"
@@ -88,7 +89,7 @@ def _fit_phase(model, phase, state, train, val, datasets, weights, callbacks, st
     """Compile (unless resuming mid-phase) and run one phase's remaining epochs (on cached backbone features
     when ``phase.cache_features``). ``prebuild`` (several workers): ``(image_size, weighted)`` of the stream,
     for :func:`_prebuild`. Returns what was compiled."""
-    from components.core import models, training
+    from components.core.model import models, training
 
     remaining = phase.epochs - state["phase_epoch"]
     steps = -(-len(train.y) // batch_size)
@@ -122,8 +123,8 @@ def _phase_lr(model, phase, idx: int, ckpt, cfg, train, weights, strategy, track
         return float(found[str(idx)])
     if ckpt["phase_epoch"] > 0:  # resumed mid-phase: the restored optimizer already trains at the found rate
         return float(_current_lr(model))
-    from components.core import shards as shard_io
-    from components.core import training
+    from components.core.data import shards as shard_io
+    from components.core.model import training
 
     f = cfg.lr_find
     ds = shard_io.dataset(train, cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed)
@@ -150,8 +151,8 @@ def _log_lr_find(result: dict, lr: float, idx: int) -> None:
 
     import mlflow
 
-    from components.core import training
-    from components.core.fsutil import write_json
+    from components.core.contract.fsutil import write_json
+    from components.core.model import training
 
     with tempfile.TemporaryDirectory() as tmp:
         training.plot_lr_range(result, Path(tmp) / "lr_find.png", chosen=lr)
@@ -164,10 +165,13 @@ def _log_lr_find(result: dict, lr: float, idx: int) -> None:
 def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/train-state",
         track: bool = True) -> dict:
     """Train on ``shards``; write ``model.keras``, ``history.csv``, ``train_summary.json`` to ``out``."""
-    from components.core import distributed, manifest, models, ood, tracking, training
-    from components.core import shards as shard_io
-    from components.core.checkpoint import TrainState, load_weights, make_tracker
-    from components.core.fsutil import atomic_path, remove, write_json
+    from components.core.contract.fsutil import atomic_path, remove, write_json
+    from components.core.data import manifest
+    from components.core.data import shards as shard_io
+    from components.core.eval import ood
+    from components.core.model import distributed, models, training
+    from components.core.model.checkpoint import TrainState, load_weights, make_tracker
+    from components.core.registry import tracking
 
     cfg = params.train
     me = distributed.worker()
@@ -314,7 +318,7 @@ def _datasets(cfg, train, val, weights, strategy, me):
     """(train, val) datasets and the class weights ``fit`` gets. One worker: streams of the whole splits.
     Several: each worker streams its share at the per-replica batch size (``distribute_datasets_from_function``),
     with the class weights as sample weights inside the stream (Keras cannot map a distributed dataset)."""
-    from components.core import shards as shard_io
+    from components.core.data import shards as shard_io
 
     if not me.distributed:
         return (shard_io.dataset(train, cfg.batch_size, training=True, augment=cfg.augment, seed=cfg.seed),
@@ -351,8 +355,8 @@ def _launch_local(params, shards: Path, out: Path, state: Path, track: bool) -> 
     """``train.workers`` local worker processes on 127.0.0.1 (TF_CONFIG each); the chief's summary."""
     import yaml
 
-    from components.core import distributed
-    from components.core.fsutil import read_json
+    from components.core.contract.fsutil import read_json
+    from components.core.model import distributed
 
     state.parent.mkdir(parents=True, exist_ok=True)
     logs = state.with_name(state.name + "-workers")
@@ -370,8 +374,8 @@ def _worker_main(argv: list[str] | None = None) -> None:
     """One worker of a local multi-worker run (started by :func:`_launch_local`, TF_CONFIG in the environment)."""
     import argparse
 
-    from components.core import logs
-    from components.core.config import load_params
+    from components.core.contract import logs
+    from components.core.contract.config import load_params
 
     ap = argparse.ArgumentParser(prog="python -m components.train")
     for flag in ("--params", "--shards", "--out", "--state"):
@@ -384,7 +388,8 @@ def _worker_main(argv: list[str] | None = None) -> None:
 
 def _lineage(params, frames: dict, data_version: str) -> dict:
     """Which patients this model trained and validated on (digests), and what data and params made it."""
-    from components.core import gating, tracking
+    from components.core.registry import tracking
+    from components.core.stats import gating
 
     return gating.lineage(frames["train"]["patient_id"], frames["val"]["patient_id"], data_version=data_version,
                           manifest_digest=gating.manifest_digest(frames), params_hash=tracking.params_hash(params),
@@ -395,7 +400,7 @@ def _log_lineage(lineage: dict, frames: dict) -> None:
     """The lineage record and MLflow dataset inputs (rows with patient digests, never ids) for each split."""
     import mlflow
 
-    from components.core import gating
+    from components.core.stats import gating
 
     mlflow.log_dict(lineage, "lineage/lineage.json")
     mlflow.set_tags({"manifest_digest": lineage["manifest_digest"], "lineage.seen_digest": lineage["seen_digest"],
@@ -422,7 +427,7 @@ def _log_model(model, out: Path, summary: dict) -> str:
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    from components.core import models
+    from components.core.model import models
 
     size = summary["image_size"]
     signature = ModelSignature(

@@ -1,6 +1,6 @@
 """Validate: image facts, a Great Expectations suite over the manifest, quarantine, source-bias audit.
 
-The work is in :mod:`components.core.validation` (the external test sets run the same code).
+The work is in :mod:`components.core.data.validation` (the external test sets run the same code).
 Outputs: ``data/validated`` (the usable rows' manifest and ``quarantine.csv`` with every reason),
 ``reports/validation`` (``summary.json`` and the GX Data Docs HTML).
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.core.params_view import under_spec
-from components.core.spec import Partitioned, Port, StepSpec
+from components.core.contract.params_view import under_spec
+from components.core.contract.spec import Partitioned, Port, StepSpec
 
 SPEC = StepSpec(
     name="validate",
@@ -42,9 +42,9 @@ def run_partition(params, part: int, raw: str | Path, partial: str | Path) -> di
     ``partial/facts.parquet``."""
     import os
 
-    from components.core.errors import DataError
-    from components.core.fsutil import atomic_path
-    from components.core.validation import compute_facts, partition_rows, read_raw
+    from components.core.contract.errors import DataError
+    from components.core.contract.fsutil import atomic_path
+    from components.core.data.validation import compute_facts, partition_rows, read_raw
 
     parts = params.scale.partitions
     if not 0 <= part < parts:
@@ -63,8 +63,8 @@ def merge(params, partials: list[str | Path], raw: str | Path, out: str | Path, 
     """Put the parts' facts together (in part order) and validate the whole manifest with them."""
     import pandas as pd
 
-    from components.core.errors import DataError
-    from components.core.validation import read_raw, validate_into
+    from components.core.contract.errors import DataError
+    from components.core.data.validation import read_raw, validate_into
 
     rows = read_raw(raw)
     facts = pd.concat([pd.read_parquet(Path(d) / FACTS_FILE) for d in partials], ignore_index=True)
@@ -79,7 +79,7 @@ def merge(params, partials: list[str | Path], raw: str | Path, out: str | Path, 
 def run(params, raw: str | Path, out: str | Path, reports: str | Path) -> dict:
     """Validate ``raw/manifest.csv``; write the validated manifest to ``out`` and the reports (every part of
     ``scale.partitions`` in turn, then the merge)."""
-    from components.core.fsutil import partition_folders
+    from components.core.contract.fsutil import partition_folders
 
     with partition_folders(out, params.scale.partitions) as partials:
         for i, folder in enumerate(partials):

@@ -18,12 +18,12 @@ AddArgs = Callable[[argparse.ArgumentParser], None]
 
 
 def _params(args: argparse.Namespace):
-    from components.core.config import load_params
+    from components.core.contract.config import load_params
 
     overrides = {}
     for item in args.set or []:
         if "=" not in item:
-            from components.core.errors import ParamsError
+            from components.core.contract.errors import ParamsError
 
             raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
         key, value = item.split("=", 1)
@@ -103,7 +103,7 @@ def _promote_args(p: argparse.ArgumentParser) -> None:
 
 
 def _promote(args: argparse.Namespace) -> Any:
-    from components import promote
+    from components.ops import promote
 
     return promote.promote(_params(args), args.version, args.alias, force=args.force, reason=args.reason)
 
@@ -114,7 +114,7 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> Any:
-    from components import promote
+    from components.ops import promote
 
     return promote.rollback(_params(args), reason=args.reason)
 
@@ -126,7 +126,7 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _load_bundle(args: argparse.Namespace):
-    from components.core import registry, tracking
+    from components.core.registry import registry, tracking
 
     params = _params(args)
     uri = args.model or f"models:/{params.registry.model_name}@{registry.CHAMPION}"
@@ -145,7 +145,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace) -> Any:
-    from components.core.images import Limits
+    from components.core.data.images import Limits
     from serving import predict
 
     limits = Limits.from_config(_params(args).validate_)  # the same limits as validate
@@ -171,7 +171,7 @@ def _serve(args: argparse.Namespace) -> Any:
     from serving.predlog import PredictionLog
 
     if args.follow_alias:
-        from components.core.errors import CxrError
+        from components.core.contract.errors import CxrError
 
         name = _params(args).registry.model_name
         if args.model and args.model != f"models:/{name}@{args.follow_alias}":
@@ -202,7 +202,7 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _recipe(args: argparse.Namespace) -> Any:
-    from components.core import recipes
+    from components.core.contract import recipes
 
     if args.recipe_command == "list":
         return recipes.listing()
@@ -211,7 +211,7 @@ def _recipe(args: argparse.Namespace) -> Any:
     overrides = {}
     for item in args.set or []:
         if "=" not in item:
-            from components.core.errors import ParamsError
+            from components.core.contract.errors import ParamsError
 
             raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.source=kaggle")
         key, value = item.split("=", 1)
@@ -293,7 +293,7 @@ def _pipeline(args: argparse.Namespace) -> Any:
             mlflow_image = None if args.tracking_uri else (args.mlflow_image or images.local_tag("mlflow"))
         if args.monitor:
             if not args.log:
-                from components.core.errors import CxrError
+                from components.core.contract.errors import CxrError
 
                 raise CxrError("--monitor needs --log DIR (the prediction log `cxr serve --prediction-log` writes)")
             return ops.run_local_monitor(args.log, args.params, args.model, args.root, runner=args.runner,
@@ -337,7 +337,7 @@ def _image(args: argparse.Namespace) -> Any:
 
 # ---------------------------------------------------------------- the loop: monitor, deploy
 def _monitor_args(p: argparse.ArgumentParser) -> None:
-    from components import monitor
+    from components.ops import monitor
 
     _add_spec_args(p, monitor.SPEC)
     p.add_argument("--kfp-host", default="", help="submit the training pipeline here when retraining is due "
@@ -349,7 +349,7 @@ def _monitor_args(p: argparse.ArgumentParser) -> None:
 def _monitor(args: argparse.Namespace) -> Any:
     import time
 
-    from components import monitor
+    from components.ops import monitor
 
     trigger = None
     if args.kfp_host:
@@ -389,7 +389,7 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
 
 
 def _deploy(args: argparse.Namespace) -> Any:
-    from components import deploy
+    from components.ops import deploy
 
     params = _params(args)
     c = params.monitor.canary
@@ -449,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    from components.core import logs
-    from components.core.errors import EXIT_INTERRUPTED, CxrError
+    from components.core.contract import logs
+    from components.core.contract.errors import EXIT_INTERRUPTED, CxrError
 
     logs.configure()
     try:

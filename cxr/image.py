@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.core.errors import CxrError, DataError, ServiceError
+from components.core.contract.errors import CxrError, DataError, ServiceError
 from pipelines import containers
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from components.core.spec import Port, StepSpec, dvc_yaml
+from components.core.contract.spec import Port, StepSpec, dvc_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ("dvc.yaml", "pipelines/tasks.py")
@@ -170,7 +170,7 @@ def stale(root: Path | None = None) -> list[str]:
 
 
 def sync(root: Path | None = None) -> dict:
-    from components.core.fsutil import write_text
+    from components.core.contract.fsutil import write_text
 
     root = Path.cwd() if root is None else root
     changed = stale(root)

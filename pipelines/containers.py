@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from components.core.errors import CxrError, ServiceError
+from components.core.contract.errors import CxrError, ServiceError
 
 log = logging.getLogger(__name__)
 

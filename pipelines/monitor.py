@@ -1,4 +1,4 @@
-"""The ``cxr-monitor`` pipeline's single task: :mod:`components.monitor` on the cluster, on a schedule
+"""The ``cxr-monitor`` pipeline's single task: :mod:`components.ops.monitor` on the cluster, on a schedule
 (``cxr pipeline schedule --monitor``), submitting the ``cxr-training`` pipeline when retraining is due.
 
 The task reads the prediction log from a mounted volume (``ClusterConfig.prediction_log_pvc``, the
@@ -50,9 +50,9 @@ def run_monitor_task(args: dict) -> bool:
     import time
     from pathlib import Path
 
-    from components import monitor
-    from components.core import logs
-    from components.core.config import parse_params
+    from components.core.contract import logs
+    from components.core.contract.config import parse_params
+    from components.ops import monitor
 
     logs.configure()
     params = parse_params({s: args[s] for s in ("monitor", "registry", "mlflow")}, "parameters of cxr-monitor")

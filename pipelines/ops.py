@@ -8,8 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from components.core.errors import CxrError, ServiceError
-from components.core.fsutil import atomic_path
+from components.core.contract.errors import CxrError, ServiceError
+from components.core.contract.fsutil import atomic_path
 from pipelines.pipeline import ClusterConfig, default_arguments, make_monitor_pipeline, make_pipeline
 
 COMPILED = Path("pipelines/compiled/cxr_training.yaml")

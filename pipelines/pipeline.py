@@ -44,7 +44,7 @@ class ClusterConfig:
 
 
 def default_arguments(params_path: str | Path = "params.yaml") -> dict:
-    from components.core.config import load_params
+    from components.core.contract.config import load_params
 
     dumped = load_params(params_path).model_dump(mode="json", by_alias=True, exclude_none=True)
     return {s: dumped[s] for s in SECTIONS}  # None is not a protobuf value: unset keys take their defaults
@@ -196,7 +196,7 @@ def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None, 
                           tracking_uri: str | None = None, env: dict[str, str] | None = None):
     """The one-task ``cxr-monitor`` pipeline (run it on a schedule: ``cxr pipeline schedule --monitor``);
     ``image``, ``tracking_uri`` and ``env`` for a local run, as in :func:`make_pipeline`."""
-    from components import monitor as monitor_step
+    from components.ops import monitor as monitor_step
     from pipelines.monitor import cxr_monitor
 
     cfg = cluster or ClusterConfig()

@@ -102,7 +102,7 @@ def step_arguments(step: str, args: dict, phase: str = "") -> tuple[Any, dict[st
     """(params, keyword arguments of ``run()``) for a task's arguments; ``phase``: ``partition`` (inputs and
     the part's folder) or ``merge`` (the merge's inputs, the parts' folders, the outputs) of a partitioned step."""
     from components import catalog
-    from components.core.config import parse_params
+    from components.core.contract.config import parse_params
     from pipelines.codegen import task_specs, wiring
 
     spec = catalog.spec(step)
@@ -136,7 +136,7 @@ def run_task(step: str, args: dict, phase: str = "") -> str | bool:
 
     The step runs in a child process (:func:`supervise`); its outputs' views and metadata are filled here."""
     from components import catalog
-    from components.core import logs
+    from components.core.contract import logs
 
     logs.configure()
     _drop_kfp_log_handler()
@@ -204,8 +204,8 @@ def _run_child(request: Path) -> int:
 def _child(request: Path) -> int:
     """The step itself (in the child): its exit code as ``cxr`` would give it; the summary in a file."""
     from components import catalog
-    from components.core import logs
-    from components.core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, CxrError
+    from components.core.contract import logs
+    from components.core.contract.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, CxrError
 
     logs.configure()
     step, args, phase, result = pickle.loads(request.read_bytes())

@@ -4,7 +4,7 @@ The task (a small pod, no GPU of its own when the pipeline is compiled for sever
 shards and the params on the shared ReadWriteMany volume (``cxr-train-shared``, mounted in the task and in
 every worker), creates a ``trainer.kubeflow.org/v1alpha1`` TrainJob that references the TrainingRuntime
 ``cxr-tensorflow-multiworker`` (``infra/k8s/trainer``: a JobSet of N pods, each building ``TF_CONFIG`` from
-its completion index and the headless service, :func:`components.core.distributed.tf_config_from_jobset`),
+its completion index and the headless service, :func:`components.core.model.distributed.tf_config_from_jobset`),
 waits for its ``Complete`` or ``Failed`` condition, and copies the chief's ``models/`` into the task's
 output artifact. A failed TrainJob fails the task with the TrainJob's reason and message.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from components.core.errors import CxrError, ServiceError
+from components.core.contract.errors import CxrError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +210,8 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path, track: b
     import yaml
 
     from components import train
-    from components.core.fsutil import atomic_path, read_json, remove
-    from components.core.params_view import view
+    from components.core.contract.fsutil import atomic_path, read_json, remove
+    from components.core.contract.params_view import view
 
     params = view(params, train.SPEC.params, train.SPEC.name)  # what the train step reads, as in its run()
     workers = params.train.workers

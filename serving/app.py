@@ -14,7 +14,7 @@ Issue 16, closing the loop:
 
 * every prediction carries ``request_id``, an out-of-distribution score ``ood_score`` and the flag
   ``unlike_training_data`` (score above the threshold chosen on the validation split,
-  :mod:`components.core.ood`; both None for a model without a reference), and the page shows the warning;
+  :mod:`components.core.eval.ood`; both None for a model without a reference), and the page shows the warning;
 * ``GET /metrics``: Prometheus metrics (:mod:`serving.metrics`), open like ``/health`` (counts only, no
   image data; the cluster's NetworkPolicy lets only Prometheus and the ingress reach the pods);
 * every prediction is appended, without pixel data, to the prediction log (:mod:`serving.predlog`,
@@ -44,9 +44,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from components.core.gradcam import gradcam, overlay, to_png
-from components.core.images import ImageError, Limits, decode_gray, fit_square
-from components.core.registry import ModelBundle
+from components.core.data.images import ImageError, Limits, decode_gray, fit_square
+from components.core.eval.gradcam import gradcam, overlay, to_png
+from components.core.registry.registry import ModelBundle
 from serving.follow import AliasFollower, ModelHolder, warm_up
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.predlog import PredictionLog
@@ -194,7 +194,7 @@ def create_app(model: ModelBundle | ModelHolder, settings: Settings | None = Non
     def model_card():
         from fastapi.responses import HTMLResponse
 
-        from components.core.modelcard import to_html
+        from components.core.registry.modelcard import to_html
 
         bundle = holder.current
         if not bundle.model_card:

@@ -2,7 +2,7 @@
 
 Columns: ``path,predicted_label,prob_<CLASS>…,positive_<CLASS>…,ood_score,unlike_training_data,error``
 (``ood_score``/``unlike_training_data``: the out-of-distribution score and flag of
-:mod:`components.core.ood`, empty for a model without a reference). An unreadable image gets its reason in
+:mod:`components.core.eval.ood`, empty for a model without a reference). An unreadable image gets its reason in
 ``error`` and empty probabilities; it never stops the batch. Images go through the decoder validate
 uses, with validate's limits (``limits``: min/max side, max pixels; the CLI passes
 ``Limits.from_config(params.validate_)``), so an image validate would quarantine (a 1×1 thumbnail,
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.core.errors import DataError
-from components.core.fsutil import atomic_path
-from components.core.images import IMAGE_SUFFIXES, Limits, decode_files
-from components.core.registry import ModelBundle
+from components.core.contract.errors import DataError
+from components.core.contract.fsutil import atomic_path
+from components.core.data.images import IMAGE_SUFFIXES, Limits, decode_files
+from components.core.registry.registry import ModelBundle
 
 
 def _inside(path: Path, root: Path) -> bool:

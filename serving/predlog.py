@@ -1,6 +1,6 @@
 """The prediction log: every prediction appended, without pixel data, to rotating JSONL files.
 
-One JSON object per line (the fields are :mod:`components.core.drift`'s, which reads them back for
+One JSON object per line (the fields are :mod:`components.core.stats.drift`'s, which reads them back for
 ``cxr monitor``)::
 
     {"type": "prediction", "request_id": "…", "ts": 1767225600.123, "time": "2026-01-01T00:00:00.123Z",

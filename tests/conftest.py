@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.core.config import Params, parse_params
+from components.core.contract.config import Params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "cxr-sample"
@@ -197,7 +197,7 @@ def sqlite_tracking(root: Path, migrated_db: Path):
 @contextlib.contextmanager
 def served_tracking(root: Path):
     """A real ``mlflow server`` under ``root``, MLflow pointed at it (and chdir there) for a block."""
-    from cxr.testing import MlflowServer
+    from tests.support import MlflowServer
 
     srv = MlflowServer(root).start()
     try:
@@ -215,7 +215,7 @@ def replace_split(shards_dir: Path, split: str, x: np.ndarray, y: np.ndarray, ro
     import json
     import shutil
 
-    from components.core import shards
+    from components.core.data import shards
 
     shutil.rmtree(shards_dir / split, ignore_errors=True)
     (shards_dir / split).mkdir()

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from components import evaluate, train
-from components.core import models, shards
-from components.core.gradcam import gradcam, overlay
+from components.core.data import shards
+from components.core.eval.gradcam import gradcam, overlay
+from components.core.model import models
 from tests.conftest import replace_split, train_params
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from components import evaluate, external, ingest, preprocess, split, train, validate
-from components.core import manifest
+from components.core.data import manifest
 from tests.conftest import TRAIN_TINY, tiny_params
 
 ROOT = Path(__file__).resolve().parents[2]

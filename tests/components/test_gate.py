@@ -5,7 +5,7 @@ import json
 import pytest
 
 from components import evaluate, gate, train
-from components.core.errors import RefusedError
+from components.core.contract.errors import RefusedError
 from tests.conftest import sqlite_tracking, train_params
 
 

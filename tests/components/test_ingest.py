@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from components import ingest
-from components.core import manifest
-from components.core.errors import DataError, ServiceError
+from components.core.contract.errors import DataError, ServiceError
+from components.core.data import manifest
 from tests.conftest import encode, gray, tiny_params, write_tree
 
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from components import preprocess
-from components.core import manifest, shards
-from components.core.errors import DataError
+from components.core.contract.errors import DataError
+from components.core.data import manifest, shards
 from tests.conftest import encode, gray, train_params, write_tree
 
 

@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 from components import split
-from components.core import manifest
-from components.core.errors import DataError
+from components.core.contract.errors import DataError
+from components.core.data import manifest
 from tests.conftest import tiny_params
 
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from components import train
-from components.core import models, shards, training
-from components.core.errors import DataError, ServiceError
+from components.core.contract.errors import DataError, ServiceError
+from components.core.data import shards
+from components.core.model import models, training
 from tests.conftest import replace_split, train_params
 
 
@@ -92,7 +93,7 @@ def test_head_phase_on_cached_features_trains_the_full_models_head(tiny_shards, 
 
 
 def test_cache_features_needs_a_frozen_backbone():
-    from components.core.errors import ParamsError
+    from components.core.contract.errors import ParamsError
 
     with pytest.raises(ParamsError, match="cache_features needs trainable: head"):
         train_params(phases=[{"epochs": 1, "trainable": "all", "lr": 0.01, "cache_features": True}])
@@ -102,7 +103,7 @@ def test_cache_features_needs_a_frozen_backbone():
 def test_resume_continues_the_schedule_and_the_discriminative_optimizer(tiny_shards, tmp_path, monkeypatch):
     """Killed mid-phase (after epoch 3), the rerun continues the one-cycle curve where it was: the optimizer,
     its step counter and its per-layer rates come back from the checkpoint."""
-    from components.core.checkpoint import TrainState
+    from components.core.model.checkpoint import TrainState
 
     p = train_params(phases=[{"epochs": 1, "trainable": "head", "lr": 0.003},
                              {"epochs": 3, "trainable": "all", "lr": [1e-4, 1e-2], "schedule": "one_cycle",
@@ -148,7 +149,7 @@ def test_lr_auto_trains_at_the_range_tests_suggestion_and_logs_it(tiny_shards, t
 def test_a_constant_predictor_is_a_failed_training_the_gate_refuses(tiny_shards, tmp_path, monkeypatch):
     import shutil
 
-    from components.core import gating
+    from components.core.stats import gating
 
     data = tmp_path / "shards"  # val and test tiled to 24+ images: enough to call one class for all a failure
     shutil.copytree(tiny_shards, data)

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from components import ingest, split, validate
-from components.core import manifest, validation
-from components.core.errors import DataError
+from components.core.contract.errors import DataError
+from components.core.data import manifest, validation
 from tests.conftest import encode, gray, png_16bit, png_header_only, tiny_params, write_tree
 
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from cxr.testing import env, tiny_pipeline_params
+from tests.support import env, tiny_pipeline_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
 def docker_ready() -> None:
-    from components.core.errors import ServiceError
+    from components.core.contract.errors import ServiceError
     from pipelines import containers
 
     try:

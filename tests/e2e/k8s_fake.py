@@ -19,7 +19,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from cxr.testing import reply_json, serve_http
+from tests.support import reply_json, serve_http
 
 ISVC = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices/(?P<name>[^/]+)$")
 DEPLOY = re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name>[^/]+)$")

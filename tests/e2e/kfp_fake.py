@@ -9,7 +9,7 @@ import json
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
-from cxr.testing import reply_json, serve_http
+from tests.support import reply_json, serve_http
 
 API = "/apis/v2beta1"
 

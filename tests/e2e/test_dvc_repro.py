@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cxr.testing import TINY, copy_repo, sh
+from tests.support import TINY, copy_repo, sh
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_second_repro_does_nothing(repo):
 
 def test_editing_the_label_alias_table_makes_ingest_stale(repo):
     path, _ = repo
-    labels = path / "components/core/labels.py"
+    labels = path / "components/core/data/labels.py"
     original = labels.read_text()
     labels.write_text(original + "\n# an edit to the alias table\n")
     try:

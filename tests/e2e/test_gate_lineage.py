@@ -7,12 +7,13 @@ import sys
 
 import pytest
 
-from components import evaluate, gate, ingest, preprocess, promote, register, split, train, validate
-from components.core import registry
-from components.core.config import parse_params
-from components.core.errors import RefusedError
-from cxr.testing import env
+from components import evaluate, gate, ingest, preprocess, register, split, train, validate
+from components.core.contract.config import parse_params
+from components.core.contract.errors import RefusedError
+from components.core.registry import registry
+from components.ops import promote
 from tests.conftest import TRAIN_TINY, served_tracking, write_params
+from tests.support import env
 
 pytestmark = pytest.mark.slow
 

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import requests
 
-from components.core import ood, shards, synthetic
-from cxr.testing import free_port, start_cxr_serve, stop
+from components.core.data import shards, synthetic
+from components.core.eval import ood
 from tests.conftest import ROOT, train_params, write_params
 from tests.e2e.kfp_fake import FakeKfp
 from tests.serving.test_loop import SHIFTED, samples, total
+from tests.support import free_port, start_cxr_serve, stop
 
 pytestmark = pytest.mark.slow
 NAME = "cxr-classifier"
@@ -28,7 +29,7 @@ def register(model_dir, run_id=None, resize: str | None = None) -> str:
     tagged with its resize mode as `cxr register` tags it."""
     import mlflow
 
-    from components.core import models
+    from components.core.model import models
 
     if run_id is None:
         with mlflow.start_run() as run:

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.core import images
-from components.core.config import parse_params
-from components.core.errors import ParamsError
+from components.core.contract.config import parse_params
+from components.core.contract.errors import ParamsError
+from components.core.data import images
 from tests.conftest import encode, gray
 
 SEEDS = [encode(gray(48, 40, seed=1), "JPEG"), encode(gray(48, 40, seed=2), "PNG"),
@@ -74,7 +74,7 @@ def test_decoder_never_crashes_or_hangs(data):
 
 @pytest.fixture(scope="module")
 def api(tiny_model_dir):
-    from components.core import registry
+    from components.core.registry import registry
     from serving.app import Settings, create_app
 
     return TestClient(create_app(registry.load(str(tiny_model_dir)), Settings(max_pixels=4_000_000)),

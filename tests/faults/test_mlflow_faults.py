@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from components import evaluate, gate, register, train
-from components.core import registry
-from cxr.testing import MlflowServer, env, free_port, start_cxr_serve, stop
+from components.core.registry import registry
 from tests.conftest import train_params, write_params
+from tests.support import MlflowServer, env, free_port, start_cxr_serve, stop
 
 pytestmark = pytest.mark.slow
 

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import requests
 
-from components.core import models, registry
-from components.core.errors import CxrError
-from cxr.testing import BIN, ROOT, env, free_port, stop, wait_http
+from components.core.contract.errors import CxrError
+from components.core.model import models
+from components.core.registry import registry
 from serving import predict
 from tests.conftest import encode, gray, train_params, write_params
+from tests.support import BIN, ROOT, env, free_port, stop, wait_http
 
 
 def test_csv_paths_cannot_escape_the_root(tiny_model_dir, tmp_path):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from components import ingest, split
-from components.core import manifest, shards
-from cxr.testing import env
+from components.core.data import manifest, shards
 from tests.conftest import tiny_params, write_params
+from tests.support import env
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from components import evaluate
-from cxr.testing import env
 from tests.conftest import train_params, write_params
+from tests.support import env
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,8 @@ def params():
 def accuracy_on_all(model_dir, shards_dir) -> float:
     import numpy as np
 
-    from components.core import models, shards
+    from components.core.data import shards
+    from components.core.model import models
 
     model = models.load_model(model_dir / "model.keras")
     splits = [shards.load_split(shards_dir, s) for s in shards.SPLITS]

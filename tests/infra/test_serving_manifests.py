@@ -145,7 +145,7 @@ def test_serving_secrets_are_in_the_template():
 
 def test_deploy_edits_what_the_manifests_declare():
     """`cxr deploy` looks for the kserve-container's --model and the canary Deployment by these names."""
-    from components import deploy
+    from components.ops import deploy
 
     (isvc,) = [o for o in objects(SERVING / "kserve") if o["kind"] == "InferenceService"]
     assert deploy.model_arg(isvc["spec"]["predictor"]["containers"][0]["args"]) == "models:/cxr-classifier/1"

@@ -10,7 +10,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from components.core import distributed
+from components.core.model import distributed
 from pipelines import trainjob
 from tests.infra.test_infra import K8S, objects
 

@@ -103,7 +103,7 @@ def test_submit_and_schedule_against_the_kfp_rest_api(tmp_path, spec):
 
 
 def test_bad_cron_and_unreachable_host(tmp_path, spec):
-    from components.core.errors import CxrError, ServiceError
+    from components.core.contract.errors import CxrError, ServiceError
 
     with pytest.raises(CxrError, match="5 fields"):
         ops.schedule("http://127.0.0.1:9", "every monday", package=spec)

@@ -8,17 +8,17 @@ import mlflow
 import pytest
 from kfp import dsl, local
 
-from components.core import manifest
-from components.core.sources import dvc as dvc_source
-from cxr.testing import TINY, copy_repo, sh
+from components.core.data import manifest
+from components.core.data.sources import dvc as dvc_source
 from pipelines import ops
 from tests.conftest import write_params
+from tests.support import TINY, copy_repo, sh
 
 pytestmark = pytest.mark.slow
 
 
 def tiny_pipeline_params(tmp_path):
-    from components.core.config import apply_overrides, parse_params
+    from components.core.contract.config import apply_overrides, parse_params
 
     raw = apply_overrides(TINY, {
         "train.backbone": "small_cnn", "train.weights": "none", "train.freeze_batchnorm": False,
@@ -120,7 +120,7 @@ def test_ingest_from_a_dvc_version(tmp_path):
     got = manifest.read(tmp_path / "raw" / "manifest.csv")
     assert got.equals(want) and summary["images"] == len(want)
     assert (tmp_path / "raw" / want["path"][0]).read_bytes() == (repo / "data" / "raw" / want["path"][0]).read_bytes()
-    from components.core.errors import DataError, ServiceError
+    from components.core.contract.errors import DataError, ServiceError
 
     with pytest.raises(DataError, match="dvc://"):
         dvc_source.fetch("dvc://no-rev", tmp_path / "x")

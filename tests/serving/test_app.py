@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from components.core import registry
+from components.core.registry import registry
 from serving.app import Settings, create_app
 from tests import imagegen
 from tests.conftest import encode, gray, png_header_only
@@ -141,7 +141,7 @@ def test_max_side_and_max_pixels_name_their_limit(bundle):
 
 
 def test_settings_take_validate_params_and_env_overrides(monkeypatch):
-    from components.core.config import ValidateConfig
+    from components.core.contract.config import ValidateConfig
 
     s = Settings.from_env(ValidateConfig(min_side=100, max_side=2000, max_pixels=3_000_000))
     assert (s.min_side, s.max_side, s.max_pixels) == (100, 2000, 3_000_000)
@@ -178,7 +178,7 @@ def test_bad_dicom_uploads_name_the_reason_without_identifying_values(bundle, kw
 def test_batch_predict_applies_validate_limits_and_reads_dicom(tiny_model_dir, tmp_path):
     import pandas as pd
 
-    from components.core import images
+    from components.core.data import images
     from serving import predict
 
     d = tmp_path / "in"

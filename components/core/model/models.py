@@ -1,0 +1,281 @@
+"""Model builder: backbone + the backbone's own preprocessing + classification head, in one graph.
+
+The saved model takes ``uint8`` grayscale pixels (``image_size × image_size × 1``), repeats them to
+three channels, applies the backbone's ``preprocess_input`` as built-in Keras layers (so
+``safe_mode=True`` loading works and serving cannot drift from training), runs the backbone and
+the head ``GlobalMaxPooling2D → Dense(512, relu) → Dropout(0.5) → Dense(softmax)`` (``train.head``:
+``pooling`` max, avg, or concat = average and max side by side, fastai's head).
+
+The graph is flat (backbone layers are layers of the model, not a nested model), so any phase can
+unfreeze "the last N backbone layers", discriminative learning rates can cut the backbone into layer
+groups (:func:`layer_groups`), and Grad-CAM can read the backbone's feature map. The model that is
+saved is never compiled (:func:`inference_model`): no optimizer or other custom object is inside it.
+Layer names: ``cxr_*`` for input/preprocessing, ``head_*`` for the head, the rest is backbone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from components.core.contract.config import TrainConfig
+from components.core.contract.errors import CxrError, ParamsError
+
+INPUT_NAME = "cxr_pixels"
+FEATURES_NAME = "head_pool"  # Grad-CAM reads this layer's input: the backbone's last feature map
+LOGITS_NAME = "head_logits"
+TEMPERATURE_NAME = "head_temperature"
+OUTPUT_NAME = "head_softmax"
+
+# keras.applications preprocess_input, as built-in layers, for a grayscale image repeated to RGB.
+_CAFFE_MEAN = [103.939, 116.779, 123.68]  # BGR means (vgg16, resnet50): x - mean, no scaling
+_TORCH_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+_TORCH_VAR = [(0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2]
+PREPROCESSING = {
+    "vgg16": "caffe", "resnet50": "caffe", "resnet50v2": "tf", "densenet121": "torch",
+    "efficientnetb0": "inside", "mobilenetv3small": "inside", "small_cnn": "unit",
+}
+
+
+def require_tensorflow() -> None:
+    """TensorFlow comes from an extra; say how to get it instead of a bare ImportError."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise CxrError("TensorFlow is not installed: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine)") from None
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def _preprocess(keras, x, mode: str):
+    layers = keras.layers
+    if mode == "caffe":
+        return layers.Normalization(mean=_CAFFE_MEAN, variance=[1.0, 1.0, 1.0], name="cxr_preprocess")(x)
+    if mode == "torch":
+        return layers.Normalization(mean=_TORCH_MEAN, variance=_TORCH_VAR, name="cxr_preprocess")(x)
+    if mode == "tf":
+        return layers.Rescaling(1 / 127.5, offset=-1.0, name="cxr_preprocess")(x)
+    if mode == "unit":
+        return layers.Rescaling(1 / 255.0, name="cxr_preprocess")(x)
+    return x  # the backbone rescales 0..255 itself
+
+
+def _small_cnn(keras, x):
+    """A small from-scratch CNN for offline demos and tests (no pretrained weights exist)."""
+    layers = keras.layers
+    for i, filters in enumerate((16, 32, 64, 96), start=1):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"cnn{i}_conv")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"cnn{i}_bn")(x)
+        x = layers.Activation("relu", name=f"cnn{i}_relu")(x)
+        x = layers.MaxPooling2D(2, name=f"cnn{i}_pool")(x) if i < 4 else x
+    return x
+
+
+def _backbone(keras, name: str, x, weights: str | None):
+    apps = keras.applications
+    kwargs = {"include_top": False, "weights": weights, "input_tensor": x}
+    if name == "vgg16":
+        return apps.VGG16(**kwargs).output
+    if name == "resnet50":
+        return apps.ResNet50(**kwargs).output
+    if name == "resnet50v2":
+        return apps.ResNet50V2(**kwargs).output
+    if name == "densenet121":
+        return apps.DenseNet121(**kwargs).output
+    if name == "efficientnetb0":
+        return apps.EfficientNetB0(**kwargs).output
+    if name == "mobilenetv3small":
+        return apps.MobileNetV3Small(include_preprocessing=True, **kwargs).output
+    raise ParamsError(f"train.backbone {name!r} is not supported")
+
+
+def _weights_arg(weights: str) -> str | None:
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise ParamsError(f"train.weights: file {path} not found (use 'imagenet', 'none' or an existing .h5 file)")
+    return str(path)
+
+
+def build_model(cfg: TrainConfig, n_classes: int):
+    """Build the classifier; errors about weights are :class:`CxrError` with what to do."""
+    require_tensorflow()
+    import keras
+
+    layers = keras.layers
+    size = cfg.image_size
+    inputs = keras.Input((size, size, 1), dtype="uint8", name=INPUT_NAME)
+    x = layers.Rescaling(1.0, name="cxr_to_float")(inputs)  # uint8 → float, same values
+    if cfg.backbone == "small_cnn":
+        features = _small_cnn(keras, _preprocess(keras, x, "unit"))
+    else:
+        x = layers.Concatenate(name="cxr_gray_to_rgb")([x, x, x])
+        x = _preprocess(keras, x, PREPROCESSING[cfg.backbone])
+        weights = _weights_arg(cfg.weights)
+        try:
+            features = _backbone(keras, cfg.backbone, x, weights)
+        except ValueError as err:
+            if weights not in (None, "imagenet"):
+                raise ParamsError(
+                    f"train.weights {weights} does not fit backbone {cfg.backbone} (include_top=False): {err}"
+                ) from None
+            raise
+        except Exception as err:  # urllib/HTTP errors from the ImageNet download
+            if weights == "imagenet":
+                raise CxrError(
+                    f"could not load ImageNet weights for {cfg.backbone}: {type(err).__name__}: {err}. "
+                    f"Keras downloads them once into {keras_cache_dir()}; offline, copy the file there, set "
+                    "train.weights to a local .h5 file, or use train.weights: none."
+                ) from None
+            raise
+    if cfg.head.pooling == "concat":  # fastai's AdaptiveConcatPool2d: average and max side by side
+        x = layers.Concatenate(name="head_concat")([layers.GlobalAveragePooling2D(name=FEATURES_NAME)(features),
+                                                    layers.GlobalMaxPooling2D(name="head_pool_max")(features)])
+    else:
+        pool = layers.GlobalMaxPooling2D if cfg.head.pooling == "max" else layers.GlobalAveragePooling2D
+        x = pool(name=FEATURES_NAME)(features)
+    x = layers.Dense(cfg.head.dense_units, activation="relu", name="head_dense")(x)
+    x = layers.Dropout(cfg.head.dropout, name="head_dropout")(x)
+    x = layers.Dense(n_classes, name=LOGITS_NAME, dtype="float32")(x)
+    outputs = layers.Activation("softmax", name=OUTPUT_NAME, dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=f"cxr_{cfg.backbone}")
+
+
+HEAD_LAYERS = ("head_dense", "head_dropout", LOGITS_NAME, OUTPUT_NAME)
+
+
+def head_model(model, feature_dim: int):
+    """The head alone, on pooled backbone features; its layers are the model's own (shared weights)."""
+    import keras
+
+    x = inp = keras.Input((feature_dim,), name="cxr_features")
+    for name in HEAD_LAYERS:
+        x = model.get_layer(name)(x)
+    return keras.Model(inp, x, name="cxr_head")
+
+
+def pooled_features(model, x, batch_size: int = 64):
+    """The pooled backbone features the head reads (the backbone runs in inference mode)."""
+    import keras
+
+    from components.core.data.shards import predict
+
+    extractor = keras.Model(model.inputs, model.get_layer(HEAD_LAYERS[0]).input)
+    return predict(extractor, x, batch_size)  # a block at a time: memory does not grow with the split
+
+
+def logits_model(model):
+    """The same graph up to the logits (before temperature and softmax)."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(LOGITS_NAME).output)
+
+
+def with_temperature(model, temperature: float):
+    """A model whose softmax reads logits / T: temperature scaling saved in the graph (built-in layers)."""
+    import keras
+
+    layers = keras.layers
+    x = layers.Rescaling(1.0 / temperature, name=TEMPERATURE_NAME, dtype="float32")(
+        model.get_layer(LOGITS_NAME).output)
+    out = layers.Activation("softmax", name=OUTPUT_NAME, dtype="float32")(x)
+    return keras.Model(model.inputs, out, name=model.name)
+
+
+def temperature(model) -> float:
+    """The model's temperature (1.0 when it has none)."""
+    try:
+        return 1.0 / float(model.get_layer(TEMPERATURE_NAME).get_config()["scale"])
+    except ValueError:
+        return 1.0
+
+
+def backbone_layers(model) -> list:
+    return [layer for layer in model.layers if not layer.name.startswith(("cxr_", "head_"))
+            and layer.__class__.__name__ != "InputLayer"]
+
+
+def layer_groups(model, n_groups: int) -> list[list]:
+    """fastai's layer groups for discriminative learning rates: the backbone's layers that hold weights, in
+    graph order, cut into ``n_groups - 1`` contiguous parts of about equal length, then the head.
+
+    The groups are fixed by the architecture, not by what a phase unfreezes: with ``last:N`` the unfrozen
+    layers fall into the later groups.
+    """
+    body = [layer for layer in backbone_layers(model) if layer.weights]
+    head = [layer for layer in model.layers if layer.name.startswith("head_") and layer.weights]
+    parts = max(1, min(n_groups - 1, len(body)))
+    bounds = [round(i * len(body) / parts) for i in range(parts + 1)]
+    return [body[bounds[i]:bounds[i + 1]] for i in range(parts)] + [head]
+
+
+def set_trainable(model, spec: str, freeze_batchnorm: bool = True, train_bn: bool | None = None) -> dict[str, int]:
+    """Apply a phase's ``trainable`` spec: ``head``, ``all`` or ``last:N`` backbone layers.
+
+    BatchNormalization layers among the unfrozen ones stay frozen (inference mode) when
+    ``freeze_batchnorm``: fine-tuning them on small batches wrecks their statistics. ``train_bn`` (a
+    phase's override) ``True`` trains every BatchNorm layer of the backbone, even in a frozen backbone
+    (fastai's ``train_bn``); ``False`` freezes them all. Returns counts for logging and tests.
+    """
+    backbone = backbone_layers(model)
+    if spec == "head":
+        chosen: list = []
+    elif spec == "all":
+        chosen = backbone
+    else:
+        n = int(spec.split(":", 1)[1])
+        if n > len(backbone):
+            raise ParamsError(f"trainable 'last:{n}' exceeds the backbone's {len(backbone)} layers")
+        chosen = backbone[-n:]
+    chosen_ids = {id(layer) for layer in chosen}
+    for layer in model.layers:
+        is_bn = layer.__class__.__name__ == "BatchNormalization"
+        if layer.name.startswith("head_"):
+            layer.trainable = True
+        elif is_bn and train_bn is not None and not layer.name.startswith("cxr_"):
+            layer.trainable = train_bn
+        elif id(layer) in chosen_ids:
+            layer.trainable = not (is_bn and freeze_batchnorm)
+        else:
+            layer.trainable = False
+    if spec == "all" and not any(layer.trainable for layer in backbone) and backbone:
+        raise CxrError("trainable 'all' left no backbone layer trainable")
+    return {
+        "trainable_layers": sum(1 for layer in model.layers if layer.trainable and layer.weights),
+        "trainable_weights": sum(int(w.numpy().size) for w in model.trainable_weights),
+        "backbone_layers": len(backbone),
+        "batchnorm_training": sum(1 for layer in model.layers
+                                  if layer.__class__.__name__ == "BatchNormalization" and layer.trainable),
+    }
+
+
+def inference_model(model):
+    """The same graph and weights as a fresh, uncompiled model: what is saved and logged (no optimizer, no
+    custom object inside)."""
+    import keras
+
+    outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs  # a single tensor stays single
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def load_model(path: str | Path):
+    """Load a saved ``.keras`` model with ``safe_mode=True`` (no pickled code is executed)."""
+    require_tensorflow()
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise CxrError(f"model file {path} not found (run `cxr train` first, or pass --model)")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as err:
+        raise CxrError(f"cannot load model {path}: {type(err).__name__}: {err}") from None
+
+
+def model_image_size(model) -> int:
+    return int(model.inputs[0].shape[1])

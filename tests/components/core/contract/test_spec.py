@@ -1,0 +1,88 @@
+"""Step specs: generated files are current, every step runs under its params view, declarations hold."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import catalog
+from components.core.contract.params_view import ParamsView, UndeclaredParamError, view
+from components.core.contract.spec import Port, StepSpec, dvc_stage
+from pipelines import codegen
+from tests.conftest import tiny_params, train_params
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_generated_files_are_not_stale():
+    assert codegen.stale(ROOT) == [], "run `cxr spec sync` and commit dvc.yaml and pipelines/tasks.py"
+
+
+def test_every_step_runs_under_its_spec():
+    for name in catalog.STEP_MODULES:
+        mod = catalog.module(name)
+        assert mod.run.spec is mod.SPEC, name
+        assert (ROOT / mod.SPEC.module_path).is_file(), name
+
+
+def test_view_allows_declared_keys_only():
+    p = view(tiny_params(), ("data.classes", "train"), "demo-step")
+    assert p.data.classes == ["COVID19", "NORMAL", "PNEUMONIA"]
+    assert p.train.image_size == 224 and p.train.phases  # a declared section gives the real object
+    assert isinstance(p.data, ParamsView)
+    with pytest.raises(UndeclaredParamError, match=r"step demo-step reads params key 'data.source'"):
+        _ = p.data.source
+    with pytest.raises(UndeclaredParamError, match="'validate'"):
+        _ = p.validate_
+    with pytest.raises(UndeclaredParamError):
+        p.section("data")
+    assert p.declared_dump()["data"] == {"classes": ["COVID19", "NORMAL", "PNEUMONIA"]}
+    assert set(p.declared_dump()) == {"data", "train"}
+
+
+def test_an_under_declared_step_fails(tiny_shards, tmp_path, monkeypatch):
+    """The guard the test suite relies on: preprocess reads train.image_size; without it, it must fail."""
+    mod = catalog.module("preprocess")
+    under = dataclasses.replace(mod.SPEC, params=tuple(p for p in mod.SPEC.params if p != "train.image_size"))
+    monkeypatch.setattr(mod.run, "spec", under)
+    splits = tiny_shards.parent / "splits"
+    with pytest.raises(UndeclaredParamError, match="reads params key 'train'"):
+        mod.run(train_params(), splits, tiny_shards.parent / "raw", tmp_path / "shards")
+    assert not (tmp_path / "shards").exists()
+
+
+def test_dvc_stage_from_a_spec():
+    spec = StepSpec(name="demo-step", help="h", params=("train.image_size",),
+                    inputs=(Port("src", "data/a"),),
+                    outputs=(Port("out", "data/b"), Port("reports", "reports/x", dvc=(("s.json", "metric"),))),
+                    dvc_deps=("reports/registry_state.json",), always_changed=True)
+    stage = dvc_stage(spec)
+    assert stage["cmd"] == "cxr demo-step --src data/a --out data/b --reports reports/x"
+    assert stage["deps"] == ["data/a", "components/demo_step.py", "components/core", "reports/registry_state.json"]
+    assert stage["outs"] == ["data/b"] and stage["metrics"] == [{"reports/x/s.json": {"cache": False}}]
+    assert stage["params"] == ["train.image_size"] and stage["always_changed"] is True
+
+
+def test_port_names_cannot_clash_with_sections():
+    with pytest.raises(ValueError, match="gate"):
+        StepSpec(name="x", help="h", params=("gate",), inputs=(Port("gate", "reports/gate.json"),))
+
+
+def test_dvc_yaml_declares_what_the_old_one_missed():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert "preprocess.resize" in stages["train"]["params"]
+    assert {"data.classes", "validate.max_pixels", "gate", "registry", "mlflow"} <= set(stages["gate"]["params"])
+    assert "reports/registry_state.json" in stages["gate"]["deps"]
+    assert {"data", "split", "train", "evaluate"} <= set(stages["register"]["params"])
+    for name, stage in stages.items():
+        assert "components/core" in stage["deps"], name  # labels.py, images.py, models.py… are all in there
+    assert stages["registry-state"]["always_changed"] is True
+
+
+def test_kfp_inputs_are_fed_by_the_outputs_that_contain_them():
+    wires = codegen.wiring(codegen.task_specs())
+    assert wires[("split", "manifest")] == ("validate", "out", "manifest.csv", "Dataset")
+    assert wires[("register", "validation")] == ("validate", "reports", "summary.json", "Dataset")
+    assert wires[("evaluate", "model_dir")][:2] == ("train", "out") and wires[("evaluate", "model_dir")][3] == "Model"
+    assert wires[("gate", "images")][:2] == ("ingest", "out")

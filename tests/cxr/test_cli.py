@@ -1,0 +1,46 @@
+import subprocess
+import sys
+
+from cxr.cli import build_parser, commands, main
+from tests.support import env
+
+
+def test_help_lists_every_command(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as e:
+        assert e.code == 0
+    out = capsys.readouterr().out
+    for name, help_text, _, _ in commands():
+        assert name in out and help_text.split()[0] in out
+
+
+def test_each_command_has_help():
+    parser = build_parser()
+    for name, *_ in commands():
+        try:
+            parser.parse_args([name, "--help"])
+        except SystemExit as e:
+            assert e.code == 0
+
+
+def test_cli_import_does_not_load_heavy_libraries():
+    code = ("import sys, cxr.cli; cxr.cli.build_parser(); "
+            "print(sorted(m for m in ('tensorflow','keras','great_expectations','mlflow','kfp','pandas') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_user_error_is_a_message_not_a_traceback(tmp_path):
+    (tmp_path / "params.yaml").write_text("data:\n  source: dir\n")
+    proc = subprocess.run([sys.executable, "-m", "cxr", "ingest", "--params", str(tmp_path / "params.yaml"),
+                           "--out", str(tmp_path / "raw")], capture_output=True, text=True, env=env())
+    assert proc.returncode == 3  # bad params (2 is argparse's usage error)
+    assert "data.path is required" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "raw").exists()
+
+
+def test_set_override_needs_key_value(tmp_path, capsys):
+    assert main(["split", "--set", "oops"]) == 3
+    assert "expected KEY=VALUE" in capsys.readouterr().err
