@@ -259,6 +259,19 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--root", default=".cxr/kfp-local", help="pipeline root: outputs and the local cache")
     r.add_argument("--no-cache", action="store_true")
     r.add_argument("--data-uri", default="", help="dvc://<git-url>@<rev>: ingest what that commit pins")
+    r.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                   help="subprocess: the tasks run in this environment (default); docker: each task in a container "
+                        "of --image, with an MLflow server from --mlflow-image on a Docker network of the run's own")
+    r.add_argument("--image", help="with --runner docker: the CPU image (default: this checkout's `cxr image build "
+                                   "cpu` tag)")
+    r.add_argument("--mlflow-image", help="with --runner docker: the MLflow server image (default: this checkout's "
+                                          "`cxr image build mlflow` tag)")
+    r.add_argument("--tracking-uri", help="an MLflow server the tasks use instead (with docker: the containers use "
+                                          "this machine's network, so 127.0.0.1 works)")
+    r.add_argument("--monitor", action="store_true",
+                   help="the cxr-monitor pipeline instead, on the prediction log in --log (reports; submits nothing)")
+    r.add_argument("--log", metavar="DIR", help="with --monitor: the prediction log folder")
+    r.add_argument("--model", default="", help="with --monitor: the reference model (default: the champion)")
     for name, text in (("submit", "start a run on a Kubeflow Pipelines server"),
                        ("schedule", "create or replace a recurring run (idempotent by --name)")):
         q = sub.add_parser(name, help=text)
@@ -290,7 +303,21 @@ def _pipeline(args: argparse.Namespace) -> Any:
         return out
     if action == "run-local":
         extra = {"data_uri": args.data_uri} if args.data_uri else None
-        return ops.run_local(args.params, args.root, cache=not args.no_cache, arguments=extra)
+        image = mlflow_image = None
+        if args.runner == "docker":
+            from cxr import image as images
+
+            image = args.image or images.local_tag("cpu")
+            mlflow_image = None if args.tracking_uri else (args.mlflow_image or images.local_tag("mlflow"))
+        if args.monitor:
+            if not args.log:
+                from components.core.contract.errors import CxrError
+
+                raise CxrError("--monitor needs --log DIR (the prediction log `cxr serve --prediction-log` writes)")
+            return ops.run_local_monitor(args.log, args.params, args.model, args.root, runner=args.runner,
+                                         image=image, mlflow_image=mlflow_image, tracking_uri=args.tracking_uri)
+        return ops.run_local(args.params, args.root, cache=not args.no_cache, arguments=extra, runner=args.runner,
+                             image=image, mlflow_image=mlflow_image, tracking_uri=args.tracking_uri)
     extra = {"data_uri": args.data_uri} if args.data_uri and not args.monitor else None
     package = args.package or (ops.MONITOR_COMPILED if args.monitor else ops.COMPILED)
     if action == "submit":
@@ -298,6 +325,32 @@ def _pipeline(args: argparse.Namespace) -> Any:
     cron = args.cron or ("0 * * * *" if args.monitor else "0 3 * * 1")
     name = args.name or ("cxr-monitor-hourly" if args.monitor else "cxr-training-weekly")
     return client.schedule(args.host, cron, name, package, args.experiment, arguments=extra)
+
+
+# ---------------------------------------------------------------- images
+def _image_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
+    for name, text in (("build", "build an image; prints its tag (lock hash + code hash)"),
+                       ("tag", "print the tag `build` would give, without building")):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("name", choices=("cpu", "mlflow", "gpu"), metavar="NAME", help="cpu, mlflow or gpu")
+        q.add_argument("--offline", action="store_true",
+                       help="no registry, no network in the build: the base from Debian packages "
+                            "(infra/docker/make-base.sh) and the cached wheelhouse")
+        q.add_argument("--base", metavar="IMAGE", help="the base image (default: python:3.11-slim-bookworm; "
+                                                       "with --offline the make-base.sh image)")
+
+
+def _image(args: argparse.Namespace) -> Any:
+    from cxr import image
+
+    if args.image_command == "tag":
+        print(image.plan(args.name, args.offline, args.base).tag)
+        return 0
+    result = image.build(args.name, args.offline, args.base)
+    print(json.dumps(result, sort_keys=True), file=sys.stderr)
+    print(result["image"])
+    return 0
 
 
 # ---------------------------------------------------------------- the loop: monitor, deploy
@@ -399,6 +452,8 @@ TOOLS: list[tuple[str, str, AddArgs, Handler]] = [
     ("monitor", "compare the prediction log with the training reference (OOD rate, drift, live accuracy); "
      "submit retraining when due", _monitor_args, _monitor),
     ("pipeline", "Kubeflow Pipelines: compile | run-local | submit | schedule", _pipeline_args, _pipeline),
+    ("image", "container images: build NAME [--offline] [--base IMAGE] | tag NAME (cpu, mlflow, gpu)", _image_args,
+     _image),
     ("spec", "the step specs: sync | check | show (dvc.yaml and the KFP tasks are generated from them)",
      _spec_args, _spec),
     ("recipe", "named training recipes: list | show NAME | apply NAME… (rewrites params.yaml)", _recipe_args,

@@ -57,8 +57,7 @@ def default_arguments(params_path: str | Path = "params.yaml") -> dict:
 
 
 def _configure(entry, task, cfg: ClusterConfig) -> None:
-    """Cluster settings from the step's task entry (``entry``): resources, GPU, secrets, retries, security,
-    logging."""
+    """Cluster settings from the step's task entry (``entry``): resources, GPU, secrets, security, logging."""
     cpu_req, cpu_lim, mem_req, mem_lim = entry.resources
     task.set_cpu_request(cpu_req).set_cpu_limit(cpu_lim)
     task.set_memory_request(mem_req).set_memory_limit(mem_lim)
@@ -80,9 +79,8 @@ def _configure(entry, task, cfg: ClusterConfig) -> None:
         task.set_accelerator_type(cfg.gpu_type).set_accelerator_limit(cfg.gpus)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
         kubernetes.add_node_selector(task, label_key=cfg.gpu_node_label[0], label_value=cfg.gpu_node_label[1])
-    if entry.retries:
-        task.set_retry(num_retries=entry.retries, backoff_duration="60s", backoff_factor=2.0,
-                       backoff_max_duration="600s")
+    # no task.set_retry: KFP would re-run every failure, a usage/params/data error too; the task retries only
+    # transient failures itself (pipelines/runtime.py, supervise)
 
 
 def _configure_trainjob(entry, task, cfg: ClusterConfig) -> None:
@@ -97,9 +95,6 @@ def _configure_trainjob(entry, task, cfg: ClusterConfig) -> None:
     for key, value in job.env().items():
         task.set_env_variable(key, value)
     kubernetes.mount_pvc(task, pvc_name=cfg.train_shared_pvc, mount_path=cfg.train_shared_path)
-    if entry.retries:
-        task.set_retry(num_retries=entry.retries, backoff_duration="60s", backoff_factor=2.0,
-                       backoff_max_duration="600s")
 
 
 def _configure_light(task, cfg: ClusterConfig) -> None:
@@ -109,16 +104,26 @@ def _configure_light(task, cfg: ClusterConfig) -> None:
                                     run_as_non_root=True)
 
 
-def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
-    """Build the pipeline function from the step specs; ``cluster=None`` leaves out cluster-only settings."""
+def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: str | None = None,
+                  tracking_uri: str | None = None, env: dict[str, str] | None = None):
+    """Build the pipeline function from the step specs; ``cluster=None`` leaves out cluster-only settings.
+
+    For a local run: ``image`` the tasks run in (kfp.local's DockerRunner), ``tracking_uri`` the MLflow server the
+    tasks that use MLflow get in ``MLFLOW_TRACKING_URI``, as the cluster's tasks get theirs; ``env`` for every task."""
     from pipelines import components
 
     pairs = components.task_specs()
     entries = {s.name: t for s, t in pairs}
     wires = components.wiring(pairs)
-    image = cluster.image if cluster else DEFAULT_IMAGE
+    image = cluster.image if cluster else (image or DEFAULT_IMAGE)
     funcs = components.functions()
     overrides_default = cluster.label_overrides if cluster else ""
+
+    def local_env(spec, task) -> None:
+        for key, value in (env or {}).items():
+            task.set_env_variable(key, value)
+        if tracking_uri and "mlflow" in entries[spec.name].secrets:
+            task.set_env_variable("MLFLOW_TRACKING_URI", tracking_uri)
 
     def component(name: str):
         return dsl.component(funcs[name], base_image=image, install_kfp_package=False)
@@ -153,11 +158,13 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
                 part_task.set_caching_options(spec.cache)
                 if cluster is not None:
                     _configure(entries[spec.name], part_task, cluster)
+                local_env(spec, part_task)
             task = ops[spec.name](**inputs_of(spec, spec.partitioned.merge_ports(spec.inputs), done),
                                   partials=dsl.Collected(part_task.outputs["partial"]))
         task.set_caching_options(spec.cache)  # gate/register depend on the registry: never cached
         if cluster is not None:
             _configure(entries[spec.name], task, cluster)
+        local_env(spec, task)
         return task
 
     values_: dict = {}
@@ -193,13 +200,15 @@ def _signature(sections: dict[str, dict], others: dict[str, str]) -> inspect.Sig
                               for name, value in others.items()])
 
 
-def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
-    """The one-task ``cxr-monitor`` pipeline (run it on a schedule: ``cxr pipeline schedule --monitor``)."""
+def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: str | None = None,
+                          tracking_uri: str | None = None, env: dict[str, str] | None = None):
+    """The one-task ``cxr-monitor`` pipeline (run it on a schedule: ``cxr pipeline schedule --monitor``);
+    ``image``, ``tracking_uri`` and ``env`` for a local run, as in :func:`make_pipeline`."""
     from pipelines.monitor import cxr_monitor
     from pipelines.tasks import MONITOR
 
     cfg = cluster or ClusterConfig()
-    op = dsl.component(cxr_monitor, base_image=cfg.image, install_kfp_package=False)
+    op = dsl.component(cxr_monitor, base_image=image or cfg.image, install_kfp_package=False)
 
     @dsl.pipeline(name="cxr-monitor", description="Compare the prediction log with the champion's training "
                   "reference (OOD rate, drift, live accuracy); submit cxr-training when retraining is due.")
@@ -211,6 +220,8 @@ def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None):
         task = op(monitor=monitor, registry=registry, mlflow=mlflow, log_dir=log_dir, model=model, kfp_host=kfp_host,
                   training_package=training_package, experiment=experiment)
         task.set_caching_options(False)  # reads the log and the registry: never the same answer twice
+        for key, value in {**(env or {}), **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})}.items():
+            task.set_env_variable(key, value)
         if cluster is not None:
             _configure(MONITOR, task, cluster)
             kubernetes.mount_pvc(task, pvc_name=cluster.prediction_log_pvc, mount_path=cluster.prediction_log_path)

@@ -46,8 +46,8 @@ class Task:
     resources: tuple[str, str, str, str] = ("1", "2", "2G", "4G")
     gpu: bool = False
     secrets: tuple[Literal["mlflow", "kaggle"], ...] = ()
-    # retried (with back-off) only when the failure can be transient: see pipelines/pipeline.py
-    retries: int = 0
+    # how often the task re-runs its step after a transient failure (exit 5, SIGKILL): pipelines/runtime.py
+    retries: int = 2
     # output port → KFP artifact type (default Dataset); an input takes the type of the output feeding it
     artifacts: tuple[tuple[str, ArtifactType], ...] = ()
     views: tuple[View, ...] = ()

@@ -22,6 +22,23 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--containers", action="store_true",
+                     help="run the tests marked `container` (tests/containers: Docker images, pipeline and server in "
+                          "containers); .ci/run runs them as a stage of their own after building the images")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``container`` run only with ``--containers`` (whatever ``-m`` says), so the main run and
+    ``-m "not slow"`` never start Docker."""
+    if config.getoption("--containers"):
+        return
+    deselected = [item for item in items if item.get_closest_marker("container")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("container")]
+
+
 def tiny_params(**sections) -> Params:
     """Params for fast tests: a small demo set; ``sections`` merge into the defaults."""
     raw = {

@@ -109,6 +109,19 @@ TINY = {
 }
 
 
+def tiny_pipeline_params(path: Path, **overrides) -> Path:
+    """A params file for a whole pipeline run in seconds per step: the demo, tiny (:data:`TINY`: 32 px, 4 epochs),
+    a small CNN, the gate's minimums at 0 (a run ends with a challenger); ``overrides`` as ``key.path=value``."""
+    from components.core.contract.config import apply_overrides, parse_params
+
+    raw = apply_overrides(TINY, {
+        "train.backbone": "small_cnn", "train.weights": "none", "train.freeze_batchnorm": False,
+        "gate.min_accuracy": 0.0, "gate.min_macro_f1": 0.0, "gate.min_roc_auc": 0.0, "gate.min_sensitivity": {},
+        "validate.workers": 1, **overrides})
+    path.write_text(yaml.safe_dump(parse_params(raw).model_dump(mode="json", by_alias=True), sort_keys=False))
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

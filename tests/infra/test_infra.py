@@ -123,7 +123,7 @@ def test_gpu_image_bakes_default_backbone_weights():
     from components.core.contract import backbones
 
     text = (ROOT / "infra" / "docker" / "Dockerfile.gpu").read_text()
-    assert "FROM tensorflow/tensorflow:2.21.0-gpu" in text
+    assert "ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu" in text
     assert "python -m components.core.contract.backbones --bake" in text
     baked = {b.name for b in backbones.TABLE if b.bake}
     assert baked == {"vgg16", "resnet50", "densenet121", "efficientnetb0", "mobilenetv3small"}

@@ -113,7 +113,7 @@ def patch_keras_reduce() -> bool:
     ``strategy.reduce("MEAN", v, axis=0)``, which fails for its scalar logs ("Invalid reduction dimension 0 for
     input with 0 dimensions"), so ``fit`` cannot run multi-worker at all. The logs are metric results; their mean
     over the replicas (``axis=None``) is what "mean" means. Patched once, only for that case; returns whether
-    Keras still has the bug (``tests/components/test_distributed.py`` says when it is fixed)."""
+    Keras still has the bug (``tests/components/core/model/test_distributed.py`` says when it is fixed)."""
     import keras
     from keras.src.backend.tensorflow import trainer as tf_trainer
 

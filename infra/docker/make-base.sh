@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Make a Debian bookworm base image equivalent to python:3.11-slim-bookworm from Debian packages alone, for
+# machines that cannot pull from a public image registry (air-gapped clusters, CI without Docker Hub):
+#
+#   bash infra/docker/make-base.sh [IMAGE]      # prints the image name it made (or found)
+#   bash infra/docker/make-base.sh --print-name # the default name, keyed by the suite and the package list
+#
+# debootstrap --variant=minbase with Python 3.11, venv, CA certificates, git (DVC needs it) and binutils, then
+# `docker import`. Needs root (or sudo), debootstrap and a Debian mirror: $DEBIAN_MIRROR, else the first
+# bookworm mirror in this machine's apt sources, else http://deb.debian.org/debian (an internal mirror or
+# apt proxy works the same). The root file system is cached as a tarball under
+# ${CXR_CACHE:-~/.cache/cxr-mlops}/base/, keyed by the suite and package list: the next run, or a machine that
+# gets the tarball copied over, imports it without the mirror (tarballs of other keys are removed). Then build on it:
+#   cxr image build cpu --offline --base IMAGE      (or docker build --build-arg BASE_IMAGE=IMAGE …)
+set -euo pipefail
+# binutils: `strip` for the symbol tables of TensorFlow's libraries in the images' build stage (-200 MB)
+PACKAGES="python3,python3-venv,python3.11-venv,python3-distutils,ca-certificates,git,binutils"
+SUITE=bookworm
+# the key of the image and the cached tarball: what the root file system is made of
+key="$(printf '%s %s' "$SUITE" "$PACKAGES" | sha256sum | cut -c1-12)"
+if [ "${1:-}" = "--print-name" ]; then echo "cxr-mlops-base:$SUITE-$key"; exit 0; fi
+image="${1:-cxr-mlops-base:$SUITE-$key}"
+cache="${CXR_CACHE:-$HOME/.cache/cxr-mlops}/base"
+tarball="$cache/$SUITE-$key.tar.gz"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+if docker image inspect "$image" >/dev/null 2>&1; then echo "$image"; exit 0; fi
+
+if [ ! -s "$tarball" ]; then
+  command -v debootstrap >/dev/null || { echo "make-base.sh: debootstrap not found: apt-get install debootstrap" >&2; exit 5; }
+  mirror="${DEBIAN_MIRROR:-}"
+  if [ -z "$mirror" ]; then
+    mirror="$(grep -rhoE '(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+      | grep -oE 'https?://[^ ]+' | grep -v security | head -n1 || true)"
+  fi
+  mirror="${mirror:-http://deb.debian.org/debian}"
+  root="$(mktemp -d)"
+  trap '$SUDO rm -rf "$root"' EXIT
+  echo "make-base.sh: debootstrap $SUITE from $mirror (about a minute)" >&2
+  $SUDO debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$mirror" >&2 \
+    || { echo "make-base.sh: debootstrap failed: is $mirror reachable? (set DEBIAN_MIRROR)" >&2; exit 5; }
+  # no apt lists, caches or logs in the image: the same slimming as the official image
+  $SUDO rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
+    "$root"/var/log/* "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/*
+  mkdir -p "$cache"
+  $SUDO tar -C "$root" --numeric-owner -czf "$tarball.partial" . && mv "$tarball.partial" "$tarball"
+  find "$cache" -maxdepth 1 -name "$SUITE-*.tar.gz" ! -name "$SUITE-$key.tar.gz" -delete
+fi
+
+# python3 and the venv module are the ones the Dockerfiles use (`python3 -m venv /opt/venv`)
+docker import --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'CMD ["python3"]' --message "debootstrap --variant=minbase $SUITE + $PACKAGES" \
+  "$tarball" "$image" >/dev/null
+docker run --rm --network none "$image" python3 -c "import venv, ssl, sys; assert sys.version_info[:2] == (3, 11)" \
+  || { echo "make-base.sh: $image has no usable Python 3.11" >&2; exit 1; }
+echo "$image"

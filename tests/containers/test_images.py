@@ -1,0 +1,81 @@
+"""The built images as KFP and Kubernetes use them: a fast `cxr --help`, a non-root user, a writable HOME for any
+uid, the lock's exact packages, no wheelhouse or project sources left behind, one step run from the README."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cxr import image as images
+from pipelines import containers
+
+pytestmark = pytest.mark.container
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(img: str, *cmd: str, user: str | None = None, volumes: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    args = ["docker", "run", "--rm", "--network", "none"]
+    if ":mlflow-" in img:
+        args += ["--entrypoint", ""]  # the MLflow image's entrypoint is `mlflow` (a server image, not a task image)
+    if user:
+        args += ["--user", user]
+    for v in volumes:
+        args += ["-v", v]
+    return subprocess.run([*args, img, *cmd], capture_output=True, text=True, timeout=300)
+
+
+def test_cxr_help_answers_in_under_2_seconds_inside_the_container(cpu_image):
+    timing = run(cpu_image, "python", "-c", "import subprocess, time; t = time.perf_counter(); "
+                 "subprocess.run(['cxr', '--help'], check=True, capture_output=True); print(time.perf_counter() - t)")
+    assert timing.returncode == 0, timing.stderr
+    assert float(timing.stdout) < 2.0
+
+
+def test_non_root_and_any_uid_has_a_writable_home(cpu_image):
+    assert run(cpu_image, "id", "-u").stdout.strip() == "1000"
+    probe = run(cpu_image, "sh", "-c", 'touch "$HOME/x" && mkdir -p "$KERAS_HOME" "$MPLCONFIGDIR" && '
+                "python -c 'import matplotlib.pyplot' && echo ok", user="4242:4242")
+    assert probe.stdout.strip() == "ok", probe.stderr
+
+
+def test_the_kfp_command_passes_through_the_entrypoint(cpu_image):
+    assert run(cpu_image, "sh", "-c", "echo from-kfp").stdout.strip() == "from-kfp"
+    assert "usage: cxr spec" in run(cpu_image, "spec", "--help").stdout  # `IMAGE serve …` style args still work
+
+
+@pytest.mark.parametrize("name,lock", [("cpu", "cpu.txt"), ("mlflow", "server.txt")])
+def test_the_image_holds_exactly_the_locked_packages(name, lock, cpu_image, mlflow_image):
+    img = {"cpu": cpu_image, "mlflow": mlflow_image}[name]
+    frozen = run(img, "python", "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check").stdout
+    have = {images._norm(n): v for n, v in (ln.split("==") for ln in frozen.split())}
+    text = (ROOT / "requirements" / lock).read_text()
+    want = {images._norm(n): v for n, v in re.findall(r"^([A-Za-z0-9][\w.-]*)==([^\s\\;]+)", text, re.M)}
+    assert {k: have.get(k) for k in want if have.get(k) != want[k]} == {}
+    # beyond the lock: the project, and what `python -m venv` bootstraps (pip; setuptools where no lock pins it)
+    assert set(have) - set(want) <= {"pip", "setuptools", "cxr-mlops"}
+
+
+def test_the_runtime_carries_no_wheelhouse_or_sources(cpu_image, mlflow_image):
+    for img in (cpu_image, mlflow_image):
+        probe = run(img, "sh", "-c", "ls /tmp/wheels /wheels /src /dist 2>/dev/null | wc -l")
+        assert probe.stdout.strip() == "0", img
+    size = int(containers.docker("image", "inspect", "-f", "{{.Size}}", cpu_image).stdout)
+    print(f"{cpu_image}: {size / 1e9:.2f} GB")
+
+
+def test_one_step_runs_in_the_image_as_the_readme_says(cpu_image, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    user = f"{os.getuid()}:{os.getgid()}" if os.getuid() else "1000:1000"
+    work.chmod(0o777)
+    proc = run(cpu_image, "cxr", "ingest", "--set", "data.demo.patients_per_class=3", "--out", "/work/raw",
+               "--reports", "/work/reports", user=user, volumes=(f"{work}:/work",))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (work / "raw" / "manifest.csv").is_file() and '"images"' in proc.stdout
+
+
+def test_tags_are_the_content_tags_of_this_checkout(cpu_image, mlflow_image):
+    assert cpu_image in (images.plan("cpu", offline=True).tag, images.plan("cpu").tag)
+    assert mlflow_image in (images.plan("mlflow", offline=True).tag, images.plan("mlflow").tag)
