@@ -73,8 +73,8 @@ def _step_command(spec) -> tuple[str, str, AddArgs, Handler]:
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="spec_command", metavar="ACTION", required=True)
-    sub.add_parser("sync", help="write dvc.yaml from the step specs")
-    sub.add_parser("check", help="exit 1 when dvc.yaml differs from the step specs")
+    sub.add_parser("sync", help="write dvc.yaml and the pictures of docs/architecture.md from the code")
+    sub.add_parser("check", help="exit 1 when dvc.yaml or docs/architecture.md differs from what the code gives")
     show = sub.add_parser("show", help="print every step's params, inputs, outputs, cache policy and code as JSON")
     show.add_argument("--kfp", metavar="STEP", help="print the source of STEP's KFP component instead")
 
@@ -96,12 +96,16 @@ def _spec(args: argparse.Namespace) -> Any:
             print(found[0], end="")
             return None
         return catalog.describe()
+    from cxr import docs
+
     if args.spec_command == "sync":
-        return catalog.sync()
-    if catalog.stale():
-        print(f"stale: {catalog.GENERATED} (run `cxr spec sync`)", file=sys.stderr)
+        done = [catalog.sync(), docs.sync()]
+        return {key: [f for d in done for f in d[key]] for key in ("written", "unchanged")}
+    stale = [name for name, is_stale in ((catalog.GENERATED, catalog.stale()), (docs.DOC, docs.stale())) if is_stale]
+    if stale:
+        print(f"stale: {', '.join(stale)} (run `cxr spec sync`)", file=sys.stderr)
         return 1
-    return {"up_to_date": [catalog.GENERATED]}
+    return {"up_to_date": [catalog.GENERATED, docs.DOC]}
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:

@@ -85,7 +85,7 @@ def branch_ran(pipeline, root: Path) -> bool:
 
 
 def test_gate_pattern_takes_the_true_branch_locally(tmp_path):
-    """Regression for DESIGN §4: our gate pattern (one bool output == True) runs the branch under kfp.local."""
+    """Regression (docs/stack.md): our gate pattern (one bool output == True) runs the branch under kfp.local."""
 
     @dsl.pipeline
     def ours():

@@ -2,7 +2,7 @@
 the layer groups of discriminative learning rates, the training warnings and the GPU image's baked weights.
 
 Adding a backbone is one row here (and a builder in :mod:`components.core.model.models` when Keras has none) plus
-its test in ``tests/components/core/test_models.py``, which runs every row. No TensorFlow import: the params
+its test in ``tests/components/core/model/test_models.py``, which runs every row. No TensorFlow import: the params
 schema reads this table.
 
 Columns:
