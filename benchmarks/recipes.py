@@ -47,8 +47,9 @@ def params_for(data: str, recipe: str, epochs: int | None, size: int | None, dem
         raw["data"].update({"source": "dir", "path": str(SAMPLE)})
     else:
         raw["data"]["source"] = "demo"
-    if demo_patients:
+    if demo_patients:  # smoke runs: few validation patients per class, so a target a conformal threshold can keep
         raw["data"]["demo"]["patients_per_class"] = demo_patients
+        raw["evaluate"]["target_sensitivity"] = {c: 0.5 for c in raw["evaluate"]["target_sensitivity"]}
     raw["evaluate"].update({"gradcam_per_class": 0, "top_losses": 0, "external": []})
     if epochs:
         raw["train"]["phases"] = [{**ph, "epochs": epochs} for ph in raw["train"]["phases"]]

@@ -81,7 +81,8 @@ def served(docker_pipeline) -> dict:
 
 
 def test_the_server_answers_and_its_healthcheck_passes(served, record_property):
-    with Server(served["image"], served["mlflow_image"], served["store"], "-e", "CXR_PREDICTION_LOG=/predictions",
+    with Server(served["image"], served["mlflow_image"], served["store"], "-e",
+                "CXR_PREDICTION_LOG=/predictions",  # pragma: allowlist secret
                 "-v", f"{served['log']}:/predictions") as srv:
         cold = srv.first_predict(served["film"])
         record_property("serve_cold_start_seconds", round(cold, 1))

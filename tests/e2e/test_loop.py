@@ -127,6 +127,10 @@ def test_feedback_then_monitor_judges_each_window(loop, capsys):
         for b in loop["inside"][:10]:
             r = s.post(loop["url"] + "/feedback", json={"request_id": b["request_id"], "label": "NORMAL"}, timeout=10)
             assert r.status_code == 200
+    from pipelines import ops
+
+    package = loop["root"] / "compiled" / "cxr_training.yaml"  # compiled pipelines are built, not committed
+    ops.compile_pipeline(package, ROOT / "params.yaml")
     fake = FakeKfp()
     verdicts = {}
     try:
@@ -135,7 +139,7 @@ def test_feedback_then_monitor_judges_each_window(loop, capsys):
             code = main(["monitor", "--params", str(loop["params"]), "--log", str(loop["root"] / "predictions"),
                          "--out", str(loop["root"] / f"monitor-{name}"), "--now", repr(end),
                          "--set", f"monitor.window_hours={hours}", "--kfp-host", fake.host,
-                         "--package", str(ROOT / "pipelines" / "compiled" / "cxr_training.yaml")])
+                         "--package", str(package)])
             assert code == 0
             verdicts[name] = json.loads(capsys.readouterr().out)
         runs = list(fake.runs.values())

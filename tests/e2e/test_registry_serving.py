@@ -64,9 +64,14 @@ def test_registered_version_carries_tags_card_and_challenger(champion):
     p, tmp, r = champion
     mv = registry.client().get_model_version(p.registry.model_name, r["version"])
     assert mv.tags[registry.GATE_TAG] == "true" and json.loads(mv.tags["gate_report"])["passed"] is True
-    for tag in ("git_commit", "data_version", "params_hash", "backbone", "image_size", "classes", "metric.accuracy",
+    for tag in ("git_commit", "data_version", "params_hash", "backbone", "image_size", "metric.accuracy",
                 "temperature", "operating_points"):
         assert mv.tags[tag], tag
+    # the classes and the resize travel with the model (its preprocessing record), not as tags
+    import mlflow
+
+    record = mlflow.models.get_model_info(f"models:/{p.registry.model_name}/{mv.version}").metadata["cxr_preprocessing"]
+    assert record["classes"] == ["COVID19", "NORMAL", "PNEUMONIA"] and record["resize"] == p.preprocess.resize
     for section in ("Not a medical device", "Source-bias audit", "De-identification", "Reference standard",
                     "Partitioning", "Failure analysis", "intervals on **patients**", "How sure are these numbers"):
         assert section in mv.description, section

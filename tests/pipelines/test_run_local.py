@@ -40,7 +40,7 @@ def test_whole_pipeline_registers_a_challenger_and_reuses_the_cache(tmp_path, ml
     for step in ("ingest", "validate", "split", "preprocess", "train", "external", "evaluate", "gate", "register"):
         # what a pod's log shows: timestamped lines from each step as it runs, not only a final summary
         assert re.search(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d INFO +components\.{step}: start {step}", logs), step
-    assert re.search(r"components\.core\.checkpoint: epoch 1 \(phase 1\)", logs)
+    assert re.search(r"components\.core\.model\.checkpoint: epoch 1 \(phase 1\)", logs)
     run_dir = Path(first["run_dir"])
     gate = json.loads((run_dir / "gate" / "decision").read_text())
     assert gate["passed"] is True and gate["champion"]["exists"] is False
