@@ -515,9 +515,23 @@ def _write_history(history: list[dict], path: Path) -> None:
     pd.DataFrame(history).to_csv(path, index=False, float_format="%.6g")
 
 
+def pip_requirements() -> list[str]:
+    """What the logged model needs, pinned to what trained it: what MLflow would infer (mlflow, keras, numpy,
+    TensorFlow), without the subprocess that re-imports TensorFlow to infer it (6.4 s per logged model)."""
+    from importlib import metadata
+
+    found = []
+    for dist in ("mlflow", "keras", "numpy", "tensorflow", "tensorflow-cpu"):
+        try:
+            found.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
 def _log_model(model, out: Path, summary: dict, prep) -> str:
     """Log the Keras model with a signature and its preprocessing record (MLmodel metadata), plus the history and
-    an example input (docs/architecture.md § Stack facts: no ``input_example=``)."""
+    an example input (docs/stack.md: no ``input_example=``)."""
     import json
 
     import mlflow
@@ -534,7 +548,8 @@ def _log_model(model, out: Path, summary: dict, prep) -> str:
     # input_example= fails with mlflow 3.17 + Keras 3 (FileNotFoundError on input_example.json):
     # the example goes in as a separate artifact instead.
     np.save(out / "input_example.npy", np.zeros((1, size, size, 1), np.uint8))
-    info = mlflow.keras.log_model(model, name="model", signature=signature, metadata=prep.mlflow_metadata())
+    info = mlflow.keras.log_model(model, name="model", signature=signature, metadata=prep.mlflow_metadata(),
+                                  pip_requirements=pip_requirements())
     mlflow.log_artifact(str(out / "input_example.npy"), artifact_path="model_extras")
     mlflow.log_artifact(str(out / "history.csv"), artifact_path="training")
     mlflow.log_dict({k: v for k, v in summary.items() if k != "run_id"}, "training/train_summary.json")

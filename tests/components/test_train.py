@@ -1,5 +1,6 @@
 import json
 import socket
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -51,6 +52,10 @@ def test_train_two_phases_logs_to_mlflow(tiny_shards, tmp_path, mlflow_store):
     np.testing.assert_allclose(logged.predict(val.x[:2], verbose=0), model.predict(val.x[:2], verbose=0), rtol=1e-5)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model_extras")}
     assert "model_extras/input_example.npy" in artifacts
+    # the requirements are stated, not inferred (no subprocess re-importing TensorFlow), and pin what trained it
+    reqs = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model/requirements.txt", dst_path=tmp_path)
+    lines = Path(reqs).read_text().split()
+    assert lines == train.pip_requirements() and any(x.startswith(("tensorflow==", "tensorflow-cpu==")) for x in lines)
 
 
 def test_unreachable_tracking_server_fails_before_training(tiny_shards, tmp_path, monkeypatch):
