@@ -89,7 +89,12 @@ def scenario_demo(work: Path, quick: bool) -> tuple[dict, Path]:
         raw["train"].update(image_size=32, phases=[{"epochs": 3, "trainable": "all", "lr": 0.003}])
         # 2-3 validation patients per class: a conformal threshold can keep 0.5, not the demo's 0.85
         raw["evaluate"]["target_sensitivity"] = {c: 0.5 for c in raw["evaluate"]["target_sensitivity"]}
-    shifted = write_site(work / "site-shifted", 6 if quick else 14, 8, SHIFTED)
+        # the external sets small too, at the quick films' sides
+        for ext in raw["evaluate"]["external"]:
+            if ext.get("source") == "demo":
+                ext["demo"].update(patients_per_class=4, min_side=64, max_side=96)
+    shifted = write_site(work / "site-shifted", 3 if quick else 14, 8, SHIFTED,
+                         **({"min_side": 64, "max_side": 96} if quick else {}))
     raw["evaluate"]["external"] = [*raw["evaluate"]["external"],
                                    {"name": "demo-shifted", "source": "dir", "path": str(shifted)}]
     return run_pipeline(work / "run", raw)

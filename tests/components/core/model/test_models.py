@@ -12,30 +12,52 @@ def cfg(backbone, **kw):
     return TrainConfig(backbone=backbone, weights="none", image_size=32, **kw)
 
 
+def run(model, x):
+    """The model on ``x`` in inference mode, eagerly: ``predict`` would trace a graph per model (seconds for the
+    large backbones), and a functional model of Keras layers computes the same either way."""
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+@pytest.fixture(scope="module")
+def built():
+    """``built(backbone)``: the plain ``cfg(backbone)`` model with 3 classes, built once per module (the large
+    backbones take seconds). Tests that change which layers train set every layer (``set_trainable`` is total),
+    so what an earlier test set does not leak into their assertions."""
+    cache: dict = {}
+
+    def get(backbone):
+        if backbone not in cache:
+            cache[backbone] = models.build_model(cfg(backbone), 3)
+        return cache[backbone]
+
+    yield get
+    cache.clear()
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_every_backbone_builds_takes_uint8_and_outputs_probabilities(backbone):
-    model = models.build_model(cfg(backbone), 3)
+def test_every_backbone_builds_takes_uint8_and_outputs_probabilities(backbone, built):
+    model = built(backbone)
     assert model.inputs[0].dtype == "uint8" and tuple(model.inputs[0].shape[1:]) == (32, 32, 1)
-    out = model.predict(np.random.default_rng(0).integers(0, 256, (2, 32, 32, 1), dtype=np.uint8), verbose=0)
+    out = run(model, np.random.default_rng(0).integers(0, 256, (2, 32, 32, 1), dtype=np.uint8))
     assert out.shape == (2, 3) and np.allclose(out.sum(axis=1), 1, atol=1e-5)
     names = [layer.name for layer in model.layers]
     assert models.FEATURES_NAME in names and len(models.backbone_layers(model)) > 3  # flat, not nested
 
 
-def test_preprocessing_matches_keras_preprocess_input():
+def test_preprocessing_matches_keras_preprocess_input(built):
     """The in-graph layers equal keras.applications' preprocess_input on a gray image repeated to RGB."""
     x = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 1)).astype("float32")
     rgb = np.repeat(x, 3, axis=-1)
     for backbone, fn in (("vgg16", keras.applications.vgg16.preprocess_input),
                          ("densenet121", keras.applications.densenet.preprocess_input),
                          ("resnet50v2", keras.applications.resnet_v2.preprocess_input)):
-        model = models.build_model(cfg(backbone), 2)
-        pre = keras.Model(model.inputs, model.get_layer("cxr_preprocess").output)
-        np.testing.assert_allclose(pre.predict(x.astype("uint8"), verbose=0), fn(rgb.copy()), rtol=1e-4, atol=1e-3)
+        model = built(backbone)
+        pre = keras.Model(model.input, model.get_layer("cxr_preprocess").output)
+        np.testing.assert_allclose(run(pre, x.astype("uint8")), fn(rgb.copy()), rtol=1e-4, atol=1e-3)
 
 
-def test_phases_really_unfreeze_layers():
-    model = models.build_model(cfg("vgg16"), 3)
+def test_phases_really_unfreeze_layers(built):
+    model = built("vgg16")
     head = models.set_trainable(model, "head")
     trainable = [layer.name for layer in model.layers if layer.trainable and layer.weights]
     assert trainable == ["head_dense", "head_logits"]
@@ -48,25 +70,25 @@ def test_phases_really_unfreeze_layers():
                                                   if "normalization" not in w.path)
 
 
-def test_batchnorm_stays_frozen_when_asked():
-    model = models.build_model(cfg("resnet50"), 2)
+def test_batchnorm_stays_frozen_when_asked(built):
+    model = built("resnet50")
     models.set_trainable(model, "all", freeze_batchnorm=True)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and not any(layer.trainable for layer in bns)
     assert any(layer.trainable for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
 
 
-def test_last_n_beyond_backbone_is_an_error():
+def test_last_n_beyond_backbone_is_an_error(built):
     with pytest.raises(ParamsError, match="exceeds"):
-        models.set_trainable(models.build_model(cfg("small_cnn"), 2), "last:500")
+        models.set_trainable(built("small_cnn"), "last:500")
 
 
-def test_save_and_safe_mode_load_round_trip(tmp_path):
-    model = models.build_model(cfg("mobilenetv3small"), 3)
+def test_save_and_safe_mode_load_round_trip(tmp_path, built):
+    model = built("mobilenetv3small")
     model.save(tmp_path / "m.keras")
     loaded = models.load_model(tmp_path / "m.keras")
     x = np.full((1, 32, 32, 1), 90, np.uint8)
-    np.testing.assert_allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(run(model, x), run(loaded, x), rtol=1e-5)
 
 
 def test_local_weights_file_in_keras_download_format_is_loaded(tmp_path):
@@ -110,8 +132,8 @@ def test_imagenet_weights_are_requested_and_offline_failure_is_explained(tmp_pat
     assert "Traceback" not in msg
 
 
-def test_train_bn_trains_batchnorm_of_a_frozen_backbone_or_freezes_all():
-    model = models.build_model(cfg("resnet50"), 2)
+def test_train_bn_trains_batchnorm_of_a_frozen_backbone_or_freezes_all(built):
+    model = built("resnet50")
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     head = models.set_trainable(model, "head", freeze_batchnorm=True, train_bn=True)  # fastai's frozen phase
     assert all(layer.trainable for layer in bns) and head["batchnorm_training"] == len(bns)
@@ -120,8 +142,8 @@ def test_train_bn_trains_batchnorm_of_a_frozen_backbone_or_freezes_all():
     assert not any(layer.trainable for layer in bns) and everything["batchnorm_training"] == 0
 
 
-def test_layer_groups_cut_the_backbone_in_order_then_the_head():
-    model = models.build_model(cfg("vgg16"), 3)
+def test_layer_groups_cut_the_backbone_in_order_then_the_head(built):
+    model = built("vgg16")
     groups = models.layer_groups(model, 3)
     names = [[layer.name for layer in g] for g in groups]
     assert names[0][0] == "block1_conv1" and names[1][-1] == "block5_conv3"
@@ -191,10 +213,10 @@ def test_the_backbone_table_is_the_one_source():
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "densenet121"])
-def test_layer_groups_cut_where_fastai_cuts(backbone):
+def test_layer_groups_cut_where_fastai_cuts(backbone, built):
     from components.core.contract import backbones
 
-    model = models.build_model(cfg(backbone), 3)
+    model = built(backbone)
     body, upper, _ = models.layer_groups(model, 3)
     assert upper[0].name == backbones.info(backbone).split and body[0].name != upper[0].name
     assert len(models.layer_groups(model, 4)) == 4  # other counts: even parts
