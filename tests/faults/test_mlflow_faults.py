@@ -18,16 +18,36 @@ from tests.support import MlflowServer, env, free_port, start_cxr_serve, stop
 
 pytestmark = pytest.mark.slow
 
+EPOCHS = 8  # the kill comes after epoch 3: the rest is the margin the training is still running in
 
-def test_server_killed_during_training_then_resume(tiny_shards, tmp_path):
-    srv = MlflowServer(tmp_path / "server").start()
-    p = train_params(phases=[{"epochs": 30, "trainable": "all", "lr": 0.003}], early_stopping={"patience": 100})
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One tracking server for the module (an `mlflow server` takes seconds to start): the kill test kills it and
+    starts it again (same port, same store); the registry tests take it as that left it, started if it is down."""
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow") / "server")
+    yield srv
+    srv.stop()
+
+
+def running(srv: MlflowServer) -> MlflowServer:
+    if srv.proc is None or srv.proc.poll() is not None:
+        srv.start()
+    return srv
+
+
+def test_server_killed_during_training_then_resume(tiny_shards, tmp_path, server):
+    srv = running(server)
+    p = train_params(phases=[{"epochs": EPOCHS, "trainable": "all", "lr": 0.003}], early_stopping={"patience": 100})
     pf = write_params(tmp_path / "params.yaml", p)
     state = tmp_path / "state"
     cmd = [sys.executable, "-m", "cxr", "train", "--params", str(pf), "--shards", str(tiny_shards),
            "--out", str(tmp_path / "models"), "--state", str(state)]
+    # two retries of every request, without the backoff sleeps (MLflow's factor is an integer: 1 gives 1 s, 2 s
+    # and up to 1 s of jitter each, for every request the dying run still makes): bounded, the error in seconds
     extra = {"MLFLOW_TRACKING_URI": srv.uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     proc = subprocess.Popen(cmd, env=env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
@@ -56,29 +76,27 @@ def test_server_killed_during_training_then_resume(tiny_shards, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "models" / "train_summary.json").read_text())
     assert summary["resumed_from_epoch"] >= saved
-    assert list(pd.read_csv(tmp_path / "models" / "history.csv")["epoch"]) == list(range(1, 31))
+    assert list(pd.read_csv(tmp_path / "models" / "history.csv")["epoch"]) == list(range(1, EPOCHS + 1))
     import mlflow
 
     client = mlflow.MlflowClient(srv.uri)
     steps = {m.step for m in client.get_metric_history(summary["run_id"], "val_loss")}
-    assert steps >= set(range(saved + 1, 31))  # every epoch after the resume point is logged
-    srv.stop()
+    assert steps >= set(range(saved + 1, EPOCHS + 1))  # every epoch after the resume point is logged
 
 
 @pytest.fixture(scope="module")
-def registered(tiny_shards, tmp_path_factory):
+def registered(tiny_shards, tmp_path_factory, server):
     tmp = tmp_path_factory.mktemp("reg")
-    srv = MlflowServer(tmp / "server").start()
+    srv = running(server)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", srv.uri)
         mp.chdir(tmp)
-        p = train_params()
+        p = train_params(phases=[{"epochs": 2, "trainable": "all", "lr": 0.003}])  # one phase: one compile
         p = p.model_copy(update={"gate": p.gate.model_copy(update={"on_incomparable": "thresholds_only"})})
         train.run(p, tiny_shards, tmp / "models", tmp / "state")
         evaluate.run(p, tmp / "models", tiny_shards, tmp / "eval", tmp / "metrics.json")
         gate.run(p, tmp / "metrics.json", tmp / "models", tiny_shards, tmp / "gate.json")
         yield p, tmp, srv
-    srv.stop()
 
 
 def test_racing_registers_leave_only_complete_versions(registered):
@@ -126,15 +144,22 @@ def test_damaged_model_artifact_is_refused_by_predict_and_serve(registered, shar
     pf = write_params(tmp_path / "params.yaml", p)
     uri = f"models:/{p.registry.model_name}/{r['version']}"
     image = sorted((shared_sample / "NORMAL").iterdir())[0]
-    pred = subprocess.run([sys.executable, "-m", "cxr", "predict", "--params", str(pf), "--model", uri, "--input",
-                           str(image), "--output", str(tmp_path / "preds.csv")], env=env(MLFLOW_TRACKING_URI=srv.uri),
-                          capture_output=True, text=True, timeout=180)
-    assert pred.returncode != 0 and "Traceback" not in pred.stderr
-    assert ("cannot load model" in pred.stderr) or ("missing or corrupted" in pred.stderr)
-    assert not (tmp_path / "preds.csv").exists()
-    port = free_port()
-    with pytest.raises(AssertionError, match="server exited"):
-        proc = start_cxr_serve(["--params", str(pf), "--model", uri], port, tmp_path / "serve.log",
-                               MLFLOW_TRACKING_URI=srv.uri)
-        stop(proc)
+    # `cxr predict` and `cxr serve` at once (each spends seconds importing before it reaches the model)
+    pred = subprocess.Popen([sys.executable, "-m", "cxr", "predict", "--params", str(pf), "--model", uri, "--input",
+                             str(image), "--output", str(tmp_path / "preds.csv")], env=env(MLFLOW_TRACKING_URI=srv.uri),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = free_port()
+        with pytest.raises(AssertionError, match="server exited"):
+            proc = start_cxr_serve(["--params", str(pf), "--model", uri], port, tmp_path / "serve.log",
+                                   MLFLOW_TRACKING_URI=srv.uri)
+            stop(proc)
+        _, pred_err = pred.communicate(timeout=180)
+    finally:
+        if pred.poll() is None:
+            pred.kill()
+            pred.wait()
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
+    assert pred.returncode != 0 and "Traceback" not in pred_err
+    assert ("cannot load model" in pred_err) or ("missing or corrupted" in pred_err)
+    assert not (tmp_path / "preds.csv").exists()

@@ -48,8 +48,11 @@ def test_models_load_in_safe_mode_lambda_layers_are_refused(tmp_path):
 def test_mlflow_basic_auth_refuses_anonymous_and_accepts_env_credentials(tiny_shards, tmp_path):
     password = "S3cure-Pa55-" + os.urandom(6).hex()  # pragma: allowlist secret
     port = free_port()
+    # MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: MLflow's GenAI job runner (8 more processes, seconds of start-up,
+    # unused here and unrelated to auth) stays off, as tests.support.MlflowServer keeps it
     server_env = {"MLFLOW_PORT": str(port), "MLFLOW_SERVER_DIR": str(tmp_path / "server"),
-                  "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(), "MLFLOW_AUTH_ADMIN_PASSWORD": password}
+                  "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+                  "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = tmp_path / "server.log"
     proc = subprocess.Popen(["bash", str(ROOT / "mlflow" / "serve.sh"), "--auth"], cwd=tmp_path,
                             env=env(**server_env), stdout=log.open("w"), stderr=subprocess.STDOUT,
@@ -63,12 +66,27 @@ def test_mlflow_basic_auth_refuses_anonymous_and_accepts_env_credentials(tiny_sh
                              auth=("admin", "nope"), timeout=10)
         assert wrong.status_code == 401
 
-        p = train_params()
+        # one epoch: every authenticated request costs the server a password hash check (~0.5 s of CPU), and
+        # each epoch is one more request (its metrics)
+        p = train_params(phases=[{"epochs": 1, "trainable": "all", "lr": 0.003}])
         pf = write_params(tmp_path / "params.yaml", p)
+        def train_cmd(out: str, state: str) -> list[str]:
+            return [sys.executable, "-m", "cxr", "train", "--params", str(pf), "--shards", str(tiny_shards),
+                    "--out", str(tmp_path / out), "--state", str(tmp_path / state)]
+
+        # the anonymous `cxr train` runs alongside the authenticated one (each spends seconds importing first)
+        anon_cli = subprocess.Popen(train_cmd("m2", "s2"),
+                                    env=env(MLFLOW_TRACKING_URI=uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
         creds = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
-        run = subprocess.run([sys.executable, "-m", "cxr", "train", "--params", str(pf), "--shards", str(tiny_shards),
-                              "--out", str(tmp_path / "models"), "--state", str(tmp_path / "state")],
-                             env=env(**creds), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        try:
+            run = subprocess.run(train_cmd("models", "state"), env=env(**creds), capture_output=True, text=True,
+                                 timeout=600, cwd=tmp_path)
+            _, anon_err = anon_cli.communicate(timeout=300)
+        finally:
+            if anon_cli.poll() is None:
+                anon_cli.kill()
+                anon_cli.wait()
         assert run.returncode == 0, run.stderr[-2000:]
         run_id = json.loads((tmp_path / "models" / "train_summary.json").read_text())["run_id"]
         got = requests.get(uri + "/api/2.0/mlflow/runs/get", params={"run_id": run_id}, auth=("admin", password),
@@ -76,17 +94,12 @@ def test_mlflow_basic_auth_refuses_anonymous_and_accepts_env_credentials(tiny_sh
         everything = json.dumps(got) + run.stdout + run.stderr + pf.read_text() + log.read_text()
         everything += "".join(f.read_text(errors="ignore") for f in (tmp_path / "models").glob("*.json"))
         assert password not in everything  # never in params, tags, metrics, logs or outputs
-
-        anon_cli = subprocess.run([sys.executable, "-m", "cxr", "train", "--params", str(pf), "--shards",
-                                   str(tiny_shards), "--out", str(tmp_path / "m2"), "--state", str(tmp_path / "s2")],
-                                  env=env(MLFLOW_TRACKING_URI=uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"),
-                                  capture_output=True, text=True, timeout=300, cwd=tmp_path)
-        assert anon_cli.returncode != 0 and "Traceback" not in anon_cli.stderr
+        assert anon_cli.returncode != 0 and "Traceback" not in anon_err
     finally:
         stop(proc)
 
 
-def test_repository_has_no_secrets():
+def test_repository_has_no_secrets(tmp_path):
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     # generated files: the compiled pipelines (from pipelines/pipeline.py, scanned: they only name secret *keys*)
@@ -95,9 +108,33 @@ def test_repository_has_no_secrets():
     generated = ("pipelines/compiled/cxr_training.yaml", "pipelines/compiled/cxr_monitor.yaml",
                  "tests/infra/schemas/kubeflow-trainer-v1alpha1.schema.json")
     files = [f for f in files if (ROOT / f).is_file() and not f.endswith((".lock", ".ipynb")) and f not in generated]
-    out = subprocess.run([str(BIN / "detect-secrets"), "scan", *files], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
-    findings = json.loads(out.stdout)["results"]
+    # The lock files (requirements/*.txt) are ~20,000 lines, three fifths of the scan's time, and mostly the same
+    # lines (each variant pins many of the same packages and hashes). detect-secrets judges each line alone (its
+    # plugins and filters see the line, the secret and the file's name and type), so every distinct line of them is
+    # scanned once, in one .txt file; a lock file with an allowlist pragma (`allowlist nextline` would then cover
+    # another line) is scanned as it is. A canary line proves that file is scanned: detect-secrets skips,
+    # silently, a file outside its working directory.
+    locks = [f for f in files if f.startswith("requirements/") and f.endswith(".txt")
+             and "allowlist" not in (ROOT / f).read_text(errors="ignore")]
+    distinct = dict.fromkeys(line for f in locks for line in (ROOT / f).read_text(errors="ignore").splitlines())
+    lines = [*distinct, "AKIA" + "Q" * 16]  # the canary, last: the shape of an AWS access key id
+    (tmp_path / "lock-lines.txt").write_text("\n".join(lines) + "\n")
+    scans = [subprocess.Popen([str(BIN / "detect-secrets"), "scan", *args], cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for args, cwd in (([f for f in files if f not in locks], ROOT), (["lock-lines.txt"], tmp_path))]
+    findings = {}
+    for scan in scans:
+        out, err = scan.communicate(timeout=600)
+        assert scan.returncode == 0, err[-2000:]
+        findings.update(json.loads(out)["results"])
+    flagged = findings.pop("lock-lines.txt", [])
+    canary = [f for f in flagged if f["line_number"] == len(lines) and f["type"] == "AWS Access Key"]
+    assert canary, "the lock files' lines were not scanned"
+    for f in flagged:
+        if f not in canary:  # named by the line and the lock files it is in
+            line = lines[f["line_number"] - 1]
+            where = [lock for lock in locks if line in (ROOT / lock).read_text(errors="ignore").splitlines()]
+            findings.setdefault("requirements/*.txt", []).append({**f, "line": line, "in": where})
     assert findings == {}, json.dumps(findings, indent=1)[:3000]
 
 
