@@ -165,7 +165,12 @@ def _mlflow_uri_restored():
     import sys
 
     before = os.environ.get("MLFLOW_TRACKING_URI")
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_ID")
     yield
+    if experiment is None:  # mlflow.set_experiment exports it; a stale id points into another store
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    else:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = experiment
     if "mlflow" in sys.modules:  # the process-global URI outlives a monkeypatched variable
         sys.modules["mlflow"].set_tracking_uri(before)  # None unsets both the global and the variable
     if before is None:
@@ -189,12 +194,19 @@ def _tracking_uri(uri: str):
     """MLflow's process-global URI too: a step's ``tracking.setup`` sets it, and it would outlive the test and
     win over the next test's MLFLOW_TRACKING_URI (runs then land in, and are looked up in, the wrong store)."""
     import mlflow
+    from mlflow.tracking import fluent
 
+    # the active experiment is process-global too (mlflow.set_experiment also exports MLFLOW_EXPERIMENT_ID): one
+    # set in another store fails the next run ("No Experiment with id=1 exists")
+    fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     mlflow.set_tracking_uri(uri)
     try:
         yield uri
     finally:
         mlflow.set_tracking_uri(None)  # back to unset (this also unsets the env var it had set)
+        fluent._active_experiment_id = None
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 @pytest.fixture
