@@ -17,7 +17,7 @@ from benchmarks.common import CLASSES, SAMPLE, machine, repeated_sample, table
 
 
 def make_model(backbone: str, size: int, out: Path) -> Path:
-    from components.core.contract.config import TrainConfig
+    from components.core.contract.params.train import TrainConfig
     from components.core.model import models
 
     out.mkdir(parents=True, exist_ok=True)

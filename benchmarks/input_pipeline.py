@@ -36,7 +36,7 @@ def run(files: int, size: int, epochs: int, batch: int, workdir: Path) -> list[l
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
     from components import preprocess
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
     from components.core.data import shards
 
     tree = repeated_sample(workdir / "tree", files)

@@ -71,7 +71,7 @@ def data_steps(params, work: Path, overrides_file: Path | None) -> dict:
 
 def train_and_score(params, work: Path, seeds: list[int], clean, truth: dict[str, str]) -> list[dict]:
     from components import train
-    from components.core.contract.config import apply_overrides, parse_params
+    from components.core.contract.params.schema import apply_overrides, parse_params
     from components.core.data import shards as shard_io
     from components.core.model import models
 
@@ -115,7 +115,7 @@ def confirm_as_a_person(overrides_file: Path, truth: dict[str, str], raw_manifes
 
 def main(argv: list[str] | None = None) -> None:
     from components import review_labels
-    from components.core.contract.config import apply_overrides, load_params, parse_params
+    from components.core.contract.params.schema import apply_overrides, load_params, parse_params
     from components.core.data import manifest
     from components.core.data.sources.demo import PLANTED
 

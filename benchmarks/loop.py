@@ -54,7 +54,7 @@ def write_site(dest: Path, n_per_class: int, seed: int, style: dict | None, clas
 def run_pipeline(work: Path, raw_params: dict) -> tuple[dict, Path]:
     """ingest → validate → split → preprocess → train → external → evaluate, no MLflow; (metrics, model dir)."""
     from components import evaluate, external, ingest, preprocess, split, train, validate
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
 
     p = parse_params(raw_params, "benchmark params")
     d = work
@@ -197,7 +197,8 @@ def monitoring(model_dir: Path, work: Path, pool: int, windows: int, window: int
                seed: int = 1000) -> dict:
     """Fresh films of the demo model's own site (new patients, new seeds) through the real app."""
     from benchmarks.common import ROOT
-    from components.core.contract.config import MonitorConfig, load_params
+    from components.core.contract.params.monitor import MonitorConfig
+    from components.core.contract.params.schema import load_params
     from components.core.data import synthetic
     from components.core.eval import ood
     from components.core.stats import drift

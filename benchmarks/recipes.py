@@ -39,7 +39,7 @@ def params_for(data: str, recipe: str, epochs: int | None, size: int | None, dem
     import yaml
 
     from components.core.contract import recipes
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw = recipes.overlay(raw, BEFORE if recipe == "before" else recipes.load(recipe).overlay)
@@ -118,7 +118,7 @@ def gpu_estimates(gpu_recipes: list[str]) -> list[list[object]]:
     import keras
 
     from components.core.contract import recipes
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
     from components.core.model import models
 
     rows = []

@@ -30,7 +30,7 @@ from benchmarks.common import CLASSES, SAMPLE, machine, table
 
 
 def _params(data: str, mode: str, size: int, epochs: int, seed: int, sample: Path):
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
 
     raw = {
         "validate": {"workers": 2, "bias_audit": {"enabled": False}, "critical": ["label_in_classes"]},
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _cost(args) -> None:
     from components import evaluate, ingest, preprocess, split, train
-    from components.core.contract.config import load_params
+    from components.core.contract.params.schema import load_params
     from components.core.data import shards as shard_io
 
     logging.getLogger("components").setLevel(logging.WARNING)

@@ -46,7 +46,7 @@ CHILD = r"""
 import json, os, resource, sys, time
 args = json.loads(sys.argv[1])
 import yaml
-from components.core.contract.config import parse_params
+from components.core.contract.params.schema import parse_params
 from components import catalog
 params = parse_params(yaml.safe_load(open(args["params"])), args["params"])
 mod = catalog.module(args["step"])
@@ -80,7 +80,7 @@ def write_params(code: Path, path: Path, n: int, size: int, extra: dict) -> None
 
     sys.path.insert(0, str(code))
     try:
-        from components.core.contract.config import apply_overrides
+        from components.core.contract.params.schema import apply_overrides
     finally:
         sys.path.pop(0)
     raw = apply_overrides(yaml.safe_load((code / "params.yaml").read_text()), {**overrides(n, size), **extra})
@@ -197,7 +197,7 @@ def measure(code: Path, n: int, size: int, work: Path, extra: dict, dvc: bool) -
 def proof(patients: int, epochs: int, work: Path) -> str:
     """One process vs two local workers on the same shards: per-epoch validation loss and the final numbers."""
     from components import ingest, preprocess, split, train
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
     from components.core.data import shards as shard_io
 
     raw = {"data": {"demo": {"patients_per_class": patients, "max_images_per_patient": 3, "min_side": 64,

@@ -22,7 +22,7 @@ from benchmarks.common import CLASSES, machine, repeated_sample, table
 
 def prepare(workdir: Path, n: int, size: int) -> Path:
     from components import preprocess
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
 
     tree = repeated_sample(workdir / f"tree{size}", n)
     splits = workdir / f"splits{size}"
@@ -42,7 +42,7 @@ def prepare(workdir: Path, n: int, size: int) -> Path:
 
 
 def train_params(backbone: str, size: int, epochs: int, batch: int, trainable: str):
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
 
     return parse_params({"data": {"classes": CLASSES}, "train": {
         "backbone": backbone, "weights": "none", "image_size": size, "batch_size": batch,

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args(argv)
     from components import ingest, validate
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
     from components.core.data import manifest, validation
 
     rows = []

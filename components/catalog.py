@@ -60,12 +60,21 @@ def sync(root: Path | None = None) -> dict:
 
 def describe() -> list[dict]:
     """Every step's contract, as ``cxr spec show`` prints it."""
-    from components.core.contract.codedeps import code_files
-
     return [{"step": s.name, "params": list(s.params), "inputs": {p.name: p.path for p in s.inputs},
              "outputs": {p.name: p.path for p in s.outputs}, "cache": s.cache, "dvc": s.dvc,
-             "always_changed": s.always_changed, "code": code_files(s.module_name)}
+             "always_changed": s.always_changed, "code": stage_code(s)}
             for s in specs()]
+
+
+def stage_code(spec: StepSpec) -> list[str]:
+    """The source files a stage depends on: what its step's imports reach, and the schema of every params section it
+    reads (a changed default there changes the step's result even when params.yaml does not change)."""
+    from components.core.contract.params.sections import module as section_module
+
+    files = set(code_files(spec.module_name))
+    for section in spec.sections:
+        files.update(code_files(section_module(section)))
+    return sorted(files)
 
 
 def _dvc_path(port: Port, sub: str) -> str:
@@ -76,7 +85,7 @@ def dvc_stage(spec: StepSpec) -> dict[str, Any]:
     """The ``dvc.yaml`` stage of a step: explicit paths, declared params, code deps, outs and metrics."""
     cmd = " ".join(["cxr", spec.name, *(f"{p.flag} {p.path}" for p in spec.ports)])
     stage: dict[str, Any] = {"cmd": cmd}
-    deps = [p.path for p in spec.inputs] + code_files(spec.module_name) + list(spec.dvc_deps)
+    deps = [p.path for p in spec.inputs] + stage_code(spec) + list(spec.dvc_deps)
     if deps:
         stage["deps"] = deps
     if spec.params:

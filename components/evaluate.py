@@ -58,8 +58,8 @@ def run(params, model_dir: str | Path, shards: str | Path, out: str | Path,
     """Evaluate ``model_dir/model.keras`` on the test split of ``shards`` (and the external sets)."""
     import pandas as pd
 
-    from components.core.contract.config import applicable_external
     from components.core.contract.fsutil import atomic_path, read_json, write_json, write_text
+    from components.core.contract.params.evaluate import applicable_external
     from components.core.data import manifest
     from components.core.data import shards as shard_io
     from components.core.eval import ood

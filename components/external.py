@@ -32,7 +32,7 @@ SPEC = StepSpec(
 
 def _data_section(data, ext):
     """The ``data`` params of one external set: the main data's classes, the set's own source."""
-    from components.core.contract.config import DataConfig
+    from components.core.contract.params.data import DataConfig
 
     base = data.model_dump(mode="json")
     merged = {**base, "layout": "auto",  # the set's own layout, whatever the main data's is
@@ -50,8 +50,8 @@ def _data_section(data, ext):
 @under_spec(SPEC)
 def run(params, main_manifest: str | Path, out: str | Path) -> dict:
     """Prepare every external set under ``out``; ``main_manifest`` is the validated main data."""
-    from components.core.contract.config import applicable_external
     from components.core.contract.fsutil import atomic_path, write_json
+    from components.core.contract.params.evaluate import applicable_external
     from components.core.data import manifest, sources
     from components.core.data.images import decode_files
     from components.core.data.shards import ShardMeta

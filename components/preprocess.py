@@ -1,7 +1,7 @@
 """Preprocess: decode every split's images once into fixed-size uint8 shard files at ``train.image_size``.
 
 Output (:mod:`components.core.data.shards`, format 2): ``<split>/x-NNNNN.npy`` (``shard_images`` × S × S
-uint8, from ``scale.shard_mb``), ``<split>_y.npy`` (class index), ``<split>.csv`` (the manifest rows, in
+uint8, from ``preprocess.shard_mb``), ``<split>_y.npy`` (class index), ``<split>.csv`` (the manifest rows, in
 the same order) and ``meta.json`` (classes, size, resize mode, shards per split). Epochs then read
 arrays, never full-resolution JPEGs. Decoding runs in ``preprocess.workers`` processes, one shard at a
 time, so memory holds one shard, not a split.
@@ -30,8 +30,7 @@ log = logging.getLogger(__name__)
 SPEC = StepSpec(
     name="preprocess",
     help="decode each split once into uint8 shards at train.image_size",
-    params=("data.classes", "train.image_size", "preprocess", "validate.max_pixels", "scale.partitions",
-            "scale.shard_mb"),
+    params=("data.classes", "train.image_size", "preprocess", "validate.max_pixels", "scale.partitions"),
     inputs=(Port("splits", "data/splits", "folder with train.csv, val.csv, test.csv"),
             Port("images", "data/raw", "image root the manifests' paths are relative to")),
     outputs=(Port("out", "data/shards", "output folder: uint8 .npy shards per split"),),
@@ -123,7 +122,7 @@ def run_partition(params, part: int, splits: str | Path, images: str | Path, par
     if not 0 <= part < parts:
         raise DataError(f"part {part} is outside 0..{parts - 1} (scale.partitions {parts})")
     frames = _frames(params, Path(splits))
-    per = shard_images(size, params.scale.shard_mb)
+    per = shard_images(size, params.preprocess.shard_mb)
     units = plan(frames, per, parts)[part]
     workers = min(params.preprocess.workers, os.cpu_count() or 1)
     with atomic_path(Path(partial), directory=True) as tmp:
@@ -158,7 +157,7 @@ def merge(params, partials: list[str | Path], splits: str | Path, out: str | Pat
 
     size, mode, classes = params.train.image_size, params.preprocess.resize, list(params.data.classes)
     frames = _frames(params, Path(splits))
-    per = shard_images(size, params.scale.shard_mb)
+    per = shard_images(size, params.preprocess.shard_mb)
     want = {(s, i) for s, df in frames.items() for i in range(len(shard_ranges(len(df), per)))}
     got: dict[tuple[str, int], Path] = {}
     for d in map(Path, partials):
@@ -171,7 +170,7 @@ def merge(params, partials: list[str | Path], splits: str | Path, out: str | Pat
         missing = sorted(want - set(got))[:5]
         raise DataError(f"the parts do not cover the shards (missing {missing}, unexpected "
                         f"{sorted(set(got) - want)[:5]}): were they made with the same scale.partitions and "
-                        "scale.shard_mb?")
+                        "preprocess.shard_mb?")
     summary: dict = {"image_size": size, "resize": mode, "shard_images": per, "parts": len(partials), "splits": {}}
     splits_meta = {}
     with atomic_path(Path(out), directory=True) as tmp:

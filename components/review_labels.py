@@ -96,9 +96,9 @@ def _disabled(out: Path) -> dict:
 def _review(params, shards: Path, out: Path) -> dict:
     import pandas as pd
 
-    from components.core.contract.config import AugmentConfig
     from components.core.contract.errors import DataError
     from components.core.contract.fsutil import atomic_path, write_json, write_text
+    from components.core.contract.params.train import AugmentConfig
     from components.core.data import shards as shard_io
     from components.core.eval import label_review
     from components.core.model import models

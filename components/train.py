@@ -1,7 +1,7 @@
 """Train: transfer learning in phases (head first, then unfreeze), resumable, tracked in MLflow.
 
 ``train.phases`` is a list of ``{epochs, trainable: head|all|last:N, lr, schedule, lr_mult, …}``
-(:class:`components.core.contract.config.Phase`). Each phase compiles a fresh optimizer
+(:class:`components.core.contract.params.train.Phase`). Each phase compiles a fresh optimizer
 (:func:`components.core.model.training.compile_for_phase`: a constant rate with ReduceLROnPlateau, or a
 one-cycle / warm-up + cosine schedule; discriminative rates per layer group); ``lr: auto`` runs the LR
 range test first and trains at its suggestion (the plot goes to MLflow). Early stopping
@@ -22,7 +22,7 @@ the rate ``lr: auto`` found come back with it).
 Several workers (``train.workers``, :mod:`components.core.model.distributed`): with ``TF_CONFIG`` naming N workers
 this process is one of them (MultiWorkerMirroredStrategy; each streams its share of the shards; only the
 chief writes the checkpoint, the model and the reports, and logs to MLflow). Without it, ``train.workers > 1``
-starts N local worker processes on 127.0.0.1 (``python -m components.train``) and returns the chief's
+starts N local worker processes on 127.0.0.1 (``python -m cxr train``) and returns the chief's
 summary; on the cluster the KFP train task runs them as a Kubeflow Trainer TrainJob instead.
 """
 
@@ -456,26 +456,10 @@ def _launch_local(params, shards: Path, out: Path, state: Path, track: bool) -> 
     params_file = logs / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.unwrap().model_dump(mode="json", by_alias=True, exclude_none=True),
                                           sort_keys=False))
-    argv = distributed.python_argv("components.train", "--params", str(params_file), "--shards", str(shards),
+    argv = distributed.python_argv("cxr", "train", "--params", str(params_file), "--shards", str(shards),
                                    "--out", str(out), "--state", str(state), *([] if track else ["--no-mlflow"]))
     distributed.launch_local(argv, params.train.workers, logs)
     return read_json(out / "train_summary.json")
-
-
-def _worker_main(argv: list[str] | None = None) -> None:
-    """One worker of a local multi-worker run (started by :func:`_launch_local`, TF_CONFIG in the environment)."""
-    import argparse
-
-    from components.core.contract import logs
-    from components.core.contract.config import load_params
-
-    ap = argparse.ArgumentParser(prog="python -m components.train")
-    for flag in ("--params", "--shards", "--out", "--state"):
-        ap.add_argument(flag, required=True)
-    ap.add_argument("--no-mlflow", action="store_true")
-    a = ap.parse_args(argv)
-    logs.configure()
-    run(load_params(a.params), a.shards, a.out, a.state, track=not a.no_mlflow)
 
 
 def _lineage(params, frames: dict, data_version: str) -> dict:
@@ -562,7 +546,3 @@ def _log_model(model, out: Path, summary: dict, prep) -> str:
     mlflow.log_metrics({k: v for k, v in summary["calibration"].items() if isinstance(v, float)})
     (out / "input_example.npy").unlink()
     return info.model_uri
-
-
-if __name__ == "__main__":
-    _worker_main()

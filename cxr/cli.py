@@ -18,7 +18,7 @@ AddArgs = Callable[[argparse.ArgumentParser], None]
 
 
 def _params(args: argparse.Namespace):
-    from components.core.contract.config import load_params
+    from components.core.contract.params.schema import load_params
 
     overrides = {}
     for item in args.set or []:

@@ -51,7 +51,7 @@ def run_monitor_task(args: dict) -> bool:
     from pathlib import Path
 
     from components.core.contract import logs
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
     from components.ops import monitor
 
     logs.configure()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kfp import dsl, kubernetes
 
-from components.core.contract.config import SECTIONS
+from components.core.contract.params.sections import SECTIONS
 
 DEFAULT_IMAGE = "ghcr.io/cxr-mlops/cxr-mlops-gpu:latest"
 
@@ -50,7 +50,7 @@ class ClusterConfig:
 
 
 def default_arguments(params_path: str | Path = "params.yaml") -> dict:
-    from components.core.contract.config import load_params
+    from components.core.contract.params.schema import load_params
 
     dumped = load_params(params_path).model_dump(mode="json", by_alias=True, exclude_none=True)
     return {s: dumped[s] for s in SECTIONS}  # None is not a protobuf value: unset keys take their defaults

@@ -40,7 +40,7 @@ def step_arguments(step: str, args: dict, phase: str = "") -> tuple[Any, dict[st
     """(params, keyword arguments of ``run()``) for a task's arguments; ``phase``: ``partition`` (inputs and
     the part's folder) or ``merge`` (the merge's inputs, the parts' folders, the outputs) of a partitioned step."""
     from components import catalog
-    from components.core.contract.config import parse_params
+    from components.core.contract.params.schema import parse_params
     from pipelines.components import task_specs, wiring
     from pipelines.tasks import task as task_entry
 

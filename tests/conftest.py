@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.core.contract.config import Params, parse_params
+from components.core.contract.params.schema import Params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "cxr-sample"

@@ -112,7 +112,7 @@ TINY = {
 def tiny_pipeline_params(path: Path, **overrides) -> Path:
     """A params file for a whole pipeline run in seconds per step: the demo, tiny (:data:`TINY`: 32 px, 4 epochs),
     a small CNN, the gate's minimums at 0 (a run ends with a challenger); ``overrides`` as ``key.path=value``."""
-    from components.core.contract.config import apply_overrides, parse_params
+    from components.core.contract.params.schema import apply_overrides, parse_params
 
     raw = apply_overrides(TINY, {
         "train.backbone": "small_cnn", "train.weights": "none", "train.freeze_batchnorm": False,

@@ -37,7 +37,7 @@ def test_shards_line_up_with_their_manifests(tmp_path):
     assert list(train.rows["path"]) == [p for p, _ in items[:4]]
     assert list(train.y) == [["NORMAL", "PNEUMONIA"].index(lbl) for _, lbl in items[:4]]
     meta = json.loads((tmp_path / "shards" / "meta.json").read_text())
-    per = shards.shard_images(32, p.scale.shard_mb)
+    per = shards.shard_images(32, p.preprocess.shard_mb)
     assert meta == {"classes": ["NORMAL", "PNEUMONIA"], "image_size": 32, "resize": p.preprocess.resize,
                     "format": 2, "shard_images": per, "splits": {"train": {"images": 4, "shards": 1},
                                                                  "val": {"images": 1, "shards": 1},
@@ -83,8 +83,9 @@ def test_partitions_write_byte_identical_shards(tmp_path):
 
     def params(parts):
         # 3 images of 32 x 32 per shard file
-        return base.model_copy(update={"scale": base.scale.model_copy(update={"partitions": parts,
-                                                                              "shard_mb": 3 * 32 * 32 / 2**20})})
+        return base.model_copy(update={"scale": base.scale.model_copy(update={"partitions": parts}),
+                                       "preprocess": base.preprocess.model_copy(
+                                           update={"shard_mb": 3 * 32 * 32 / 2**20})})
 
     one = preprocess.run(params(1), splits, tmp_path / "raw", tmp_path / "one")
     assert one["splits"]["train"] == {"images": 9, "bytes": 9 * 32 * 32, "shards": 3}

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from components import ingest, preprocess, review_labels, split
-from components.core.contract.config import parse_params
+from components.core.contract.params.schema import parse_params
 from components.core.data import manifest, overrides
 from components.core.data.sources.demo import PLANTED
 from components.core.eval import label_review
@@ -36,7 +36,7 @@ def test_confident_learning_ranks_the_wrong_labels_by_self_confidence():
 
 
 def test_fold_models_are_small_from_scratch_or_the_recipes_backbone_with_its_head_only():
-    from components.core.contract.config import ReviewConfig
+    from components.core.contract.params.review import ReviewConfig
 
     small = label_review.fold_config(ReviewConfig())
     assert (small.backbone, small.weights, small.phases[0].trainable, small.freeze_batchnorm) == (

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from components import evaluate, ingest, preprocess, split, train, validate
-from components.core.contract.config import parse_params
 from components.core.contract.fsutil import read_json
+from components.core.contract.params.schema import parse_params
 from components.core.registry import modelcard
 from tests.conftest import TRAIN_TINY
 from tests.kaggle_layouts import rsna_tree, siim_tree

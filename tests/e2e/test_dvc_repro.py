@@ -87,6 +87,24 @@ def test_evaluation_param_change_does_not_retrain(repo):
         (path / "params.yaml").write_text(original)
 
 
+def test_a_new_gate_key_leaves_every_stage_before_the_gate_up_to_date(repo):
+    """Params by section: a new key in the gate's schema (components/core/contract/params/gate.py) and in params.yaml
+    re-runs the gate and register only; no stage before the gate imports the gate's schema."""
+    path, _ = repo
+    schema, params = path / "components/core/contract/params/gate.py", path / "params.yaml"
+    originals = schema.read_text(), params.read_text()
+    anchor = "    use_lower_ci: bool = False\n"
+    assert anchor in originals[0] and "\ngate:\n" in originals[1]
+    schema.write_text(originals[0].replace(anchor, anchor + "    a_new_key: int = 3\n"))
+    params.write_text(originals[1].replace("\ngate:\n", "\ngate:\n  a_new_key: 4\n"))
+    try:
+        assert stale_stages(path) == {"gate", "register"}
+    finally:
+        schema.write_text(originals[0])
+        params.write_text(originals[1])
+    assert stale_stages(path) == set()
+
+
 def test_experiment_with_another_backbone(repo):
     path, _ = repo
     exp = sh(["dvc", "exp", "run", "-S", "train.backbone=mobilenetv3small", "-S", "train.freeze_batchnorm=true"], path)

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.core.contract.config import parse_params
 from components.core.contract.errors import ParamsError
+from components.core.contract.params.schema import parse_params
 from components.core.data import images
 from tests.conftest import encode, gray, write_tree
 
@@ -190,8 +190,8 @@ def build_csv(tmp: Path, files, rows, dialect) -> tuple[Path, Path, list[bool]]:
 def test_csv_ingest_accounts_for_every_row_and_stays_inside_the_root(case):
     import pandas as pd
 
-    from components.core.contract.config import DataConfig
     from components.core.contract.errors import DataError
+    from components.core.contract.params.data import DataConfig
     from components.core.data import manifest, sources
     from components.core.data.sources import table
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_pipeline_params(tmp_path):
-    from components.core.contract.config import apply_overrides, parse_params
+    from components.core.contract.params.schema import apply_overrides, parse_params
 
     raw = apply_overrides(TINY, {
         "train.backbone": "small_cnn", "train.weights": "none", "train.freeze_batchnorm": False,
@@ -26,7 +26,7 @@ def tiny_pipeline_params(tmp_path):
         "validate.workers": 1,
         # the partitioned pipeline: validate and preprocess fan out over 2 parts (ParallelFor) and merge; shards of
         # 16 images at 32 px, so the parts hold several shard files
-        "scale.partitions": 2, "scale.shard_mb": 16 * 32 * 32 / 2**20})
+        "scale.partitions": 2, "preprocess.shard_mb": 16 * 32 * 32 / 2**20})
     return write_params(tmp_path / "params.yaml", parse_params(raw))
 
 

@@ -141,7 +141,7 @@ def test_max_side_and_max_pixels_name_their_limit(bundle):
 
 
 def test_settings_take_validate_params_and_env_overrides(monkeypatch):
-    from components.core.contract.config import ValidateConfig
+    from components.core.contract.params.validate import ValidateConfig
 
     s = Settings.from_env(ValidateConfig(min_side=100, max_side=2000, max_pixels=3_000_000))
     assert (s.min_side, s.max_side, s.max_pixels) == (100, 2000, 3_000_000)

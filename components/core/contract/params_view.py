@@ -1,4 +1,4 @@
-"""A read-only view of :class:`~components.core.contract.config.Params` that allows only declared keys.
+"""A read-only view of :class:`~components.core.contract.params.schema.Params` that allows only declared keys.
 
 Every step runs under a view built from its :class:`~components.core.contract.spec.StepSpec`: reading
 ``params.train.image_size`` when the spec declares neither ``train`` nor ``train.image_size``

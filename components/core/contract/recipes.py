@@ -27,8 +27,8 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel
 
-from components.core.contract.config import Params, parse_params
 from components.core.contract.errors import ParamsError
+from components.core.contract.params.schema import Params, parse_params
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,8 @@ def apply(recipe_names: list[str], params_path: str | Path = "params.yaml", over
           dry_run: bool = False, directory: Path = RECIPES_DIR) -> dict[str, Any]:
     """Lay the named recipes (then ``overrides``, dotted keys) over ``params_path``; validate; write it back
     with its comments (unless ``dry_run``). Returns what changed and the warnings of the result."""
-    from components.core.contract.config import apply_overrides
     from components.core.contract.fsutil import write_text
+    from components.core.contract.params.schema import apply_overrides
 
     if not recipe_names:
         raise ParamsError(f"name at least one recipe ({', '.join(names(directory))})")

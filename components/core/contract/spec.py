@@ -131,7 +131,7 @@ class StepSpec:
     @property
     def sections(self) -> tuple[str, ...]:
         """The params.yaml sections this step reads (in the order of params.yaml)."""
-        from components.core.contract.config import SECTIONS
+        from components.core.contract.params.sections import SECTIONS
 
         wanted = {p.split(".")[0] for p in self.params}
         unknown = wanted - set(SECTIONS)
@@ -143,7 +143,7 @@ class StepSpec:
         """What needs the params schema (not checked at import, to keep ``cxr --help`` light): port and option
         names must not be params sections, since a KFP component takes all of them as parameters of one
         function."""
-        from components.core.contract.config import SECTIONS
+        from components.core.contract.params.sections import SECTIONS
 
         clash = set(SECTIONS) & {n for n in [p.name for p in self.ports] + [o.name for o in self.options]}
         if clash:

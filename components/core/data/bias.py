@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from components.core.contract.config import BiasAuditConfig
+from components.core.contract.params.validate import BiasAuditConfig
 
 NUMERIC = ["width", "height", "bytes", "channels", "bit_depth"]
 CATEGORICAL = ["format", "mode"]

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
-from components.core.contract.config import RESIZE_MODES
+from components.core.contract.params.preprocess import RESIZE_MODES
 from components.core.contract.errors import DataError
 from components.core.contract.progress import progress
 from components.core.data.pixels import WINDOW_PERCENTILES, ImageError, robust_window

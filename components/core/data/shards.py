@@ -7,7 +7,7 @@ Layout (``format: 2``, written by ``cxr preprocess`` and ``cxr external``)::
     <split>_y.npy                class indices (int64, whole split: 8 bytes per image)
     <split>/x-00000.npy …        uint8 pixels, N × S × S, ``shard_images`` images per file (the last one fewer)
 
-Shards are **fixed-size** ``.npy`` files (``scale.shard_mb``, 64 MiB by default: ~1,300 images at
+Shards are **fixed-size** ``.npy`` files (``preprocess.shard_mb``, 64 MiB by default: ~1,300 images at
 224 px): shard *i* of a split always holds rows ``i·shard_images …`` of ``<split>.csv``, whoever writes
 it, so partitions of preprocess write disjoint shard files in parallel and the result is byte-identical
 to one process writing them all. Why ``.npy`` and not TFRecord: evaluation, the gate and the shortcut
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.data import manifest, storage
-from components.core.contract.config import AugmentConfig
+from components.core.contract.params.train import AugmentConfig
 from components.core.contract.errors import DataError
 from components.core.contract.fsutil import read_json
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.core.contract.config import applicable_external
 from components.core.contract.errors import DataError
+from components.core.contract.params.evaluate import applicable_external
 from components.core.data import shards
 from components.core.model import models
 from components.core.stats import clinical

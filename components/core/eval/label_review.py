@@ -42,7 +42,7 @@ def fold_config(review):
     """The short training each fold gets: ``review.backbone``/``weights`` at ``review.image_size``, one
     one-cycle phase of ``review.epochs`` at ``review.lr`` (all layers from scratch; the head over a frozen
     pretrained backbone), a small head."""
-    from components.core.contract.config import HeadConfig, Phase, TrainConfig
+    from components.core.contract.params.train import HeadConfig, Phase, TrainConfig
 
     pretrained = review.weights != "none"
     phase = Phase(epochs=review.epochs, trainable="head" if pretrained else "all", lr=review.lr,

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components.core.contract.config import CentralFieldConfig, ShortcutConfig
+from components.core.contract.params.evaluate import CentralFieldConfig, ShortcutConfig
 from components.core.data.images import content_box, content_box_from_pixels
 
 log = logging.getLogger(__name__)

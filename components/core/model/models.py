@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.core.contract import backbones
-from components.core.contract.config import TrainConfig
 from components.core.contract.errors import CxrError, ParamsError
+from components.core.contract.params.train import TrainConfig
 
 INPUT_NAME = "cxr_pixels"
 FEATURES_NAME = "head_pool"  # Grad-CAM reads this layer's input: the backbone's last feature map
@@ -381,7 +381,7 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> Preprocessing:
-        from components.core.contract.config import RESIZE_MODES
+        from components.core.contract.params.preprocess import RESIZE_MODES
 
         if not isinstance(d, dict) or not d.get("classes") or d.get("resize") not in RESIZE_MODES:
             raise CxrError(f"{where}: the preprocessing record {d!r} needs classes and a resize in {RESIZE_MODES}")

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from components.core.contract.config import apply_overrides, load_params, parse_params
 from components.core.contract.errors import ParamsError
+from components.core.contract.params.schema import apply_overrides, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -101,7 +101,7 @@ def test_data_layout_and_kaggle_competitions():
 
 
 def test_phase_lr_forms():
-    from components.core.contract.config import Phase
+    from components.core.contract.params.train import Phase
 
     fastai = Phase(epochs=1, trainable="all", lr=[1e-5, 1e-3])
     assert fastai.lr == pytest.approx(1e-3) and fastai.lr_mult == pytest.approx(100)
@@ -140,7 +140,7 @@ def test_incoherent_training_combinations_are_warned_about():
 
 
 def test_a_synthetic_external_set_applies_to_demo_data_only_unless_asked_for():
-    from components.core.contract.config import applicable_external
+    from components.core.contract.params.evaluate import applicable_external
 
     demo_set = {"name": "demo-site-b", "source": "demo", "demo": {"patients_per_class": 4, "seed": 7}}
     real = {"source": "dir", "path": "../shared/data/cxr-sample"}

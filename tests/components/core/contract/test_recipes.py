@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from components.core.contract import recipes
-from components.core.contract.config import TrainConfig, parse_params
 from components.core.contract.errors import ParamsError
+from components.core.contract.params.schema import parse_params
+from components.core.contract.params.train import TrainConfig
 from components.core.model import models
 from cxr.cli import main
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.data.bias import metadata_features, source_bias_audit
-from components.core.contract.config import BiasAuditConfig
+from components.core.contract.params.validate import BiasAuditConfig
 
 
 def manifest(n: int = 48, seed: int = 0, view_follows_label: bool = True) -> pd.DataFrame:

@@ -173,7 +173,7 @@ def test_webp_is_recognised():
 
 # ---------------------------------------------------------------- validate's limits everywhere
 def test_limits_default_to_validate_defaults():
-    from components.core.contract.config import ValidateConfig
+    from components.core.contract.params.validate import ValidateConfig
 
     v = ValidateConfig()
     assert images.Limits() == images.Limits.from_config(v) == images.Limits(v.min_side, v.max_side, v.max_pixels)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.core.contract.config import AugmentConfig
+from components.core.contract.params.train import AugmentConfig
 from components.core.data.shards import Split, augment_batch, dataset
 
 OFF = {"rotation": 0, "zoom": 0, "translate": 0, "brightness": 0, "contrast": 0}

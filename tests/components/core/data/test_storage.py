@@ -87,8 +87,8 @@ def test_ingest_by_reference_from_s3_gives_the_shards_of_a_local_copy(s3, tmp_pa
     raw = manifest.read(tmp_path / "s3" / "raw" / "manifest.csv")
     assert raw["path"].str.startswith(f"{s3}/films/").all()
     tp = train_params()
-    tp = tp.model_copy(update={"scale": tp.scale.model_copy(update={"partitions": 2,
-                                                                    "shard_mb": 8 * 32 * 32 / 2**20})})
+    tp = tp.model_copy(update={"scale": tp.scale.model_copy(update={"partitions": 2}),
+                               "preprocess": tp.preprocess.model_copy(update={"shard_mb": 8 * 32 * 32 / 2**20})})
     for name in ("local", "s3"):
         d = tmp_path / name
         validate.run(tp, d / "raw", d / "validated", d / "rv")

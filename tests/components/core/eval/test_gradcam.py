@@ -4,7 +4,7 @@ peak must lie on the blob, also when the model is so confident that its softmax 
 import numpy as np
 import pytest
 
-from components.core.contract.config import TrainConfig
+from components.core.contract.params.train import TrainConfig
 from components.core.eval import gradcam
 from components.core.model import models
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from components.core.contract.config import CentralFieldConfig, ShortcutConfig
+from components.core.contract.params.evaluate import CentralFieldConfig, ShortcutConfig
 from components.core.data import images, synthetic
 from components.core.eval import shortcut
 from tests.conftest import train_params

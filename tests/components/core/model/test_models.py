@@ -3,8 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from components.core.contract.config import BACKBONES, TrainConfig
 from components.core.contract.errors import CxrError, ParamsError
+from components.core.contract.params.train import BACKBONES, TrainConfig
 from components.core.model import models
 
 

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from components.core.contract.config import TrainConfig
 from components.core.contract.errors import CxrError, DataError, ParamsError
+from components.core.contract.params.train import TrainConfig
 from components.core.model import models, resnet
 
 LAYERS = ((1, 3, 64), (2, 4, 128), (3, 6, 256), (4, 3, 512))

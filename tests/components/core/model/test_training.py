@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from components.core.contract.config import Phase, TrainConfig
+from components.core.contract.params.train import Phase, TrainConfig
 from components.core.model import models, training
 from components.core.stats import metrics
 
@@ -175,7 +175,7 @@ def test_valley_is_fastais_longest_descent():
 
 
 def test_phase_adam_settings_reach_the_optimizer():
-    from components.core.contract.config import Phase
+    from components.core.contract.params.train import Phase
 
     model = tiny_model()
     models.set_trainable(model, "all", freeze_batchnorm=False)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from components.core.contract.config import TrainConfig
 from components.core.contract.errors import CxrError
+from components.core.contract.params.train import TrainConfig
 from components.core.model import models
 from components.core.registry import registry
 

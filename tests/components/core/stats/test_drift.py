@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from components.core.contract.config import MonitorConfig
+from components.core.contract.params.monitor import MonitorConfig
 from components.core.eval import ood
 from components.core.stats import drift
 from serving.predlog import PredictionLog

@@ -5,8 +5,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from components.core.contract.config import GateConfig
 from components.core.contract.errors import ParamsError
+from components.core.contract.params.gate import GateConfig
 from components.core.stats import comparison, gating
 from tests.conftest import tiny_params
 

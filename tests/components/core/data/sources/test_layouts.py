@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from components import ingest
-from components.core.contract.config import parse_params
+from components.core.contract.params.schema import parse_params
 from components.core.contract.errors import DataError
 from components.core.data import manifest, sources
 from components.core.data.dicom import patient_digest

@@ -1,0 +1,89 @@
+"""``gate``: absolute thresholds, non-inferiority against the champion, what an underpowered check does."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from components.core.contract.params.base import Section
+
+
+class ExternalGate(Section):
+    """Minimums for one external test set (``gate.external.<name>``), on its point estimates."""
+
+    min_accuracy: float = Field(0.0, ge=0, le=1)
+    min_macro_roc_auc: float = Field(0.0, ge=0, le=1)
+    min_sensitivity: dict[str, float] = Field(default_factory=dict)  # at the served operating point
+
+
+# metrics the candidate must be non-inferior to the champion on; sensitivity, specificity and roc_auc are per
+# class with an operating point (specificity at the sensitivity both models reach, sensitivity at the specificity
+# both reach, one-vs-rest ROC-AUC); "sensitivity.COVID19" overrides one class
+NON_INFERIORITY_KEYS = ("accuracy", "macro_f1", "macro_roc_auc", "sensitivity", "specificity", "roc_auc")
+
+
+PER_CLASS_KEYS = ("sensitivity", "specificity", "roc_auc")
+
+
+class GateConfig(Section):
+    # absolute thresholds (point estimates, or the lower CI bound with use_lower_ci)
+    min_accuracy: float = Field(0.0, ge=0, le=1)
+    min_macro_f1: float = Field(0.0, ge=0, le=1)
+    min_roc_auc: float = Field(0.0, ge=0, le=1)
+    # at the operating points serving uses (evaluate.target_sensitivity, chosen on the validation split)
+    min_sensitivity: dict[str, float] = Field(default_factory=dict)
+    min_specificity: dict[str, float] = Field(default_factory=dict)
+    use_lower_ci: bool = False
+    # paired non-inferiority against the champion, on test patients neither model trained or validated on:
+    # passes when the lower bound of the CI of (candidate - champion) is above -margin
+    non_inferiority_margin: dict[str, float] = Field(default_factory=lambda: {
+        "accuracy": 0.02, "macro_f1": 0.03, "macro_roc_auc": 0.02, "sensitivity": 0.02, "specificity": 0.05,
+        "roc_auc": 0.05})
+    min_comparison_patients: int = Field(30, ge=1)
+    # too few clean patients to compare: fail (default), or decide on the absolute thresholds only
+    on_incomparable: Literal["fail", "thresholds_only"] = "fail"
+    # a non-inferiority check is powered when, for two equally good models, it would pass with this probability
+    min_power: float = Field(0.8, gt=0, lt=1)
+    # a check that cannot tell (underpowered, its CI straddling -margin) is inconclusive: it fails the gate
+    # (default, for real data), or the gate decides on the absolute thresholds (the demo)
+    on_underpowered: Literal["fail", "thresholds_only"] = "fail"
+    # a flagged shortcut (source-bias audit, stress tests) blocks registration unless a written reason accepts it
+    accept_shortcut_risk: str | None = None
+    external: dict[str, ExternalGate] = Field(default_factory=dict)
+
+    @field_validator("min_sensitivity", "min_specificity")
+    @classmethod
+    def _unit(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, x in v.items():
+            if not 0 <= x <= 1:
+                raise ValueError(f"{k} must be within 0..1, got {x}")
+        return v
+
+    @field_validator("non_inferiority_margin")
+    @classmethod
+    def _margins(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, x in v.items():
+            base = k.split(".", 1)[0]
+            if base not in NON_INFERIORITY_KEYS or ("." in k and base not in PER_CLASS_KEYS):
+                raise ValueError(f"non_inferiority_margin key {k!r}: use one of {list(NON_INFERIORITY_KEYS)}, or "
+                                 "sensitivity.<CLASS> / specificity.<CLASS> / roc_auc.<CLASS>")
+            if not 0 <= x < 1:
+                raise ValueError(f"non_inferiority_margin.{k} must be within [0, 1), got {x}")
+        return v
+
+    @field_validator("accept_shortcut_risk")
+    @classmethod
+    def _reason(cls, v: str | None) -> str | None:
+        if v is not None and len(v.strip()) < 20:
+            raise ValueError("a written reason of at least 20 characters (who accepts the risk, and why), "
+                             f"got {v!r}")
+        return v.strip() if v else v
+
+    def margin(self, metric: str) -> float:
+        """The margin for ``accuracy`` … or ``sensitivity.<CLASS>`` (the class override, else the kind's)."""
+        defaults = GateConfig.model_fields["non_inferiority_margin"].default_factory()
+        for key in (metric, metric.split(".", 1)[0]):
+            if key in self.non_inferiority_margin:
+                return self.non_inferiority_margin[key]
+        return defaults[metric.split(".", 1)[0]]
