@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 from components.core.contract.codedeps import code_files
+from components.core.contract.params.sections import module as section_module
 from components.core.contract.spec import Port, StepSpec
 
 # pipeline order; lr-find is a tool (no DVC stage, no KFP task)
@@ -69,8 +70,6 @@ def describe() -> list[dict]:
 def stage_code(spec: StepSpec) -> list[str]:
     """The source files a stage depends on: what its step's imports reach, and the schema of every params section it
     reads (a changed default there changes the step's result even when params.yaml does not change)."""
-    from components.core.contract.params.sections import module as section_module
-
     files = set(code_files(spec.module_name))
     for section in spec.sections:
         files.update(code_files(section_module(section)))

@@ -24,7 +24,9 @@ Columns:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 Preprocessing = Literal["caffe", "torch", "tf", "inside", "unit"]
@@ -40,6 +42,11 @@ class BackboneInfo:
     imagenet: Literal["keras", "torchvision", "none"]
     bake: bool
     split: str | None = None
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras keeps downloaded weights (``$KERAS_HOME/models``), and where ``imagenet`` looks for them."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
 TABLE: tuple[BackboneInfo, ...] = (

@@ -21,7 +21,6 @@ Layer names: ``cxr_*`` for input/preprocessing, ``head_*`` for the head, the res
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +47,6 @@ def require_tensorflow() -> None:
         import tensorflow  # noqa: F401
     except ImportError:
         raise CxrError("TensorFlow is not installed: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine)") from None
-
-
-def keras_cache_dir() -> Path:
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
 def _preprocess(keras, x, mode: str):
@@ -106,7 +101,7 @@ def _torchvision_imagenet(backbone: str) -> Path:
     """The converted torchvision weights ``imagenet`` means for a backbone Keras has none for."""
     from components.core.model import resnet
 
-    path = keras_cache_dir() / resnet.IMAGENET_FILE
+    path = backbones.keras_cache_dir() / resnet.IMAGENET_FILE
     if not path.is_file():
         raise CxrError(
             f"{backbone} has no Keras ImageNet weights: download torchvision's ({backbone}-b627a593.pth, the "
@@ -168,7 +163,7 @@ def build_model(cfg: TrainConfig, n_classes: int):
             if weights == "imagenet":
                 raise CxrError(
                     f"could not load ImageNet weights for {cfg.backbone}: {type(err).__name__}: {err}. "
-                    f"Keras downloads them once into {keras_cache_dir()}; offline, copy the file there, set "
+                    f"Keras downloads them once into {backbones.keras_cache_dir()}; offline, copy the file there, set "
                     "train.weights to a local .h5 file, or use train.weights: none."
                 ) from None
             raise

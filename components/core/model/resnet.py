@@ -173,7 +173,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def default_output() -> Path:
-    from components.core.model.models import keras_cache_dir
+    from components.core.contract.backbones import keras_cache_dir
 
     return keras_cache_dir() / IMAGENET_FILE
 

@@ -86,30 +86,6 @@ def test_dvc_yaml_declares_what_the_old_one_missed():
     assert stages["registry-state"]["always_changed"] is True
 
 
-def test_code_deps_follow_the_imports():
-    """Editing the model card re-runs register (and nothing upstream); the decoder re-runs what decodes."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    card = "components/core/registry/modelcard.py"
-    assert [n for n, s in stages.items() if card in s["deps"]] == ["register"]
-    decoder = "components/core/data/images.py"
-    assert {"ingest", "validate", "preprocess"} <= {n for n, s in stages.items() if decoder in s["deps"]}
-    assert "components/core/model/training.py" not in stages["split"]["deps"]
-    # imports inside functions count too: train imports the OOD module only inside run()
-    assert "components/core/eval/ood.py" in stages["train"]["deps"]
-
-
-def test_code_deps_of_a_new_import(tmp_path):
-    pkg = tmp_path / "components"
-    (pkg / "core").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "core" / "__init__.py").write_text("")
-    (pkg / "core" / "a.py").write_text("X = 1\n")
-    (pkg / "core" / "b.py").write_text("def f():\n    from components.core import a\n    return a.X\n")
-    (pkg / "step.py").write_text("import json\nfrom components.core.b import f\n")
-    assert codedeps.code_files("components.step", tmp_path) == [
-        "components/core/a.py", "components/core/b.py", "components/step.py"]
-
-
 def test_kfp_inputs_are_fed_by_the_outputs_that_contain_them():
     wires = components.wiring(components.task_specs())
     assert wires[("split", "manifest")] == ("validate", "out", "manifest.csv", "Dataset")
