@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             backbone, size = cfg.split("@")
             model_dir = make_model(backbone, int(size), Path(tmp) / cfg)
             bundle = registry.load(str(model_dir))
-            x = np.stack([d for d in decode_files([str(f) for f in files[:64]], int(size))
+            x = np.stack([d for d in decode_files([str(f) for f in files[:64]], int(size), bundle.resize)
                           if not isinstance(d, str)])[..., None]
             bundle.model.predict(x, batch_size=64, verbose=0)  # warm-up (traces the predict function)
             t = time.perf_counter()

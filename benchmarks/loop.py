@@ -159,11 +159,12 @@ def scenario_shared2(work: Path, quick: bool) -> tuple[dict, Path]:
     from components.core.eval import ood
 
     ref = ood.OodReference.load(model_dir / ood.REFERENCE_FILE)
-    from components.core.model.models import load_model
+    from components.core.model.models import Preprocessing, load_model
 
     model = load_model(model_dir / "model.keras")
-    size = int(model.inputs[0].shape[1])
-    x = np.stack([images.load_for_model(Path(f).read_bytes(), size) for f in pd.read_csv(work / "adults.csv").path])
+    size, resize = int(model.inputs[0].shape[1]), Preprocessing.load(model_dir).resize  # as the model was trained
+    adults = pd.read_csv(work / "adults.csv").path
+    x = np.stack([images.load_for_model(Path(f).read_bytes(), size, resize) for f in adults])
     probs, feats = ood.probs_and_features(model, x[..., None])
     scores = ref.score(feats)
     test_scores = ref.score(ood.probs_and_features(model, shards.load_split(work / "run" / "shards", "test").x)[1])

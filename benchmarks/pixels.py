@@ -38,7 +38,7 @@ def _full_decode(data: bytes) -> np.ndarray:
 
 
 def draft_vs_full(files: list[Path], sizes: list[int]) -> list[list]:
-    from components.core.data.images import fit_square
+    from components.core.data.square import fit_square
 
     datas = [f.read_bytes() for f in files]
     rows = []
@@ -46,10 +46,10 @@ def draft_vs_full(files: list[Path], sizes: list[int]) -> list[list]:
         diffs, worst, t_draft, t_full = [], 0, 0.0, 0.0
         for data in datas:
             t = time.process_time()
-            a = fit_square(_draft_decode(data, size), size)
+            a = fit_square(_draft_decode(data, size), size, "pad")  # the film whole: every decoded pixel compared
             t_draft += time.process_time() - t
             t = time.process_time()
-            b = fit_square(_full_decode(data), size)
+            b = fit_square(_full_decode(data), size, "pad")
             t_full += time.process_time() - t
             d = np.abs(a.astype(int) - b.astype(int))
             diffs.append(d.mean())

@@ -151,10 +151,6 @@ def list_inputs(input_path: str | Path, root: str | Path | None = None,
     return _from_csv(src, Path(root) if root else src.parent)
 
 
-def predict_arrays(bundle: ModelBundle, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    return predict_with_ood(bundle, x, batch_size)[0]
-
-
 def predict_with_ood(bundle: ModelBundle, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
     """(probabilities, OOD scores or None) for uint8 images (N × S × S or N × S × S × 1), in batches."""
     if len(x) == 0:

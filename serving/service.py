@@ -18,7 +18,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from components.core.data.images import ImageError, Limits, decode_gray, fit_square
+from components.core.data.images import ImageError, Limits, decode_gray
+from components.core.data.square import fit_square
 from components.core.eval.gradcam import gradcam, overlay, to_png
 from components.core.registry.registry import ModelBundle
 from serving.follow import ModelHolder

@@ -65,7 +65,7 @@ def check_decoder(data: bytes) -> None:
     facts = images.inspect_bytes(data, max_pixels=4_000_000)  # never raises
     assert facts.decodable or facts.reason
     try:
-        out = images.load_for_model(data, 32, max_pixels=4_000_000)
+        out = images.load_for_model(data, 32, "crop", max_pixels=4_000_000)
         # without limits (preprocess, which reads validated files only) corrupt data is not looked for
         assert out.shape == (32, 32) and (facts.decodable or facts.reason == "corrupt_data")
     except images.ImageError as err:

@@ -96,10 +96,6 @@ class ChunkedArray:
         return self.shape[0]
 
     @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
     def shards(self) -> int:
         return len(self._loaders)
 

@@ -28,8 +28,8 @@ on every external set:
 
 **Central field.** ``evaluate.shortcut.central_field``: rows ``top``-``bottom`` and columns ``left``-``right``
 (fractions; 10-90% and 5-95%, 72% of the area) of the part of the film the model sees: the film's box (from
-the image's original width/height and the resize mode, :func:`components.core.data.images.content_box`, or from
-the pixels, :func:`components.core.data.images.content_box_from_pixels`) clipped to the square. A letterboxed film
+the image's original width/height and the resize mode, :func:`components.core.data.square.content_box`, or from
+the pixels, :func:`components.core.data.square.content_box_from_pixels`) clipped to the square. A letterboxed film
 (``pad``) and a cropped one (``crop``) thus lose the same share of what the model sees (before, the field was
 a share of the whole film box, and a cropped film's overflowed the square: 72% of a letterboxed film against
 about 81% of a cropped square); the report gives the realised share of the film and of the square.
@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.contract.params.evaluate import CentralFieldConfig, ShortcutConfig
-from components.core.data.images import content_box, content_box_from_pixels
+from components.core.data.square import content_box, content_box_from_pixels
 
 log = logging.getLogger(__name__)
 

@@ -103,7 +103,7 @@ def test_bad_dicoms_get_a_named_reason(data, reason, words):
     f = facts(data)
     assert not f.decodable and f.reason == reason and words in f.detail and f.format == "DICOM"
     with pytest.raises(images.ImageError) as err:
-        images.load_for_model(data, 32)
+        images.load_for_model(data, 32, "crop")
     assert err.value.reason == reason
 
 
@@ -131,7 +131,7 @@ def test_dicom_renamed_png_and_bare_dataset(tmp_path):
     assert np.array_equal(images.decode_gray(bare), images.decode_gray(g.dicom(PA)))
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.dcm").write_bytes(g.dicom(PA))
-    assert images.decode_files([str(tmp_path / "a" / "x.dcm")], 32)[0].shape == (32, 32)
+    assert images.decode_files([str(tmp_path / "a" / "x.dcm")], 32, "crop")[0].shape == (32, 32)
     assert ".dcm" in images.IMAGE_SUFFIXES
 
 

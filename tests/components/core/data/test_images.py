@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.core.data import images
+from components.core.data import images, square
 from tests import imagegen
 from tests.conftest import (
     encode,
@@ -85,14 +85,14 @@ def test_empty_dicom_shell_is_named():
 
 def test_fit_square_pad_and_crop_keep_aspect():
     arr = np.full((50, 100), 200, np.uint8)
-    padded = images.fit_square(arr, 32, "pad")
+    padded = square.fit_square(arr, 32, "pad")
     assert padded.shape == (32, 32) and padded[0, 16] == 0 and padded[16, 16] == 200
-    cropped = images.fit_square(arr, 32, "crop")
+    cropped = square.fit_square(arr, 32, "crop")
     assert cropped.shape == (32, 32) and cropped.min() == 200
 
 
 def test_load_for_model_shape():
-    assert images.load_for_model(encode(gray(300, 200), "JPEG"), 64).shape == (64, 64)
+    assert images.load_for_model(encode(gray(300, 200), "JPEG"), 64, "crop").shape == (64, 64)
 
 
 # ---------------------------------------------------------------- faithful pixels
@@ -160,9 +160,9 @@ def test_jpeg_is_decoded_in_full_like_every_format():
     """No draft-mode shortcut: a JPEG reaches the model as full decode + the one resize."""
     data = encode(gray(300, 200, seed=5), "JPEG")
     full = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
-    assert np.array_equal(images.load_for_model(data, 32), images.fit_square(full, 32))
+    assert np.array_equal(images.load_for_model(data, 32, "pad"), square.fit_square(full, 32, "pad"))
     png = encode(full, "PNG")  # the same pixels in another container give the same model input
-    assert np.array_equal(images.load_for_model(png, 32), images.load_for_model(data, 32))
+    assert np.array_equal(images.load_for_model(png, 32, "crop"), images.load_for_model(data, 32, "crop"))
 
 
 @pytest.mark.skipif(not images.WEBP, reason="Pillow built without WebP")
@@ -188,24 +188,25 @@ def test_limits_default_to_validate_defaults():
 def test_load_for_model_applies_validate_limits(w, h, reason, limit):
     limits = images.Limits(min_side=32, max_side=256, max_pixels=10_000)
     with pytest.raises(images.ImageError) as err:
-        images.load_for_model(encode(gray(w, h)), 32, limits=limits)
+        images.load_for_model(encode(gray(w, h)), 32, "crop", limits=limits)
     assert err.value.reason == reason and err.value.limit == limit and limit in err.value.detail
     assert f"{w}x{h}" in err.value.detail
-    assert images.load_for_model(encode(gray(64, 48)), 32, limits=limits).shape == (32, 32)
+    assert images.load_for_model(encode(gray(64, 48)), 32, "crop", limits=limits).shape == (32, 32)
 
 
 def test_limits_use_the_displayed_size():
     data = imagegen.with_orientation(imagegen.asymmetric(48, 32), 6, "JPEG")
     with pytest.raises(images.ImageError, match=r"32x48: longer side 48 > limit 40"):
-        images.load_for_model(data, 32, limits=images.Limits(min_side=8, max_side=40))
+        images.load_for_model(data, 32, "crop", limits=images.Limits(min_side=8, max_side=40))
 
 
 def test_decode_files_reports_limit_errors_per_file(tmp_path):
     (tmp_path / "ok.png").write_bytes(encode(gray(64, 64)))
     (tmp_path / "tiny.png").write_bytes(encode(gray(1, 1)))
-    out = images.decode_files([str(tmp_path / "ok.png"), str(tmp_path / "tiny.png")], 32, limits=images.Limits())
+    out = images.decode_files([str(tmp_path / "ok.png"), str(tmp_path / "tiny.png")], 32, "crop",
+                              limits=images.Limits())
     assert out[0].shape == (32, 32) and out[1].startswith("too_small: 1x1")
-    assert images.decode_files([str(tmp_path / "tiny.png")], 32)[0].shape == (32, 32)  # no limits: as before
+    assert images.decode_files([str(tmp_path / "tiny.png")], 32, "crop")[0].shape == (32, 32)  # no limits: as before
 
 
 # ---------------------------------------------------------------- damaged films (issue 23)

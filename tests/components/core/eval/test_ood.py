@@ -104,7 +104,7 @@ def test_evaluate_block_and_model_card_line(tiny_model_dir, tiny_shards, tmp_pat
     bundle = registry.load(str(tiny_model_dir))
     ext = tmp_path / "external" / "site-c"
     ext.mkdir(parents=True)
-    x = np.stack([load_for_model(data, 32) for *_, data in synthetic.generate(
+    x = np.stack([load_for_model(data, 32, "crop") for *_, data in synthetic.generate(
         CLASSES, 6, 1, 64, 96, seed=5, style={"contrast": 0.5, "brightness": 0.2, "noise": 3.0})])
     np.save(ext / "test_x.npy", x)
     np.save(ext / "test_y.npy", np.arange(len(x)) % 3)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from components.core.contract.params.evaluate import CentralFieldConfig, ShortcutConfig
-from components.core.data import images, synthetic
+from components.core.data import images, square, synthetic
 from components.core.eval import shortcut
 from tests.conftest import train_params
 
@@ -31,20 +31,20 @@ def _film(w: int, h: int, seed: int = 0) -> np.ndarray:
 def test_content_box_matches_fit_square(w, h):
     film = _film(w, h)
     for mode in ("pad", "pad_edge"):
-        out = images.fit_square(film, 32, mode)
-        top, left, bh, bw = images.content_box(w, h, 32, mode)
+        out = square.fit_square(film, 32, mode)
+        top, left, bh, bw = square.content_box(w, h, 32, mode)
         assert out.shape == (32, 32) and max(bh, bw) == 32
-        assert images.content_box_from_pixels(out, mode) == (top, left, bh, bw)
+        assert square.content_box_from_pixels(out, mode) == (top, left, bh, bw)
         if mode == "pad":
             assert not out[:top].any() and not out[top + bh:].any() and not out[:, :left].any()
         else:  # the bands repeat the film's edge rows/columns: no black rectangle
             assert (out[:top] == out[top]).all() and (out[top + bh:] == out[top + bh - 1]).all()
             assert (out[:, :left] == out[:, [left]]).all()
             np.testing.assert_array_equal(out[top:top + bh, left:left + bw],
-                                          images.fit_square(film, 32, "pad")[top:top + bh, left:left + bw])
-    top, left, bh, bw = images.content_box(w, h, 32, "crop")
+                                          square.fit_square(film, 32, "pad")[top:top + bh, left:left + bw])
+    top, left, bh, bw = square.content_box(w, h, 32, "crop")
     assert min(bh, bw) == 32 and top <= 0 and left <= 0
-    assert images.fit_square(film, 32, "crop").shape == (32, 32)
+    assert square.fit_square(film, 32, "crop").shape == (32, 32)
 
 
 def test_pad_and_crop_are_unchanged():
@@ -53,15 +53,15 @@ def test_pad_and_crop_are_unchanged():
     im = Image.fromarray(film).resize((32, 21), Image.Resampling.BILINEAR, reducing_gap=2.0)
     canvas = Image.new("L", (32, 32), 0)
     canvas.paste(im, (0, 5))
-    np.testing.assert_array_equal(images.fit_square(film, 32, "pad"), np.asarray(canvas))
+    np.testing.assert_array_equal(square.fit_square(film, 32, "pad"), np.asarray(canvas))
     im = Image.fromarray(film).resize((48, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    np.testing.assert_array_equal(images.fit_square(film, 32, "crop"), np.asarray(im.crop((8, 0, 40, 32))))
+    np.testing.assert_array_equal(square.fit_square(film, 32, "crop"), np.asarray(im.crop((8, 0, 40, 32))))
     with pytest.raises(ValueError, match="resize mode"):
-        images.fit_square(film, 32, "stretch")
+        square.fit_square(film, 32, "stretch")
 
 
 def test_central_field_is_centred_on_the_visible_film_and_filled_with_the_rest_of_it():
-    x = np.stack([images.fit_square(_film(100, 50), 40, "pad"), images.fit_square(_film(50, 100), 40, "pad")])
+    x = np.stack([square.fit_square(_film(100, 50), 40, "pad"), square.fit_square(_film(50, 100), 40, "pad")])
     rows = pd.DataFrame({"width": [100, 50], "height": [50, 100]})
     boxes, source = shortcut.film_boxes(x, rows, "pad")
     assert source == "manifest" and boxes.tolist() == [[10, 0, 20, 40], [0, 10, 40, 20]]
@@ -87,7 +87,7 @@ def test_blanked_share_of_the_visible_film_is_the_same_in_every_resize_mode(frac
     shares = {}
     for mode in ("pad", "pad_edge", "crop"):
         for w, h in ((1671, 1296), (640, 524), (1174, 780), (800, 1000)):
-            box = np.array([images.content_box(w, h, 64, mode)])
+            box = np.array([square.content_box(w, h, 64, mode)])
             mask, film = shortcut.central_masks(box, 64, field), shortcut.film_masks(box, 64)
             shares[(mode, w)] = mask.sum() / film.sum()
     assert max(shares.values()) - min(shares.values()) < 0.03
@@ -107,7 +107,7 @@ def _squares(n_per_class: int, marker: bool, seed: int = 0):
                 r = 0 if c < 2 else film.shape[0] - 4
                 col = 0 if c % 2 == 0 else film.shape[1] - 4
                 film[r:r + 3, col:col + 3] = 255
-            x.append(images.fit_square(film, 32, "pad"))
+            x.append(square.fit_square(film, 32, "pad"))
             y.append(c)
     return np.stack(x), np.array(y)
 
@@ -210,7 +210,7 @@ def test_shared_sample_borders_give_the_class_away(shared_sample):
     m = pd.read_csv(shared_sample / "MANIFEST.csv").groupby("label").head(20)
     classes = sorted(m["label"].unique())
     raw = [images.decode_gray((shared_sample / p).read_bytes()) for p in m["path"]]
-    x = np.stack([images.fit_square(r, 32, "pad") for r in raw])
+    x = np.stack([square.fit_square(r, 32, "pad") for r in raw])
     rows = pd.DataFrame({"width": [r.shape[1] for r in raw], "height": [r.shape[0] for r in raw]})
     boxes, _ = shortcut.film_boxes(x, rows, "pad")
     y = np.array([classes.index(c) for c in m["label"]])
