@@ -156,7 +156,8 @@ def scenario_shared2(work: Path, quick: bool) -> tuple[dict, Path]:
     metrics, model_dir = run_pipeline(work / "run", raw)
     # the adults: an external set needs every class (ingest), these are all "PNEUMONIA": scored directly
     from components.core.data import images, shards
-    from components.core.eval import ood
+    from components.core.eval import ood as ood_eval
+    from components.core.model import ood
 
     ref = ood.OodReference.load(model_dir / ood.REFERENCE_FILE)
     from components.core.model.models import Preprocessing, load_model
@@ -170,7 +171,7 @@ def scenario_shared2(work: Path, quick: bool) -> tuple[dict, Path]:
     test_scores = ref.score(ood.probs_and_features(model, shards.load_split(work / "run" / "shards", "test").x)[1])
     metrics["ood"]["external"]["adults-other-hospital"] = {
         "n": len(x), "flag_rate": round(float(ref.flag(scores).mean()), 4),
-        "median_score": round(float(np.median(scores)), 4), "auroc_vs_test": ood.auroc(test_scores, scores),
+        "median_score": round(float(np.median(scores)), 4), "auroc_vs_test": ood_eval.auroc(test_scores, scores),
         "scored": "directly (one class: not an external set)"}
     metrics["external"]["adults-other-hospital"] = {
         "accuracy": round(float((probs.argmax(1) == 1).mean()), 4),  # labelled PNEUMONIA
@@ -201,7 +202,7 @@ def monitoring(model_dir: Path, work: Path, pool: int, windows: int, window: int
     from components.core.contract.params.monitor import MonitorConfig
     from components.core.contract.params.schema import load_params
     from components.core.data import synthetic
-    from components.core.eval import ood
+    from components.core.model import ood
     from components.core.stats import drift
 
     demo = load_params(ROOT / "params.yaml").data.demo

@@ -127,6 +127,7 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
         images: str | Path | None = None, validation: str | Path | None = None, strict: bool = False) -> dict:
     """Gate the candidate (``model_dir`` + its ``metrics``) and write the decision to ``out``."""
     from components.core.contract.fsutil import read_json, write_json
+    from components.core.data import lineage
     from components.core.data import shards as shard_io
     from components.core.model import models
     from components.core.registry import tracking
@@ -164,10 +165,10 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
             comparison_ground = {"status": "incomparable", "reason": champion["incomparable"], "patients_used": 0,
                                  "min_comparison_patients": g.min_comparison_patients}
         else:
-            comparison_ground = gating.comparison_ground(
-                patients, gating.seen_patients(cand_lineage), gating.seen_patients(champ_record),
-                g.min_comparison_patients, test_images=test_sha, cand_images=gating.seen_images(cand_lineage),
-                champ_images=gating.seen_images(champ_record))
+            comparison_ground = lineage.comparison_ground(
+                patients, lineage.seen_patients(cand_lineage), lineage.seen_patients(champ_record),
+                g.min_comparison_patients, test_images=test_sha, cand_images=lineage.seen_images(cand_lineage),
+                champ_images=lineage.seen_images(champ_record))
         if comparison_ground["status"] == "compared":
             mask = np.isin(patients, comparison_ground["keep"])
             paired = comparison.paired_comparison(test.y[mask], p_cand[mask], p_champ[mask], patients[mask], classes,

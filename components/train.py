@@ -354,8 +354,7 @@ def finalize(s: Session, out_dir: Path) -> dict:
 
     from components.core.contract.fsutil import atomic_path, write_json
     from components.core.data import shards as shard_io
-    from components.core.eval import ood
-    from components.core.model import models, training
+    from components.core.model import models, ood, training
     from components.core.model.checkpoint import load_weights
     from components.core.stats import metrics
 
@@ -464,32 +463,32 @@ def _launch_local(params, shards: Path, out: Path, state: Path, track: bool) -> 
 
 def _lineage(params, frames: dict, data_version: str) -> dict:
     """Which patients and images this model trained and validated on (digests), and what data and params made it."""
+    from components.core.data import lineage
     from components.core.registry import tracking
-    from components.core.stats import gating
 
     def sha(name: str):
         df = frames[name]
         return df["sha256"].astype(str) if "sha256" in df.columns else ()
 
-    return gating.lineage(frames["train"]["patient_id"], frames["val"]["patient_id"], data_version=data_version,
-                          manifest_digest=gating.manifest_digest(frames), params_hash=tracking.params_hash(params),
+    return lineage.lineage(frames["train"]["patient_id"], frames["val"]["patient_id"], data_version=data_version,
+                          manifest_digest=lineage.manifest_digest(frames), params_hash=tracking.params_hash(params),
                           git_commit=tracking.git_commit(), train_images=sha("train"), val_images=sha("val"))
 
 
-def _log_lineage(lineage: dict, frames: dict) -> None:
+def _log_lineage(record: dict, frames: dict) -> None:
     """The lineage record and MLflow dataset inputs (rows with patient digests, never ids) for each split."""
     import mlflow
 
-    from components.core.stats import gating
+    from components.core.data import lineage
 
-    mlflow.log_dict(lineage, "lineage/lineage.json")
-    mlflow.set_tags({"manifest_digest": lineage["manifest_digest"], "lineage.seen_digest": lineage["seen_digest"],
-                     "lineage.train_patients": lineage["counts"]["train"],
-                     "lineage.val_patients": lineage["counts"]["val"]})
+    mlflow.log_dict(record, "lineage/lineage.json")
+    mlflow.set_tags({"manifest_digest": record["manifest_digest"], "lineage.seen_digest": record["seen_digest"],
+                     "lineage.train_patients": record["counts"]["train"],
+                     "lineage.val_patients": record["counts"]["val"]})
     contexts = {"train": "training", "val": "validation", "test": "testing"}
     for name, df in frames.items():
-        dataset = mlflow.data.from_pandas(gating.digested_rows(df), name=name, targets="label",
-                                          digest=lineage["manifest_digest"][:8] + "-" + name)
+        dataset = mlflow.data.from_pandas(lineage.digested_rows(df), name=name, targets="label",
+                                          digest=record["manifest_digest"][:8] + "-" + name)
         mlflow.log_input(dataset, context=contexts[name])
 
 

@@ -14,7 +14,7 @@ Issue 16, closing the loop:
 
 * every prediction carries ``request_id``, an out-of-distribution score ``ood_score`` and the flag
   ``unlike_training_data`` (score above the threshold chosen on the validation split,
-  :mod:`components.core.eval.ood`; both None for a model without a reference), and the page shows the warning;
+  :mod:`components.core.model.ood`; both None for a model without a reference), and the page shows the warning;
 * ``GET /metrics``: Prometheus metrics (:mod:`serving.metrics`), open like ``/health`` (counts only, no
   image data; the cluster's NetworkPolicy lets only Prometheus and the ingress reach the pods);
 * every prediction is appended, without pixel data, to the prediction log (:mod:`serving.predlog`,
@@ -40,7 +40,7 @@ from fastapi.exception_handlers import http_exception_handler, request_validatio
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from components.core.registry.registry import ModelBundle
+from components.core.model.bundle import ModelBundle
 from serving import routes
 from serving.follow import AliasFollower, ModelHolder, warm_up
 from serving.metrics import ServingMetrics

@@ -1,6 +1,6 @@
 """Hot swap: the model in service, replaced atomically while requests keep flowing.
 
-:class:`ModelHolder` keeps the current :class:`~components.core.registry.registry.ModelBundle`. A request
+:class:`ModelHolder` keeps the current :class:`~components.core.model.bundle.ModelBundle`. A request
 reads ``holder.current`` once and uses that bundle for everything it does (decoding size,
 inference, the version it reports), so each response names the version that really answered it. A
 swap loads and warms up (compiles) the new bundle *beside* the old one and then replaces one
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from components.core.registry.registry import ModelBundle
+from components.core.model.bundle import ModelBundle
 
 log = logging.getLogger("cxr.serve")
 

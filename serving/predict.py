@@ -1,7 +1,7 @@
 """Batch prediction: a file, a folder or a CSV of images → ``preds.csv``, every input accounted for.
 
 Columns: ``path,predicted_label,prob_<CLASS>…,positive_<CLASS>…,ood_score,unlike_training_data,error,note``
-(``ood_score``/``unlike_training_data``: the out-of-distribution score and flag of :mod:`components.core.eval.ood`,
+(``ood_score``/``unlike_training_data``: the out-of-distribution score and flag of :mod:`components.core.model.ood`,
 empty for a model without a reference). One row per input; an input that got no prediction has its reason in
 ``error`` (``reason: detail``) and empty probabilities, and never stops the batch. ``note`` names what was
 done anyway: ``non_utf8_name`` / ``control_character_name`` (a name whose bytes are not UTF-8, or holding a
@@ -43,7 +43,7 @@ import numpy as np
 from components.core.contract.errors import EXIT_DATA, EXIT_OK, EXIT_PARTIAL, DataError
 from components.core.data.images import Limits, load_files
 from components.core.data.sources.base import RENAMED_DETAIL, Scan, inside, renamed_reason, safe_name, shown
-from components.core.registry.registry import ModelBundle
+from components.core.model.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 

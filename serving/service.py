@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from components.core.data.images import ImageError, Limits, decode_gray
 from components.core.data.square import fit_square
 from components.core.eval.gradcam import gradcam, overlay, to_png
-from components.core.registry.registry import ModelBundle
+from components.core.model.bundle import ModelBundle
 from serving.follow import ModelHolder
 from serving.metrics import ServingMetrics
 from serving.predlog import PredictionLog

@@ -2,7 +2,7 @@
 
 Reads the last ``monitor.window_hours`` of the log ``cxr serve`` writes (``--log``, the folder of
 ``CXR_PREDICTION_LOG``), keeps the predictions of the reference model's version, and runs the checks of
-:mod:`components.core.stats.drift` against the model's :class:`~components.core.eval.ood.OodReference`: OOD rate,
+:mod:`components.core.stats.drift` against the model's :class:`~components.core.model.ood.OodReference`: OOD rate,
 predicted-class drift, image-statistics drift, and live accuracy/sensitivity where ``POST /feedback``
 labelled predictions. Writes ``summary.json`` and ``report.html`` to ``--out``.
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from components.core.data import shards, synthetic
-from components.core.eval import ood
+from components.core.model import ood
 from tests.conftest import ROOT, train_params, write_params
 from tests.e2e.kfp_fake import FakeKfp
 from tests.serving.test_loop import SHIFTED, samples, total

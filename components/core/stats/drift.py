@@ -2,7 +2,7 @@
 
 The log is the JSONL files ``cxr serve`` writes (:mod:`serving.predlog`: ``prediction`` records, and
 ``feedback`` records that join them by ``request_id``); the reference is the model's
-:class:`~components.core.eval.ood.OodReference`. Each check is a test from :mod:`scipy.stats` plus an effect
+:class:`~components.core.model.ood.OodReference`. Each check is a test from :mod:`scipy.stats` plus an effect
 size, because with thousands of predictions a test finds differences too small to matter:
 
 ==================  ====================================================  ===============================

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from components.core.contract.errors import CxrError
-from components.core.eval import ood
+from components.core.model import ood
 from components.ops import monitor
 from serving.predlog import PredictionLog
 from tests.conftest import tiny_params

@@ -165,7 +165,7 @@ def test_concat_pooling_head_feeds_gradcam_and_cached_features():
 
 
 def test_ood_features_of_a_concat_head_are_both_halves():
-    from components.core.eval import ood
+    from components.core.model import ood
 
     model = models.build_model(cfg("small_cnn", head={"pooling": "concat", "dense_units": 8}), 3)
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 1), dtype=np.uint8)

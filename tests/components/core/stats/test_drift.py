@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from components.core.contract.params.monitor import MonitorConfig
-from components.core.eval import ood
+from components.core.model import ood
 from components.core.stats import drift
 from serving.predlog import PredictionLog
 

@@ -1,12 +1,12 @@
 """The gate's statistics on constructed predictions whose paired differences are known."""
 
-import hashlib
 
 import numpy as np
 import pytest
 
 from components.core.contract.errors import ParamsError
 from components.core.contract.params.gate import GateConfig
+from components.core.data import lineage
 from components.core.stats import comparison, gating
 from tests.conftest import tiny_params
 
@@ -113,44 +113,17 @@ def test_a_same_split_retrain_on_24_patients_is_inconclusive_and_says_what_it_wo
 
 def test_comparison_ground_excludes_the_champions_patients_and_can_be_incomparable():
     patients = np.array([f"p{i}" for i in range(40)] * 2)  # two images each
-    champ_seen = {gating.patient_digest(f"p{i}") for i in range(15)}
-    ground = gating.comparison_ground(patients, set(), champ_seen, minimum=20)
+    champ_seen = {lineage.patient_digest(f"p{i}") for i in range(15)}
+    ground = lineage.comparison_ground(patients, set(), champ_seen, minimum=20)
     assert ground["status"] == "compared" and ground["patients_used"] == 25 and ground["patients_total"] == 40
     assert ground["excluded"]["champion_trained_or_validated"] == 15 and "p3" not in ground["keep"]
-    few = gating.comparison_ground(patients, set(), champ_seen, minimum=30)
+    few = lineage.comparison_ground(patients, set(), champ_seen, minimum=30)
     assert few["status"] == "incomparable" and "only 25 test patients" in few["reason"]
-    unknown = gating.comparison_ground(patients, set(), None, minimum=1)
+    unknown = lineage.comparison_ground(patients, set(), None, minimum=1)
     assert unknown["status"] == "incomparable" and "no lineage" in unknown["reason"]
     fail = gating.incomparable_check(few, "fail")
     assert not fail["passed"] and "gate.on_incomparable: thresholds_only" in fail["note"]
     assert gating.incomparable_check(few, "thresholds_only")["passed"]
-
-
-def test_an_image_either_model_saw_is_excluded_by_content_whatever_its_name():
-    """A file without a patient id is its own patient (file:<path>): renamed or re-ingested, only its sha256
-    shows that the champion trained on it."""
-    sha = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(6)]
-    champion = gating.lineage(["file:a.png", "file:b.png"], ["file:c.png"], data_version="d", manifest_digest="m",
-                              params_hash="h", git_commit="c", train_images=sha[:2], val_images=sha[2:3])
-    assert champion["counts"]["train_images"] == 2 and gating.seen_images(champion) == {h[:32] for h in sha[:3]}
-    test_patients = np.array(["file:renamed-a.png", "file:d.png", "file:e.png", "file:f.png"])
-    ground = gating.comparison_ground(test_patients, set(), gating.seen_patients(champion), 1,
-                                      test_images=np.array([sha[0], sha[3], sha[4], sha[5]]), cand_images={sha[5][:32]},
-                                      champ_images=gating.seen_images(champion))
-    assert ground["excluded"]["champion_saw_an_image"] == 1 and ground["excluded"]["candidate_saw_an_image"] == 1
-    assert ground["keep"] == ["file:d.png", "file:e.png"] and ground["by_content"]
-    old = gating.comparison_ground(test_patients, set(), gating.seen_patients(champion), 1,
-                                   test_images=np.array(sha[:4]), champ_images=None)
-    assert "patient digests only" in old["note"]
-
-
-def test_lineage_holds_digests_never_ids():
-    record = gating.lineage(["person1", "person1", "person2"], ["person3"], data_version="d", manifest_digest="m",
-                            params_hash="h", git_commit="c")
-    assert record["counts"]["train"] == 2 and record["counts"]["val"] == 1
-    assert "person1" not in str(record) and gating.patient_digest("person1") in record["patients"]["train"]
-    assert gating.seen_patients(record) == {gating.patient_digest(p) for p in ("person1", "person2", "person3")}
-    assert gating.seen_patients(None) is None and gating.seen_images({"patients": {}}) is None
 
 
 def test_absolute_thresholds_on_the_lower_ci_bound_name_their_positive_patients():

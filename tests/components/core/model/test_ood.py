@@ -1,4 +1,5 @@
-"""The OOD reference (components/core/eval/ood.py): fitting, threshold, storage, train/evaluate/registry hooks."""
+"""The OOD reference (components/core/model/ood.py): fitting, threshold, storage, the train/registry hooks, and
+its evaluation on test and external sets (components/core/eval/ood.py)."""
 
 import json
 
@@ -8,7 +9,8 @@ import pytest
 from components.core.contract.errors import CxrError
 from components.core.data import shards, synthetic
 from components.core.data.images import load_for_model
-from components.core.eval import ood
+from components.core.eval import ood as ood_eval
+from components.core.model import ood
 from components.core.registry import modelcard, registry
 
 CLASSES = ["COVID19", "NORMAL", "PNEUMONIA"]
@@ -30,8 +32,8 @@ def test_threshold_gives_the_target_false_alarm_rate_and_separates_a_shift():
     assert ref.flag(ref.score(fresh)).mean() == pytest.approx(0.05, abs=0.015)
     shifted, _ = gaussian_features(500, 3, shift=1.5)
     assert ref.flag(ref.score(shifted)).mean() > 0.9
-    assert ood.auroc(ref.score(fresh), ref.score(shifted)) > 0.97
-    assert ood.auroc(ref.score(fresh[:2000]), ref.score(fresh[2000:])) == pytest.approx(0.5, abs=0.05)
+    assert ood_eval.auroc(ref.score(fresh), ref.score(shifted)) > 0.97
+    assert ood_eval.auroc(ref.score(fresh[:2000]), ref.score(fresh[2000:])) == pytest.approx(0.5, abs=0.05)
     assert ref.percentile(ref.threshold + 1e-9) == pytest.approx(0.95, abs=0.01)
     assert ref.expected_class_share() == pytest.approx({c: 1 / 3 for c in CLASSES})
 
@@ -84,7 +86,7 @@ def test_a_shifted_site_scores_higher_than_the_training_site(tiny_model_dir):
         return bundle.infer_ood(np.stack(x)[..., None])[1]
 
     same, shifted = site(None), site({"contrast": 0.6, "brightness": 0.15, "noise": 3.0})
-    assert ood.auroc(same, shifted) > 0.9
+    assert ood_eval.auroc(same, shifted) > 0.9
     assert bundle.ood.flag(shifted).mean() > bundle.ood.flag(same).mean() + 0.4
 
 
@@ -97,7 +99,7 @@ def test_a_model_without_reference_has_no_score(tiny_model_dir, tmp_path):
     bundle = registry.load(str(d))
     probs, scores = bundle.infer_ood(np.zeros((2, bundle.image_size, bundle.image_size, 1), np.uint8))
     assert bundle.ood is None and scores is None and probs.shape == (2, 3)
-    assert ood.evaluate_dir(bundle.model, d, np.zeros((1, 32, 32, 1), np.uint8), None, [])["available"] is False
+    assert ood_eval.evaluate_dir(bundle.model, d, np.zeros((1, 32, 32, 1), np.uint8), None, [])["available"] is False
 
 
 def test_evaluate_block_and_model_card_line(tiny_model_dir, tiny_shards, tmp_path):
@@ -109,7 +111,7 @@ def test_evaluate_block_and_model_card_line(tiny_model_dir, tiny_shards, tmp_pat
     np.save(ext / "test_x.npy", x)
     np.save(ext / "test_y.npy", np.arange(len(x)) % 3)
     (ext / "test.csv").write_text("path,label,patient_id\n" + "".join(f"p{i}.png,NORMAL,p{i}\n" for i in range(len(x))))
-    block = ood.evaluate_dir(bundle.model, tiny_model_dir, shards.load_split(tiny_shards, "test").x,
+    block = ood_eval.evaluate_dir(bundle.model, tiny_model_dir, shards.load_split(tiny_shards, "test").x,
                              tmp_path / "external", ["site-c", "absent"])
     assert block["available"] and set(block["external"]) == {"site-c"}
     assert block["external"]["site-c"]["auroc_vs_test"] > 0.8 and block["test"]["n"] > 0
