@@ -14,7 +14,8 @@ layer-group cut) are one table, :mod:`components.core.contract.backbones`; ResNe
 
 The graph is flat (backbone layers are layers of the model, not a nested model), so any phase can
 unfreeze "the last N backbone layers", discriminative learning rates can cut the backbone into layer
-groups (:func:`layer_groups`), and Grad-CAM can read the backbone's feature map. The model that is
+groups (:func:`components.core.model.discriminative.layer_groups`), and Grad-CAM can read the backbone's feature
+map. The model that is
 saved is never compiled (:func:`inference_model`): no optimizer or other custom object is inside it.
 Layer names: ``cxr_*`` for input/preprocessing, ``head_*`` for the head, the rest is backbone.
 """
@@ -260,29 +261,6 @@ def temperature(model) -> float:
 def backbone_layers(model) -> list:
     return [layer for layer in model.layers if not layer.name.startswith(("cxr_", "head_"))
             and layer.__class__.__name__ != "InputLayer"]
-
-
-def layer_groups(model, n_groups: int, backbone: str | None = None) -> list[list]:
-    """fastai's layer groups for discriminative learning rates: the backbone's layers that hold weights, in
-    graph order, cut into ``n_groups - 1`` contiguous parts, then the head.
-
-    With 3 groups (fastai's count) and a backbone whose table row names fastai's cut (``split``: ResNets cut
-    before ``layer3``/``conv4``, DenseNet before ``transition2``), the body is cut there; otherwise into parts
-    of about equal length. ``backbone`` defaults to the model's name (``cxr_<backbone>``). The groups are fixed
-    by the architecture, not by what a phase unfreezes: with ``last:N`` the unfrozen layers fall into the
-    later groups.
-    """
-    body = [layer for layer in backbone_layers(model) if layer.weights]
-    head = [layer for layer in model.layers if layer.name.startswith("head_") and layer.weights]
-    name = backbone or model.name.removeprefix("cxr_")
-    split = backbones.BY_NAME[name].split if name in backbones.BY_NAME else None
-    names = [layer.name for layer in body]
-    if n_groups == 3 and split in names:
-        cut = names.index(split)
-        return [body[:cut], body[cut:], head]
-    parts = max(1, min(n_groups - 1, len(body)))
-    bounds = [round(i * len(body) / parts) for i in range(parts + 1)]
-    return [body[bounds[i]:bounds[i + 1]] for i in range(parts)] + [head]
 
 
 def set_trainable(model, spec: str, freeze_batchnorm: bool = True, train_bn: bool | None = None) -> dict[str, int]:

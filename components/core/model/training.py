@@ -6,11 +6,10 @@ schedules, discriminative learning rates, the LR range test, BatchNorm statistic
   step counter (:func:`schedule_value` is the formula). The optimizer and its step counter are in the
   per-epoch checkpoint, so a resumed phase continues on the same curve.
 * **Discriminative learning rates** (``phases[].lr_mult``, ``lr_groups``; fastai's ``slice(low, high)``):
-  :class:`DiscriminativeAdam` multiplies the learning rate of each variable by its layer group's factor
-  inside Adam's update (Adam is invariant to gradient scale, so scaling gradients would not do it).
-  Both classes are registered Keras objects: checkpoints restore them with ``safe_mode=True``; the saved
-  model itself is never compiled (:func:`components.core.model.models.inference_model`), so nothing custom ends
-  up in it.
+  :mod:`components.core.model.discriminative` (layer groups, factors, the optimizer); :func:`compile_for_phase`
+  uses it. The schedule and the optimizer are registered Keras objects (:func:`custom_objects`): checkpoints
+  restore them with ``safe_mode=True``; the saved model itself is never compiled
+  (:func:`components.core.model.models.inference_model`), so nothing custom ends up in it.
 * **LR range test** (Smith 2017; fastai's ``lr_find``): :func:`lr_range_test`, :func:`suggest`,
   :func:`plot_lr_range`; ``lr: auto`` runs it before the phase.
 * **BatchNorm statistics** (:func:`refresh_batchnorm`): with few steps per epoch the moving averages of
@@ -25,6 +24,8 @@ import logging
 import math
 
 import numpy as np
+
+from components.core.model import discriminative
 
 log = logging.getLogger(__name__)
 
@@ -129,65 +130,7 @@ def _define_custom() -> dict[str, type]:
             return {"kind": self.kind, "lr": self.lr, "total_steps": self.total_steps, "warmup": self.warmup,
                     "div": self.div, "div_final": self.div_final, "name": self.name}
 
-    @keras.saving.register_keras_serializable(package="cxr")
-    class DiscriminativeAdam(keras.optimizers.Adam):
-        """Adam whose learning rate is multiplied per variable (``lr_multipliers``: variable path → factor),
-        with decoupled weight decay (``decoupled_decay``, AdamW-style) on kernels, scaled by the same rate."""
-
-        def __init__(self, lr_multipliers: dict[str, float] | None = None, decoupled_decay: float = 0.0,
-                     **kwargs):
-            super().__init__(**kwargs)
-            self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
-            self.decoupled_decay = float(decoupled_decay)
-            self._mults: list[float] = []
-            self._decays: list[bool] = []
-
-        def build(self, var_list):
-            if self.built:
-                return
-            super().build(var_list)
-            self._mults = [self.lr_multipliers.get(v.path, 1.0) for v in var_list]
-            self._decays = [len(v.shape) >= 2 for v in var_list]  # kernels: not biases, BatchNorm or scales
-
-        def update_step(self, gradient, variable, learning_rate):
-            i = self._get_variable_index(variable)
-            lr = ops.cast(learning_rate, variable.dtype) * self._mults[i]
-            if self.decoupled_decay and self._decays[i]:
-                variable.assign(variable - variable * ops.cast(self.decoupled_decay, variable.dtype) * lr)
-            super().update_step(gradient, variable, lr)
-
-        def get_config(self):
-            return {**super().get_config(), "lr_multipliers": self.lr_multipliers,
-                    "decoupled_decay": self.decoupled_decay}
-
-    return {"PhaseSchedule": PhaseSchedule, "DiscriminativeAdam": DiscriminativeAdam}
-
-
-def group_multipliers(n_groups: int, lr_mult: float, spread: str = "even") -> list[float]:
-    """``even``: fastai's ``slice(lr / lr_mult, lr)`` (``even_mults``): factors spaced geometrically, earliest
-    group first, head = 1. ``flat``: fastai's ``slice(lr)``: every group but the head at ``1 / lr_mult``."""
-    if n_groups <= 1:
-        return [1.0]
-    if spread == "flat":
-        return [1.0 / lr_mult] * (n_groups - 1) + [1.0]
-    return [float(lr_mult ** (-(n_groups - 1 - g) / (n_groups - 1))) for g in range(n_groups)]
-
-
-def lr_multipliers(model, lr_mult: float, n_groups: int, spread: str = "even") -> tuple[dict[str, float], list[dict]]:
-    """Per trainable variable path, its group's factor; and a summary of the groups (for logs and MLflow)."""
-    from components.core.model import models
-
-    groups = models.layer_groups(model, n_groups)
-    factors = group_multipliers(len(groups), lr_mult, spread)
-    out: dict[str, float] = {}
-    summary = []
-    for g, (layers, f) in enumerate(zip(groups, factors, strict=True)):
-        trainable = [v for layer in layers for v in layer.trainable_weights]
-        out.update({v.path: f for v in trainable})
-        summary.append({"group": g + 1, "factor": f, "first": layers[0].name if layers else None,
-                        "last": layers[-1].name if layers else None,
-                        "trainable_weights": int(sum(int(np.prod(v.shape)) for v in trainable))})
-    return out, summary
+    return {"PhaseSchedule": PhaseSchedule, **discriminative.custom_objects()}
 
 
 def compile_for_phase(model, phase, lr: float | None = None, steps_per_epoch: int = 1) -> dict:
@@ -212,7 +155,7 @@ def compile_for_phase(model, phase, lr: float | None = None, steps_per_epoch: in
                     end_lr=rate / phase.div_final)
     adam = {"amsgrad": phase.amsgrad, "beta_2": phase.beta_2, "epsilon": phase.epsilon}
     if phase.lr_mult > 1 or phase.weight_decay > 0:
-        mults, groups = lr_multipliers(model, phase.lr_mult, phase.lr_groups, phase.lr_spread)
+        mults, groups = discriminative.lr_multipliers(model, phase.lr_mult, phase.lr_groups, phase.lr_spread)
         optimizer = custom_objects()["DiscriminativeAdam"](
             lr_multipliers=mults, decoupled_decay=phase.weight_decay, learning_rate=learning_rate, **adam)
         info.update(lr_mult=phase.lr_mult, lr_spread=phase.lr_spread, weight_decay=phase.weight_decay, groups=groups)

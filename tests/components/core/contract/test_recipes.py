@@ -11,7 +11,7 @@ from components.core.contract import recipes
 from components.core.contract.errors import ParamsError
 from components.core.contract.params.schema import parse_params
 from components.core.contract.params.train import TrainConfig
-from components.core.model import models
+from components.core.model import discriminative, models
 from cxr.cli import main
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -63,7 +63,6 @@ def test_seed1_is_the_schema_default_and_exactly_seed_1():
 
 def test_seed2_is_seed_2_as_done_with_fastais_derivations():
     """resnet34, fine_tune(4, base_lr=<lr_find>, freeze_epochs=6) as fastai's source derives it."""
-    from components.core.model import training
 
     train = parse_params(recipes.load("seed2-fastai").overlay).train
     frozen, unfrozen = train.phases
@@ -72,11 +71,12 @@ def test_seed2_is_seed_2_as_done_with_fastais_derivations():
     # freeze(); fit_one_cycle(6, slice(base_lr), pct_start=0.99): body groups at base_lr / 10, head at base_lr
     assert (frozen.epochs, frozen.trainable, frozen.lr, frozen.schedule, frozen.warmup, frozen.div) == (
         6, "head", "auto", "one_cycle", 0.99, 25.0)
-    assert training.group_multipliers(3, frozen.lr_mult, frozen.lr_spread) == [0.1, 0.1, 1.0]
+    assert discriminative.group_multipliers(3, frozen.lr_mult, frozen.lr_spread) == [0.1, 0.1, 1.0]
     # base_lr /= 2; unfreeze(); fit_one_cycle(4, slice(base_lr / 100, base_lr), pct_start=0.3, div=5)
     assert (unfrozen.epochs, unfrozen.trainable, unfrozen.lr, unfrozen.lr_scale) == (4, "all", "previous", 0.5)
     assert (unfrozen.schedule, unfrozen.warmup, unfrozen.div, unfrozen.lr_groups) == ("one_cycle", 0.3, 5.0, 3)
-    np.testing.assert_allclose(training.group_multipliers(3, unfrozen.lr_mult, unfrozen.lr_spread), [0.01, 0.1, 1.0])
+    np.testing.assert_allclose(discriminative.group_multipliers(3, unfrozen.lr_mult, unfrozen.lr_spread),
+                               [0.01, 0.1, 1.0])
     for ph in (frozen, unfrozen):  # fastai's Adam: beta_2 0.99, eps 1e-5, decoupled wd 0.01, train_bn
         assert (ph.beta_2, ph.epsilon, ph.weight_decay, ph.train_bn) == (0.99, 1e-5, 0.01, True)
     assert (train.head.pooling, train.head.batchnorm, train.head.input_dropout, train.head.dropout,
@@ -87,7 +87,7 @@ def test_seed2_is_seed_2_as_done_with_fastais_derivations():
 def test_seed2_layer_groups_are_fastais_resnet_split():
     train = parse_params(recipes.load("seed2-fastai").overlay).train
     model = models.build_model(train.model_copy(update={"weights": "none", "image_size": 32}), 3)
-    body, upper, head = models.layer_groups(model, 3)
+    body, upper, head = discriminative.layer_groups(model, 3)
     assert body[0].name == "conv1" and body[-1].name == "layer2_3_bn2"  # stem + layer1 + layer2
     assert upper[0].name == "layer3_0_conv1" and upper[-1].name == "layer4_2_bn2"  # layer3 + layer4
     assert [layer.name for layer in head] == ["head_bn0", "head_dense", "head_bn1", "head_logits"]

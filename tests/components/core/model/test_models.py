@@ -5,7 +5,7 @@ import pytest
 
 from components.core.contract.errors import CxrError, ParamsError
 from components.core.contract.params.train import BACKBONES, TrainConfig
-from components.core.model import models
+from components.core.model import discriminative, models
 
 
 def cfg(backbone, **kw):
@@ -144,7 +144,7 @@ def test_train_bn_trains_batchnorm_of_a_frozen_backbone_or_freezes_all(built):
 
 def test_layer_groups_cut_the_backbone_in_order_then_the_head(built):
     model = built("vgg16")
-    groups = models.layer_groups(model, 3)
+    groups = discriminative.layer_groups(model, 3)
     names = [[layer.name for layer in g] for g in groups]
     assert names[0][0] == "block1_conv1" and names[1][-1] == "block5_conv3"
     assert abs(len(names[0]) - len(names[1])) <= 1 and names[2] == ["head_dense", "head_logits"]
@@ -217,6 +217,6 @@ def test_layer_groups_cut_where_fastai_cuts(backbone, built):
     from components.core.contract import backbones
 
     model = built(backbone)
-    body, upper, _ = models.layer_groups(model, 3)
+    body, upper, _ = discriminative.layer_groups(model, 3)
     assert upper[0].name == backbones.info(backbone).split and body[0].name != upper[0].name
-    assert len(models.layer_groups(model, 4)) == 4  # other counts: even parts
+    assert len(discriminative.layer_groups(model, 4)) == 4  # other counts: even parts

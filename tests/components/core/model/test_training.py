@@ -151,17 +151,6 @@ def test_a_constant_predictor_is_caught():
     assert metrics.collapse(y[:6], np.full(6, 2), ["A", "B", "C"]) is None
 
 
-def test_group_multipliers_are_geometric():
-    assert training.group_multipliers(3, 100) == pytest.approx([0.01, 0.1, 1.0])
-    assert training.group_multipliers(2, 100) == pytest.approx([0.01, 1.0])
-    assert training.group_multipliers(5, 1) == [1.0] * 5
-
-
-def test_flat_spread_is_fastais_slice_of_one_rate():
-    assert training.group_multipliers(3, 10.0, "flat") == [0.1, 0.1, 1.0]  # slice(lr): lr/10 ... lr
-    np.testing.assert_allclose(training.group_multipliers(3, 100.0), [0.01, 0.1, 1.0])  # slice(lr/100, lr)
-
-
 def test_valley_is_fastais_longest_descent():
     """fastai's valley on a curve flat (slightly rising) for 20 steps, falling for 40, rising after. fastai drops
     the first tenth and the last 5 points: trimmed index 0 = step 10. The longest decreasing run is one point of
