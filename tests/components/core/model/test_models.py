@@ -200,7 +200,8 @@ def test_fastai_head_is_create_heads_linbndrop_twice():
 
 def test_the_backbone_table_is_the_one_source():
     """Schema, builder, BatchNorm warnings and baked weights all read components/core/contract/backbones.py."""
-    from components.core.contract import backbones, config
+    from components.core.contract import backbones
+    from components.core.contract.params import train as config
 
     assert config.BACKBONES == backbones.NAMES and set(models.PREPROCESSING) == set(backbones.NAMES)
     assert {b.name for b in backbones.TABLE if not b.batchnorm} == config.NO_BATCHNORM
