@@ -73,7 +73,7 @@ def builds() -> dict:
 
 
 def pipeline_ratio(cpu: str, mlflow_image: str, work: Path) -> dict:
-    from tests.support import MlflowServer, tiny_pipeline_params  # the container tests' parameters
+    from benchmarks.processes import MlflowServer, tiny_pipeline_params
 
     params = tiny_pipeline_params(work / "params.yaml")
     server = MlflowServer(work / "mlflow-sub").start()  # both runs log to an MLflow server, as on a cluster

@@ -30,7 +30,7 @@ def make_model(backbone: str, size: int, out: Path) -> Path:
 def latency(model_dir: Path, files: list[Path], requests_n: int, log: Path) -> tuple[float, float, float]:
     import requests
 
-    from tests.support import free_port, start_cxr_serve, stop
+    from benchmarks.processes import free_port, start_cxr_serve, stop
 
     port = free_port()
     proc = start_cxr_serve(["--model", str(model_dir)], port, log)

@@ -52,7 +52,7 @@ def run(requests_n: int, concurrency: int, backbone: str, size: int, workdir: Pa
     import psutil
 
     from benchmarks.inference import make_model
-    from tests.support import free_port, start_cxr_serve, stop
+    from benchmarks.processes import free_port, start_cxr_serve, stop
 
     model_dir = make_model(backbone, size, workdir / "model")
     port = free_port()

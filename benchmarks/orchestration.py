@@ -15,7 +15,7 @@ from benchmarks.common import table
 
 
 def dvc_timings(work: Path) -> list[list]:
-    from tests.support import TINY, copy_repo, sh
+    from benchmarks.processes import TINY, copy_repo, sh
 
     repo = copy_repo(work / "repo", TINY)
     t = time.perf_counter()

@@ -1,12 +1,16 @@
 """Generators of test images as real hospitals send them: DICOM (written by pydicom), 16-bit PNG/TIFF
 with burned-in markers or padding strips, EXIF-oriented PNG/TIFF/JPEG/WebP.
 
-Everything is generated offline and small (tens of pixels), so tests stay fast and need no data set.
+Everything is generated offline and small (tens of pixels), so tests stay fast and need no data set. Also the
+plain factories most tests use: random and film-like grey images, encoded bytes, broken files, file trees.
 """
 
 from __future__ import annotations
 
 import io
+import struct
+import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -184,3 +188,68 @@ def dicom_with_syntax(pixels: np.ndarray, syntax: str, **kwargs) -> bytes:
     ds.PixelData = encapsulate([np.asarray(pixels).tobytes()])
     ds["PixelData"].VR = "OB"
     return dicom_bytes(ds)
+
+
+def gray(w: int = 64, h: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
+
+
+def encode(arr: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    im = Image.fromarray(arr) if mode is None else Image.fromarray(arr).convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def png_16bit(w: int = 64, h: int = 48) -> bytes:
+    arr = (np.arange(w * h, dtype=np.uint16).reshape(h, w) * 7) % 4096
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")  # uint16 → 16-bit grayscale PNG
+    return buf.getvalue()
+
+
+def png_header_only(w: int, h: int) -> bytes:
+    """A PNG whose header declares ``w``×``h`` with almost no pixel data (a decompression bomb shape)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def film(w: int = 128, h: int = 128) -> np.ndarray:
+    """A smooth film-like pattern (JPEG damage shows in it; random noise would hide it)."""
+    yy, xx = np.mgrid[:h, :w]
+    return ((np.sin(xx / 9) + np.cos(yy / 13)) * 60 + 128).astype(np.uint8)
+
+
+def garbled_jpeg(w: int = 128, h: int = 128) -> bytes:
+    """A JPEG with 100 zeroed bytes in its entropy-coded data: Pillow decodes it (garbled rows), libjpeg warns
+    "Corrupt JPEG data: premature end of data segment"."""
+    data = bytearray(encode(film(w, h), "JPEG"))
+    mid = len(data) // 2
+    data[mid:mid + 100] = bytes(100)
+    return bytes(data)
+
+
+def half_transparent_png(w: int = 64, h: int = 64) -> bytes:
+    """An RGBA film whose left half has alpha 0."""
+    alpha = np.full((h, w), 255, np.uint8)
+    alpha[:, : w // 2] = 0
+    return encode(np.dstack([film(w, h)] * 3 + [alpha]))
+
+
+def multipage_tiff(pages: int = 3, w: int = 64, h: int = 64) -> bytes:
+    frames = [Image.fromarray(np.roll(film(w, h), 7 * i, axis=0)) for i in range(pages)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="TIFF", save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root

@@ -1,8 +1,7 @@
-"""Real processes for tests and benchmarks: a copy of the repository, commands with clear failures,
-an MLflow tracking server and ``cxr serve`` on free loopback ports.
-
-Tests and ``benchmarks/`` both import this module (benchmarks never import ``tests``). Nothing
-here is used by the pipeline itself.
+"""Test helpers (a plain module; tests/conftest.py holds only hooks and fixtures): tiny params, MLflow tracking
+stores pointed at for a block, shards rewritten in place, fake HTTP APIs. Real processes (a repository copy, an
+MLflow server, ``cxr serve``) are the benchmarks' helpers, :mod:`benchmarks.processes`; image factories are in
+:mod:`tests.imagegen`. The product never imports this module (``.importlinter``).
 """
 
 from __future__ import annotations
@@ -10,47 +9,113 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import requests
-import yaml
+import numpy as np
+import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def env(**extra: str | None) -> dict[str, str]:
-    """The calling process's environment for a child, plus ``extra`` (a ``None`` value removes the variable)."""
-    e = dict(os.environ)
-    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
-    e.update({"DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "GIT_AUTHOR_NAME": "t",
-              "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"})
-    for key, value in extra.items():
-        if value is None:
-            e.pop(key, None)
-        else:
-            e[key] = value
-    return e
+from components.core.contract.params.schema import Params, parse_params
 
 
-def sh(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900, **extra: str | None):
-    """Run a command in a repository copy (:func:`copy_repo`). It uses that copy's own MLflow store (its
-    params' ``mlflow.tracking_uri``) unless ``MLFLOW_TRACKING_URI`` is passed here: a URI the calling
-    process happens to hold (a test's fixture) must not send the copy's runs elsewhere."""
-    extra = {"MLFLOW_TRACKING_URI": None, **extra}
-    proc = subprocess.run(cmd, cwd=cwd, env=env(**extra), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"
-                             f"stderr:\n{proc.stderr[-4000:]}")
-    return proc
+def tiny_params(**sections) -> Params:
+    """Params for fast tests: a small demo set; ``sections`` merge into the defaults."""
+    raw = {
+        "data": {"demo": {"patients_per_class": 8, "max_images_per_patient": 2, "min_side": 64, "max_side": 96}},
+        # test trees name their files freely (each file its own patient): accepted here, checked in test_validate
+        "validate": {"workers": 1, "accept_missing_patient_ids": "test fixtures: synthetic files without patient ids"},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return parse_params(raw, "test params")
+
+
+TRAIN_TINY = {
+    "backbone": "small_cnn", "weights": "none", "image_size": 32, "batch_size": 16,
+    "phases": [{"epochs": 2, "trainable": "head", "lr": 0.003}, {"epochs": 2, "trainable": "all", "lr": 0.003}],
+    "head": {"dense_units": 16, "dropout": 0.1}, "early_stopping": {"patience": 5}, "freeze_batchnorm": False,
+}
+
+
+def train_params(**train) -> Params:
+    return tiny_params(train={**TRAIN_TINY, **train},
+                       data={"demo": {"patients_per_class": 10, "max_images_per_patient": 2,
+                                      "min_side": 64, "max_side": 96}})
+
+
+@contextlib.contextmanager
+def tracking_uri(uri: str):
+    """MLflow's process-global URI too: a step's ``tracking.setup`` sets it, and it would outlive the test and
+    win over the next test's MLFLOW_TRACKING_URI (runs then land in, and are looked up in, the wrong store)."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    # the active experiment is process-global too (mlflow.set_experiment also exports MLFLOW_EXPERIMENT_ID): one
+    # set in another store fails the next run ("No Experiment with id=1 exists")
+    fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(None)  # back to unset (this also unsets the env var it had set)
+        fluent._active_experiment_id = None
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
+@contextlib.contextmanager
+def sqlite_tracking(root: Path, migrated_db: Path):
+    """Point MLflow at a copy of the migrated sqlite store under ``root`` (and chdir there) for a block:
+    module-scoped fixtures use it, where the function-scoped ``mlflow_store`` cannot be."""
+    import shutil
+
+    shutil.copy(migrated_db, root / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp, tracking_uri(f"sqlite:///{root / 'mlflow.db'}") as uri:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(root)
+        yield mp
+
+
+@contextlib.contextmanager
+def served_tracking(root: Path):
+    """A real ``mlflow server`` under ``root``, MLflow pointed at it (and chdir there) for a block."""
+    from benchmarks.processes import MlflowServer
+
+    srv = MlflowServer(root).start()
+    try:
+        with pytest.MonkeyPatch.context() as mp, tracking_uri(srv.uri):
+            mp.setenv("MLFLOW_TRACKING_URI", srv.uri)
+            mp.chdir(srv.root)
+            yield srv
+    finally:
+        srv.stop()
+
+
+def replace_split(shards_dir: Path, split: str, x: np.ndarray, y: np.ndarray, rows) -> None:
+    """Rewrite one split of a shards folder (format 2) as a single shard file: tests that need other test or
+    validation images than the real steps made (a class removed, a split tiled)."""
+    import json
+    import shutil
+
+    from components.core.data import shards
+
+    shutil.rmtree(shards_dir / split, ignore_errors=True)
+    (shards_dir / split).mkdir()
+    np.save(shards_dir / shards.shard_name(split, 0), np.asarray(x, np.uint8).reshape(len(x), *x.shape[1:3]))
+    np.save(shards_dir / f"{split}_y.npy", np.asarray(y, np.int64))
+    rows.to_csv(shards_dir / f"{split}.csv", index=False)
+    meta = json.loads((shards_dir / "meta.json").read_text())
+    meta["splits"][split] = {"images": len(x), "shards": 1}
+    meta["shard_images"] = max(meta["shard_images"], len(x))
+    (shards_dir / "meta.json").write_text(json.dumps(meta))
+
+
+def write_params(path: Path, params: Params) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(params.model_dump(mode="json", by_alias=True), sort_keys=False))
+    return path
 
 
 def serve_http(handler: type) -> tuple[ThreadingHTTPServer, str]:
@@ -69,118 +134,3 @@ def reply_json(handler: BaseHTTPRequestHandler, status: int, obj) -> None:
     handler.send_header("content-length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
-
-
-def copy_repo(dest: Path, params_update: dict | None = None) -> Path:
-    """Copy the project's files (tracked + untracked, not ignored) into a new git repo at ``dest``."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    skip = ("dvc.lock", "reports/", "pipelines/compiled/")
-    for rel in filter(None, files):
-        if rel.startswith(skip) or not (ROOT / rel).is_file():
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, dest / rel)
-    if params_update:
-        params = yaml.safe_load((dest / "params.yaml").read_text())
-        _merge(params, params_update)
-        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(["git", "init", "-q"], dest)
-    sh(["git", "add", "-A"], dest)
-    sh(["git", "commit", "-qm", "init"], dest)
-    return dest
-
-
-def _merge(base: dict, update: dict) -> None:
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
-
-
-TINY = {
-    "data": {"demo": {"patients_per_class": 12, "max_images_per_patient": 2, "min_side": 64, "max_side": 96}},
-    "train": {"image_size": 32, "batch_size": 16, "head": {"dense_units": 16, "dropout": 0.1},
-              "phases": [{"epochs": 2, "trainable": "head", "lr": 0.003},
-                         {"epochs": 2, "trainable": "all", "lr": 0.003}]},
-    # 1-2 validation patients per class: the conformal operating point can keep 0.5, not params.yaml's 0.85
-    "evaluate": {"gradcam_per_class": 1, "top_losses": 4, "target_sensitivity": {"COVID19": 0.5, "PNEUMONIA": 0.5}},
-}
-
-
-def tiny_pipeline_params(path: Path, **overrides) -> Path:
-    """A params file for a whole pipeline run in seconds per step: the demo, tiny (:data:`TINY`: 32 px, 4 epochs),
-    a small CNN, the gate's minimums at 0 (a run ends with a challenger); ``overrides`` as ``key.path=value``."""
-    from components.core.contract.params.schema import apply_overrides, parse_params
-
-    raw = apply_overrides(TINY, {
-        "train.backbone": "small_cnn", "train.weights": "none", "train.freeze_batchnorm": False,
-        "gate.min_accuracy": 0.0, "gate.min_macro_f1": 0.0, "gate.min_roc_auc": 0.0, "gate.min_sensitivity": {},
-        "validate.workers": 1, **overrides})
-    path.write_text(yaml.safe_dump(parse_params(raw).model_dump(mode="json", by_alias=True), sort_keys=False))
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120, log: Path | None = None) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{url}: server exited {proc.returncode}\n" + (log.read_text()[-3000:] if log else ""))
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not come up in {timeout}s\n" + (log.read_text()[-3000:] if log else ""))
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-class MlflowServer:
-    """``mlflow server`` with a sqlite backend and a local artifact folder (as mlflow/serve.sh runs it)."""
-
-    def __init__(self, root: Path, port: int | None = None, extra_env: dict[str, str] | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
-        self.root, self.port = root, port or free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.extra_env, self.extra_args = extra_env or {}, extra_args
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> MlflowServer:
-        self.root.mkdir(parents=True, exist_ok=True)
-        log = self.root / "server.log"
-        cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-               "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1", *self.extra_args]
-        # MLflow's job runner (GenAI jobs, unused here) starts 8 extra processes per server
-        extra = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.extra_env}
-        self.proc = subprocess.Popen(cmd, env=env(**extra), stdout=log.open("a"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_http(self.uri + "/health", self.proc, log=log)
-        return self
-
-    def stop(self) -> None:
-        if self.proc:
-            stop(self.proc)
-
-
-def start_cxr_serve(args: list[str], port: int, log: Path, **extra_env: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "cxr", "serve", "--port", str(port), *args], env=env(**extra_env),
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    wait_http(f"http://127.0.0.1:{port}/health", proc, log=log)
-    return proc

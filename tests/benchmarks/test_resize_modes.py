@@ -16,7 +16,7 @@ def test_resize_modes_smoke(shared_sample, capsys):
 def test_evaluate_cost_smoke(tmp_path, capsys):
     import yaml
 
-    from tests.conftest import TRAIN_TINY, tiny_params, write_params
+    from tests.support import TRAIN_TINY, tiny_params, write_params
 
     params = write_params(tmp_path / "params.yaml", tiny_params(train={**TRAIN_TINY, "phases": [
         {"epochs": 1, "trainable": "all", "lr": 0.003}]}, evaluate={"bootstrap": {"resamples": 0}}))

@@ -8,7 +8,7 @@ from components import evaluate, train
 from components.core.data import shards
 from components.core.eval.gradcam import gradcam, overlay
 from components.core.model import models
-from tests.conftest import replace_split, train_params
+from tests.support import replace_split, train_params
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import yaml
 
 from components import evaluate, external, ingest, preprocess, split, train, validate
 from components.core.data import manifest
-from tests.conftest import TRAIN_TINY, tiny_params
+from tests.support import TRAIN_TINY, tiny_params
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

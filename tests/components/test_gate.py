@@ -7,7 +7,7 @@ import pytest
 from components import evaluate, gate, register, train
 from components.core.contract.errors import RefusedError
 from components.ops import promote
-from tests.conftest import sqlite_tracking, train_params
+from tests.support import sqlite_tracking, train_params
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import pytest
 from components import ingest
 from components.core.contract.errors import DataError, ServiceError
 from components.core.data import manifest
-from tests.conftest import encode, gray, tiny_params, write_tree
+from tests.imagegen import encode, gray, write_tree
+from tests.support import tiny_params
 
 
 def dir_params(path, **data):

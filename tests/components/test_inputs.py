@@ -14,7 +14,8 @@ from components import ingest, validate
 from components.core.contract.errors import DataError
 from components.core.data import manifest
 from components.core.data.sources.base import safe_name
-from tests.conftest import encode, garbled_jpeg, gray, half_transparent_png, multipage_tiff, tiny_params, write_tree
+from tests.imagegen import encode, garbled_jpeg, gray, half_transparent_png, multipage_tiff, write_tree
+from tests.support import tiny_params
 
 
 def dir_params(path, **more):

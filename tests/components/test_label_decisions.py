@@ -11,7 +11,7 @@ from components import ingest
 from components.core.contract.errors import DataError
 from components.core.data import manifest, overrides, synthetic
 from components.core.registry import modelcard
-from tests.conftest import tiny_params
+from tests.support import tiny_params
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = ",".join(overrides.COLUMNS) + "\n"

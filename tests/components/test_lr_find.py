@@ -1,7 +1,7 @@
 import json
 
 from components import lr_find
-from tests.conftest import train_params
+from tests.support import train_params
 
 
 def test_lr_find_writes_the_curve_plot_and_the_rate_lr_auto_would_use(tiny_shards, tmp_path):

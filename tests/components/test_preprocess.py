@@ -9,7 +9,8 @@ import pytest
 from components import preprocess
 from components.core.contract.errors import DataError
 from components.core.data import manifest, shards
-from tests.conftest import encode, gray, train_params, write_tree
+from tests.imagegen import encode, gray, write_tree
+from tests.support import train_params
 
 
 def splits_of(tmp_path, rows: dict[str, list[tuple[str, str]]]):

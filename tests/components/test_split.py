@@ -4,7 +4,7 @@ import pytest
 from components import split
 from components.core.contract.errors import DataError
 from components.core.data import manifest
-from tests.conftest import tiny_params
+from tests.support import tiny_params
 
 
 def table(n_patients=60, per_patient=3, official_test=0):

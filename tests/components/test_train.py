@@ -12,7 +12,7 @@ from components.core.contract.errors import DataError, ServiceError
 from components.core.data import shards
 from components.core.model import models, training
 from components.core.stats import metrics
-from tests.conftest import replace_split, train_params
+from tests.support import replace_split, train_params
 
 
 def free_port() -> int:

@@ -5,7 +5,8 @@ import pytest
 from components import ingest, split, validate
 from components.core.contract.errors import DataError
 from components.core.data import manifest, validation
-from tests.conftest import encode, gray, png_16bit, png_header_only, tiny_params, write_tree
+from tests.imagegen import encode, gray, png_16bit, png_header_only, write_tree
+from tests.support import tiny_params
 
 
 def good_tree(root, n=6):

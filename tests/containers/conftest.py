@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import env, tiny_pipeline_params
+from benchmarks.processes import env, tiny_pipeline_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,8 @@
 import subprocess
 import sys
 
+from benchmarks.processes import env
 from cxr.cli import build_parser, commands, main
-from tests.support import env
 
 
 def test_help_lists_every_command(capsys):

@@ -14,8 +14,8 @@ from components import evaluate, ingest, preprocess, split, train, validate
 from components.core.contract.fsutil import read_json
 from components.core.contract.params.schema import parse_params
 from components.core.registry import modelcard
-from tests.conftest import TRAIN_TINY
 from tests.kaggle_layouts import rsna_tree, siim_tree
+from tests.support import TRAIN_TINY
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.support import TINY, copy_repo, sh
+from benchmarks.processes import TINY, copy_repo, sh
 
 pytestmark = pytest.mark.slow
 

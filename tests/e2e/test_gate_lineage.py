@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
+from benchmarks.processes import env
 from components import evaluate, gate, ingest, preprocess, register, split, train, validate
 from components.core.contract.errors import RefusedError
 from components.core.contract.params.schema import parse_params
 from components.core.registry import registry
 from components.ops import promote
-from tests.conftest import TRAIN_TINY, served_tracking, write_params
-from tests.support import env
+from tests.support import TRAIN_TINY, served_tracking, write_params
 
 pytestmark = pytest.mark.slow
 

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import requests
 
+from benchmarks.processes import free_port, start_cxr_serve, stop
 from components.core.data import shards, synthetic
 from components.core.model import ood
-from tests.conftest import ROOT, train_params, write_params
+from benchmarks.processes import ROOT
 from tests.e2e.kfp_fake import FakeKfp
 from tests.serving.test_loop import SHIFTED, samples, total
-from tests.support import free_port, start_cxr_serve, stop
+from tests.support import train_params, write_params
 
 pytestmark = pytest.mark.slow
 NAME = "cxr-classifier"

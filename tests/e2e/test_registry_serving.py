@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import requests
 
+from benchmarks.processes import env, free_port, start_cxr_serve, stop, wait_http
 from components import evaluate, gate, register, train
 from components.core.contract.errors import CxrError, ServiceError
 from components.core.registry import registry
 from components.ops import promote
-from tests.conftest import served_tracking, train_params, write_params
-from tests.support import env, free_port, start_cxr_serve, stop, wait_http
+from tests.support import served_tracking, train_params, write_params
 
 pytestmark = pytest.mark.slow
 GATE = {"min_accuracy": 0.0, "min_macro_f1": 0.0, "min_roc_auc": 0.0, "min_comparison_patients": 3}
@@ -213,8 +213,8 @@ def test_cxr_serve_answers_predict_for_a_real_image(champion, shared_sample, tmp
 
 def test_mlflow_models_serve_pyfunc(champion, tiny_shards, tmp_path, server):
     p, _, _ = champion
+    from benchmarks.processes import BIN
     from components.core.data import shards
-    from tests.support import BIN
 
     port = free_port()
     log = tmp_path / "pyfunc.log"

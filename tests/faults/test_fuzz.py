@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from components.core.contract.errors import ParamsError
 from components.core.contract.params.schema import parse_params
 from components.core.data import images
-from tests.conftest import encode, gray, write_tree
+from tests.imagegen import encode, gray, write_tree
 
 SEEDS = [encode(gray(48, 40, seed=1), "JPEG"), encode(gray(48, 40, seed=2), "PNG"),
          encode(gray(40, 40, seed=3), "PNG", mode="RGB"), encode(gray(40, 40, seed=4), "BMP"),

@@ -11,10 +11,10 @@ import time
 import pandas as pd
 import pytest
 
+from benchmarks.processes import MlflowServer, env, free_port, start_cxr_serve, stop
 from components import evaluate, gate, register, train
 from components.core.registry import registry
-from tests.conftest import train_params, write_params
-from tests.support import MlflowServer, env, free_port, start_cxr_serve, stop
+from tests.support import train_params, write_params
 
 pytestmark = pytest.mark.slow
 

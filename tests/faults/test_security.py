@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 import requests
 
+from benchmarks.processes import BIN, ROOT, env, free_port, stop, wait_http
 from components.core.contract.errors import CxrError
 from components.core.model import models
 from components.core.registry import registry
 from serving import predict
-from tests.conftest import encode, gray, train_params, write_params
-from tests.support import BIN, ROOT, env, free_port, stop, wait_http
+from tests.imagegen import encode, gray
+from tests.support import train_params, write_params
 
 
 def test_csv_paths_cannot_escape_the_root(tiny_model_dir, tmp_path):

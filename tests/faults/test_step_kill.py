@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.processes import env
 from components import ingest, split
 from components.core.data import manifest, shards
-from tests.conftest import tiny_params, write_params
-from tests.support import env
+from tests.support import tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 

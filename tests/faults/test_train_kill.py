@@ -9,9 +9,9 @@ import time
 import pandas as pd
 import pytest
 
+from benchmarks.processes import env
 from components import evaluate
-from tests.conftest import train_params, write_params
-from tests.support import env
+from tests.support import train_params, write_params
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.processes import env
 from components.core.contract.errors import DataError
 from cxr import image
-from tests.support import env
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "infra" / "docker"

@@ -8,11 +8,11 @@ import mlflow
 import pytest
 from kfp import dsl, local
 
+from benchmarks.processes import TINY, copy_repo, sh
 from components.core.data import manifest
 from components.core.data.sources import dvc as dvc_source
 from pipelines import ops
-from tests.conftest import write_params
-from tests.support import TINY, copy_repo, sh
+from tests.support import write_params
 
 pytestmark = pytest.mark.slow
 

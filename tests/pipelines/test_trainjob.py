@@ -7,13 +7,13 @@ import json
 import jsonschema
 import pytest
 
+from benchmarks.processes import BIN
 from components.core.contract.errors import CxrError
 from components.core.model import distributed
 from pipelines import trainjob
 from tests.components.core.model.test_distributed import _params
 from tests.e2e.k8s_fake import FakeK8s
 from tests.infra.test_trainer_manifests import kind_schema
-from tests.support import BIN
 
 
 @pytest.fixture

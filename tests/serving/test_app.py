@@ -10,7 +10,7 @@ from PIL import Image
 from components.core.registry import registry
 from serving.app import Settings, create_app
 from tests import imagegen
-from tests.conftest import encode, gray, png_header_only
+from tests.imagegen import encode, gray, png_header_only
 
 
 @pytest.fixture(scope="module")

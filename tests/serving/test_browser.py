@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, start_cxr_serve, stop
+from benchmarks.processes import free_port, start_cxr_serve, stop
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

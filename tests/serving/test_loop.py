@@ -11,13 +11,13 @@ import requests
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.processes import free_port
 from components.core.data import synthetic
 from components.core.registry import registry
 from serving.app import Settings, create_app
 from serving.follow import AliasFollower, ModelHolder
 from serving.predlog import PredictionLog
-from tests.conftest import encode, gray
-from tests.support import free_port
+from tests.imagegen import encode, gray
 
 SHIFTED = {"contrast": 0.6, "brightness": 0.15, "noise": 3.0}
 

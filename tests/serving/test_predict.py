@@ -12,22 +12,13 @@ import time
 import pandas as pd
 import pytest
 
+from benchmarks.processes import env
 from components.core.contract.errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
 from components.core.registry import registry
 from cxr import cli
 from serving import predict
-from tests.conftest import (
-    encode,
-    film,
-    garbled_jpeg,
-    gray,
-    half_transparent_png,
-    multipage_tiff,
-    tiny_params,
-    write_params,
-    write_tree,
-)
-from tests.support import env
+from tests.imagegen import encode, film, garbled_jpeg, gray, half_transparent_png, multipage_tiff, write_tree
+from tests.support import tiny_params, write_params
 
 
 @pytest.fixture(scope="module")

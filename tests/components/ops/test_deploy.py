@@ -13,10 +13,9 @@ import pytest
 from components.core.contract.errors import CxrError, RefusedError, ServiceError
 from components.ops import deploy
 from serving.metrics import ServingMetrics
-from tests.conftest import tiny_params
 from tests.e2e.k8s_fake import FakeK8s
 from tests.infra.test_infra import K8S, objects
-from tests.support import serve_http
+from tests.support import serve_http, tiny_params
 
 ROOT = Path(__file__).resolve().parents[3]
 NAME = "cxr-classifier"

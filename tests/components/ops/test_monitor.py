@@ -12,8 +12,8 @@ from components.core.contract.errors import CxrError
 from components.core.model import ood
 from components.ops import monitor
 from serving.predlog import PredictionLog
-from tests.conftest import tiny_params
 from tests.e2e.kfp_fake import FakeKfp
+from tests.support import tiny_params
 
 ROOT = Path(__file__).resolve().parents[3]
 

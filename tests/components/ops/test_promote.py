@@ -9,7 +9,7 @@ from components.core.contract.errors import CxrError, RefusedError
 from components.core.registry import registry
 from components.ops import promote
 from tests.components.test_gate import params
-from tests.conftest import sqlite_tracking
+from tests.support import sqlite_tracking
 
 
 @pytest.fixture(scope="module")

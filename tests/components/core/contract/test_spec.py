@@ -13,7 +13,7 @@ from components.core.contract import codedeps
 from components.core.contract.params_view import ParamsView, UndeclaredParamError, view
 from components.core.contract.spec import Port, StepSpec
 from pipelines import components
-from tests.conftest import tiny_params, train_params
+from tests.support import tiny_params, train_params
 
 ROOT = Path(__file__).resolve().parents[4]
 

@@ -8,16 +8,7 @@ from PIL import Image
 
 from components.core.data import images, square
 from tests import imagegen
-from tests.conftest import (
-    encode,
-    film,
-    garbled_jpeg,
-    gray,
-    half_transparent_png,
-    multipage_tiff,
-    png_16bit,
-    png_header_only,
-)
+from tests.imagegen import encode, film, garbled_jpeg, gray, half_transparent_png, multipage_tiff, png_16bit, png_header_only
 
 
 def test_jpeg_and_png_facts():

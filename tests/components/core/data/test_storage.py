@@ -13,8 +13,8 @@ import requests
 
 from components import ingest, preprocess, split, validate
 from components.core.data import manifest, storage
-from tests.support import BIN
-from tests.conftest import tiny_params, train_params
+from benchmarks.processes import BIN
+from tests.support import tiny_params, train_params
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from PIL import Image
 from components.core.contract.params.evaluate import CentralFieldConfig, ShortcutConfig
 from components.core.data import images, square, synthetic
 from components.core.eval import shortcut
-from tests.conftest import train_params
+from tests.support import train_params
 
 FIELD = CentralFieldConfig()
 

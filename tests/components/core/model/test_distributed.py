@@ -14,7 +14,7 @@ import pytest
 from components import train
 from components.core.contract.errors import CxrError
 from components.core.model import distributed
-from tests.conftest import train_params
+from tests.support import train_params
 
 # the proof's schedule: one phase, every layer, 3 epochs (the tiny demo: 27 training images at 32 px)
 # several workers skip the BatchNorm refresh (train.refresh_batchnorm): off for both, the same training

@@ -8,7 +8,7 @@ from components.core.contract.errors import ParamsError
 from components.core.contract.params.gate import GateConfig
 from components.core.data import lineage
 from components.core.stats import comparison, gating
-from tests.conftest import tiny_params
+from tests.support import tiny_params
 
 CLASSES = ["COVID19", "NORMAL", "PNEUMONIA"]
 

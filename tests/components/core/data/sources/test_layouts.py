@@ -13,7 +13,7 @@ from components.core.contract.params.schema import parse_params
 from components.core.contract.errors import DataError
 from components.core.data import manifest, sources
 from components.core.data.dicom import patient_digest
-from tests.conftest import encode, gray, write_tree
+from tests.imagegen import encode, gray, write_tree
 from tests.kaggle_layouts import rsna_tree, siim_tree
 
 
