@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import requests
 
-from benchmarks.processes import free_port, start_cxr_serve, stop
+from benchmarks.processes import ROOT, free_port, start_cxr_serve, stop
 from components.core.data import shards, synthetic
 from components.core.model import ood
-from benchmarks.processes import ROOT
 from tests.e2e.kfp_fake import FakeKfp
 from tests.serving.test_loop import SHIFTED, samples, total
 from tests.support import train_params, write_params

@@ -3,7 +3,13 @@
 Only the CLI, the step catalog and the pipelines need it; a step imports the section modules it reads, so a
 DVC stage depends on the params code it uses (``components/core/contract/codedeps.py``). Unknown keys, wrong
 types and impossible values raise :class:`ParamsError` with the key path and the allowed values, e.g.
-``data.sourse: unknown key (allowed: classes, demo, …)``."""
+``data.sourse: unknown key (allowed: classes, demo, …)``.
+
+The defaults here are for real data: a key left out of params.yaml means what a real-data run needs (train: the
+``seed1-vgg16`` recipe, VGG16 ImageNet at 224 px; gate: no absolute minimums, an underpowered comparison fails).
+The params.yaml the project ships is the offline demo: exactly the ``demo`` recipe laid over these defaults (a test
+checks it), which is why the two differ.
+"""
 
 from __future__ import annotations
 

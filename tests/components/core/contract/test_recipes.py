@@ -175,3 +175,16 @@ def test_one_process_settings_are_refused_with_several_workers():
         parse_params(raw)
     two = parse_params(recipes.overlay({"train": {"workers": 2}}, recipes.load("demo").overlay)).train
     assert any("refresh_batchnorm is skipped with several workers" in w for w in two.warnings())
+
+
+def test_params_yaml_is_the_demo_recipe_over_the_schemas_defaults():
+    """The schema's defaults are for real data and params.yaml ships the demo: they differ in exactly what the demo
+    recipe sets (both files say so at the top), so `cxr recipe apply demo` restores params.yaml's meaning."""
+    from components.core.contract import recipes
+    from components.core.contract.params.schema import Params, load_params, parse_params
+
+    defaults = Params().model_dump(mode="json", by_alias=True)
+    demo = parse_params(recipes.overlay(defaults, recipes.load("demo").overlay), "demo over the defaults")
+    shipped = load_params(ROOT / "params.yaml")
+    assert recipes.changes(demo.model_dump(mode="json"), shipped.model_dump(mode="json")) == []
+    assert recipes.changes(defaults, shipped.model_dump(mode="json", by_alias=True)), "they do differ: say why"
