@@ -1,3 +1,5 @@
+"""The params schema (components/core/contract/params/): every section, the rules across sections, loading."""
+
 from pathlib import Path
 
 import pytest
@@ -5,7 +7,7 @@ import pytest
 from components.core.contract.errors import ParamsError
 from components.core.contract.params.schema import apply_overrides, load_params, parse_params
 
-ROOT = Path(__file__).resolve().parents[4]
+ROOT = Path(__file__).resolve().parents[5]
 
 
 def error_of(raw) -> str:
