@@ -22,7 +22,7 @@ def test_code_deps_follow_the_imports():
     assert {"ingest", "validate", "preprocess"} <= {n for n, s in stages.items() if decoder in s["deps"]}
     assert "components/core/model/training.py" not in stages["split"]["deps"]
     # imports inside functions count too: train imports the OOD module only inside run()
-    assert "components/core/eval/ood.py" in stages["train"]["deps"]
+    assert "components/core/model/ood.py" in stages["train"]["deps"]
 
 
 def test_code_deps_of_a_new_import(tmp_path):
