@@ -111,12 +111,16 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: s
     For a local run: ``image`` the tasks run in (kfp.local's DockerRunner), ``tracking_uri`` the MLflow server the
     tasks that use MLflow get in ``MLFLOW_TRACKING_URI``, as the cluster's tasks get theirs; ``env`` for every task."""
     from pipelines import components
+    from pipelines.tasks import task_specs, wiring
 
-    pairs = components.task_specs()
+    pairs = task_specs()
     entries = {s.name: t for s, t in pairs}
-    wires = components.wiring(pairs)
+    wires = wiring(pairs)
     image = cluster.image if cluster else (image or DEFAULT_IMAGE)
-    funcs = components.functions()
+    funcs = {name: getattr(components, name) for name in components.__all__}
+
+    def func_name(spec, phase: str = "") -> str:
+        return spec.name.replace("-", "_") + (f"_{phase}" if phase else "")
     overrides_default = cluster.label_overrides if cluster else ""
 
     def local_env(spec, task) -> None:
@@ -128,8 +132,8 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: s
     def component(name: str):
         return dsl.component(funcs[name], base_image=image, install_kfp_package=False)
 
-    ops = {s.name: component(components.func_name(s)) for s, _ in pairs}
-    part_ops = {s.name: component(components.func_name(s, "partition")) for s, _ in pairs if s.partitioned}
+    ops = {s.name: component(func_name(s)) for s, _ in pairs}
+    part_ops = {s.name: component(func_name(s, "partition")) for s, _ in pairs if s.partitioned}
     plan_op = component("partitions") if part_ops else None
     # the ParallelFor's bound is part of the compiled pipeline: scale.parallelism as params.yaml says at compile time
     parallelism = int(defaults.get("scale", {}).get("parallelism", 2))
