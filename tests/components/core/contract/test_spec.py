@@ -12,7 +12,6 @@ from components.catalog import dvc_stage
 from components.core.contract import codedeps
 from components.core.contract.params_view import ParamsView, UndeclaredParamError, view
 from components.core.contract.spec import Port, StepSpec
-from pipelines import tasks
 from tests.conftest import tiny_params, train_params
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -108,11 +107,3 @@ def test_code_deps_of_a_new_import(tmp_path):
     (pkg / "step.py").write_text("import json\nfrom components.core.b import f\n")
     assert codedeps.code_files("components.step", tmp_path) == [
         "components/core/a.py", "components/core/b.py", "components/step.py"]
-
-
-def test_kfp_inputs_are_fed_by_the_outputs_that_contain_them():
-    wires = tasks.wiring(tasks.task_specs())
-    assert wires[("split", "manifest")] == ("validate", "out", "manifest.csv", "Dataset")
-    assert wires[("register", "validation")] == ("validate", "reports", "summary.json", "Dataset")
-    assert wires[("evaluate", "model_dir")][:2] == ("train", "out") and wires[("evaluate", "model_dir")][3] == "Model"
-    assert wires[("gate", "images")][:2] == ("ingest", "out")
