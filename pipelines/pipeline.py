@@ -171,8 +171,8 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: s
             preprocess_part = run(c.preprocess_partition, data=data, validate=validate, preprocess=preprocess,
                                   train=train, scale=scale, splits=splits.outputs["out"], images=raw, part=part)
         shards = run(c.preprocess, data=data, validate=validate, preprocess=preprocess, train=train, scale=scale,
-                     splits=splits.outputs["out"], partials=dsl.Collected(preprocess_part.outputs["partial"]),
-                     ).outputs["out"]
+                     splits=splits.outputs["out"],
+                     partials=dsl.Collected(preprocess_part.outputs["partial"])).outputs["out"]
 
         run(c.review_labels, data=data, review=review, shards=shards)
 

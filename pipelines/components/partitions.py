@@ -1,5 +1,5 @@
 """The bookkeeping component of the partitioned steps: the part numbers a ``dsl.ParallelFor`` fans out over."""
-# KFP reads this function's return annotation: List[int], not list[int], keeps the compiled source as it was
+# typing.List, as KFP's docs spell it (kfp 2.17 takes list[int] too; the compiled source has List)
 # ruff: noqa: UP006, UP035
 
 from typing import List

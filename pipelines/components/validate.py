@@ -1,4 +1,4 @@
-# KFP spells an artifact list Input[List[Dataset]]
+# typing.List, as KFP's docs spell an artifact list (kfp 2.17 takes list[...] too; the compiled source has List)
 # ruff: noqa: UP006, UP035
 """The KFP components of the ``validate`` step, a partitioned one:
 ``validate_partition`` (one part, under a ``dsl.ParallelFor``) and ``validate`` (the merge).

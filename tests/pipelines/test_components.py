@@ -1,7 +1,7 @@
 """The KFP components (pipelines/components/) and the pipeline's wiring (pipelines/pipeline.py) are written by
 hand; the step specs and the task table stay the contract. These tests check the hand-written code against them:
 each component's signature, docstring and body, and which output feeds each input of the compiled pipeline."""
-# the components spell an artifact list Input[List[Dataset]]
+# the components spell an artifact list Input[List[Dataset]], as KFP's docs do
 # ruff: noqa: UP006, UP035
 
 import ast
