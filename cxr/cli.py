@@ -98,7 +98,8 @@ def _print_component(step: str) -> None:
     root = Path(__file__).resolve().parents[1]
     for i, func in enumerate(funcs):
         lines, start = inspect.getsourcelines(func)
-        where = Path(inspect.getsourcefile(func)).resolve().relative_to(root)
+        where = Path(inspect.getsourcefile(func)).resolve()
+        where = where.relative_to(root) if where.is_relative_to(root) else where
         print(f"{chr(10) * 2 if i else ''}# {where}:{start}\n{''.join(lines)}", end="")
 
 
