@@ -76,7 +76,31 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
     sub.add_parser("sync", help="write dvc.yaml and the pictures of docs/architecture.md from the code")
     sub.add_parser("check", help="exit 1 when dvc.yaml or docs/architecture.md differs from what the code gives")
     show = sub.add_parser("show", help="print every step's params, inputs, outputs, cache policy and code as JSON")
-    show.add_argument("--kfp", metavar="STEP", help="print the source of STEP's KFP component instead")
+    show.add_argument("--kfp", metavar="STEP",
+                      help="print the source of STEP's KFP component (pipelines/components/) instead")
+
+
+def _print_component(step: str) -> None:
+    """The source of STEP's KFP component(s) (a partitioned step: its part's, then its merge's), each under the
+    file and line it is at."""
+    import inspect
+    from pathlib import Path
+
+    from pipelines import components
+    from pipelines.tasks import TASKS
+
+    if step not in [t.step for t in TASKS]:
+        from components.core.contract.errors import CxrError
+
+        raise CxrError(f"--kfp {step}: not a task of the pipeline ({', '.join(t.step for t in TASKS)})")
+    name = step.replace("-", "_")
+    funcs = [getattr(components, n) for n in (f"{name}_partition", name) if hasattr(components, n)]
+    root = Path(__file__).resolve().parents[1]
+    for i, func in enumerate(funcs):
+        lines, start = inspect.getsourcelines(func)
+        where = Path(inspect.getsourcefile(func)).resolve()
+        where = where.relative_to(root) if where.is_relative_to(root) else where
+        print(f"{chr(10) * 2 if i else ''}# {where}:{start}\n{''.join(lines)}", end="")
 
 
 def _spec(args: argparse.Namespace) -> Any:
@@ -84,16 +108,7 @@ def _spec(args: argparse.Namespace) -> Any:
 
     if args.spec_command == "show":
         if args.kfp:
-            from pipelines import components
-
-            pairs = components.task_specs()
-            wires = components.wiring(pairs)
-            found = [components.source(s, t, wires) for s, t in pairs if s.name == args.kfp]
-            if not found:
-                from components.core.contract.errors import CxrError
-
-                raise CxrError(f"--kfp {args.kfp}: not a task of the pipeline ({', '.join(s.name for s, _ in pairs)})")
-            print(found[0], end="")
+            _print_component(args.kfp)
             return None
         return catalog.describe()
     from cxr import docs

@@ -16,10 +16,10 @@ DOC = "docs/architecture.md"
 
 def step_graph() -> str:
     """A Mermaid flowchart: one node per pipeline task, one edge per input, labelled with the input's name."""
-    from pipelines import components
+    from pipelines.tasks import task_specs, wiring
 
-    pairs = components.task_specs()
-    wires = components.wiring(pairs)
+    pairs = task_specs()
+    wires = wiring(pairs)
     lines = ["```mermaid", "flowchart LR"]
     for spec, task in pairs:
         gated = f"<br/><i>when {task.when} passed</i>" if task.when else ""

@@ -1,6 +1,7 @@
 """The ``cxr-training`` pipeline: one task per step (a partitioned step: a ``dsl.ParallelFor`` fan-out of
-one task per part, then its merge task), wired from the step specs and configured from the task table
-(``pipelines/tasks.py``); register runs behind ``dsl.If`` on the gate's bool.
+one task per part, then its merge task), each input wired by hand to the output that holds it, and configured
+from the task table (``pipelines/tasks.py``); register runs behind ``dsl.If`` on the gate's bool.
+``tests/pipelines/test_components.py`` checks the wiring and the components against the step specs.
 
 Pipeline parameters mirror ``params.yaml`` (one ``dict`` per section, defaults read from the file at
 compile time) plus ``data_uri`` (``dvc://<git-url>@<rev>`` to train on exactly what a commit pins) and
@@ -10,7 +11,6 @@ Cluster settings: the train task asks for a GPU on tainted GPU nodes; every task
 requests and limits, runs as a non-root user, and gets credentials from Kubernetes Secrets.
 """
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,98 +106,99 @@ def _configure_light(task, cfg: ClusterConfig) -> None:
 
 def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: str | None = None,
                   tracking_uri: str | None = None, env: dict[str, str] | None = None):
-    """Build the pipeline function from the step specs; ``cluster=None`` leaves out cluster-only settings.
+    """The ``cxr-training`` pipeline, its parameters' defaults from ``defaults`` (:func:`default_arguments`);
+    ``cluster=None`` leaves out cluster-only settings.
 
     For a local run: ``image`` the tasks run in (kfp.local's DockerRunner), ``tracking_uri`` the MLflow server the
     tasks that use MLflow get in ``MLFLOW_TRACKING_URI``, as the cluster's tasks get theirs; ``env`` for every task."""
-    from pipelines import components
+    from components import catalog
+    from pipelines import components as c
+    from pipelines.tasks import task as task_entry
 
-    pairs = components.task_specs()
-    entries = {s.name: t for s, t in pairs}
-    wires = components.wiring(pairs)
     image = cluster.image if cluster else (image or DEFAULT_IMAGE)
-    funcs = components.functions()
-    overrides_default = cluster.label_overrides if cluster else ""
-
-    def local_env(spec, task) -> None:
-        for key, value in (env or {}).items():
-            task.set_env_variable(key, value)
-        if tracking_uri and "mlflow" in entries[spec.name].secrets:
-            task.set_env_variable("MLFLOW_TRACKING_URI", tracking_uri)
-
-    def component(name: str):
-        return dsl.component(funcs[name], base_image=image, install_kfp_package=False)
-
-    ops = {s.name: component(components.func_name(s)) for s, _ in pairs}
-    part_ops = {s.name: component(components.func_name(s, "partition")) for s, _ in pairs if s.partitioned}
-    plan_op = component("partitions") if part_ops else None
     # the ParallelFor's bound is part of the compiled pipeline: scale.parallelism as params.yaml says at compile time
     parallelism = int(defaults.get("scale", {}).get("parallelism", 2))
 
-    def inputs_of(spec, ports, done: dict) -> dict:
-        kwargs = {sec: values_[sec] for sec in spec.sections}
-        kwargs.update({name: values_[name] for name in entries[spec.name].pipeline_params})
-        for port in ports:
-            producer, output, _, _ = wires[(spec.name, port.name)]
-            kwargs[port.name] = done[producer].outputs[output]
-        return kwargs
-
-    def add(spec, done: dict):
-        if spec.partitioned is None:
-            task = ops[spec.name](**inputs_of(spec, spec.inputs, done))
-        else:
-            # fan-out: one task per part (at most `parallelism` at once), then the step's task merges them
-            if "partitions" not in done:
-                done["partitions"] = plan_op(scale=values_["scale"])
-                done["partitions"].set_caching_options(True)
-                if cluster is not None:
-                    _configure_light(done["partitions"], cluster)
-            with dsl.ParallelFor(items=done["partitions"].output, parallelism=parallelism,
-                                 name=f"{spec.name}-partitions") as part:
-                part_task = part_ops[spec.name](**inputs_of(spec, spec.inputs, done), part=part)
-                part_task.set_caching_options(spec.cache)
-                if cluster is not None:
-                    _configure(entries[spec.name], part_task, cluster)
-                local_env(spec, part_task)
-            task = ops[spec.name](**inputs_of(spec, spec.partitioned.merge_ports(spec.inputs), done),
-                                  partials=dsl.Collected(part_task.outputs["partial"]))
-        task.set_caching_options(spec.cache)  # gate/register depend on the registry: never cached
+    def run(func, **arguments):
+        """A task of the component ``func`` (named after its step), set up from the step's spec (caching) and its
+        task entry (cluster settings; for a local run, the environment and the MLflow server)."""
+        step = func.__name__.removesuffix("_partition").replace("_", "-")
+        task = dsl.component(func, base_image=image, install_kfp_package=False)(**arguments)
+        task.set_caching_options(catalog.spec(step).cache)  # gate/register depend on the registry: never cached
+        entry = task_entry(step)
         if cluster is not None:
-            _configure(entries[spec.name], task, cluster)
-        local_env(spec, task)
+            _configure(entry, task, cluster)
+        for key, value in (env or {}).items():
+            task.set_env_variable(key, value)
+        if tracking_uri and "mlflow" in entry.secrets:
+            task.set_env_variable("MLFLOW_TRACKING_URI", tracking_uri)
         return task
 
-    values_: dict = {}
+    def part_numbers(scale: dict):
+        """The task listing the parts of the partitioned steps (the ParallelFors' items)."""
+        task = dsl.component(c.partitions, base_image=image, install_kfp_package=False)(scale=scale)
+        task.set_caching_options(True)
+        if cluster is not None:
+            _configure_light(task, cluster)
+        return task
 
-    def cxr_training(*values):
-        values_.clear()
-        values_.update(zip(signature.parameters, values, strict=True))
-        done: dict = {}
-        for spec, entry in pairs:
-            if entry.when:
-                # a single bool output compared with True: an int literal or a NamedTuple field silently
-                # takes the False branch under kfp.local (tests/pipelines/test_run_local.py)
-                with dsl.If(done[entry.when].outputs["Output"] == True, name=f"{entry.when}-passed"):  # noqa: E712
-                    done[spec.name] = add(spec, done)
-            else:
-                done[spec.name] = add(spec, done)
-
-    # one dict parameter per params section (defaults: params.yaml at compile time), then data_uri and
-    # label_overrides; KFP reads this
-    # signature and calls the function with one value per parameter, in order
-    signature = _signature({s: defaults[s] for s in SECTIONS}, {"data_uri": "", "label_overrides": overrides_default})
     description = ("Chest X-ray classifier: ingest → validate → split → preprocess → (review-labels) → train → "
                    "evaluate → gate → register (when the gate passes).")
-    cxr_training.__signature__ = signature
-    return dsl.pipeline(name="cxr-training", description=description)(cxr_training)
 
+    # one dict parameter per params.yaml section (defaults: params.yaml at compile time), then data_uri and
+    # label_overrides; one task per step (a partitioned step: one task per part under a ParallelFor of at most
+    # scale.parallelism, then its merge), each input fed by the output that holds it (as dvc.yaml has it)
+    @dsl.pipeline(name="cxr-training", description=description)
+    def cxr_training(
+        data: dict = defaults["data"], validate: dict = defaults["validate"], split: dict = defaults["split"],
+        preprocess: dict = defaults["preprocess"], train: dict = defaults["train"], mlflow: dict = defaults["mlflow"],
+        evaluate: dict = defaults["evaluate"], gate: dict = defaults["gate"], registry: dict = defaults["registry"],
+        monitor: dict = defaults["monitor"], scale: dict = defaults["scale"], review: dict = defaults["review"],
+        data_uri: str = "", label_overrides: str = cluster.label_overrides if cluster else "",
+    ):
+        ingested = run(c.ingest, data=data, data_uri=data_uri, label_overrides=label_overrides)
+        raw = ingested.outputs["out"]
 
-def _signature(sections: dict[str, dict], others: dict[str, str]) -> inspect.Signature:
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    return inspect.Signature([inspect.Parameter(name, kind, default=value, annotation=dict)
-                              for name, value in sections.items()] +
-                             [inspect.Parameter(name, kind, default=value, annotation=str)
-                              for name, value in others.items()])
+        parts = part_numbers(scale)
+        with dsl.ParallelFor(items=parts.output, parallelism=parallelism, name="validate-partitions") as part:
+            validate_part = run(c.validate_partition, data=data, validate=validate, scale=scale, raw=raw, part=part)
+        validated = run(c.validate, data=data, validate=validate, scale=scale, raw=raw,
+                        partials=dsl.Collected(validate_part.outputs["partial"]))
+
+        splits = run(c.split, data=data, split=split, manifest=validated.outputs["out"])
+
+        with dsl.ParallelFor(items=parts.output, parallelism=parallelism, name="preprocess-partitions") as part:
+            preprocess_part = run(c.preprocess_partition, data=data, validate=validate, preprocess=preprocess,
+                                  train=train, scale=scale, splits=splits.outputs["out"], images=raw, part=part)
+        shards = run(c.preprocess, data=data, validate=validate, preprocess=preprocess, train=train, scale=scale,
+                     splits=splits.outputs["out"],
+                     partials=dsl.Collected(preprocess_part.outputs["partial"])).outputs["out"]
+
+        run(c.review_labels, data=data, review=review, shards=shards)
+
+        model = run(c.train, data=data, preprocess=preprocess, train=train, mlflow=mlflow, monitor=monitor,
+                    shards=shards).outputs["out"]
+
+        external = run(c.external, data=data, validate=validate, preprocess=preprocess, train=train,
+                       evaluate=evaluate, main_manifest=validated.outputs["out"])
+
+        evaluated = run(c.evaluate, data=data, mlflow=mlflow, evaluate=evaluate, model_dir=model, shards=shards,
+                        external=external.outputs["out"])
+
+        gated = run(c.gate, data=data, validate=validate, mlflow=mlflow, evaluate=evaluate, gate=gate,
+                    registry=registry, metrics=evaluated.outputs["metrics"], model_dir=model, shards=shards,
+                    images=raw, validation=validated.outputs["reports"])
+
+        # a single bool output compared with True: an int literal or a NamedTuple field silently takes the False
+        # branch under kfp.local (tests/pipelines/test_run_local.py)
+        with dsl.If(gated.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
+            run(c.register, data=data, validate=validate, split=split, preprocess=preprocess, train=train,
+                mlflow=mlflow, evaluate=evaluate, gate=gate, registry=registry, gate_report=gated.outputs["out"],
+                model_dir=model, metrics=evaluated.outputs["metrics"], ingest_report=ingested.outputs["reports"],
+                validation=validated.outputs["reports"], split_report=splits.outputs["reports"],
+                external_summary=external.outputs["out"])
+
+    return cxr_training
 
 
 def make_monitor_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: str | None = None,

@@ -1,7 +1,7 @@
 """What a KFP task runs: the step's ``run()`` with params rebuilt from the task's sections and the
 artifact paths mapped to the step's inputs and outputs, as its spec declares them.
 
-The components (``pipelines/components.py``) call :func:`run_task` with their arguments; what differs between
+The components (``pipelines/components/``) call :func:`run_task` with their arguments; what differs between
 steps (UI outputs, returned bool, options built from paths, the TrainJob launcher) comes from the step's entry
 in ``pipelines/tasks.py``, never from its name. Logging is configured once per task (JSON lines when
 ``CXR_LOG_FORMAT=json``, as the cluster tasks set it; timestamped text otherwise).
@@ -41,8 +41,8 @@ def step_arguments(step: str, args: dict, phase: str = "") -> tuple[Any, dict[st
     the part's folder) or ``merge`` (the merge's inputs, the parts' folders, the outputs) of a partitioned step."""
     from components import catalog
     from components.core.contract.params.schema import parse_params
-    from pipelines.components import task_specs, wiring
     from pipelines.tasks import task as task_entry
+    from pipelines.tasks import task_specs, wiring
 
     spec, task = catalog.spec(step), task_entry(step)
     params = parse_params({s: args[s] for s in spec.sections}, f"pipeline parameters of task {step}")

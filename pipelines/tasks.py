@@ -5,8 +5,9 @@ knows nothing of Kubeflow. This table adds, per task: CPU/memory requests and li
 Secrets it reads, retries, the KFP artifact type of its outputs (``Model`` shows as a model in the UI), the
 extra outputs it fills for the KFP UI (HTML, Markdown, Metrics, ClassificationMetrics), the options fed by a
 pipeline parameter or built from its output paths, and how the pipeline branches on it. The order is the
-pipeline's. ``pipelines/components.py`` builds the components from spec + table; ``pipelines/runtime.py``
-runs them.
+pipeline's. The components (``pipelines/components/``) and the pipeline (``pipelines/pipeline.py``) are written
+out by hand; a test checks them against spec + table (:func:`wiring` says which output feeds each input).
+``pipelines/runtime.py`` runs them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from components.core.contract.spec import Port, StepSpec
 
 ArtifactType = Literal["Dataset", "Model", "HTML", "Markdown", "Metrics", "ClassificationMetrics"]
 
@@ -154,3 +158,31 @@ def task(step: str) -> Task:
             return t
     raise KeyError(f"step {step!r} is not a task of the cxr-training pipeline "
                    f"(tasks: {', '.join(t.step for t in TASKS)})")
+
+
+def task_specs() -> list[tuple[StepSpec, Task]]:
+    """(spec, task) of every step of the cxr-training pipeline, in pipeline order."""
+    from components import catalog
+
+    return [(catalog.spec(t.step), t) for t in TASKS]
+
+
+def wiring(pairs: list[tuple[StepSpec, Task]]) -> dict[tuple[str, str], tuple[str, str, str, str]]:
+    """Which earlier task output feeds each input: ``(step, input) → (step, output, sub-path, artifact type)``.
+
+    An input is fed by the output whose default path equals it or contains it (the longest such
+    path), exactly as under DVC: ``data/validated/manifest.csv`` is ``manifest.csv`` inside
+    validate's ``data/validated``.
+    """
+    produced: list[tuple[StepSpec, Task, Port]] = []
+    out: dict[tuple[str, str], tuple[str, str, str, str]] = {}
+    for spec, task in pairs:
+        for port in spec.inputs:
+            found = [(ps, pt, pp) for ps, pt, pp in produced
+                     if port.path == pp.path or port.path.startswith(pp.path + "/")]
+            if not found:
+                raise ValueError(f"{spec.name}.{port.name} ({port.path}): no earlier pipeline step produces it")
+            ps, pt, pp = max(found, key=lambda t: len(t[2].path))
+            out[(spec.name, port.name)] = (ps.name, pp.name, port.path[len(pp.path):].lstrip("/"), pt.artifact(pp.name))
+        produced += [(spec, task, p) for p in spec.outputs]
+    return out

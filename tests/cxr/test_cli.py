@@ -44,3 +44,20 @@ def test_user_error_is_a_message_not_a_traceback(tmp_path):
 def test_set_override_needs_key_value(tmp_path, capsys):
     assert main(["split", "--set", "oops"]) == 3
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_spec_show_kfp_prints_the_components_real_source(capsys):
+    """``cxr spec show --kfp STEP``: the functions in pipelines/components/<step>.py, each under its file and line
+    (a partitioned step: its part's component, then its merge)."""
+    import re
+    from pathlib import Path
+
+    assert main(["spec", "show", "--kfp", "preprocess"]) == 0
+    out = capsys.readouterr().out
+    lines = (Path(__file__).resolve().parents[2] / "pipelines" / "components" / "preprocess.py").read_text()
+    header = r"^# (pipelines/components/preprocess\.py):(\d+)\n"
+    found = re.findall(header + r"(def \w+\(.*?)(?=\n\n\n# |\Z)", out, re.M | re.S)
+    assert [f[2].split("(")[0] for f in found] == ["def preprocess_partition", "def preprocess"]
+    for _, line, source in found:
+        assert lines.splitlines()[int(line) - 1:][: source.count("\n") + 1] == source.splitlines()
+    assert found[1][2].rstrip().endswith("return run_task('preprocess', locals(), phase='merge')")

@@ -12,7 +12,6 @@ from components.catalog import dvc_stage
 from components.core.contract import codedeps
 from components.core.contract.params_view import ParamsView, UndeclaredParamError, view
 from components.core.contract.spec import Port, StepSpec
-from pipelines import components
 from tests.support import tiny_params, train_params
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -86,9 +85,3 @@ def test_dvc_yaml_declares_what_the_old_one_missed():
     assert stages["registry-state"]["always_changed"] is True
 
 
-def test_kfp_inputs_are_fed_by_the_outputs_that_contain_them():
-    wires = components.wiring(components.task_specs())
-    assert wires[("split", "manifest")] == ("validate", "out", "manifest.csv", "Dataset")
-    assert wires[("register", "validation")] == ("validate", "reports", "summary.json", "Dataset")
-    assert wires[("evaluate", "model_dir")][:2] == ("train", "out") and wires[("evaluate", "model_dir")][3] == "Model"
-    assert wires[("gate", "images")][:2] == ("ingest", "out")
