@@ -30,7 +30,7 @@ def preprocess_partition(
         validate: the ``validate`` section of params.yaml (reads max_pixels).
         preprocess: the ``preprocess`` section of params.yaml (the whole section).
         train: the ``train`` section of params.yaml (reads image_size).
-        scale: the ``scale`` section of params.yaml (reads partitions, shard_mb).
+        scale: the ``scale`` section of params.yaml (reads partitions).
         splits: input from split.out: folder with train.csv, val.csv, test.csv (``data/splits`` under DVC).
         images: input from ingest.out: image root the manifests' paths are relative to (``data/raw`` under DVC).
         part: which part of ``scale.partitions`` this task does (0-based): decode one run of the shard files.
@@ -61,7 +61,7 @@ def preprocess(
         validate: the ``validate`` section of params.yaml (reads max_pixels).
         preprocess: the ``preprocess`` section of params.yaml (the whole section).
         train: the ``train`` section of params.yaml (reads image_size).
-        scale: the ``scale`` section of params.yaml (reads partitions, shard_mb).
+        scale: the ``scale`` section of params.yaml (reads partitions).
         splits: input from split.out: folder with train.csv, val.csv, test.csv (``data/splits`` under DVC).
         partials: every part's results, in part order (the ParallelFor's outputs, collected).
         out: output, output folder: uint8 .npy shards per split (``data/shards`` under DVC).
