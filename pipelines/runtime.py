@@ -170,12 +170,12 @@ def _execute(catalog, step: str, args: dict, phase: str) -> dict:
     module = catalog.module(step)
     if phase == "partition":
         return module.run_partition(params, **kwargs)
-    if task.launcher == "trainjob" and params.train.workers > 1:
+    if task.launcher == "trainjob":
         from pipelines import trainjob
 
-        cfg = trainjob.TrainJobConfig.from_env()
-        if cfg is not None:  # compiled for several workers: a Kubeflow Trainer TrainJob does the training
-            return trainjob.run(params, kwargs["shards"], kwargs["out"], kwargs["state"], True, cfg)
+        cfg = trainjob.TrainJobConfig.from_env()  # set when compiled for several workers
+        if cfg is not None and trainjob.applies(params):  # a Kubeflow Trainer TrainJob does the step's work
+            return trainjob.run(params, cfg=cfg, **kwargs)
     return (module.merge if phase == "merge" else module.run)(params, **kwargs)
 
 

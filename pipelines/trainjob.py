@@ -204,7 +204,12 @@ def _namespace(cfg: TrainJobConfig) -> str:
     raise CxrError("no namespace for the TrainJob: set CXR_TRAINJOB_NAMESPACE (or run in a pod)")
 
 
-def run(params, shards: str | Path, out: str | Path, state: str | Path, track: bool, cfg: TrainJobConfig,
+def applies(params) -> bool:
+    """Whether the train task hands its work to a TrainJob: several workers (``train.workers``)."""
+    return params.train.workers > 1
+
+
+def run(params, shards: str | Path, out: str | Path, state: str | Path, *, cfg: TrainJobConfig, track: bool = True,
         api: Api | None = None, sleep=time.sleep) -> dict:
     """Stage, create, await the TrainJob; copy the chief's model folder to ``out``; return its summary."""
     import yaml

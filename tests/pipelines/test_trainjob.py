@@ -44,7 +44,8 @@ def test_the_train_task_runs_a_trainjob_of_real_workers(tiny_shards, tmp_path, k
 
     fake.trainjob_controller = jobset
     params = _params(2)
-    summary = trainjob.run(params, tiny_shards, tmp_path / "out", tmp_path / "state", False, config(tmp_path), api)
+    summary = trainjob.run(params, tiny_shards, tmp_path / "out", tmp_path / "state",
+                           track=False, cfg=config(tmp_path), api=api)
     assert summary["trainjob"]["workers"] == 2 and summary["device"]["workers"] == 2 and summary["epochs_run"] == 3
     assert (tmp_path / "out" / "model.keras").is_file()
     assert json.loads((tmp_path / "out" / "train_summary.json").read_text())["best_epoch"] == summary["best_epoch"]
@@ -61,13 +62,15 @@ def test_a_failed_trainjob_fails_the_task_with_its_reason(tiny_shards, tmp_path,
     fake.trainjob_controller = lambda obj: [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                                              "message": "Job has reached the specified backoff limit"}]
     with pytest.raises(trainjob.TrainJobFailed, match=r"failed: BackoffLimitExceeded: Job has reached the specified"):
-        trainjob.run(_params(2), tiny_shards, tmp_path / "out", tmp_path / "state", False, config(tmp_path), api)
+        trainjob.run(_params(2), tiny_shards, tmp_path / "out", tmp_path / "state",
+                     track=False, cfg=config(tmp_path), api=api)
     assert not (tmp_path / "out").exists()
     # a retried task replaces the failed TrainJob of the same name (its checkpoint folder stays for the resume)
     fake.trainjob_controller = lambda obj: [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
                                              "message": "x"}]
     with pytest.raises(trainjob.TrainJobFailed, match="DeadlineExceeded"):
-        trainjob.run(_params(2), tiny_shards, tmp_path / "out", tmp_path / "state", False, config(tmp_path), api)
+        trainjob.run(_params(2), tiny_shards, tmp_path / "out", tmp_path / "state",
+                     track=False, cfg=config(tmp_path), api=api)
     methods = [r["method"] for r in fake.requests if r["method"] in ("POST", "DELETE")]
     assert methods == ["POST", "DELETE", "POST"]
 
