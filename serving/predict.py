@@ -89,7 +89,7 @@ def _from_folder(src: Path, skipped: list[dict]) -> list[Input]:
 
 
 def _from_csv(src: Path, root: Path) -> list[Input]:
-    from components.core.data.sources.table import read_rows
+    from components.core.data.sources.table import locate, read_rows
 
     try:
         data = src.read_bytes()
@@ -112,7 +112,9 @@ def _from_csv(src: Path, root: Path) -> list[Input]:
         if "\0" in rel:
             items.append((line, Input(name, None, "bad_path: the path contains a NUL character", note)))
             continue
-        p = Path(rel) if Path(rel).is_absolute() else src.parent / rel
+        p, resolved = locate(src.parent, rel)  # a\b.png is a/b.png unless a file has the literal name
+        if resolved != rel:
+            note = "; ".join(filter(None, [note, f"backslash_path: read as {safe_name(resolved)}"]))
         if not _within(os.path.abspath(p), roots):
             items.append((line, Input(name, None, f"outside_root: {name} resolves outside {shown(root)} "
                                                   "(--root); the file was not opened", note)))
@@ -143,6 +145,9 @@ def list_inputs(input_path: str | Path, root: str | Path | None = None,
     if not src.exists():
         raise DataError(f"--input {shown(src)} does not exist (an image, a folder of images, or a CSV with a path "
                         "column)")
+    if not src.is_dir() and not src.is_file():  # never opened: a FIFO would block, /dev/zero never ends
+        raise DataError(f"--input {shown(src)} is neither a regular file nor a folder (a FIFO, device or socket): "
+                        "give an image, a folder of images, or a CSV with a path column")
     if src.is_dir():
         return _from_folder(src, skipped if skipped is not None else [])
     if src.suffix.lower() != ".csv":
@@ -176,7 +181,8 @@ def outcome(summary: dict) -> tuple[int, str]:
     if summary["renamed"]:
         line += f", {summary['renamed']} names percent-encoded (not UTF-8, or control characters)"
     if summary["skipped"]["count"]:
-        line += f"; {summary['skipped']['count']} files not read ({dict(summary['skipped']['by_reason'])})"
+        line += (f"; {summary['skipped']['count']} files not read ({dict(summary['skipped']['by_reason'])}, each "
+                 f"listed in {shown(summary['skipped'].get('file') or skipped_path(summary['output']))})")
     return code, f"{line} → {summary['output']} (exit {code}: {state})"
 
 
@@ -191,6 +197,36 @@ def _row_writer(fh, bundle: ModelBundle):
 
 def _fmt(value) -> str:
     return "" if value is None else str(value)
+
+
+def skipped_path(output: str | Path) -> Path:
+    """Where the files of a folder input that were not read are listed: ``<output>.skipped.csv``."""
+    output = Path(output)
+    return output.with_name(output.name + ".skipped.csv")
+
+
+def _write_skipped(path: Path, skipped: list[dict]) -> None:
+    import io
+
+    from components.core.contract.fsutil import write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, ["path", "reason", "detail"], extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(skipped)
+    write_text(path, buf.getvalue())
+
+
+def limits_for(validate) -> Limits:
+    """Validate's limits (``params.validate_``) and serve's upload limit (``CXR_MAX_UPLOAD_BYTES``) per file."""
+    from components.core.data.images import DEFAULT_MAX_BYTES
+
+    raw = os.environ.get("CXR_MAX_UPLOAD_BYTES", "")
+    try:
+        max_bytes = int(raw) if raw else DEFAULT_MAX_BYTES
+    except ValueError:
+        raise DataError(f"CXR_MAX_UPLOAD_BYTES={raw!r} is not a whole number of bytes") from None
+    return Limits.from_config(validate, max_bytes=max_bytes)
 
 
 def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: str | Path | None = None,
@@ -243,6 +279,7 @@ def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: s
                     writer.writerow({k2: _fmt(v) for k2, v in row.items()})
                 fh.flush()
         os.chmod(partial, 0o644)
+        _write_skipped(skipped_path(output), skipped)
         os.replace(partial, output)
     except BaseException:
         if pool is not None:
@@ -258,6 +295,7 @@ def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: s
     reasons = Counter(s["reason"] for s in skipped)
     return {"output": str(output), "images": len(items), "predicted": predicted, "errors": len(items) - predicted,
             "refused": dict(refused), "renamed": noted,
-            "skipped": {"count": len(skipped), "by_reason": dict(reasons), "examples": skipped[:10]},
+            "skipped": {"count": len(skipped), "by_reason": dict(reasons), "examples": skipped[:10],
+                        "file": str(skipped_path(output))},
             "unlike_training_data": flagged if bundle.ood is not None else None,
             "model": bundle.describe() | {"metrics": None}}

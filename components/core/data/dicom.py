@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.core.data.pixels import ImageError, robust_window
+from components.core.data.pixels import ImageError, check_finite, robust_window
 
 # Identifying attributes checked by :func:`audit`: the DICOM PS3.15 Annex E basic application
 # level confidentiality profile (Table E.1-1), restricted to attributes that name or date a
@@ -441,6 +441,7 @@ def decode(ds, max_pixels: int) -> tuple[np.ndarray, str]:
             if arr.ndim != 2:
                 raise ImageError("undecodable", f"a {photometric} image with shape {arr.shape}")
             values = apply_modality_lut(arr, ds)
+            check_finite(values)  # float pixel data, or a rescale that overflowed
             identity = values is arr
             windowed = _voi(values, ds)
             if windowed is not None:
