@@ -6,7 +6,6 @@ with nothing in them quarantined, and an expectation that could not run stops va
 
 from __future__ import annotations
 
-import io
 import os
 import unicodedata
 from pathlib import Path
@@ -14,13 +13,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from components import ingest, validate
 from components.core.contract.errors import DataError
 from components.core.data import manifest
 from components.core.data.sources.base import safe_name
-from tests.conftest import encode, garbled_jpeg, gray, half_transparent_png, multipage_tiff, tiny_params, write_tree
+from tests.conftest import (
+    encode,
+    float_tiff_with_nan,
+    garbled_jpeg,
+    gray,
+    half_transparent_png,
+    multipage_tiff,
+    tiny_params,
+    write_tree,
+)
 
 
 def dir_params(path, **more):
@@ -315,15 +322,6 @@ def test_blank_and_non_finite_films_are_quarantined(tmp_path):
         "decodable: non_finite_pixels: 256 of 4096 pixels (6.2%) are NaN or infinite (a float image with missing "
         "data)")
     assert summary["quarantine_reasons"] == {"blank_film": 2, "decodable": 1} and summary["usable"] == 6
-
-
-def float_tiff_with_nan() -> bytes:
-    """A 32-bit float TIFF (64×64) with a 16×16 block of NaN."""
-    arr = np.linspace(0, 1000, 64 * 64, dtype=np.float32).reshape(64, 64)
-    arr[:16, :16] = np.nan
-    buf = io.BytesIO()
-    Image.fromarray(arr, "F").save(buf, format="TIFF")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,8 @@ def read(data: bytes):
                                                   ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
     except ImageError:
         raise
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+        raise
     except Exception as err:  # pydicom raises many types for hostile bytes
         # pydicom's message is not passed on: it may quote element values (names, ids).
         raise ImageError("unreadable_header", f"DICOM header: {type(err).__name__} while parsing the dataset") \
@@ -366,6 +368,8 @@ def _check_decodable(ds, max_pixels: int) -> None:
         raise ImageError("dicom_unsupported_transfer_syntax",
                          f"transfer syntax {name}: no pixel decoder exists for it in pydicom (video and private "
                          "syntaxes are not images we read); export the image uncompressed or as JPEG 2000") from None
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+        raise
     except Exception as err:
         raise ImageError("dicom_unsupported_transfer_syntax", f"transfer syntax {name}: {type(err).__name__}") \
             from None
@@ -382,6 +386,8 @@ def _pixel_array(ds):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return ds.pixel_array
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+        raise
     except Exception as err:
         text = _scrub(_first_line(err, 200), ds)
         short = any(s in text.lower() for s in ("less than expected", "truncat", "end of", "doesn't match",
@@ -462,6 +468,8 @@ def decode(ds, max_pixels: int) -> tuple[np.ndarray, str]:
             arr = np.clip(arr.astype(np.float64) / (2 ** bits - 1) * 255, 0, 255).round().astype(np.uint8)
         return np.asarray(Image.fromarray(arr, "RGB").convert("L"), dtype=np.uint8), "none"
     except ImageError:
+        raise
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
         raise
     except Exception as err:
         raise ImageError("undecodable", f"DICOM pixels: {type(err).__name__}: {_scrub(_first_line(err), ds)}") \

@@ -342,6 +342,8 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int, limits: Limits | None,
         except Exception:
             raise ImageError("too_large", f"{_pillow_text(err)} (validate.max_pixels {max_pixels})",
                              limit="validate.max_pixels", facts=facts) from None
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+        raise
     except Exception as err:  # PIL raises many types for hostile headers
         raise ImageError("unreadable_header", f"{type(err).__name__}: {_pillow_text(err)}", facts=facts) from None
     w, h = im.size
@@ -373,6 +375,8 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int, limits: Limits | None,
                 orientation = facts["orientation"] = _orientation(im)
             im = ImageOps.exif_transpose(im)
         noted = [*noted, *loading]
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+        raise
     except Exception as err:
         text = _pillow_text(err)
         reason = "truncated" if "truncat" in text.lower() or isinstance(err, OSError) else "undecodable"
@@ -390,6 +394,8 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int, limits: Limits | None,
         pixels, facts["window"], share = _to_gray(im)
     except ImageError as err:  # non_finite_pixels
         err.facts = {**facts, **err.facts}
+        raise
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
         raise
     except Exception as err:
         raise ImageError("undecodable", f"{type(err).__name__}: {err}", facts=facts) from None
@@ -416,6 +422,8 @@ def _decode_dicom(data: bytes, max_pixels: int, limits: Limits | None) -> tuple[
         ds = dicom.read(data)
         try:
             facts.update(dicom.header_facts(ds))
+        except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+            raise
         except Exception as err:
             raise ImageError("unreadable_header", f"DICOM header: {type(err).__name__}", facts=facts) from None
         try:
@@ -627,15 +635,13 @@ def load_file(path: str, size: int, mode: str, max_pixels: int, limits: Limits |
     from components.core.data import storage
 
     try:
-        if limits is not None and not storage.is_remote(path):
-            data = read_capped(path, limits.max_bytes)
-        else:
-            data = storage.read_bytes(path)
-    except ImageError as err:
-        return Loaded(None, str(err))
-    except OSError as err:
-        return Loaded(None, f"unreadable_file: {err.strerror or err}")
-    try:
+        try:
+            if limits is not None and not storage.is_remote(path):
+                data = read_capped(path, limits.max_bytes)
+            else:
+                data = storage.read_bytes(path)
+        except OSError as err:
+            return Loaded(None, f"unreadable_file: {err.strerror or err}")
         gray, facts = _decode(data, max_pixels, limits)
         return Loaded(fit_square(gray, size, mode), warnings=facts.get("warnings", ""))
     except ImageError as err:
