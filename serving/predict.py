@@ -9,17 +9,23 @@ control character such as a line break, is written percent-encoded, ``%FF``, as 
 decoder warnings such as ``multi_frame: 3 frames, frame 0 used``.
 
 Images go through the decoder validate uses, with validate's limits (``limits``: min/max side, max pixels,
-transparent share; the CLI passes ``Limits.from_config(params.validate_)``) and its strictness, so an image
+transparent share, pixel standard deviation; the CLI passes :func:`limits_for`) and its strictness, so an image
 validate would quarantine (a 1×1 thumbnail, a 9000×9000 scan, a multi-frame DICOM, a JPEG whose data libjpeg
-calls corrupt, a film half transparent) gets ``error`` naming the limit instead of a prediction. DICOM files
-(``.dcm`` or any name given explicitly) are read too; the error text never carries identifying DICOM values.
+calls corrupt, a film half transparent, a blank film, a float film with NaN pixels) gets ``error`` naming the
+limit instead of a prediction. DICOM files (``.dcm`` or any name given explicitly) are read too; the error
+text never carries identifying DICOM values.
 
-Inputs: a file; a folder (read as ingest reads a class folder: image names only, links leaving the folder and
-hidden files skipped, each listed in the summary's ``skipped``); or a CSV with a ``path`` column, read as
-ingest reads a CSV manifest (BOM, CRLF, quoting, ``;``/tab separators, bytes that are not UTF-8), whose paths
-are resolved against the CSV's folder and must stay inside ``root`` (default: that folder): ``../``, an
-absolute path elsewhere (``outside_root``) or a link leading out (``link_outside_data_folder``) is refused
-without opening the file. Every CSV row gets a row in the output.
+Inputs: a regular file; a folder (read as ingest reads a class folder: image names only, links leaving the
+folder and hidden files skipped, each listed in ``<output>.skipped.csv`` as ``path,reason,detail``, the
+summary's ``skipped`` counting them); or a CSV with a ``path`` column, read as ingest reads a CSV manifest (BOM,
+CRLF, quoting, ``;``/tab separators, bytes that are not UTF-8, ``a\\b.png`` read as ``a/b.png`` when no file has
+the literal name: ``note`` says ``backslash_path``), whose paths are resolved against the CSV's folder and must
+stay inside ``root`` (default: that folder): ``../``, an absolute path elsewhere (``outside_root``) or a link
+leading out (``link_outside_data_folder``) is refused without opening the file. Every CSV row gets a row in the
+output. A FIFO, device or socket given as ``--input`` is refused unopened (a FIFO would block, ``/dev/zero``
+never ends); a file over serve's upload limit (``CXR_MAX_UPLOAD_BYTES``, 20 MiB) is ``too_large`` from its
+size, before it is read. Any failure to read or decode a file is that row's ``error`` (``out_of_memory`` for a
+MemoryError), never a traceback.
 
 **Streamed**: rows are appended to ``<output>.partial`` batch by batch and flushed; the file is renamed to
 ``<output>`` when every input has its row. An interrupted or failed run leaves ``<output>`` as it was and the
@@ -262,7 +268,7 @@ def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: s
                 for k, it in enumerate(chunk):
                     row = {"path": it.shown, "error": it.error or errors.get(k, ""),
                            "note": "; ".join(filter(None, [it.note, warned.get(k, "")]))}
-                    noted += bool(it.note)
+                    noted += it.note.startswith(("non_utf8_name", "control_character_name"))
                     if k in results:
                         j = results[k]
                         p = proba[j]

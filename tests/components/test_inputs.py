@@ -282,7 +282,8 @@ def test_tree_images_are_stored_under_the_normalised_class_folder(tmp_path):
     assert "class folder PNEUMONIA / is stored as PNEUMONIA/ (the normalised label)" in summary["warnings"]
     assert summary["renamed"]["by_reason"] == {"name_taken": 1}
     assert report(tmp_path).set_index("path").loc["NORMAL/normal_0-2.png", "detail"] == (
-        "'NORMAL/normal_0.png': another image already has this path; stored as 'NORMAL/normal_0-2.png'")
+        "'normal/normal_0.png' is stored as 'NORMAL/normal_0.png': 'NORMAL/normal_0.png' is another image's path; "
+        "stored as 'NORMAL/normal_0-2.png'")
 
 
 def test_case_and_unicode_twins_and_backslashes_are_renamed_never_merged(tmp_path):

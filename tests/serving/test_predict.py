@@ -221,6 +221,7 @@ def test_csv_paths_with_backslashes_are_read_by_ingests_rule(bundle, tmp_path):
     summary = predict.run(bundle, d / "list.csv", tmp_path / "preds.csv", workers=1)
     df = read(tmp_path / "preds.csv")
     assert summary["predicted"] == 2 and df.loc["sub\\a.png", "note"] == "backslash_path: read as sub/a.png"
+    assert summary["renamed"] == 0  # read differently, not percent-encoded
 
 
 def test_films_with_nothing_in_them_are_refused(bundle, tmp_path):

@@ -108,7 +108,7 @@ def _rows(scan: Scan, labels: LabelMap, where: str, default_source: str) -> list
         else:
             dest = e.dest
         if not storage.is_remote(dest):  # an object in storage is referenced, not stored
-            dest, why = namer.claim(dest)
+            dest, why = namer.claim(dest, given)
             for reason, detail in why:
                 scan.renamed.append({"path": dest, "reason": reason, "detail": detail,
                                      **({"line": e.line} if e.line else {})})

@@ -57,7 +57,9 @@ class Namer:
     def __init__(self) -> None:
         self._taken: dict[str, str] = {}  # twin key → the path that holds it
 
-    def claim(self, dest: str) -> tuple[str, list[tuple[str, str]]]:
+    def claim(self, dest: str, origin: str = "") -> tuple[str, list[tuple[str, str]]]:
+        """The path to store for ``dest`` and why it differs, if it does; ``origin``: the path as the source named
+        it (a tree's ``normal/x.png`` whose class folder is stored as ``NORMAL/``), shown in the reasons."""
         why: list[tuple[str, str]] = []
         parts = dest.split("/")
         for k, part in enumerate(parts):
@@ -81,14 +83,15 @@ class Namer:
             out = str(p.with_name(shorten(f"{p.stem}-{n}{p.suffix}")))
         if out != path:
             earlier = self._taken[_twin_key(path)]
+            source = f"{origin!r} is stored as {path!r}: " if origin and origin != path else ""
             if earlier == path:
-                reason, what = "name_taken", "another image already has this path"
+                reason, what = "name_taken", f"{path!r} is another image's path"
             elif unicodedata.normalize("NFC", earlier) == unicodedata.normalize("NFC", path):
-                reason, what = "unicode_twin", (f"{earlier!r} is the same name in another Unicode normalisation "
-                                                "(NFC/NFD): one file on macOS")
+                reason, what = "unicode_twin", (f"{ascii(path)} and {ascii(earlier)} are one name in two Unicode "
+                                                "normalisations (NFC/NFD): one file on macOS")
             else:
-                reason, what = "case_twin", (f"{earlier!r} differs only in letter case: one file on a "
+                reason, what = "case_twin", (f"{path!r} and {earlier!r} differ only in letter case: one file on a "
                                              "case-insensitive checkout (macOS, Windows)")
-            why.append((reason, f"{path!r}: {what}; stored as {out!r}"))
+            why.append((reason, f"{source}{what}; stored as {out!r}"))
         self._taken[_twin_key(out)] = out
         return out, why

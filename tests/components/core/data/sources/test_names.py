@@ -30,5 +30,12 @@ def test_twins_are_kept_apart_and_each_rename_is_explained():
     assert len({unicodedata.normalize("NFC", p).casefold() for p in paths}) == len(paths)
     assert [[r for r, _ in why] for _, why in out] == [[], ["case_twin"], ["case_twin"], [], ["unicode_twin"],
                                                       ["backslash_in_name"], ["name_taken"]]
-    assert out[1][1][0][1] == ("'N/scan.png': 'N/Scan.png' differs only in letter case: one file on a "
+    assert out[1][1][0][1] == ("'N/scan.png' and 'N/Scan.png' differ only in letter case: one file on a "
                                "case-insensitive checkout (macOS, Windows); stored as 'N/scan-2.png'")
+    assert out[4][1][0][1] == ("'N/cafe\\u0301.png' and 'N/caf\\xe9.png' are one name in two Unicode normalisations "
+                               "(NFC/NFD): one file on macOS; stored as 'N/cafe\u0301-2.png'")
+    assert Namer().claim("N/x.png", "n/x.png")[1] == []
+    merged = Namer()
+    merged.claim("N/x.png")
+    assert merged.claim("N/x.png", "n/x.png")[1] == [("name_taken", "'n/x.png' is stored as 'N/x.png': 'N/x.png' is "
+                                                                  "another image's path; stored as 'N/x-2.png'")]
