@@ -235,6 +235,10 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
     if scan.skipped:
         reasons = Counter(s["reason"] for s in scan.skipped)
         log.warning("skipped %d files or rows: %s (see the ingest report)", len(scan.skipped), dict(reasons))
+    if scan.renamed:
+        reasons = Counter(s["reason"] for s in scan.renamed)
+        log.warning("stored %d files under another name: %s (see the ingest report)", len(scan.renamed),
+                    dict(reasons))
     return summary
 
 
