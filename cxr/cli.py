@@ -178,10 +178,9 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 def _predict(args: argparse.Namespace) -> Any:
     """Prints the summary (JSON) and one line on stderr; exit 0 when every input got a prediction, 4 when
     none did, 7 when some did not (``serving.predict.outcome``)."""
-    from components.core.data.images import Limits
     from serving import predict
 
-    limits = Limits.from_config(_params(args).validate_)  # the same limits as validate
+    limits = predict.limits_for(_params(args).validate_)  # validate's limits, serve's byte limit per file
     summary = predict.run(_load_bundle(args), args.input, args.output, args.root, args.batch_size, limits=limits)
     code, line = predict.outcome(summary)
     print(json.dumps(summary, indent=2, sort_keys=True, default=str))

@@ -5,7 +5,9 @@
 (checked by magic bytes) and go through the decoder validate uses, with validate's limits (min/max
 side, max pixels: :class:`Settings`, from ``params.validate`` via ``Settings.from_env(validate)``);
 errors are 4xx JSON ``{"error": code, "detail": text, "limit": param}`` without stack traces, where
-``limit`` names the refusing setting (``validate.min_side``…) or is absent. DICOM uploads are
+``limit`` names the refusing setting (``validate.min_side``…) or is absent. A prediction's JSON carries
+``warnings``: what the decoder used anyway (``multi_frame: 3 frames, frame 0 used``), the list whose items
+``cxr predict`` writes in its ``note`` column. DICOM uploads are
 accepted; nothing from a DICOM header (patient name, id, dates…) is echoed in any response or error.
 Optional bearer-token auth for ``/predict``, ``/feedback`` and ``/model`` (``CXR_API_TOKEN``); CORS is off unless
 ``CXR_CORS_ORIGINS``.

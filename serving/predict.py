@@ -9,17 +9,23 @@ control character such as a line break, is written percent-encoded, ``%FF``, as 
 decoder warnings such as ``multi_frame: 3 frames, frame 0 used``.
 
 Images go through the decoder validate uses, with validate's limits (``limits``: min/max side, max pixels,
-transparent share; the CLI passes ``Limits.from_config(params.validate_)``) and its strictness, so an image
+transparent share, pixel standard deviation; the CLI passes :func:`limits_for`) and its strictness, so an image
 validate would quarantine (a 1×1 thumbnail, a 9000×9000 scan, a multi-frame DICOM, a JPEG whose data libjpeg
-calls corrupt, a film half transparent) gets ``error`` naming the limit instead of a prediction. DICOM files
-(``.dcm`` or any name given explicitly) are read too; the error text never carries identifying DICOM values.
+calls corrupt, a film half transparent, a blank film, a float film with NaN pixels) gets ``error`` naming the
+limit instead of a prediction. DICOM files (``.dcm`` or any name given explicitly) are read too; the error
+text never carries identifying DICOM values.
 
-Inputs: a file; a folder (read as ingest reads a class folder: image names only, links leaving the folder and
-hidden files skipped, each listed in the summary's ``skipped``); or a CSV with a ``path`` column, read as
-ingest reads a CSV manifest (BOM, CRLF, quoting, ``;``/tab separators, bytes that are not UTF-8), whose paths
-are resolved against the CSV's folder and must stay inside ``root`` (default: that folder): ``../``, an
-absolute path elsewhere (``outside_root``) or a link leading out (``link_outside_data_folder``) is refused
-without opening the file. Every CSV row gets a row in the output.
+Inputs: a regular file; a folder (read as ingest reads a class folder: image names only, links leaving the
+folder and hidden files skipped, each listed in ``<output>.skipped.csv`` as ``path,reason,detail``, the
+summary's ``skipped`` counting them); or a CSV with a ``path`` column, read as ingest reads a CSV manifest (BOM,
+CRLF, quoting, ``;``/tab separators, bytes that are not UTF-8, ``a\\b.png`` read as ``a/b.png`` when no file has
+the literal name: ``note`` says ``backslash_path``), whose paths are resolved against the CSV's folder and must
+stay inside ``root`` (default: that folder): ``../``, an absolute path elsewhere (``outside_root``) or a link
+leading out (``link_outside_data_folder``) is refused without opening the file. Every CSV row gets a row in the
+output. A FIFO, device or socket given as ``--input`` is refused unopened (a FIFO would block, ``/dev/zero``
+never ends); a file over serve's upload limit (``CXR_MAX_UPLOAD_BYTES``, 20 MiB) is ``too_large`` from its
+size, before it is read. Any failure to read or decode a file is that row's ``error`` (``out_of_memory`` for a
+MemoryError), never a traceback.
 
 **Streamed**: rows are appended to ``<output>.partial`` batch by batch and flushed; the file is renamed to
 ``<output>`` when every input has its row. An interrupted or failed run leaves ``<output>`` as it was and the
@@ -89,7 +95,7 @@ def _from_folder(src: Path, skipped: list[dict]) -> list[Input]:
 
 
 def _from_csv(src: Path, root: Path) -> list[Input]:
-    from components.core.data.sources.table import read_rows
+    from components.core.data.sources.table import locate, read_rows
 
     try:
         data = src.read_bytes()
@@ -112,7 +118,9 @@ def _from_csv(src: Path, root: Path) -> list[Input]:
         if "\0" in rel:
             items.append((line, Input(name, None, "bad_path: the path contains a NUL character", note)))
             continue
-        p = Path(rel) if Path(rel).is_absolute() else src.parent / rel
+        p, resolved = locate(src.parent, rel)  # a\b.png is a/b.png unless a file has the literal name
+        if resolved != rel:
+            note = "; ".join(filter(None, [note, f"backslash_path: read as {safe_name(resolved)}"]))
         if not _within(os.path.abspath(p), roots):
             items.append((line, Input(name, None, f"outside_root: {name} resolves outside {shown(root)} "
                                                   "(--root); the file was not opened", note)))
@@ -143,6 +151,9 @@ def list_inputs(input_path: str | Path, root: str | Path | None = None,
     if not src.exists():
         raise DataError(f"--input {shown(src)} does not exist (an image, a folder of images, or a CSV with a path "
                         "column)")
+    if not src.is_dir() and not src.is_file():  # never opened: a FIFO would block, /dev/zero never ends
+        raise DataError(f"--input {shown(src)} is neither a regular file nor a folder (a FIFO, device or socket): "
+                        "give an image, a folder of images, or a CSV with a path column")
     if src.is_dir():
         return _from_folder(src, skipped if skipped is not None else [])
     if src.suffix.lower() != ".csv":
@@ -172,7 +183,8 @@ def outcome(summary: dict) -> tuple[int, str]:
     if summary["renamed"]:
         line += f", {summary['renamed']} names percent-encoded (not UTF-8, or control characters)"
     if summary["skipped"]["count"]:
-        line += f"; {summary['skipped']['count']} files not read ({dict(summary['skipped']['by_reason'])})"
+        line += (f"; {summary['skipped']['count']} files not read ({dict(summary['skipped']['by_reason'])}, each "
+                 f"listed in {shown(summary['skipped'].get('file') or skipped_path(summary['output']))})")
     return code, f"{line} → {summary['output']} (exit {code}: {state})"
 
 
@@ -187,6 +199,36 @@ def _row_writer(fh, bundle: ModelBundle):
 
 def _fmt(value) -> str:
     return "" if value is None else str(value)
+
+
+def skipped_path(output: str | Path) -> Path:
+    """Where the files of a folder input that were not read are listed: ``<output>.skipped.csv``."""
+    output = Path(output)
+    return output.with_name(output.name + ".skipped.csv")
+
+
+def _write_skipped(path: Path, skipped: list[dict]) -> None:
+    import io
+
+    from components.core.contract.fsutil import write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, ["path", "reason", "detail"], extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(skipped)
+    write_text(path, buf.getvalue())
+
+
+def limits_for(validate) -> Limits:
+    """Validate's limits (``params.validate_``) and serve's upload limit (``CXR_MAX_UPLOAD_BYTES``) per file."""
+    from components.core.data.images import DEFAULT_MAX_BYTES
+
+    raw = os.environ.get("CXR_MAX_UPLOAD_BYTES", "")
+    try:
+        max_bytes = int(raw) if raw else DEFAULT_MAX_BYTES
+    except ValueError:
+        raise DataError(f"CXR_MAX_UPLOAD_BYTES={raw!r} is not a whole number of bytes") from None
+    return Limits.from_config(validate, max_bytes=max_bytes)
 
 
 def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: str | Path | None = None,
@@ -222,7 +264,7 @@ def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: s
                 for k, it in enumerate(chunk):
                     row = {"path": it.shown, "error": it.error or errors.get(k, ""),
                            "note": "; ".join(filter(None, [it.note, warned.get(k, "")]))}
-                    noted += bool(it.note)
+                    noted += it.note.startswith(("non_utf8_name", "control_character_name"))
                     if k in results:
                         j = results[k]
                         p = proba[j]
@@ -239,6 +281,7 @@ def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: s
                     writer.writerow({k2: _fmt(v) for k2, v in row.items()})
                 fh.flush()
         os.chmod(partial, 0o644)
+        _write_skipped(skipped_path(output), skipped)
         os.replace(partial, output)
     except BaseException:
         if pool is not None:
@@ -254,6 +297,7 @@ def run(bundle: ModelBundle, input_path: str | Path, output: str | Path, root: s
     reasons = Counter(s["reason"] for s in skipped)
     return {"output": str(output), "images": len(items), "predicted": predicted, "errors": len(items) - predicted,
             "refused": dict(refused), "renamed": noted,
-            "skipped": {"count": len(skipped), "by_reason": dict(reasons), "examples": skipped[:10]},
+            "skipped": {"count": len(skipped), "by_reason": dict(reasons), "examples": skipped[:10],
+                        "file": str(skipped_path(output))},
             "unlike_training_data": flagged if bundle.ood is not None else None,
             "model": bundle.describe() | {"metrics": None}}

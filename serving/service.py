@@ -18,7 +18,14 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from components.core.data.images import ImageError, Limits, decode_gray
+from components.core.data.images import (
+    DEFAULT_MAX_BYTES,
+    OUT_OF_MEMORY,
+    ImageError,
+    Limits,
+    decode_with_facts,
+    warning_list,
+)
 from components.core.data.square import fit_square
 from components.core.eval.gradcam import gradcam, overlay, to_png
 from components.core.model.bundle import ModelBundle
@@ -28,7 +35,8 @@ from serving.predlog import PredictionLog
 
 STATUS_BY_REASON = {"empty_file": 400, "not_an_image": 415, "unsupported_format": 415, "too_large": 413,
                     "too_small": 422, "dicom_unsupported_transfer_syntax": 415, "dicom_unsupported_photometric": 415,
-                    "dicom_multiframe": 422, "dicom_no_pixels": 422}
+                    "dicom_multiframe": 422, "dicom_no_pixels": 422,
+                    "blank_film": 422, "non_finite_pixels": 422}
 ENDPOINTS = ("/predict", "/feedback", "/health", "/metrics", "/model", "/model/card", "/")
 
 
@@ -37,17 +45,19 @@ class Settings:
     """Server settings. ``min_side``/``max_side``/``max_pixels`` are validate's limits: pass
     ``params.validate_`` to :meth:`from_env` so serving refuses what validate quarantines."""
 
-    max_bytes: int = 20 * 1024 * 1024
+    max_bytes: int = DEFAULT_MAX_BYTES  # CXR_MAX_UPLOAD_BYTES; cxr predict's limit per file too
     max_pixels: int = Limits.max_pixels
     token: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     min_side: int = Limits.min_side
     max_side: int = Limits.max_side
     max_transparent_share: float = Limits.max_transparent_share
+    min_pixel_std: float = Limits.min_pixel_std
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.min_side, self.max_side, self.max_pixels, self.max_transparent_share)
+        return Limits(self.min_side, self.max_side, self.max_pixels, self.max_transparent_share, self.min_pixel_std,
+                      self.max_bytes)
 
     @classmethod
     def from_env(cls, validate=None) -> Settings:
@@ -58,7 +68,7 @@ class Settings:
                    max_pixels=int(os.environ.get("CXR_MAX_PIXELS", base.max_pixels)),
                    min_side=int(os.environ.get("CXR_MIN_SIDE", base.min_side)),
                    max_side=int(os.environ.get("CXR_MAX_SIDE", base.max_side)),
-                   max_transparent_share=base.max_transparent_share,
+                   max_transparent_share=base.max_transparent_share, min_pixel_std=base.min_pixel_std,
                    token=os.environ.get("CXR_API_TOKEN") or None, cors_origins=origins)
 
 
@@ -108,11 +118,14 @@ class Service:
             raise HTTPException(413, {"error": "too_large",
                                       "detail": f"upload larger than {self.settings.max_bytes} bytes"})
         try:
-            gray = decode_gray(data, self.settings.max_pixels, limits=self.settings.limits)
+            gray, facts = decode_with_facts(data, self.settings.max_pixels, limits=self.settings.limits)
             pixels = fit_square(gray, bundle.image_size, bundle.resize)
         except ImageError as err:  # details name limits and tags, never DICOM values (see dicom.py)
             body = {"error": err.reason, "detail": err.detail} | ({"limit": err.limit} if err.limit else {})
             raise HTTPException(STATUS_BY_REASON.get(err.reason, 422), body) from None
+        except MemoryError:
+            raise HTTPException(503, {"error": "out_of_memory", "detail": OUT_OF_MEMORY}) from None
+        warnings = warning_list(facts)  # what was used anyway, as cxr predict's note says it
         x = pixels[None, ..., None]
         with self.lock:
             probs, scores = bundle.infer_ood(x)
@@ -133,6 +146,7 @@ class Service:
             "unlike_training_data": flagged,
             "ood": ood_part(bundle, score),
             "model": version,
+            "warnings": warnings,
         }
         if heat is not None:
             body["gradcam_png"] = base64.b64encode(to_png(overlay(pixels, heat))).decode()
@@ -144,7 +158,7 @@ class Service:
             self._log({"type": "prediction", "request_id": request_id, "model": version, "label": label,
                        "probabilities": body["probabilities"], "decision": decision, "ood_score": body["ood_score"],
                        "ood_threshold": round(ref.threshold, 4) if ref is not None else None,
-                       "unlike_training_data": flagged,
+                       "unlike_training_data": flagged, "warnings": warnings,
                        "image": {"width": int(gray.shape[1]), "height": int(gray.shape[0]),
                                  "mean": round(float(pixels.mean()), 3), "std": round(float(pixels.std()), 3)},
                        "latency_ms": round(1000 * (time.perf_counter() - started), 2)})

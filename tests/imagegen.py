@@ -247,6 +247,15 @@ def multipage_tiff(pages: int = 3, w: int = 64, h: int = 64) -> bytes:
     return buf.getvalue()
 
 
+def float_tiff_with_nan(w: int = 64, h: int = 64) -> bytes:
+    """A 32-bit float TIFF with a 16×16 block of NaN (missing data)."""
+    arr = np.linspace(0, 1000, w * h, dtype=np.float32).reshape(h, w)
+    arr[:16, :16] = np.nan
+    buf = io.BytesIO()
+    Image.fromarray(arr, "F").save(buf, format="TIFF")
+    return buf.getvalue()
+
+
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():
         p = root / rel

@@ -1,12 +1,16 @@
 """Every input accounted for (issue 23): a hostile class-folder tree partitions into manifest, skipped.csv and
 quarantine; CSV manifests get the trees' rules (root confinement, links, image names, a line per row, class
-folders named by the normalised label); damaged films are quarantined with a named reason and its numbers."""
+folders named by the normalised label); damaged films are quarantined with a named reason and its numbers.
+Issue 32: every name storable on any checkout (long names, twins, backslashes, normalised class folders), films
+with nothing in them quarantined, and an expectation that could not run stops validate."""
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,7 +18,15 @@ from components import ingest, validate
 from components.core.contract.errors import DataError
 from components.core.data import manifest
 from components.core.data.sources.base import safe_name
-from tests.imagegen import encode, garbled_jpeg, gray, half_transparent_png, multipage_tiff, write_tree
+from tests.imagegen import (
+    encode,
+    float_tiff_with_nan,
+    garbled_jpeg,
+    gray,
+    half_transparent_png,
+    multipage_tiff,
+    write_tree,
+)
 from tests.support import tiny_params
 
 
@@ -223,3 +235,149 @@ def test_csv_separators_encodings_and_backslashes(tmp_path):
     assert sorted(df["path"]) == ["COVID19/c.png", "NORMAL/a.png", "NORMAL/r%E9sum%E9.png", "PNEUMONIA/b.png"]
     assert {r["reason"] for r in summary["renamed"]["examples"]} == {"backslash_path", "non_utf8_name"}
     assert (tmp_path / "raw" / "NORMAL" / "r%E9sum%E9.png").is_file()
+
+
+# ---------------------------------------------------------------- issue 32: the last input edges
+SHIFT_JIS = ("胸部エックス線写真" * 10)[:90].encode("cp932")  # 90 characters, 180 bytes that are not UTF-8
+
+
+def three_classes(folders=("NORMAL", "PNEUMONIA", "COVID19")) -> dict[str, bytes]:
+    return {f"{c}/{c.strip().lower()}_{i}.png": encode(gray(64, 64, seed=10 * k + i))
+            for k, c in enumerate(folders) for i in range(2)}
+
+
+def report(tmp_path) -> pd.DataFrame:
+    return pd.read_csv(tmp_path / "reports" / "skipped.csv", keep_default_na=False)
+
+
+def test_a_long_non_utf8_name_is_shortened_and_reported(tmp_path):
+    """A 90-character Shift-JIS name percent-encodes to 540 bytes: stored as a prefix + a hash, never a crash."""
+    src = write_tree(tmp_path / "src", three_classes())
+    for folder, seed in (("NORMAL", 1), ("PNEUMONIA", 2)):  # two long names that share their first 255 bytes
+        with open(os.path.join(os.fsencode(src / folder), SHIFT_JIS + b"-%d.png" % seed), "wb") as fh:
+            fh.write(encode(gray(64, 64, seed=90 + seed)))
+    ingest.run(dir_params(src), tmp_path / "raw", tmp_path / "reports")
+    df = manifest.read(tmp_path / "raw" / "manifest.csv")
+    long = sorted(p for p in df["path"] if p.endswith((".png",)) and "~" in p)
+    assert len(long) == 2 and all(len(p.split("/")[1].encode()) <= 255 for p in long)
+    assert all((tmp_path / "raw" / p).is_file() for p in long)
+    rows = report(tmp_path)
+    assert [set(rows[rows["path"] == p]["reason"]) for p in long] == [{"non_utf8_name", "name_too_long"}] * 2
+    detail = rows[(rows["path"] == long[0]) & (rows["reason"] == "name_too_long")]["detail"].item()
+    assert detail.startswith("the name is 406 bytes") and "a file system stores at most 255" in detail
+    assert detail.endswith(safe_name(os.fsdecode(SHIFT_JIS)) + "-1.png")  # the full name, for a person
+
+
+def test_tree_images_are_stored_under_the_normalised_class_folder(tmp_path):
+    src = write_tree(tmp_path / "src", {
+        **three_classes(("normal", "PNEUMONIA ", "Covid-19")),
+        "NORMAL/normal_0.png": encode(gray(64, 64, seed=77)),  # the same name in the folder it is merged into
+    })
+    summary = ingest.run(dir_params(src), tmp_path / "raw", tmp_path / "reports")
+    df = manifest.read(tmp_path / "raw" / "manifest.csv")
+    assert sorted(df["path"]) == ["COVID19/covid-19_0.png", "COVID19/covid-19_1.png", "NORMAL/normal_0-2.png",
+                                  "NORMAL/normal_0.png", "NORMAL/normal_1.png", "PNEUMONIA/pneumonia_0.png",
+                                  "PNEUMONIA/pneumonia_1.png"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir() if p.is_dir()) == ["COVID19", "NORMAL", "PNEUMONIA"]
+    assert "class folder PNEUMONIA / is stored as PNEUMONIA/ (the normalised label)" in summary["warnings"]
+    assert summary["renamed"]["by_reason"] == {"name_taken": 1}
+    assert report(tmp_path).set_index("path").loc["NORMAL/normal_0-2.png", "detail"] == (
+        "'normal/normal_0.png' is stored as 'NORMAL/normal_0.png': 'NORMAL/normal_0.png' is another image's path; "
+        "stored as 'NORMAL/normal_0-2.png'")
+
+
+def test_case_and_unicode_twins_and_backslashes_are_renamed_never_merged(tmp_path):
+    """On a macOS or Windows checkout these names would collide or change meaning."""
+    nfc, nfd = "caf\u00e9.png", "cafe\u0301.png"
+    src = write_tree(tmp_path / "src", {
+        **three_classes(), "NORMAL/Scan.png": encode(gray(64, 64, seed=51)),
+        "NORMAL/scan.png": encode(gray(64, 64, seed=52)), f"NORMAL/{nfc}": encode(gray(64, 64, seed=53)),
+        f"NORMAL/{nfd}": encode(gray(64, 64, seed=54)), "NORMAL/a\\b.png": encode(gray(64, 64, seed=55)),
+    })
+    ingest.run(dir_params(src), tmp_path / "raw", tmp_path / "reports")
+    df = manifest.read(tmp_path / "raw" / "manifest.csv")
+    keys = [unicodedata.normalize("NFC", p).casefold() for p in df["path"]]
+    assert len(set(keys)) == len(df) == 11  # nothing merged: one file each on any checkout
+    renamed = {r.path: r.reason for r in report(tmp_path).itertuples() if r.status == "renamed"}
+    assert renamed == {"NORMAL/scan-2.png": "case_twin", f"NORMAL/{nfc[:-4]}-2.png": "unicode_twin",
+                       "NORMAL/a%5Cb.png": "backslash_in_name"}
+    stored = {p.relative_to(tmp_path / "raw").as_posix() for p in (tmp_path / "raw").rglob("*.png")}
+    assert stored == set(df["path"])
+    assert (tmp_path / "raw" / "NORMAL" / "scan-2.png").read_bytes() == (src / "NORMAL" / "scan.png").read_bytes()
+
+
+def test_blank_and_non_finite_films_are_quarantined(tmp_path):
+    src = write_tree(tmp_path / "src", {
+        **three_classes(), "NORMAL/black.png": encode(np.zeros((64, 64), np.uint8)),
+        "NORMAL/flat-grey.jpeg": encode(np.full((64, 64), 128, np.uint8), "JPEG"),
+        "PNEUMONIA/nan-block.tiff": float_tiff_with_nan(),
+    })
+    p = dir_params(src)
+    ingest.run(p, tmp_path / "raw")
+    summary = validate.run(p, tmp_path / "raw", tmp_path / "validated", tmp_path / "vreports")
+    q = manifest.read(tmp_path / "validated" / "quarantine.csv").set_index("path")
+    blank = ("blank_film: pixel standard deviation 0.00 < limit 2 grey levels (validate.min_pixel_std): the film "
+             "shows nothing")
+    assert q.loc["NORMAL/black.png", "reason"] == q.loc["NORMAL/flat-grey.jpeg", "reason"] == blank
+    assert q.loc["PNEUMONIA/nan-block.tiff", "reason"] == (
+        "decodable: non_finite_pixels: 256 of 4096 pixels (6.2%) are NaN or infinite (a float image with missing "
+        "data)")
+    assert summary["quarantine_reasons"] == {"blank_film": 2, "decodable": 1} and summary["usable"] == 6
+
+
+@pytest.fixture(scope="module")
+def gx_runner(tmp_path_factory):
+    from components.core.data.validation import GxRunner
+
+    v = tiny_params(validate={"phi": "quarantine"}).validate_  # every expectation the suite can hold
+    return GxRunner(["COVID19", "NORMAL", "PNEUMONIA"], v, tmp_path_factory.mktemp("docs"))
+
+
+GOOD_FACTS = {"decodable": [True], "width": [64], "height": [64], "transparent_share": [0.0], "pixel_std": [50.0],
+              "frames": [1], "label": ["NORMAL"], "sha256": ["a" * 64], "patient_id": ["p1"], "patient_labels": [1],
+              "phi_count": [0], "burned_in_annotation": [""]}
+GOOD_SHARES = {"label": ["NORMAL"], "count": [1], "share": [0.5], "patient_id_share": [1.0]}
+
+
+def suite_columns(runner, name: str) -> dict[str, list[str]]:
+    """column → the ids of the suite's expectations on it."""
+    out: dict[str, list[str]] = {}
+    suite = runner.definitions[name].suite
+    for e in suite.expectations:
+        out.setdefault(e.column, []).append(e.meta["id"])
+    return out
+
+
+def test_every_expectation_that_cannot_run_stops_validate(gx_runner):
+    """GX reports an expectation that raised as failed with 0 unexpected rows: it must stop validate (exit 4)
+    with the exception's text, never pass as 'nothing to quarantine'. Each expectation, made to raise."""
+    from components.core.contract.errors import EXIT_DATA
+
+    checked = []
+    for suite, good in (("images", GOOD_FACTS), ("classes", GOOD_SHARES)):
+        assert all(r["success"] for r in gx_runner.run(suite, pd.DataFrame(good)))  # the good frame passes
+        for column, ids in suite_columns(gx_runner, suite).items():
+            with pytest.raises(DataError) as err:
+                gx_runner.run(suite, pd.DataFrame(good).drop(columns=[column]))
+            assert err.value.exit_code == EXIT_DATA
+            text = str(err.value)
+            assert "could not run, and a check that could not run is a failure" in text
+            assert text.count(f'The column "{column}" in BatchData does not exist') == len(ids)
+            assert all(f"{i} (" in text for i in ids)
+            checked += ids
+    expected = {"decodable", "dimensions_in_range", "transparent_pixels", "blank_film", "multi_frame",
+                "label_in_classes", "unique_sha256", "patient_id_present", "one_label_per_patient", "deidentified",
+                "class_share"}
+    assert set(checked) == expected and len(checked) == 14
+
+
+def test_impossible_bounds_stop_validate_instead_of_passing_everything(tmp_path):
+    """min_side above max_side made GX raise, and a 1×1 image was usable (exit 0)."""
+    src = write_tree(tmp_path / "src", {**three_classes(), "NORMAL/dot.png": encode(gray(1, 1))})
+    p = dir_params(src)
+    ingest.run(p, tmp_path / "raw")
+    bad = p.model_copy(update={"validate_": p.validate_.model_copy(update={"min_side": 9000, "max_side": 8192})})
+    with pytest.raises(DataError, match=r"dimensions_in_range \(expect_column_values_to_be_between on width\): "
+                                        r"min_value cannot be greater than max_value"):
+        validate.run(bad, tmp_path / "raw", tmp_path / "validated", tmp_path / "vreports")
+    assert not (tmp_path / "validated").exists()

@@ -2,6 +2,7 @@
 (confirmed lines only), proposals written by `cxr review-labels --accept N`, counted in the model card."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -94,10 +95,15 @@ def test_ingest_applies_confirmed_lines_only_and_counts_them(tmp_path):
     assert len(after) == len(m) - 1
     ov = summary["label_overrides"]
     assert (ov["relabelled"], ov["excluded"], ov["proposed_pending"], ov["unmatched"], ov["lines"]) == (1, 1, 1, 1, 4)
+    # the line that matched nothing is named with its line number (issue 32), in the report and the card
+    assert ov["unmatched_lines"] == [{"line": 5, "sha256": "e" * 64, "action": "exclude", "path": "elsewhere.png"}]
+    assert json.loads((tmp_path / "reports" / "summary.json").read_text())["label_overrides"]["unmatched_lines"] == \
+        ov["unmatched_lines"]
     skipped = pd.read_csv(tmp_path / "reports" / "skipped.csv")
     assert skipped.set_index("path").loc[b["path"], "reason"] == "label_override_excluded"
     card = modelcard.render(name="m", metrics={}, train={}, params={}, ingest=summary)
     assert "1 images relabelled" in card and "1 excluded" in card and "1 proposals await" in card
+    assert "1 confirmed lines matched no image (line 5)" in card
     # no file given: nothing applied, and the card says so
     plain = ingest.run(p, tmp_path / "plain")
     assert "label_overrides" not in plain

@@ -1,12 +1,14 @@
 """Fuzzing with hypothesis: hostile image bytes through the one decoder that validate, predict and
 /predict share, random params.yaml structures through the schema, and hostile CSV manifests and folders
-(names, encodings, separators, quoting, BOM/CRLF, ``..``, absolute paths, links) through ingest and predict."""
+(names, encodings, separators, quoting, BOM/CRLF, ``..``, absolute paths, links) through ingest and predict;
+hostile tree names (case and Unicode twins, backslashes, names past 255 bytes once encoded) through ingest."""
 
 import contextlib
 import io
 import os
 import struct
 import tempfile
+import unicodedata
 import zlib
 from pathlib import Path, PurePosixPath
 
@@ -256,3 +258,69 @@ def test_predict_accounts_for_every_input_and_reads_nothing_outside(predict_bund
                         "outside_root", "link_outside_data_folder", "malformed_row")
         code, line = predict.outcome(summary)
         assert code in (0, 4, 7) and line
+
+
+# ---------------------------------------------------------------- stored names (issue 32)
+NAME_VARIANTS = ("as_is", "upper", "lower", "nfd", "nfc", "backslash", "long", "latin1")
+
+
+def _variant(base: str, how: str) -> bytes:
+    """A file name (bytes, with .png) made from ``base``: its case and Unicode twins, a backslash, a name whose
+    percent-encoded form passes 255 bytes, bytes that are not UTF-8."""
+    if how == "latin1":
+        return base.encode("latin-1", "replace") + b"\xe9.png"
+    if how == "long":  # as long as the file system takes (250 bytes), cut anywhere (a character in two, too)
+        return (base.encode("utf-8") * 250)[:250].replace(b"/", b"_") + b".png"
+    name = {"as_is": base, "upper": base.upper(), "lower": base.lower(), "backslash": base + "\\x",
+            "nfd": unicodedata.normalize("NFD", base), "nfc": unicodedata.normalize("NFC", base)}[how]
+    return os.fsencode(name) + b".png"
+
+
+tree_files = st.lists(
+    st.tuples(st.sampled_from(["NORMAL", "PNEUMONIA", "normal", "Pneumonia "]),
+              st.one_of(name_text, st.sampled_from(["Café", "straße", "Ǆ", "ﬁle", "Å", "\u00c5x"])),
+              st.sampled_from(NAME_VARIANTS)),
+    min_size=1, max_size=8)
+
+
+@INPUT_FUZZ
+@given(tree_files)
+def test_tree_ingest_stores_every_image_under_a_name_any_checkout_keeps(entries):
+    """Every image of a tree stored exactly once, under a name of at most 255 bytes, no two names that a
+    case-insensitive or normalising file system would merge; every change of name a renamed row."""
+    import pandas as pd
+
+    from components.core.contract.params.data import DataConfig
+    from components.core.data import manifest, sources
+    from components.core.data.sources.base import safe_name
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        made: dict[bytes, tuple[str, bytes]] = {}  # content → (class folder, raw name)
+        files = [("NORMAL", b"n.png"), ("PNEUMONIA", b"p.png")] + [(f, _variant(b, how)) for f, b, how in entries]
+        for i, (folder, raw) in enumerate(files):
+            path = os.path.join(os.fsencode(tmp / "src" / folder), raw)
+            if os.path.exists(path) or raw.startswith(b"."):
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            data = encode(gray(40, 40, seed=100 + i))
+            with open(path, "wb") as fh:
+                fh.write(data)
+            made[data] = (folder, raw)
+        cfg = DataConfig(source="dir", path=str(tmp / "src"), classes=["NORMAL", "PNEUMONIA"])
+        summary = sources.ingest_into(cfg, tmp / "raw")
+        sources.write_account(summary, tmp / "reports")
+        df = manifest.read(tmp / "raw" / "manifest.csv")
+        assert len(df) == len(made)  # nothing merged, nothing lost
+        keys = {unicodedata.normalize("NFC", p).casefold() for p in df["path"]}
+        assert len(keys) == len(df)
+        renamed = set(pd.read_csv(tmp / "reports" / "skipped.csv", keep_default_na=False)["path"])
+        stored = set()
+        for path, label in zip(df["path"], df["label"], strict=True):
+            assert all(len(part.encode("utf-8")) <= 255 for part in path.split("/"))
+            data = (tmp / "raw" / path).read_bytes()
+            stored.add(data)
+            _, raw = made[data]
+            if path != f"{label}/{safe_name(os.fsdecode(raw))}":
+                assert path in renamed, path
+        assert stored == set(made)

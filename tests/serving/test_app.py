@@ -3,6 +3,7 @@
 import base64
 import io
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -10,7 +11,7 @@ from PIL import Image
 from components.core.registry import registry
 from serving.app import Settings, create_app
 from tests import imagegen
-from tests.imagegen import encode, gray, png_header_only
+from tests.imagegen import encode, float_tiff_with_nan, gray, multipage_tiff, png_header_only
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +200,21 @@ def test_batch_predict_applies_validate_limits_and_reads_dicom(tiny_model_dir, t
     predict.run(b, d, tmp_path / "strict.csv", workers=1, limits=images.Limits(max_side=70))  # the caller's limits
     strict = pd.read_csv(tmp_path / "strict.csv", keep_default_na=False).set_index("path")
     assert strict.loc["ok.png", "error"] == "" and strict.loc["film.dcm", "error"].startswith("too_large: 64x72")
+
+
+def test_films_with_nothing_in_them_are_422(bundle):
+    """Issue 32: blank and NaN films are refused as validate quarantines them and predict refuses them."""
+    c = client(bundle)
+    r = post(c, encode(np.zeros((64, 64), np.uint8)))
+    assert r.status_code == 422 and r.json()["detail"] == {
+        "error": "blank_film", "limit": "validate.min_pixel_std",
+        "detail": "pixel standard deviation 0.00 < limit 2 grey levels (validate.min_pixel_std): the film shows "
+                  "nothing"}
+    r = post(c, float_tiff_with_nan(), name="x.tiff")
+    assert r.status_code == 422 and r.json()["detail"]["error"] == "non_finite_pixels"
+
+
+def test_decoder_warnings_are_in_the_response_as_in_predicts_note(bundle):
+    c = client(bundle)
+    assert post(c, multipage_tiff(3), name="x.tiff").json()["warnings"] == ["multi_frame: 3 frames, frame 0 used"]
+    assert post(c, encode(gray())).json()["warnings"] == []

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.core.data.pixels import ImageError, robust_window
+from components.core.data.pixels import ImageError, check_finite, robust_window
 
 # Identifying attributes checked by :func:`audit`: the DICOM PS3.15 Annex E basic application
 # level confidentiality profile (Table E.1-1), restricted to attributes that name or date a
@@ -140,6 +140,8 @@ def read(data: bytes):
                 ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
                                                   ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
     except ImageError:
+        raise
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
         raise
     except Exception as err:  # pydicom raises many types for hostile bytes
         # pydicom's message is not passed on: it may quote element values (names, ids).
@@ -366,6 +368,8 @@ def _check_decodable(ds, max_pixels: int) -> None:
         raise ImageError("dicom_unsupported_transfer_syntax",
                          f"transfer syntax {name}: no pixel decoder exists for it in pydicom (video and private "
                          "syntaxes are not images we read); export the image uncompressed or as JPEG 2000") from None
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+        raise
     except Exception as err:
         raise ImageError("dicom_unsupported_transfer_syntax", f"transfer syntax {name}: {type(err).__name__}") \
             from None
@@ -382,6 +386,8 @@ def _pixel_array(ds):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return ds.pixel_array
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+        raise
     except Exception as err:
         text = _scrub(_first_line(err, 200), ds)
         short = any(s in text.lower() for s in ("less than expected", "truncat", "end of", "doesn't match",
@@ -441,6 +447,7 @@ def decode(ds, max_pixels: int) -> tuple[np.ndarray, str]:
             if arr.ndim != 2:
                 raise ImageError("undecodable", f"a {photometric} image with shape {arr.shape}")
             values = apply_modality_lut(arr, ds)
+            check_finite(values)  # float pixel data, or a rescale that overflowed
             identity = values is arr
             windowed = _voi(values, ds)
             if windowed is not None:
@@ -461,6 +468,8 @@ def decode(ds, max_pixels: int) -> tuple[np.ndarray, str]:
             arr = np.clip(arr.astype(np.float64) / (2 ** bits - 1) * 255, 0, 255).round().astype(np.uint8)
         return np.asarray(Image.fromarray(arr, "RGB").convert("L"), dtype=np.uint8), "none"
     except ImageError:
+        raise
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
         raise
     except Exception as err:
         raise ImageError("undecodable", f"DICOM pixels: {type(err).__name__}: {_scrub(_first_line(err), ds)}") \

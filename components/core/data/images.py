@@ -42,6 +42,10 @@ Damaged films (validate quarantines them, predict and ``/predict`` refuse them; 
   share of pixels with alpha below :data:`TRANSPARENT_ALPHA`, refused above ``validate.max_transparent_share``.
 - ``multi_frame`` (a warning, not a refusal): a multi-page TIFF, an animated PNG/WebP or an MPO JPEG; frame 0
   is used, ``frames`` keeps the count and ``warnings`` says so (validate's ``multi_frame`` expectation).
+- ``non_finite_pixels``: a float image (a 32-bit TIFF, float DICOM pixel data) with NaN or infinite values; it
+  would otherwise be drawn with those pixels black.
+- ``blank_film``: a film that shows nothing, its 8-bit pixels' standard deviation (``pixel_std`` in the facts)
+  under ``validate.min_pixel_std`` (all black, all white, a flat grey); validate's ``blank_film`` expectation.
 
 A decompression bomb (a header beyond Pillow's own guard) is re-read without that guard, so its reason
 names the header's width, height and pixel count against ``validate.max_pixels`` like any other size.
@@ -78,11 +82,16 @@ ORIENTATION_TAG = 0x0112
 # A pixel whose alpha is below this shows mostly the black background it is drawn over.
 TRANSPARENT_ALPHA = 128
 DEFAULT_MAX_TRANSPARENT_SHARE = 0.01
+# A film whose 8-bit pixels vary less than this (standard deviation, grey levels) shows nothing: blank_film.
+DEFAULT_MIN_PIXEL_STD = 2.0
+# Bytes one input may have: serve's upload limit, and predict's per file (CXR_MAX_UPLOAD_BYTES sets both).
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Limits:
-    """The limits validate applies (``params.validate``), for predict and the REST API too.
+    """The limits validate applies (``params.validate``), for predict and the REST API too, and the byte
+    limit of one input (``max_bytes``: serve's upload limit, predict's per file; validate has none).
 
     Defaults are ``ValidateConfig``'s. ``check`` refuses from the header, before decoding.
     """
@@ -91,13 +100,17 @@ class Limits:
     max_side: int = 8192
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_transparent_share: float = DEFAULT_MAX_TRANSPARENT_SHARE
+    min_pixel_std: float = DEFAULT_MIN_PIXEL_STD
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     @classmethod
-    def from_config(cls, validate) -> Limits:
+    def from_config(cls, validate, max_bytes: int = DEFAULT_MAX_BYTES) -> Limits:
         """From ``params.validate_`` (any object with ``min_side``, ``max_side``, ``max_pixels`` and
-        optionally ``max_transparent_share``)."""
+        optionally ``max_transparent_share``, ``min_pixel_std``)."""
         share = getattr(validate, "max_transparent_share", DEFAULT_MAX_TRANSPARENT_SHARE)
-        return cls(int(validate.min_side), int(validate.max_side), int(validate.max_pixels), float(share))
+        std = getattr(validate, "min_pixel_std", DEFAULT_MIN_PIXEL_STD)
+        return cls(int(validate.min_side), int(validate.max_side), int(validate.max_pixels), float(share),
+                   float(std), int(max_bytes))
 
     def side_problem(self, width: int, height: int) -> str:
         """``'WxH: shorter side 8 < limit 32 (validate.min_side)'`` when a side is out of range, else ''."""
@@ -112,6 +125,16 @@ class Limits:
         if share > self.max_transparent_share:
             raise ImageError("transparent_pixels", transparency_detail(share, self.max_transparent_share),
                              limit="validate.max_transparent_share", facts=facts)
+
+    def check_blank(self, std: float, facts: dict | None = None) -> None:
+        if std < self.min_pixel_std:
+            raise ImageError("blank_film", blank_detail(std, self.min_pixel_std), limit="validate.min_pixel_std",
+                             facts=facts)
+
+    def check_bytes(self, size: int) -> None:
+        if size > self.max_bytes:
+            raise ImageError("too_large", f"the file is {size} bytes > limit {self.max_bytes} "
+                                          "(CXR_MAX_UPLOAD_BYTES)", limit="CXR_MAX_UPLOAD_BYTES")
 
     def check(self, width: int, height: int) -> None:
         problem = self.side_problem(width, height)
@@ -128,6 +151,26 @@ def transparency_detail(share: float, limit: float) -> str:
     """``'52.3% of the film has alpha < 128 (limit 1.0%, validate.max_transparent_share)'``."""
     return (f"{share:.1%} of the film has alpha < {TRANSPARENT_ALPHA} (limit {limit:.1%}, "
             "validate.max_transparent_share)")
+
+
+def blank_detail(std: float, limit: float) -> str:
+    """``'pixel standard deviation 0.00 < limit 2.0 grey levels (validate.min_pixel_std): the film shows
+    nothing'``."""
+    return (f"pixel standard deviation {std:.2f} < limit {limit:g} grey levels (validate.min_pixel_std): the film "
+            "shows nothing")
+
+
+def pixel_std(gray: np.ndarray) -> float:
+    """The standard deviation of a film's 8-bit pixels, on a regular grid of at most about 512×512 of them
+    (a blank film is blank on any grid; the whole of a 5-megapixel film would cost ~20 ms)."""
+    gray = np.asarray(gray)
+    if not gray.size:
+        return 0.0
+    step = max(1, int(np.sqrt(gray.size / 262_144)))  # a regular grid of about 512x512 pixels
+    counts = np.bincount(np.ascontiguousarray(gray[::step, ::step], dtype=np.uint8).ravel(), minlength=256)
+    levels = np.arange(256, dtype=np.float64)
+    mean = counts @ levels / counts.sum()
+    return round(float(np.sqrt(counts @ (levels - mean) ** 2 / counts.sum())), 3)  # the std, from a histogram
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -191,6 +234,7 @@ class ImageFacts:
     private_tags: int = 0
     frames: int = 0
     transparent_share: float = 0.0
+    pixel_std: float = 0.0  # of the 8-bit film (validate's blank_film); 0 when it was not decoded
     warnings: str = ""  # named warnings, "; "-separated: "multi_frame: 3 frames, frame 0 used"
 
     def as_dict(self) -> dict:
@@ -300,6 +344,8 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int, limits: Limits | None,
         except Exception:
             raise ImageError("too_large", f"{_pillow_text(err)} (validate.max_pixels {max_pixels})",
                              limit="validate.max_pixels", facts=facts) from None
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+        raise
     except Exception as err:  # PIL raises many types for hostile headers
         raise ImageError("unreadable_header", f"{type(err).__name__}: {_pillow_text(err)}", facts=facts) from None
     w, h = im.size
@@ -331,6 +377,8 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int, limits: Limits | None,
                 orientation = facts["orientation"] = _orientation(im)
             im = ImageOps.exif_transpose(im)
         noted = [*noted, *loading]
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+        raise
     except Exception as err:
         text = _pillow_text(err)
         reason = "truncated" if "truncat" in text.lower() or isinstance(err, OSError) else "undecodable"
@@ -346,6 +394,11 @@ def _decode_pil(data: bytes, fmt: str, max_pixels: int, limits: Limits | None,
             raise ImageError("corrupt_data", "; ".join(dict.fromkeys(said)), facts=facts)
     try:
         pixels, facts["window"], share = _to_gray(im)
+    except ImageError as err:  # non_finite_pixels
+        err.facts = {**facts, **err.facts}
+        raise
+    except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+        raise
     except Exception as err:
         raise ImageError("undecodable", f"{type(err).__name__}: {err}", facts=facts) from None
     facts["transparent_share"] = round(share, 4)
@@ -371,6 +424,8 @@ def _decode_dicom(data: bytes, max_pixels: int, limits: Limits | None) -> tuple[
         ds = dicom.read(data)
         try:
             facts.update(dicom.header_facts(ds))
+        except MemoryError:  # not the file's fault: the caller says so (out_of_memory)
+            raise
         except Exception as err:
             raise ImageError("unreadable_header", f"DICOM header: {type(err).__name__}", facts=facts) from None
         try:
@@ -389,7 +444,8 @@ def _decode(data: bytes, max_pixels: int, limits: Limits | None = None,
     """Encoded bytes → (2-D uint8 pixels, facts); raises :class:`ImageError` with the facts known so far.
 
     ``strict`` (default: when ``limits`` are given, as predict and ``/predict`` give them) refuses pixels the
-    decoder called corrupt (``corrupt_data``); validate's :func:`inspect_bytes` is always strict."""
+    decoder called corrupt (``corrupt_data``) and measures ``pixel_std`` (blank films); validate's
+    :func:`inspect_bytes` is always strict. Preprocess, which reads validated files, is not."""
     if not data:
         raise ImageError("empty_file", "the file has 0 bytes")
     fmt = sniff_format(data[:132])
@@ -398,9 +454,27 @@ def _decode(data: bytes, max_pixels: int, limits: Limits | None = None,
         raise ImageError("not_an_image", f"the bytes are not {kinds} (checked by magic bytes)")
     if limits is not None:
         max_pixels = min(max_pixels, limits.max_pixels)
+    strict = limits is not None if strict is None else strict
     if fmt == "DICOM":
-        return _decode_dicom(data, max_pixels, limits)
-    return _decode_pil(data, fmt, max_pixels, limits, strict=limits is not None if strict is None else strict)
+        pixels, facts = _decode_dicom(data, max_pixels, limits)
+    else:
+        pixels, facts = _decode_pil(data, fmt, max_pixels, limits, strict=strict)
+    if strict or limits is not None:
+        facts["pixel_std"] = pixel_std(pixels)
+    if limits is not None:  # validate records the number and its blank_film expectation judges it
+        limits.check_blank(facts["pixel_std"], facts)
+    return pixels, facts
+
+
+def decode_with_facts(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      limits: Limits | None = None) -> tuple[np.ndarray, dict]:
+    """:func:`decode_gray` and what the decoder found (``warnings``: ``multi_frame: 3 frames, frame 0 used``)."""
+    return _decode(data, max_pixels, limits)
+
+
+def warning_list(facts: dict) -> list[str]:
+    """The decoder's named warnings of ``facts`` as a list (the CLI's ``note``, the API's ``warnings``)."""
+    return [w for w in str(facts.get("warnings") or "").split("; ") if w]
 
 
 def _known(facts: dict) -> dict:
@@ -418,6 +492,8 @@ def inspect_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFac
         _, facts = _decode(data, max_pixels, strict=True)
     except ImageError as err:
         return ImageFacts(**base, **_known(err.facts), reason=err.reason, detail=err.detail)
+    except MemoryError:
+        return ImageFacts(**base, reason="out_of_memory", detail=OUT_OF_MEMORY)
     return ImageFacts(**base, **_known(facts), decodable=True)
 
 
@@ -460,19 +536,49 @@ class Loaded:
     warnings: str = ""
 
 
+OUT_OF_MEMORY = "decoding needed more memory than this process could get (MemoryError)"
+
+
+def read_capped(path: str | Path, max_bytes: int) -> bytes:
+    """A local regular file's bytes, refused (``ImageError``) past ``max_bytes`` or when it is not a regular
+    file: opened without blocking (a FIFO with no writer), its size checked before anything is read, and at
+    most ``max_bytes + 1`` bytes read (a file that grows meanwhile)."""
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageError("not_a_regular_file", "a FIFO, device or socket: only regular files are read")
+        Limits.check_bytes(Limits(max_bytes=max_bytes), os.fstat(fd).st_size)
+        data = fh.read(max_bytes + 1)
+    Limits.check_bytes(Limits(max_bytes=max_bytes), len(data))
+    return data
+
+
 def load_file(path: str, size: int, mode: str, max_pixels: int, limits: Limits | None = None) -> Loaded:
-    """Read and decode one file for the model; never raises for a bad file."""
+    """Read and decode one file for the model; never raises for a bad file (any failure is the row's
+    ``error``: a reason code and its detail). With ``limits`` (predict) a local file is read through
+    :func:`read_capped` (``limits.max_bytes``)."""
     from components.core.data import storage
 
     try:
-        data = storage.read_bytes(path)
-    except OSError as err:
-        return Loaded(None, f"unreadable_file: {err.strerror or err}")
-    try:
+        try:
+            if limits is not None and not storage.is_remote(path):
+                data = read_capped(path, limits.max_bytes)
+            else:
+                data = storage.read_bytes(path)
+        except OSError as err:
+            return Loaded(None, f"unreadable_file: {err.strerror or err}")
         gray, facts = _decode(data, max_pixels, limits)
+        return Loaded(fit_square(gray, size, mode), warnings=facts.get("warnings", ""))
     except ImageError as err:
         return Loaded(None, str(err))
-    return Loaded(fit_square(gray, size, mode), warnings=facts.get("warnings", ""))
+    except MemoryError:
+        return Loaded(None, f"out_of_memory: {OUT_OF_MEMORY}")
+    except Exception as err:  # a decoder bug must not stop the batch: the row says what happened
+        return Loaded(None, f"undecodable: {type(err).__name__}: {_pillow_text(err)}")
 
 
 def _load_file(path: str, size: int, mode: str, max_pixels: int, limits: Limits | None = None) -> np.ndarray | str:

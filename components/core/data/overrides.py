@@ -14,8 +14,9 @@ One line per image, keyed by the image's sha256 (so a decision follows the image
 
 Nothing changes a label without a confirmed line here. The file is in git and a dependency of DVC's ingest
 stage, so a decision re-runs the pipeline from ingest and every model's data version records it; ingest's
-summary (and the model card) count what was applied. :func:`apply` adds ``label_before_override`` to the
-manifest rows it relabels.
+summary (and the model card) count what was applied, and list each confirmed line that matched no ingested
+image with its line number (``label_overrides.unmatched_lines``). :func:`apply` adds ``label_before_override``
+to the manifest rows it relabels.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ ACTIONS = ("relabel", "exclude")
 STATUSES = ("proposed", "confirmed")
 BEFORE = "label_before_override"
 PROPOSER = "cxr review-labels"
+LINE = "line"  # the file's line number of each decision (1 is the header), added by :func:`read`
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -82,7 +84,9 @@ def read(path: str | Path, classes: list[str] | None = None) -> pd.DataFrame:
     if problems:
         raise DataError("invalid label overrides:\n  " + "\n  ".join(problems[:20])
                         + (f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""))
-    return df[COLUMNS]
+    out = df[COLUMNS].copy()
+    out[LINE] = range(2, len(out) + 2)
+    return out
 
 
 def file_sha256(read_bytes: Callable[[str], bytes], path: str) -> str:
@@ -97,13 +101,17 @@ def apply(rows: pd.DataFrame, overrides: pd.DataFrame, read_bytes: Callable[[str
     summary = {"file": source, "lines": len(overrides),
                "proposed_pending": int((overrides["status"] == "proposed").sum()),
                "confirmed": {a: int((confirmed["action"] == a).sum()) for a in ACTIONS},
-               "relabelled": 0, "excluded": 0, "unmatched": 0, "relabelled_by_class": {}}
+               "relabelled": 0, "excluded": 0, "unmatched": 0, "unmatched_lines": [], "relabelled_by_class": {}}
     if confirmed.empty:
         return rows, [], summary
     sha = rows["path"].map(lambda p: file_sha256(read_bytes, p))
     decided = confirmed.set_index("sha256")
     hit = sha.isin(decided.index)
-    summary["unmatched"] = int((~decided.index.isin(set(sha))).sum())
+    unmatched = confirmed[~confirmed["sha256"].isin(set(sha))]
+    summary["unmatched"] = len(unmatched)
+    summary["unmatched_lines"] = [
+        {"line": int(r[LINE]) if LINE in unmatched else None, "sha256": r["sha256"], "action": r["action"],
+         "path": r["path"]} for _, r in unmatched.iterrows()]
     out = rows.copy()
     out[BEFORE] = ""
     skipped: list[dict] = []
@@ -123,8 +131,11 @@ def apply(rows: pd.DataFrame, overrides: pd.DataFrame, read_bytes: Callable[[str
     summary["excluded"] = len(drop)
     out = out.drop(index=drop)
     if summary["unmatched"]:
-        log.warning("%s: %d confirmed lines match no ingested image (another data set, or the image changed)",
-                    source, summary["unmatched"])
+        lines = ", ".join(str(u["line"]) for u in summary["unmatched_lines"][:20])
+        more = f" and {summary['unmatched'] - 20} more" if summary["unmatched"] > 20 else ""
+        log.warning("%s: %d confirmed lines match no ingested image (another data set, or the image changed): "
+                    "line %s%s (listed under label_overrides.unmatched_lines in the ingest summary)",
+                    source, summary["unmatched"], lines, more)
     log.info("label overrides %s: %d relabelled, %d excluded, %d proposals awaiting confirmation", source,
              summary["relabelled"], summary["excluded"], summary["proposed_pending"])
     return out.reset_index(drop=True), skipped, summary

@@ -25,12 +25,25 @@ class ImageError(DataError):
         self.facts = dict(facts or {})
 
 
+def check_finite(values: np.ndarray) -> None:
+    """Refuse float pixels that hold NaN or infinity (``non_finite_pixels``): windowing would draw them black."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fc":
+        return
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise ImageError("non_finite_pixels", f"{bad} of {arr.size} pixels ({bad / arr.size:.1%}) are NaN or "
+                                              "infinite (a float image with missing data)")
+
+
 def robust_window(values: np.ndarray) -> tuple[np.ndarray, str]:
     """High-bit-depth values → uint8 through the :data:`WINDOW_PERCENTILES` of the pixels strictly
-    between the minimum and the maximum (see the module docstring); returns (pixels, rule)."""
+    between the minimum and the maximum (see the module docstring); returns (pixels, rule). NaN or infinite
+    values are refused (:func:`check_finite`)."""
     arr = np.asarray(values)
+    check_finite(arr)
     data = arr.astype(np.float64) if arr.dtype.kind not in "fiu" else arr
-    finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data.ravel()
+    finite = data.ravel()
     if finite.size == 0:
         return np.zeros(arr.shape, np.uint8), "none"
     step = max(1, finite.size // 4_000_000)  # percentiles of a regular subsample on very large images
@@ -45,5 +58,5 @@ def robust_window(values: np.ndarray) -> tuple[np.ndarray, str]:
             lo, hi, rule = p_lo, p_hi, f"percentile_{WINDOW_PERCENTILES[0]:g}_{WINDOW_PERCENTILES[1]:g}"
     if hi <= lo:
         return np.zeros(arr.shape, np.uint8), "constant"
-    scaled = (np.nan_to_num(data.astype(np.float64), nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / (hi - lo))
+    scaled = (data.astype(np.float64) - lo) * (255.0 / (hi - lo))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), rule

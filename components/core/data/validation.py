@@ -2,7 +2,10 @@
 Great Expectations suite over the manifest, quarantine, and the source-bias audit.
 
 Every row-level expectation that fails marks rows for quarantine (with the expectation and its
-detail as the reason, with its numbers); expectations listed in ``validate.critical`` fail the step.
+detail as the reason, with its numbers); expectations listed in ``validate.critical`` fail the step. An
+expectation that could not run (it raised) fails the step whatever ``validate.critical`` says: GX reports it
+as failed with no unexpected rows, which would otherwise quarantine nothing. ``blank_film`` quarantines films
+whose pixels' standard deviation is under ``validate.min_pixel_std``.
 ``multi_frame`` (a file with several frames, frame 0 used) is a warning in the manifest's ``warnings``
 column: it quarantines nothing, and fails the step when it is critical. Outputs: the
 validated manifest (usable rows), ``quarantine.csv``, ``summary.json`` and GX Data Docs HTML.
@@ -23,14 +26,14 @@ from components.core.data import manifest
 from components.core.data.bias import source_bias_audit
 from components.core.contract.errors import DataError
 from components.core.contract.fsutil import atomic_path, write_json
-from components.core.data.images import ImageFacts, Limits, inspect_file, transparency_detail
+from components.core.data.images import ImageFacts, Limits, blank_detail, inspect_file, transparency_detail
 from components.core.contract.progress import progress
 
 log = logging.getLogger(__name__)
 
 # Row-level expectations in the order their failure names the quarantine reason.
-ROW_EXPECTATIONS = ("decodable", "dimensions_in_range", "transparent_pixels", "label_in_classes", "unique_sha256",
-                    "deidentified")
+ROW_EXPECTATIONS = ("decodable", "dimensions_in_range", "transparent_pixels", "blank_film", "label_in_classes",
+                    "unique_sha256", "deidentified")
 
 
 def compute_facts(raw_dir: str | Path, df: pd.DataFrame, max_pixels: int, workers: int) -> pd.DataFrame:
@@ -94,6 +97,7 @@ def _suites(gx, classes: list[str], v):
                                                                 max_value=v.max_side)),
         ("transparent_pixels", E.ExpectColumnValuesToBeBetween(column="transparent_share", min_value=0,
                                                                max_value=v.max_transparent_share)),
+        ("blank_film", E.ExpectColumnValuesToBeBetween(column="pixel_std", min_value=v.min_pixel_std)),
         ("multi_frame", E.ExpectColumnValuesToBeBetween(column="frames", min_value=0, max_value=1)),
         ("label_in_classes", E.ExpectColumnValuesToBeInSet(column="label", value_set=list(classes))),
         ("unique_sha256", E.ExpectColumnValuesToBeUnique(column="sha256")),
@@ -146,6 +150,9 @@ class GxRunner:
                 gx.ValidationDefinition(name=f"cxr_{name}", data=batch, suite=suite))
 
     def run(self, name: str, df: pd.DataFrame) -> list[dict]:
+        """The result of each expectation of suite ``name`` on ``df``; raises :class:`DataError` when one could
+        not run (it raised: a column missing, impossible bounds), since GX reports such a check as failed with 0
+        unexpected rows, which would quarantine nothing."""
         res = self.definitions[name].run(batch_parameters={"dataframe": df}, result_format="COMPLETE")
         out = []
         for r in res.results:
@@ -158,12 +165,30 @@ class GxRunner:
                 "success": bool(r.success),
                 "unexpected_count": int(r.result.get("unexpected_count") or 0),
                 "unexpected_index_list": list(r.result.get("unexpected_index_list") or []),
-                "exception": (r.exception_info or {}).get("exception_message") if not r.success else None,
+                "exception": raised(r.exception_info),
             })
+        broken = [r for r in out if r["exception"] is not None]
+        if broken:
+            lines = [f"  {r['id']} ({r['expectation']} on {r['column']}): {r['exception']}" for r in broken]
+            raise DataError(f"{len(broken)} expectation(s) of the {name} suite could not run, and a check that could "
+                            "not run is a failure, never a pass:\n" + "\n".join(lines)
+                            + "\nFix the cause (impossible bounds in the validate params, a column missing from "
+                              "facts made by another version of cxr), then run validate again.")
         return out
 
     def build_docs(self) -> None:
         self.ctx.build_data_docs()
+
+
+def raised(info) -> str | None:
+    """The exception text of an expectation that raised (GX's ``exception_info``: one record, or one per metric),
+    None when it ran."""
+    if not info:
+        return None
+    records = [info] if "raised_exception" in info else [x for x in info.values() if isinstance(x, dict)]
+    texts = [str(x.get("exception_message") or "an exception without a message") for x in records
+             if x.get("raised_exception")]
+    return "; ".join(dict.fromkeys(texts)) or None
 
 
 def _numbers(check: str, row: pd.Series, v) -> str:
@@ -174,6 +199,8 @@ def _numbers(check: str, row: pd.Series, v) -> str:
         return Limits(int(v.min_side), int(v.max_side)).side_problem(int(row["width"]), int(row["height"]))
     if check == "transparent_pixels":
         return transparency_detail(float(row["transparent_share"]), float(v.max_transparent_share))
+    if check == "blank_film":
+        return blank_detail(float(row["pixel_std"]), float(v.min_pixel_std))
     return ""
 
 

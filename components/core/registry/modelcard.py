@@ -356,7 +356,9 @@ def _label_decisions(ov: dict | None) -> list[str]:
             f"relabelled{f' ({moved})' if moved else ''} and {ov.get('excluded', 0)} excluded by confirmed lines; "
             f"{ov.get('proposed_pending', 0)} proposals await a person's confirmation (not applied)")
     if ov.get("unmatched"):
-        line += f"; {ov['unmatched']} confirmed lines matched no image"
+        where = [str(u["line"]) for u in ov.get("unmatched_lines") or [] if u.get("line")]
+        line += f"; {ov['unmatched']} confirmed lines matched no image" + (
+            f" (line {', '.join(where[:10])}{' …' if len(where) > 10 else ''})" if where else "")
     return [line]
 
 

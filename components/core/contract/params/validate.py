@@ -30,6 +30,7 @@ ExpectationId = Literal[
     "decodable",
     "dimensions_in_range",
     "transparent_pixels",
+    "blank_film",
     "multi_frame",
     "unique_sha256",
     "class_share",
@@ -46,6 +47,9 @@ class ValidateConfig(Section):
     # A film with an alpha channel is drawn over black: refuse it (transparent_pixels) when more than this share
     # of its pixels has alpha < 128 (components.core.data.images.TRANSPARENT_ALPHA).
     max_transparent_share: float = Field(0.01, ge=0, le=1)
+    # A film whose 8-bit pixels' standard deviation (grey levels) is under this shows nothing: quarantined
+    # (blank_film), refused by predict and the API. The 200 films of the shared sample measure 17-77 (docs/data.md).
+    min_pixel_std: float = Field(2.0, ge=0, le=128)
     class_share: ClassShareConfig = Field(default_factory=ClassShareConfig)
     # Expectations whose failure fails the step; the others quarantine rows or warn.
     critical: list[ExpectationId] = Field(

@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from components.core.data import manifest, storage
@@ -36,6 +36,7 @@ from components.core.data.labels import LabelMap, patient_from_filename
 from components.core.contract.progress import progress
 from components.core.data.sources import demo, dvc, folder, kaggle, rsna, siim, table
 from components.core.data.sources.base import Entry, Scan
+from components.core.data.sources.names import Namer
 
 log = logging.getLogger(__name__)
 MANIFEST_CANDIDATES = ("MANIFEST.csv", "manifest.csv")
@@ -94,30 +95,39 @@ def _rows(scan: Scan, labels: LabelMap, where: str, default_source: str) -> list
         scan.warnings.append(f"excluded labels (data.exclude_labels, or the layout's default): {dict(excluded)}")
     norm = labels.normalise_all([e.raw_label for e in kept], where)
     rows = []
-    used = {e.dest for e in kept if not e.class_folder}
+    namer, moved, folders = Namer(), {}, {}
     for e, label in zip(kept, norm, strict=True):
+        given = e.dest
         if e.class_folder:  # a CSV row: stored under its normalised class folder, never under the raw label
-            e.dest = _unique(e.dest if e.dest.split("/", 1)[0] == label else f"{label}/{e.dest}", used)
+            dest = e.dest if e.dest.split("/", 1)[0] == label else f"{label}/{e.dest}"
+        elif e.class_at >= 0:  # a tree's image: its class folder is stored as the normalised label, too
+            parts = e.dest.split("/")
+            if parts[e.class_at] != label:
+                folders["/".join(parts[:e.class_at + 1])] = "/".join([*parts[:e.class_at], label])
+            dest = "/".join([*parts[:e.class_at], label, *parts[e.class_at + 1:]])
+        else:
+            dest = e.dest
+        if not storage.is_remote(dest):  # an object in storage is referenced, not stored
+            dest, why = namer.claim(dest, given)
+            for reason, detail in why:
+                scan.renamed.append({"path": dest, "reason": reason, "detail": detail,
+                                     **({"line": e.line} if e.line else {})})
+        moved[given] = dest
+        e.dest = dest
         if e.patient_id:
             pid, origin = e.patient_id, e.patient_id_origin or "manifest"
-        elif (from_name := patient_from_filename(Path(e.dest).name)) is not None:
+        elif (from_name := patient_from_filename(Path(given).name)) is not None:
             pid, origin = from_name, "filename"
         else:
             pid, origin = f"file:{e.dest}", "file"
         rows.append({"path": e.dest, "label": label, "patient_id": pid, "patient_id_origin": origin,
                      "source": e.source or default_source, "license": e.license,
                      "official_split": e.official_split, **e.extra, "_src": e.src})
+    for r in scan.renamed:  # rows an adapter recorded (non_utf8_name…) name the path as finally stored
+        r["path"] = moved.get(r["path"], r["path"])
+    for raw, stored in folders.items():
+        scan.warnings.append(f"class folder {raw}/ is stored as {stored}/ (the normalised label)")
     return rows
-
-
-def _unique(dest: str, used: set[str]) -> str:
-    """``dest``, or ``stem-2.ext``, ``stem-3.ext``… when another image already has that path."""
-    stem, n, out = PurePosixPath(dest), 1, dest
-    while out in used:
-        n += 1
-        out = f"{stem.with_suffix('')}-{n}{stem.suffix}"
-    used.add(out)
-    return out
 
 
 def _place(src: Path, dest: Path) -> None:
@@ -225,6 +235,10 @@ def ingest_into(data, out_dir: str | Path, source_path: str | Path | None = None
     if scan.skipped:
         reasons = Counter(s["reason"] for s in scan.skipped)
         log.warning("skipped %d files or rows: %s (see the ingest report)", len(scan.skipped), dict(reasons))
+    if scan.renamed:
+        reasons = Counter(s["reason"] for s in scan.renamed)
+        log.warning("stored %d files under another name: %s (see the ingest report)", len(scan.renamed),
+                    dict(reasons))
     return summary
 
 

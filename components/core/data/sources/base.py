@@ -29,6 +29,7 @@ class Entry:
     extra: dict[str, str] = field(default_factory=dict)  # more manifest columns (e.g. DICOM study uid)
     line: int = 0  # the CSV line that named it (0: not from a CSV row)
     class_folder: bool = False  # store it under <CLASS>/ (the normalised label) + dest
+    class_at: int = -1  # a tree's image: the part of dest that is its class folder (stored as the normalised label)
 
 
 @dataclass

@@ -176,8 +176,10 @@ def walk_files(folder: Path, scan: Scan, root: Path) -> Iterator[tuple[Path, str
 def _scan_class_folders(base: Path, root: Path, scan: Scan, official_split: str = "") -> None:
     for folder in visible_dirs(base, root, scan):
         before = len(scan.entries)
+        at = len(folder.relative_to(root).parts) - 1  # stored under the normalised label there
         for p, rel in walk_files(folder, scan, root):
-            scan.entries.append(Entry(src=p, dest=rel, raw_label=folder.name, official_split=official_split))
+            scan.entries.append(Entry(src=p, dest=rel, raw_label=folder.name, official_split=official_split,
+                                      class_at=at))
         if len(scan.entries) == before:
             scan.warnings.append(f"class folder {shown(folder.relative_to(root).as_posix())}/ has no images")
 

@@ -92,8 +92,9 @@ def _read(csv_path: Path | str) -> bytes:
         raise DataError(f"{csv_path}: cannot read the CSV manifest: {err.strerror or err}") from None
 
 
-def _locate(base: Path, rel: str) -> tuple[Path, str]:
-    """The file a CSV path names: as given, else with backslashes read as separators."""
+def locate(base: Path, rel: str) -> tuple[Path, str]:
+    """The file a CSV path names, and the path as read: as given, else with backslashes read as separators
+    (ingest and predict read CSV paths by this rule)."""
     literal = Path(rel) if Path(rel).is_absolute() else base / rel
     if "\\" not in rel or literal.exists():
         return literal, rel
@@ -160,7 +161,7 @@ def scan_csv(csv_path: Path | str, root: Path | str | None = None, whole_folder:
         if "\0" in rel:
             scan.skip(shown_rel, "bad_path", f"{where}: the path contains a NUL character", line=line)
             continue
-        src, resolved = _locate(base, rel)
+        src, resolved = locate(base, rel)
         literal = os.path.abspath(src)
         inner = next((r for r in (_within(literal, x) for x in roots) if r is not None), None)
         if inner is None:

@@ -108,9 +108,11 @@ def test_robust_window_edge_cases():
     out, rule = images.robust_window(binary)
     assert rule == "minmax" and set(np.unique(out)) == {0, 255}
     f = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
-    f[0, 0] = np.nan
     out, _ = images.robust_window(f)
     assert out.dtype == np.uint8 and out[0, 0] == 0 and out[-1, -1] == 255
+    f[0, 0] = np.nan  # a NaN is refused (issue 32), never drawn black
+    with pytest.raises(images.ImageError, match=r"^non_finite_pixels: 1 of 64 pixels \(1.6%\) are NaN"):
+        images.robust_window(f)
 
 
 def test_8bit_images_are_not_stretched():
