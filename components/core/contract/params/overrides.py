@@ -40,7 +40,7 @@ class Override:
         if self.text is None:
             return f"(override {self.key}: {describe(self.value, limit=200)})"
         hint = ""
-        if not isinstance(self.value, str) or isinstance(self.value, reading.Yaml11):
+        if isinstance(self.value, dict | list):  # "Dr. A: reviewed" became a mapping, "[draft] …" a list
             quoted = json.dumps(self.text.strip(), ensure_ascii=False)  # a JSON string is a YAML double-quoted one
             hint = f"; for the text itself, quote it: --set {shlex.quote(f'{self.key}={quoted}')}"
         return f"(--set {self.key}={self.text} was read as YAML: {describe(self.value, limit=200)}{hint})"

@@ -239,9 +239,10 @@ def read(text: str | bytes, source: str) -> Any:
         except UnicodeDecodeError as err:
             raise ParamsError(f"{source}: not UTF-8 text (byte {err.start}: {text[err.start:err.start + 1]!r}): "
                               "save it as UTF-8") from None
-    loader = Loader(text)
-    loader.name = source  # PyYAML's marks: 'in "params.yaml", line 3, column 5'
+    loader = None
     try:
+        loader = Loader(text)  # reads the first characters: may raise already
+        loader.name = source  # PyYAML's marks: 'in "params.yaml", line 3, column 5'
         node = loader.get_single_node()
         if node is None:
             return None
@@ -256,7 +257,8 @@ def read(text: str | bytes, source: str) -> Any:
         raise ParamsError(f"{source}: nested too deeply to read (hundreds of levels): a params file has a few")\
             from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_file(path) -> Any:

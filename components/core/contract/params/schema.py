@@ -259,12 +259,15 @@ def parse_params(raw: Any, source: str = "params",
         raw = {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: the top level must be a mapping of sections, got {describe(raw)}")
-    value, problems = strict.resolve(raw, Params)
     try:
+        value, problems = strict.resolve(raw, Params)
         params = Params.model_validate(value)
         later: list[_Line] = []
     except ValidationError as err:
         later = _pydantic_lines(err)
+    except RecursionError:
+        raise ParamsError(f"{source}: nested too deeply to check (hundreds of levels): a params file has a few")\
+            from None
     if not problems and not later:
         return params
     typed = [_Line(loc, text) for loc, text in problems]
