@@ -146,14 +146,6 @@ Loader.add_constructor(YAML11_TAG, Loader.construct_yaml11)
 Loader.add_constructor(_INT, Loader.construct_core_int)
 
 
-def describe11(value: Yaml11) -> str:
-    """``yes (YAML 1.1: the boolean true; YAML 1.2: the text 'yes')``."""
-    from components.core.contract.params.strict import describe
-
-    old = "nothing it can read" if value.yaml11 is None else describe(value.yaml11)
-    return f"{value.text} (YAML 1.1 reads {old}, YAML 1.2 {describe(value.yaml12)})"
-
-
 # ---------------------------------------------------------------- checks on the node graph
 def _key_text(node: Node) -> str:
     return str(node.value) if isinstance(node, ScalarNode) else f"<{type(node).__name__}>"

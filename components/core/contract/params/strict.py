@@ -26,7 +26,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from components.core.contract.params.reading import Yaml11, describe11
+from components.core.contract.params.reading import Yaml11
 
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
@@ -39,8 +39,9 @@ RAW_FORMS = "__raw_forms__"
 def describe(value: Any, limit: int = 80) -> str:
     """A value as the user wrote it: ``a boolean true``, ``the number 3``, ``the text 'big'``, ``null``,
     ``a mapping {...}`` (cut at ``limit`` characters)."""
-    if isinstance(value, Yaml11):
-        return describe11(value)
+    if isinstance(value, Yaml11):  # yes (YAML 1.1 reads a boolean true, YAML 1.2 the text 'yes')
+        old = "nothing it can read" if value.yaml11 is None else describe(value.yaml11)
+        return f"{value.text} (YAML 1.1 reads {old}, YAML 1.2 {describe(value.yaml12)})"
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -12,7 +12,7 @@ from components.core.contract.errors import ParamsError
 from components.core.contract.params.schema import load_params, parse_params
 from cxr.cli import main
 
-ROOT = Path(__file__).resolve().parents[4]
+ROOT = Path(__file__).resolve().parents[5]
 
 
 def params_file(tmp_path: Path, text: str) -> Path:
