@@ -33,14 +33,15 @@ class Override:
     def path(self) -> tuple[str, ...]:
         return tuple(self.key.split("."))
 
-    def note(self) -> str:
-        """``(--set KEY=TEXT was read as YAML: …)``, with how to quote it when it did not give text."""
+    def note(self, wants_text: bool = False) -> str:
+        """``(--set KEY=TEXT was read as YAML: …)``; with ``wants_text`` (the key takes text, and got none), how
+        to quote it."""
         from components.core.contract.params.strict import describe
 
         if self.text is None:
             return f"(override {self.key}: {describe(self.value, limit=200)})"
         hint = ""
-        if isinstance(self.value, dict | list):  # "Dr. A: reviewed" became a mapping, "[draft] …" a list
+        if wants_text and not isinstance(self.value, str):  # "Dr. A: reviewed" became a mapping, 2024 a number
             quoted = json.dumps(self.text.strip(), ensure_ascii=False)  # a JSON string is a YAML double-quoted one
             hint = f"; for the text itself, quote it: --set {shlex.quote(f'{self.key}={quoted}')}"
         return f"(--set {self.key}={self.text} was read as YAML: {describe(self.value, limit=200)}{hint})"

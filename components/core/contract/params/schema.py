@@ -242,7 +242,7 @@ def _render(lines: list[_Line], source: str, overrides: Sequence[Override] = ())
     out = [f"{source}: invalid parameters:"]
     for line in lines:
         out.append(f"  {line.render()}")
-        out += [f"    {o.note()}" for o in overrides if line.about(o)]
+        out += [f"    {o.note(line.text.startswith('expected text'))}" for o in overrides if line.about(o)]
     return "\n".join(out)
 
 

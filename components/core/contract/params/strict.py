@@ -119,10 +119,13 @@ def _kind(ann: Any) -> str:
 
 def _advice(value: Any, ann: Any) -> str:
     """What to write instead, where a short hint helps."""
-    if isinstance(value, Yaml11):
-        if isinstance(value.yaml11, bool) or value.text.lower() in ("yes", "no", "on", "off"):
-            return ": write true or false for a boolean, or quote it ('…') for text"
-        return ": write the number in plain decimal (e.g. 1000, 0.5, 1.0e-4), or quote it for text"
+    members = _union_args(ann) or (ann,)
+    if isinstance(value, Yaml11) and (int in members or float in members):
+        if isinstance(value.yaml11, bool):
+            return ": write a number"
+        return ": write it as YAML 1.1 and 1.2 both read it (e.g. 8, 1000, 0.5, 1.0e-4)"
+    if isinstance(value, Yaml11) and ann is bool:
+        return ": write true or false"
     if isinstance(value, str) and ann in (int, float) and _looks_numeric(value):
         return ": remove the quotes to give a number"
     if _is_number(value) and ann is str:

@@ -110,7 +110,7 @@ def test_wrong_types_are_named_not_coerced(tmp_path, text, expected):
 ])
 def test_numbers_yaml_11_and_12_read_differently_are_refused(tmp_path, text, expected):
     msg = load_error(tmp_path, text)
-    assert expected in msg and "write the number in plain decimal" in msg, msg
+    assert expected in msg and "write it as YAML 1.1 and 1.2 both read it" in msg, msg
 
 
 def test_yaml_oddities_load_with_the_meaning_written(tmp_path):
@@ -135,6 +135,21 @@ def test_whole_floats_are_whole_numbers_as_kubeflow_passes_them():
     """A KFP pipeline parameter of type dict passes every number as a float (protobuf Struct)."""
     p = parse_params({"train": {"image_size": 64.0, "phases": [{"epochs": 3.0, "lr": 0.01}]}})
     assert p.train.image_size == 64 and isinstance(p.train.image_size, int) and p.train.phases[0].epochs == 3
+
+
+def test_params_survive_a_kubeflow_struct():
+    """What the KFP tasks get: each section through a protobuf Struct, where every number is a float."""
+    from google.protobuf import json_format, struct_pb2
+
+    params = load_params(ROOT / "params.yaml")
+    dumped = params.model_dump(mode="json", by_alias=True, exclude_none=True)
+    passed = {}
+    for section, value in dumped.items():
+        struct = struct_pb2.Struct()
+        struct.update(value)
+        passed[section] = json_format.MessageToDict(struct)
+    assert passed["train"]["image_size"] == 64.0 and isinstance(passed["train"]["image_size"], float)
+    assert parse_params(passed, "pipeline parameters") == params
 
 
 @pytest.mark.parametrize(("text", "expected"), [
