@@ -157,7 +157,7 @@ def test_params_survive_a_kubeflow_struct():
     ("a: !!python/object/apply:os.system [ls]\n", "could not determine a constructor"),
     ("data: {}\n---\ntrain: {}\n", "expected a single document"),
     ("a: &x [1, *x]\n", "a.1 contains itself"),
-    ("data: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+    ("data: " + "[" * 1000 + "]" * 1000 + "\n", "nested too deeply"),
     ("- data\n", "the top level must be a mapping of sections, got a list"),
 ])
 def test_unreadable_files_are_messages(tmp_path, text, expected):
@@ -233,6 +233,41 @@ def test_the_kermany_recipe_is_checked_against_the_rest_of_the_file(tmp_path, ca
     assert code == 3 and path.read_text() == before
     assert "monitor.min_live_sensitivity names classes not in data.classes ['NORMAL', 'PNEUMONIA']: ['COVID19']" \
         in err
+
+
+def test_a_demo_target_its_validation_split_cannot_keep_is_refused():
+    """The demo's validation split holds 6-7 patients of a class: 0.95 needs 19 (the demo recipe's note)."""
+    repo = yaml.safe_load((ROOT / "params.yaml").read_text())
+    repo["evaluate"]["target_sensitivity"] = {"COVID19": 0.95, "PNEUMONIA": 0.85}
+    msg = error_of(repo)
+    assert "evaluate.target_sensitivity.COVID19 0.95 needs at least 19 COVID19 patients" in msg
+    assert "data.demo.patients_per_class 40, split.test_fraction 0.2 and split.val_fraction 0.15 it holds about 6" \
+        in msg and "PNEUMONIA" not in msg
+
+
+@pytest.mark.parametrize("demo", [{"patients_per_class": 40, "max_images_per_patient": 3},
+                                  {"patients_per_class": 12, "max_images_per_patient": 2},
+                                  {"patients_per_class": 100, "max_images_per_patient": 1, "label_noise": 0.1}])
+def test_the_demo_validation_bound_holds_for_the_real_split(demo):
+    """The bound the target rule uses, against the split step's own carving of the demo's patients."""
+    import pandas as pd
+
+    from components.core.contract.params.schema import demo_val_patients
+    from components.core.data import synthetic
+    from components.split import carve
+
+    p = parse_params({"data": {"demo": demo}, "split": {"test_fraction": 0.2}})
+    d, classes = p.data.demo, p.data.classes
+    flips = synthetic.planted_flips(classes, d.patients_per_class, d.label_noise, d.seed)
+    rows = [{"path": f"{pid}", "label": flips.get(synthetic.patient_id(pid), (None, c))[1],
+             "patient_id": synthetic.patient_id(pid)}
+            for pid, c in enumerate(c for c in classes for _ in range(d.patients_per_class))]
+    df = pd.DataFrame(rows)
+    rest, _ = carve(df, p.split.test_fraction, p.split.seed, "test")
+    _, val = carve(rest, p.split.val_fraction / (1 - p.split.test_fraction), p.split.seed + 1, "val")
+    expected, most = demo_val_patients(p)
+    counts = val.groupby("label")["patient_id"].nunique()
+    assert counts.max() <= most and abs(counts.mean() - expected) < expected / 2 + 1, (counts.to_dict(), expected)
 
 
 def test_min_positive_patients_agrees_with_the_threshold_rule():
