@@ -55,8 +55,8 @@ def main() -> None:
             continue
         expected, bound = demo_val_patients(p)
         for c, n in held.groupby("label")["patient_id"].nunique().items():
-            rows.append({"patients": patients, "films": max_images, "test": test, "val": val, "seed": seed, "noise": noise, "class": c,
-                         "n": n, "E": round(expected, 2), "bound": bound})
+            rows.append({"patients": patients, "films": max_images, "test": test, "val": val, "seed": seed,
+                         "noise": noise, "class": c, "n": n, "E": round(expected, 2), "bound": bound})
     r = pd.DataFrame(rows)
     configs = len(r.drop_duplicates(["patients", "films", "test", "val", "seed", "noise"]))
     print(f"{configs} configurations x {len(CLASSES)} classes")

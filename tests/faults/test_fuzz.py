@@ -191,8 +191,8 @@ def check_meaning(load, expected: dict, refused: str | None, shown: str) -> None
 
 @st.composite
 def params_texts(draw):
-    """A params.yaml of random keys and YAML oddities, sometimes an anchor and its alias, a duplicate or a typo;
-    with the meaning each key must get, or why the file must be refused."""
+    """A params.yaml of random keys and YAML oddities, sometimes an anchor and its alias, a duplicate or a typo:
+    (the text, the meaning each key must get or NO_MEANING, why the file must be refused whatever its values)."""
     keys = draw(st.lists(st.sampled_from(sorted(FIELDS)), min_size=1, max_size=5, unique=True))
     tokens = [draw(st.sampled_from(sorted(TOKENS))) for _ in keys]
     tree: dict = {}
@@ -208,10 +208,7 @@ def params_texts(draw):
         for part in key[:-1]:
             node = node.setdefault(part, {})
         node[key[-1]] = text
-        value = meaning(means_token, key)
-        if value is NO_MEANING:
-            refused = f"{'.'.join(key)}: {text!r} has no meaning there"
-        expected[key] = value
+        expected[key] = meaning(means_token, key)
     if draw(st.integers(0, 4)) == 0:  # a duplicate key
         node = tree
         for part in keys[0][:-1]:
@@ -239,29 +236,32 @@ def load_text(folder: Path, data: str | bytes):
     return load_params(path)
 
 
-def load_set(folder: Path, items: list[str]):
-    """``cxr <step> --set ITEM…`` over an empty params file, as the CLI reads them."""
+def load_set(folder: Path, items: list[str], text: str = ""):
+    """``cxr <step> --set ITEM…`` over a params file with this content, as the CLI reads them."""
     from cxr.cli import _params
 
-    (folder / "empty.yaml").write_text("")
-    return _params(argparse.Namespace(params=str(folder / "empty.yaml"), set=items))
+    (folder / "base.yaml").write_text(text)
+    return _params(argparse.Namespace(params=str(folder / "base.yaml"), set=items))
 
 
 @PARAMS_FUZZ
 @given(params_texts())
 def test_params_text_loads_with_the_meaning_written_or_is_refused(scratch, case):
     text, expected, refused = case
+    refused = refused or next((f"{'.'.join(k)} has no meaning" for k, v in expected.items() if v is NO_MEANING), None)
     check_meaning(lambda: load_text(scratch, text), expected, refused, text)
 
 
 @PARAMS_FUZZ
-@given(st.lists(st.sampled_from(sorted(FIELDS)), min_size=1, max_size=4, unique=True), st.data())
-def test_set_values_load_with_the_meaning_written_or_are_refused(scratch, keys, data):
+@given(params_texts(), st.lists(st.sampled_from(sorted(FIELDS)), min_size=1, max_size=4, unique=True), st.data())
+def test_set_values_load_with_the_meaning_written_or_are_refused(scratch, case, keys, data):
+    """``--set`` over a params file with oddities of its own: a key set wins over the file's value."""
+    text, expected, refused = case
     tokens = [data.draw(st.sampled_from(sorted(TOKENS))) for _ in keys]
     items = [f"{'.'.join(k)}={t}" for k, t in zip(keys, tokens, strict=True)]
-    expected = {k: meaning(t, k) for k, t in zip(keys, tokens, strict=True)}
-    refused = next((i for i, v in zip(items, expected.values(), strict=True) if v is NO_MEANING), None)
-    check_meaning(lambda: load_set(scratch, items), expected, refused, "\n".join(items))
+    expected = {**expected, **{k: meaning(t, k) for k, t in zip(keys, tokens, strict=True)}}
+    refused = refused or next((f"{'.'.join(k)} has no meaning" for k, v in expected.items() if v is NO_MEANING), None)
+    check_meaning(lambda: load_set(scratch, items, text), expected, refused, text + "\n" + "\n".join(items))
 
 
 yaml_chars = st.text(st.sampled_from(list(" :-[]{}&*!|>'\"%@#,?\n\tabyesno0123.e_~<=x\\")), max_size=120)

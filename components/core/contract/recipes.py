@@ -227,7 +227,7 @@ def apply(recipe_names: list[str], params_path: str | Path = "params.yaml",
 
     y = _roundtrip()
     doc = y.load(path.read_text(encoding="utf-8"))
-    _set_in(doc, update, Params)
+    _set_in(doc, strict.plain(update), Params)  # YAML 1.1 markers (yes, NO) as their text: ruamel writes str
     for o in overrides:
         node = doc
         *parents, leaf = o.path

@@ -56,6 +56,12 @@ class Yaml11(str):
     def text(self) -> str:
         return str.__str__(self)
 
+    def __reduce__(self):  # pickle and copy.deepcopy (overrides copy the tree): immutable, like str
+        return (Yaml11, (self.text, self.yaml11, self.yaml12))
+
+    def __deepcopy__(self, memo: dict) -> Yaml11:
+        return self
+
 
 class _Core12Resolver(yaml.resolver.BaseResolver):
     """The YAML 1.2 core schema's implicit types (null, bool, int, float); everything else is text."""

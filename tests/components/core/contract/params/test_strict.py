@@ -119,6 +119,7 @@ def test_yaml_oddities_load_with_the_meaning_written(tmp_path):
             "validate:\n  bias_audit: {enabled: off, max_rows: 1e4}\n"
             "split:\n  seed: 0x10\n  use_official_test: no\n"
             "train:\n  seed: &s 12\n  reduce_lr: {min_lr: 1e-6}\n  lr_find: {min_lr: 1.0e-7, max_lr: 1.0e+0}\n"
+            "  mixed_precision: off\n"
             "review:\n  enabled: On\n  image_size: 32\n  seed: *s\n"
             "preprocess:\n  shard_mb: 64\n")
     p = load_params(params_file(tmp_path, text))
@@ -128,6 +129,7 @@ def test_yaml_oddities_load_with_the_meaning_written(tmp_path):
     assert p.split.seed == 16 and p.split.use_official_test is False
     assert p.train.seed == 12 == p.review.seed and p.review.enabled is True
     assert p.train.reduce_lr.min_lr == 1e-6 and p.train.lr_find.max_lr == 1.0
+    assert p.train.mixed_precision == "off"  # one of its values, as written (PyYAML: False, refused before)
     assert p.preprocess.shard_mb == 64.0
 
 
