@@ -86,7 +86,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any] | Sequence
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 where = ".".join(o.path[:depth + 1])
-                raise ParamsError(f"override {o.key}: {where} is {_what(node)}, not a mapping of keys: set "
+                given = f"--set {o.key}={o.text}" if o.text is not None else f"override {o.key}"
+                raise ParamsError(f"{given}: {where} is {_what(node)}, not a mapping of keys: set "
                                   f"{where} itself{_whole_hint(where, node)}")
         node[leaf] = o.value
     return out

@@ -4,12 +4,13 @@
   booleans, ``1e3`` and ``1.0e3`` are the number 1000.0, ``010`` is 10, ``0x10`` 16, ``0o10`` 8, ``.inf``/``.nan``
   are floats (the schema then refuses them: no parameter means infinity), ``null``/``~``/nothing is null, and
   ``2024-01-01`` is text.
-* **A plain scalar that YAML 1.1 reads otherwise** (PyYAML and many other tools: ``yes``/``no``/``on``/``off``,
-  ``010`` = 8, ``1_000``, ``0b11``, ``1:30`` = 90, ``0o10`` and ``1e3`` as text) is kept as a :class:`Yaml11`
-  marker: its text, with both readings. The schema decides by the key's type (:mod:`.strict`): ``yes``/``no``/
-  ``on``/``off`` are booleans in a boolean field, any such scalar is its text in a text field (``classes: [NO]``
-  is the class ``NO``), and it is refused anywhere else, with both readings in the message. (``1e3`` is not
-  marked in a number field: its two readings are a number and its text, and a number field wants the number.)
+* **A plain scalar that YAML 1.1 reads otherwise** (PyYAML and many other tools: ``yes``/``no``/``on``/``off``
+  as booleans, ``010`` as 8, ``1_000``, ``0b11`` and ``1:30`` as numbers, ``0o10`` as text, ``2024-01-01`` as a
+  date) is kept as a :class:`Yaml11` marker: its text, with both readings. The schema decides by the key's type
+  (:mod:`.strict`): ``yes``/``no``/``on``/``off`` are booleans in a boolean key, any such scalar is its text in a
+  text key (``classes: [NO]`` is the class ``NO``; ``mixed_precision: off`` is ``'off'``), and it is refused
+  anywhere else, with both readings in the message. One exception: ``1e3`` (YAML 1.1: text) is not marked but
+  read as the number, as YAML 1.2, Python and JSON read it; a text key then refuses it (quote it).
 * **Duplicate keys** at any depth are refused, naming both lines: YAML keeps the last, which would silently
   replace the first (a second ``data:`` block at the bottom of the file).
 * **Anchors, aliases and merge keys** (``<<: *base``) mean what YAML says: a copy of the anchored value; keys

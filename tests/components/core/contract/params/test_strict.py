@@ -44,7 +44,7 @@ def test_a_second_data_block_is_refused_naming_both_lines(tmp_path, capsys):
     second block silently replaced the first and the task became 3-class again."""
     path = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", path)
-    recipes.apply(["kermany-2class"], path)
+    recipes.apply(["kermany-2class"], path, {"data.source": "kaggle"})
     lines = path.read_text().splitlines()
     first = next(i for i, line in enumerate(lines, 1) if line == "data:")
     path.write_text(path.read_text() + "\ndata:\n  source: dir\n  path: ../shared/data/cxr-sample\n")
@@ -231,10 +231,19 @@ def test_the_kermany_recipe_is_checked_against_the_rest_of_the_file(tmp_path, ca
     shutil.copy(ROOT / "params.yaml", path)
     path.write_text(path.read_text().replace("  min_live_sensitivity: {}", "  min_live_sensitivity: {COVID19: 0.8}"))
     before = path.read_text()
-    code, err = cli(capsys, "recipe", "apply", "kermany-2class", "--params", str(path))
+    code, err = cli(capsys, "recipe", "apply", "kermany-2class", "--params", str(path), "--set", "data.source=kaggle")
     assert code == 3 and path.read_text() == before
     assert "monitor.min_live_sensitivity names classes not in data.classes ['NORMAL', 'PNEUMONIA']: ['COVID19']" \
         in err
+
+
+def test_the_kermany_recipe_on_the_demo_is_refused_before_training(capsys, tmp_path):
+    """Its 0.95 needs 19 PNEUMONIA validation patients; the demo has about 6: evaluate would fail after training."""
+    path = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", path)
+    code, err = cli(capsys, "recipe", "apply", "kermany-2class", "--params", str(path))
+    assert code == 3 and "evaluate.target_sensitivity.PNEUMONIA 0.95 needs at least 19 PNEUMONIA patients" in err
+    assert "or use real data (data.source: dir or kaggle)" in err
 
 
 def test_a_demo_target_its_validation_split_cannot_keep_is_refused():
@@ -283,7 +292,8 @@ def test_min_positive_patients_agrees_with_the_threshold_rule():
 def test_the_repo_params_and_every_recipe_still_load():
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     for name in recipes.names():
-        parse_params(recipes.overlay(base, recipes.load(name).overlay), name)
+        real = {"data": {"source": "kaggle"}} if name == "kermany-2class" else {}  # a real-data task
+        parse_params(recipes.overlay(recipes.overlay(base, real), recipes.load(name).overlay), name)
 
 
 # ---------------------------------------------------------------- --set
