@@ -159,7 +159,7 @@ def _demo_problems(p: Params) -> list[str]:
                            "validation split (the served threshold is the ceil(target x (n + 1))-th highest of n "
                            f"patients), but with data.demo.patients_per_class {d.patients_per_class}, "
                            f"split.test_fraction {p.split.test_fraction} and split.val_fraction "
-                           f"{p.split.val_fraction} it holds about {expected:.0f} (at most {most}): lower the target, "
+                           f"{p.split.val_fraction} it holds about {expected:.1f} (at most {most}): lower the target, "
                            "raise data.demo.patients_per_class, or use real data (data.source: dir or kaggle)")
     return out
 

@@ -252,7 +252,7 @@ def test_a_demo_target_its_validation_split_cannot_keep_is_refused():
     repo["evaluate"]["target_sensitivity"] = {"COVID19": 0.95, "PNEUMONIA": 0.85}
     msg = error_of(repo)
     assert "evaluate.target_sensitivity.COVID19 0.95 needs at least 19 COVID19 patients" in msg
-    assert "data.demo.patients_per_class 40, split.test_fraction 0.2 and split.val_fraction 0.15 it holds about 6" \
+    assert "data.demo.patients_per_class 40, split.test_fraction 0.2 and split.val_fraction 0.15 it holds about 6.4" \
         in msg and "PNEUMONIA" not in msg
 
 
