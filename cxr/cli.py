@@ -17,26 +17,23 @@ Handler = Callable[[argparse.Namespace], Any]
 AddArgs = Callable[[argparse.ArgumentParser], None]
 
 
+# components/core/contract/params/overrides.py SET_HELP, kept here so that `cxr --help` imports nothing else
+SET_HELP = ("set a parameter for this run, e.g. --set train.image_size=64 (repeatable). VALUE is read as YAML: 64 "
+            "is a number, true a boolean, [a, b] a list, {a: 1} a mapping, nothing is null; quote text that has "
+            "': ' or '#' in it, or starts with [ { & * ! | > ' \" %% @ (YAML quotes, kept from the shell): "
+            "--set 'gate.accept_shortcut_risk=\"Dr. A: reviewed\"'")
+
+
 def _params(args: argparse.Namespace):
+    from components.core.contract.params.overrides import parse_set
     from components.core.contract.params.schema import load_params
 
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            from components.core.contract.errors import ParamsError
-
-            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
-        key, value = item.split("=", 1)
-        import yaml
-
-        overrides[key] = yaml.safe_load(value)
-    return load_params(args.params, overrides)
+    return load_params(args.params, parse_set(args.set))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a parameter for this run, e.g. --set train.image_size=64 (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
 
 
 # ---------------------------------------------------------------- pipeline steps (from their specs)
@@ -233,7 +230,8 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     a.add_argument("names", nargs="+", metavar="NAME", help="one or more recipes, later ones win")
     a.add_argument("--params", default="params.yaml", help="parameters file to rewrite (default: params.yaml)")
     a.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="also set a parameter, e.g. --set data.source=kaggle (repeatable)")
+                   help="also " + SET_HELP.replace(" for this run", " (written into the file)")
+                   .replace("train.image_size=64", "data.source=kaggle"))
     a.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
 
 
@@ -244,17 +242,9 @@ def _recipe(args: argparse.Namespace) -> Any:
         return recipes.listing()
     if args.recipe_command == "show":
         return recipes.show(args.name, args.params)
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            from components.core.contract.errors import ParamsError
+    from components.core.contract.params.overrides import parse_set
 
-            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.source=kaggle")
-        key, value = item.split("=", 1)
-        import yaml
-
-        overrides[key] = yaml.safe_load(value)
-    return recipes.apply(args.names, args.params, overrides, dry_run=args.dry_run)
+    return recipes.apply(args.names, args.params, parse_set(args.set), dry_run=args.dry_run)
 
 
 # ---------------------------------------------------------------- Kubeflow Pipelines

@@ -1,8 +1,11 @@
 """Fuzzing with hypothesis: hostile image bytes through the one decoder that validate, predict and
-/predict share, random params.yaml structures through the schema, and hostile CSV manifests and folders
-(names, encodings, separators, quoting, BOM/CRLF, ``..``, absolute paths, links) through ingest and predict;
-hostile tree names (case and Unicode twins, backslashes, names past 255 bytes once encoded) through ingest."""
+/predict share, random params.yaml structures through the schema, params.yaml text and ``--set`` values with YAML
+oddities (each loads with exactly the meaning written, or is refused with a message), and hostile CSV manifests and
+folders (names, encodings, separators, quoting, BOM/CRLF, ``..``, absolute paths, links) through ingest and
+predict; hostile tree names (case and Unicode twins, backslashes, names past 255 bytes once encoded) through
+ingest."""
 
+import argparse
 import contextlib
 import io
 import os
@@ -18,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from components.core.contract.errors import ParamsError
-from components.core.contract.params.schema import parse_params
+from components.core.contract.params.schema import load_params, parse_params
 from components.core.data import images
 from tests.imagegen import encode, gray, write_tree
 
@@ -114,6 +117,163 @@ def test_random_params_give_schema_errors_never_tracebacks(raw):
         parse_params(raw, "fuzzed params.yaml")
     except ParamsError as err:
         assert str(err).startswith("fuzzed params.yaml")
+
+
+# ---------------------------------------------------------------- params.yaml and --set text (issue 32)
+# Each YAML token, and what it means in a key of each kind (bool, int, float, str, nullable str); a kind it is
+# missing from must be refused. The oracle of components/core/contract/params/reading.py and strict.py.
+TOKENS: dict[str, dict[str, object]] = {
+    "yes": {"bool": True, "str": "yes"}, "No": {"bool": False, "str": "No"}, "on": {"bool": True, "str": "on"},
+    "OFF": {"bool": False, "str": "OFF"}, "true": {"bool": True}, "False": {"bool": False}, "y": {"str": "y"},
+    "12": {"int": 12, "float": 12.0}, "-3": {"int": -3, "float": -3.0}, "+7": {"int": 7, "float": 7.0},
+    "12.0": {"int": 12, "float": 12.0}, "2.5": {"float": 2.5}, "-1.5e-3": {"float": -0.0015},
+    "1e3": {"int": 1000, "float": 1000.0}, "1.0e3": {"int": 1000, "float": 1000.0},
+    "1.0e+3": {"int": 1000, "float": 1000.0}, "0x10": {"int": 16, "float": 16.0},
+    "010": {"str": "010"}, "0o17": {"str": "0o17"}, "1_000": {"str": "1_000"}, "1:30": {"str": "1:30"},
+    "0b11": {"str": "0b11"}, "2024-01-01": {"str": "2024-01-01"}, "=": {"str": "="},
+    ".inf": {}, "-.inf": {}, ".nan": {}, "~": {"null": None}, "null": {"null": None}, "": {"null": None},
+    "'yes'": {"str": "yes"}, "'12'": {"str": "12"}, '"1e3"': {"str": "1e3"}, "'a: b'": {"str": "a: b"},
+    "hello": {"str": "hello"}, "!!str 12": {"str": "12"}, "!!float 3": {"int": 3, "float": 3.0},
+    "[1, 2]": {}, "{a: 1}": {}, "a: b": {}, "!!python/name:os.system": {}, "*nowhere": {},
+}
+FIELDS: dict[tuple[str, ...], tuple[str, object]] = {  # key -> (kind, extra rule on the value)
+    ("review", "enabled"): ("bool", None), ("train", "calibrate"): ("bool", None),
+    ("split", "use_official_test"): ("bool", None), ("gate", "use_lower_ci"): ("bool", None),
+    ("split", "seed"): ("int", None), ("train", "seed"): ("int", None),
+    ("evaluate", "bootstrap", "seed"): ("int", None), ("data", "demo", "seed"): ("int", None),
+    ("train", "reduce_lr", "min_lr"): ("float", lambda v: v >= 0),
+    ("monitor", "window_hours"): ("float", lambda v: v > 0), ("data", "kaggle_dataset"): ("str", None),
+    ("train", "early_stopping", "monitor"): ("str", None), ("data", "path"): ("str?", None),
+    ("data", "root"): ("str?", None),
+}
+NO_MEANING = object()
+
+
+def meaning(token: str, key: tuple[str, ...]) -> object:
+    kind, rule = FIELDS[key]
+    means = TOKENS[token]
+    if kind == "str?" and "null" in means:
+        return None
+    value = means.get(kind.rstrip("?"), NO_MEANING)
+    return value if value is NO_MEANING or rule is None or rule(value) else NO_MEANING
+
+
+def to_yaml(tree: dict, indent: int = 0) -> str:
+    out = ""
+    for key, value in tree.items():
+        name = key[0] if isinstance(key, tuple) else key  # ("seed", 2): a second "seed" line
+        if isinstance(value, dict):
+            out += f"{' ' * indent}{name}:\n{to_yaml(value, indent + 2)}"
+        else:
+            out += f"{' ' * indent}{name}: {value}\n".rstrip(" \n") + "\n"
+    return out
+
+
+def dumped_at(params, key: tuple[str, ...]) -> object:
+    node = params.model_dump(by_alias=True)
+    for part in key:
+        node = node[part]
+    return node
+
+
+def check_meaning(load, expected: dict, refused: str | None, shown: str) -> None:
+    """``load()`` must give exactly ``expected`` (key -> value), or a ParamsError when ``refused`` says why."""
+    try:
+        params = load()
+    except ParamsError as err:
+        assert refused, f"refused although every value has one meaning:\n{shown}\n{err}"
+        return
+    assert not refused, f"loaded although {refused}:\n{shown}"
+    for key, value in expected.items():
+        got = dumped_at(params, key)
+        assert got == value and type(got) is type(value), f"{'.'.join(key)}: {got!r}, expected {value!r}:\n{shown}"
+
+
+@st.composite
+def params_texts(draw):
+    """A params.yaml of random keys and YAML oddities, sometimes an anchor and its alias, a duplicate or a typo:
+    (the text, the meaning each key must get or NO_MEANING, why the file must be refused whatever its values)."""
+    keys = draw(st.lists(st.sampled_from(sorted(FIELDS)), min_size=1, max_size=5, unique=True))
+    tokens = [draw(st.sampled_from(sorted(TOKENS))) for _ in keys]
+    tree: dict = {}
+    expected, refused = {}, None
+    alias = len(keys) > 1 and draw(st.booleans())
+    for i, (key, token) in enumerate(zip(keys, tokens, strict=True)):
+        text, means_token = token, token
+        if alias and i == 0 and token and not token.startswith(("!!", "*", "a:")):
+            text = f"&v {token}"
+        elif alias and i == len(keys) - 1 and tokens[0] and not tokens[0].startswith(("!!", "*", "a:")):
+            text, means_token = "*v", tokens[0]
+        node = tree
+        for part in key[:-1]:
+            node = node.setdefault(part, {})
+        node[key[-1]] = text
+        expected[key] = meaning(means_token, key)
+    if draw(st.integers(0, 4)) == 0:  # a duplicate key
+        node = tree
+        for part in keys[0][:-1]:
+            node = node[part]
+        node[(keys[0][-1], 2)] = draw(st.sampled_from(["1", "true", "x"]))
+        refused = "a key is duplicated"
+    if draw(st.integers(0, 6)) == 0:
+        tree.setdefault("trian", {})["seed"] = "1"
+        refused = "trian is no section"
+    return to_yaml(tree), expected, refused
+
+
+PARAMS_FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:  # module scope: hypothesis reruns a test body in one function call
+    return tmp_path_factory.mktemp("params-fuzz")
+
+
+def load_text(folder: Path, data: str | bytes):
+    """``cxr``'s own reading of a params file with this content."""
+    path = folder / "params.yaml"
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return load_params(path)
+
+
+def load_set(folder: Path, items: list[str], text: str = ""):
+    """``cxr <step> --set ITEM…`` over a params file with this content, as the CLI reads them."""
+    from cxr.cli import _params
+
+    (folder / "base.yaml").write_text(text)
+    return _params(argparse.Namespace(params=str(folder / "base.yaml"), set=items))
+
+
+@PARAMS_FUZZ
+@given(params_texts())
+def test_params_text_loads_with_the_meaning_written_or_is_refused(scratch, case):
+    text, expected, refused = case
+    refused = refused or next((f"{'.'.join(k)} has no meaning" for k, v in expected.items() if v is NO_MEANING), None)
+    check_meaning(lambda: load_text(scratch, text), expected, refused, text)
+
+
+@PARAMS_FUZZ
+@given(params_texts(), st.lists(st.sampled_from(sorted(FIELDS)), min_size=1, max_size=4, unique=True), st.data())
+def test_set_values_load_with_the_meaning_written_or_are_refused(scratch, case, keys, data):
+    """``--set`` over a params file with oddities of its own: a key set wins over the file's value."""
+    text, expected, refused = case
+    tokens = [data.draw(st.sampled_from(sorted(TOKENS))) for _ in keys]
+    items = [f"{'.'.join(k)}={t}" for k, t in zip(keys, tokens, strict=True)]
+    expected = {**expected, **{k: meaning(t, k) for k, t in zip(keys, tokens, strict=True)}}
+    refused = refused or next((f"{'.'.join(k)} has no meaning" for k, v in expected.items() if v is NO_MEANING), None)
+    check_meaning(lambda: load_set(scratch, items, text), expected, refused, text + "\n" + "\n".join(items))
+
+
+yaml_chars = st.text(st.sampled_from(list(" :-[]{}&*!|>'\"%@#,?\n\tabyesno0123.e_~<=x\\")), max_size=120)
+
+
+@FUZZ
+@given(st.one_of(yaml_chars, st.text(max_size=60), st.binary(max_size=60)))
+def test_any_text_or_bytes_is_params_or_a_message(scratch, data):
+    with contextlib.suppress(ParamsError):
+        load_text(scratch, data)
+    with contextlib.suppress(ParamsError):
+        load_set(scratch, [f"train.seed={data if isinstance(data, str) else data.decode('latin-1')}"])
 
 
 # ---------------------------------------------------------------- CSV manifests and predict inputs (issue 23)

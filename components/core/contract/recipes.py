@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-import yaml
 from pydantic import BaseModel
 
 from components.core.contract.errors import ParamsError
+from components.core.contract.params import reading, strict
+from components.core.contract.params.overrides import Override, as_overrides
 from components.core.contract.params.schema import Params, parse_params
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,10 @@ def load(name: str, directory: Path = RECIPES_DIR) -> Recipe:
     if not path.is_file():
         raise ParamsError(f"unknown recipe {name!r} (recipes: {', '.join(names(directory)) or 'none'}; "
                           "`cxr recipe list`)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    raw = reading.read_file(path) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: a recipe is a mapping of params sections (and recipe:), got "
+                          f"{strict.describe(raw)}")
     meta = raw.pop(META_KEY, None) or {}
     placed = sorted(PLACEMENT_KEYS & set((raw.get("train") or {}) if isinstance(raw.get("train"), dict) else ()))
     if placed:
@@ -130,12 +131,10 @@ def listing(directory: Path = RECIPES_DIR) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- writing params.yaml (comments kept)
 def _read_plain(path: Path) -> dict[str, Any]:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: parameters file not found (pass --params PATH)") from None
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    raw = reading.read_file(path) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of sections, got {strict.describe(raw)}")
+    return raw
 
 
 def _roundtrip():
@@ -199,10 +198,18 @@ def _set_in(node, update: dict[str, Any], model: type[BaseModel] | None) -> None
             node[key] = _styled(value)
 
 
-def apply(recipe_names: list[str], params_path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None,
-          dry_run: bool = False, directory: Path = RECIPES_DIR) -> dict[str, Any]:
-    """Lay the named recipes (then ``overrides``, dotted keys) over ``params_path``; validate; write it back
-    with its comments (unless ``dry_run``). Returns what changed and the warnings of the result."""
+def _at(tree: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        tree = tree[part]
+    return tree
+
+
+def apply(recipe_names: list[str], params_path: str | Path = "params.yaml",
+          overrides: dict[str, Any] | list[Override] | None = None, dry_run: bool = False,
+          directory: Path = RECIPES_DIR) -> dict[str, Any]:
+    """Lay the named recipes (then ``overrides``: dotted keys, or parsed ``--set`` options) over ``params_path``;
+    validate; write it back with its comments (unless ``dry_run``). Returns what changed and the warnings of the
+    result. An override is written as validated (``--set review.enabled=yes`` writes ``true``)."""
     from components.core.contract.fsutil import write_text
     from components.core.contract.params.schema import apply_overrides
 
@@ -212,27 +219,30 @@ def apply(recipe_names: list[str], params_path: str | Path = "params.yaml", over
     before = _read_plain(path)
     update = combined(recipe_names, directory)
     after = overlay(before, update)
+    overrides = as_overrides(overrides)
     if overrides:
         after = apply_overrides(after, overrides)
-    params = parse_params(after, f"{path} + recipe {' + '.join(recipe_names)}")
+    params = parse_params(after, f"{path} + recipe {' + '.join(recipe_names)}", overrides)
+    resolved, _ = strict.resolve(after, Params)
 
     y = _roundtrip()
     doc = y.load(path.read_text(encoding="utf-8"))
-    _set_in(doc, update, Params)
-    for dotted, value in (overrides or {}).items():
+    _set_in(doc, strict.plain(update), Params)  # YAML 1.1 markers (yes, NO) as their text: ruamel writes str
+    for o in overrides:
         node = doc
-        *parents, leaf = dotted.split(".")
+        *parents, leaf = o.path
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = _styled(value)
+        node[leaf] = _styled(strict.plain(_at(resolved, o.path)))
     buf = io.StringIO()
     y.dump(doc, buf)
     text = buf.getvalue()
-    written = parse_params(yaml.safe_load(text), f"{path} (as written)")
+    reread = reading.read(text, f"{path} (as written)")
+    written = parse_params(reread, f"{path} (as written)")
     if written != params:  # the text must read back (with PyYAML too) as exactly what was validated
         raise ParamsError(f"recipe {recipe_names}: the rewritten {path} does not read back as validated: "
                           f"{changes(params.model_dump(mode='json'), written.model_dump(mode='json'))}")
-    changed = changes(before, yaml.safe_load(text))
+    changed = changes(before, reread)
     if not dry_run and changed:
         write_text(path, text)
     warnings = params.train.warnings()

@@ -1,6 +1,9 @@
-"""The base of every params section: unknown keys are errors, values are immutable once loaded."""
+"""The base of every params section: unknown keys are errors, values are immutable once loaded; and
+:class:`KeysError`, the error of a rule across keys."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -9,3 +12,25 @@ class Section(BaseModel):
     """Base for every section: unknown keys are errors, values are immutable once loaded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeysError(ValueError):
+    """A rule across keys of one section, broken. ``message`` builds the text from a function that names a key
+    of the section (``lambda key: f"{key('min_side')} (9000) must be <= {key('max_side')} (8192)"``): the
+    error names each key by its full dotted path (``validate.min_side``;
+    :func:`components.core.contract.params.schema.format_validation_error` knows where the section is), and by
+    its name within the section where the section stands alone."""
+
+    def __init__(self, message: Callable[[Callable[[str], str]], str]) -> None:
+        used: list[str] = []
+
+        def name(key: str) -> str:
+            used.append(key)
+            return key
+
+        super().__init__(message(name))
+        self.message, self.keys = message, tuple(used)
+
+    def at(self, prefix: str) -> str:
+        """The message with each key under ``prefix`` (``validate``, ``evaluate.external.0.demo``)."""
+        return self.message(lambda key: f"{prefix}.{key}" if prefix else key)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from components.core.contract.params.base import Section
+from components.core.contract.params.base import KeysError, Section
 
 Source = Literal["demo", "dir", "kaggle"]
 
@@ -35,7 +35,8 @@ class DemoConfig(Section):
     @model_validator(mode="after")
     def _sides(self) -> DemoConfig:
         if self.min_side > self.max_side:
-            raise ValueError(f"min_side ({self.min_side}) must be <= max_side ({self.max_side})")
+            raise KeysError(lambda key: f"{key('min_side')} ({self.min_side}) must be <= {key('max_side')} "
+                                        f"({self.max_side})")
         return self
 
 

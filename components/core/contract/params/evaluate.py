@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from components.core.contract.params.base import Section
+from components.core.contract.params.base import KeysError, Section
 from components.core.contract.params.data import DemoConfig
 
 
@@ -58,8 +59,10 @@ class CentralFieldConfig(Section):
 
     @model_validator(mode="after")
     def _order(self) -> CentralFieldConfig:
-        if self.top >= self.bottom or self.left >= self.right:
-            raise ValueError(f"needs top < bottom and left < right, got {self.model_dump()}")
+        if self.top >= self.bottom:
+            raise KeysError(lambda key: f"{key('top')} ({self.top}) must be below {key('bottom')} ({self.bottom})")
+        if self.left >= self.right:
+            raise KeysError(lambda key: f"{key('left')} ({self.left}) must be below {key('right')} ({self.right})")
         return self
 
     @property
@@ -105,8 +108,10 @@ class EvaluateConfig(Section):
     @classmethod
     def _targets(cls, v: dict[str, float]) -> dict[str, float]:
         for k, x in v.items():
-            if not 0 < x <= 1:
-                raise ValueError(f"target_sensitivity.{k} must be within (0, 1], got {x}")
+            if not 0 < x < 1:
+                raise ValueError(f"{k} must be within (0, 1), got {x}" + (
+                    ": the served threshold is the ceil(target x (n + 1))-th highest of n validation patients, "
+                    "which never exists for a target of 1 (n patients keep at most n / (n + 1))" if x == 1 else ""))
         return v
 
     @field_validator("external")
@@ -116,6 +121,24 @@ class EvaluateConfig(Section):
         if len(set(names)) != len(names):
             raise ValueError(f"external set names must be unique, got {names}")
         return v
+
+
+def min_positive_patients(target: float) -> int:
+    """The fewest positive validation patients ``n`` for which the served threshold, the ``ceil(target x (n + 1))``-th
+    highest patient score, exists (components.core.stats.clinical.conformal_threshold): ``n >= target / (1 -
+    target)``."""
+    if not 0 < target < 1:
+        raise ValueError(f"a target sensitivity within (0, 1), got {target}")
+
+    def enough(n: int) -> bool:
+        return math.ceil(target * (n + 1) - 1e-9) <= n
+
+    n = max(1, math.ceil((target - 1e-9) / (1 - target)) - 1)
+    while not enough(n):
+        n += 1
+    while n > 1 and enough(n - 1):
+        n -= 1
+    return n
 
 
 def applicable_external(params) -> list[ExternalSet]:

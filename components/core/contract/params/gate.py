@@ -16,6 +16,11 @@ class ExternalGate(Section):
     min_macro_roc_auc: float = Field(0.0, ge=0, le=1)
     min_sensitivity: dict[str, float] = Field(default_factory=dict)  # at the served operating point
 
+    @field_validator("min_sensitivity")
+    @classmethod
+    def _unit(cls, v: dict[str, float]) -> dict[str, float]:
+        return GateConfig._unit(v)
+
 
 # metrics the candidate must be non-inferior to the champion on; sensitivity, specificity and roc_auc are per
 # class with an operating point (specificity at the sensitivity both models reach, sensitivity at the specificity

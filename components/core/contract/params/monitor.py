@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from components.core.contract.params.base import Section
+from components.core.contract.params.base import KeysError, Section
 
 RetrainReason = Literal["ood_rate", "image_drift", "prediction_drift", "live_accuracy"]
 
@@ -37,6 +37,17 @@ class MonitorConfig(Section):
     retrain_on: list[RetrainReason] = Field(
         default_factory=lambda: ["ood_rate", "image_drift", "prediction_drift", "live_accuracy"])
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
+
+    @model_validator(mode="after")
+    def _ood_limits(self) -> MonitorConfig:
+        for limit, value in (("max_ood_rate", self.max_ood_rate), ("canary.max_ood_rate", self.canary.max_ood_rate)):
+            if value <= self.ood_false_alarm:
+                raise KeysError(lambda key, limit=limit, value=value: (
+                    f"{key(limit)} ({value}) must be above {key('ood_false_alarm')} ({self.ood_false_alarm}): "
+                    "in-distribution images are flagged at that rate by design, so "
+                    + ("the limit would not limit anything" if limit == "max_ood_rate" else
+                       "a healthy canary would be rolled back")))
+        return self
 
     @field_validator("min_live_sensitivity")
     @classmethod

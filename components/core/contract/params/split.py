@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from components.core.contract.params.base import Section
+from components.core.contract.params.base import KeysError, Section
 
 
 class SplitConfig(Section):
@@ -16,5 +16,6 @@ class SplitConfig(Section):
     @model_validator(mode="after")
     def _sum(self) -> SplitConfig:
         if self.val_fraction + self.test_fraction >= 0.9:
-            raise ValueError("val_fraction + test_fraction must be < 0.9 (something must be left to train on)")
+            raise KeysError(lambda key: f"{key('val_fraction')} + {key('test_fraction')} must be < 0.9 (something "
+                                        f"must be left to train on), got {self.val_fraction} + {self.test_fraction}")
         return self

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from components.core.contract import backbones as _backbones
-from components.core.contract.params.base import Section
+from components.core.contract.params.base import KeysError, Section
 
 Backbone = Literal[_backbones.NAMES]  # the backbone table (components/core/contract/backbones.py)
 
@@ -51,6 +51,9 @@ class Phase(Section):
     trains every BatchNorm layer of the backbone even when the backbone is frozen (fastai's ``train_bn``);
     ``false`` keeps them all in inference mode.
     """
+
+    # lr may also be written [low, high] (converted by _lr_range before validation): strict.py checks that form
+    __raw_forms__: ClassVar[dict[str, Any]] = {"lr": list[float]}
 
     epochs: int = Field(ge=1, le=1000)
     trainable: str = "head"
@@ -162,7 +165,8 @@ class LrFindConfig(Section):
     @model_validator(mode="after")
     def _range(self) -> LrFindConfig:
         if self.min_lr >= self.max_lr:
-            raise ValueError(f"min_lr ({self.min_lr}) must be below max_lr ({self.max_lr})")
+            raise KeysError(lambda key: f"{key('min_lr')} ({self.min_lr}) must be below {key('max_lr')} "
+                                        f"({self.max_lr})")
         return self
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from components.core.contract.params.base import Section
+from components.core.contract.params.base import KeysError, Section
 
 
 class BiasAuditConfig(Section):
@@ -22,6 +22,13 @@ class BiasAuditConfig(Section):
 class ClassShareConfig(Section):
     min: float = Field(0.02, ge=0, le=1)
     max: float = Field(0.95, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> ClassShareConfig:
+        if self.min > self.max:
+            raise KeysError(lambda key: f"{key('min')} ({self.min}) must be <= {key('max')} ({self.max}): no class "
+                                        "share could pass")
+        return self
 
 
 ExpectationId = Literal[
@@ -67,6 +74,17 @@ class ValidateConfig(Section):
     # in the summary and model card; "quarantine" also refuses every file that has one. A pseudonymised
     # PatientID counts too (public sets such as RSNA keep one): use "report" for those.
     phi: Literal["report", "quarantine"] = "report"
+
+    @model_validator(mode="after")
+    def _sides(self) -> ValidateConfig:
+        if self.min_side > self.max_side:
+            raise KeysError(lambda key: f"{key('min_side')} ({self.min_side}) must be <= {key('max_side')} "
+                                        f"({self.max_side}): no image could pass dimensions_in_range")
+        if self.max_pixels < self.min_side ** 2:
+            raise KeysError(lambda key: f"{key('max_pixels')} ({self.max_pixels}) is below {key('min_side')}² "
+                                        f"({self.min_side ** 2}): every image with both sides in range has more "
+                                        "pixels, so none could pass")
+        return self
 
     @field_validator("accept_missing_patient_ids")
     @classmethod

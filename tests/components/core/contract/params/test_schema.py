@@ -44,7 +44,8 @@ def test_fraction_outside_range():
 
 
 def test_fractions_leave_nothing_to_train():
-    assert "val_fraction + test_fraction" in error_of({"split": {"val_fraction": 0.5, "test_fraction": 0.45}})
+    msg = error_of({"split": {"val_fraction": 0.5, "test_fraction": 0.45}})
+    assert "split.val_fraction + split.test_fraction" in msg
 
 
 def test_unknown_backbone():
