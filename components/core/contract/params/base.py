@@ -34,3 +34,19 @@ class KeysError(ValueError):
     def at(self, prefix: str) -> str:
         """The message with each key under ``prefix`` (``validate``, ``evaluate.external.0.demo``)."""
         return self.message(lambda key: f"{prefix}.{key}" if prefix else key)
+
+
+def written_reason(value: str | None, who_and_why: str) -> str | None:
+    """A written acceptance (``gate.accept_shortcut_risk``, ``validate.accept_missing_patient_ids``): at least 20
+    characters saying ``who_and_why``, stripped; None stays None."""
+    if value is not None and len(value.strip()) < 20:
+        raise ValueError(f"a written reason of at least 20 characters ({who_and_why}), got {value!r}")
+    return value.strip() if value else value
+
+
+def shares(values: dict[str, float], key: str = "") -> dict[str, float]:
+    """Per-class values that are shares (sensitivities, specificities): each within 0..1."""
+    for k, x in values.items():
+        if not 0 <= x <= 1:
+            raise ValueError(f"{key + '.' if key else ''}{k} must be within 0..1, got {x}")
+    return values

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from components.core.contract.params.base import Section
+from components.core.contract.params.base import Section, shares, written_reason
 
 
 class ExternalGate(Section):
@@ -19,7 +19,7 @@ class ExternalGate(Section):
     @field_validator("min_sensitivity")
     @classmethod
     def _unit(cls, v: dict[str, float]) -> dict[str, float]:
-        return GateConfig._unit(v)
+        return shares(v)
 
 
 # metrics the candidate must be non-inferior to the champion on; sensitivity, specificity and roc_auc are per
@@ -60,10 +60,7 @@ class GateConfig(Section):
     @field_validator("min_sensitivity", "min_specificity")
     @classmethod
     def _unit(cls, v: dict[str, float]) -> dict[str, float]:
-        for k, x in v.items():
-            if not 0 <= x <= 1:
-                raise ValueError(f"{k} must be within 0..1, got {x}")
-        return v
+        return shares(v)
 
     @field_validator("non_inferiority_margin")
     @classmethod
@@ -80,10 +77,7 @@ class GateConfig(Section):
     @field_validator("accept_shortcut_risk")
     @classmethod
     def _reason(cls, v: str | None) -> str | None:
-        if v is not None and len(v.strip()) < 20:
-            raise ValueError("a written reason of at least 20 characters (who accepts the risk, and why), "
-                             f"got {v!r}")
-        return v.strip() if v else v
+        return written_reason(v, "who accepts the risk, and why")
 
     def margin(self, metric: str) -> float:
         """The margin for ``accuracy`` … or ``sensitivity.<CLASS>`` (the class override, else the kind's)."""

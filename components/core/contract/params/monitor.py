@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from components.core.contract.params.base import KeysError, Section
+from components.core.contract.params.base import KeysError, Section, shares
 
 RetrainReason = Literal["ood_rate", "image_drift", "prediction_drift", "live_accuracy"]
 
@@ -52,7 +52,4 @@ class MonitorConfig(Section):
     @field_validator("min_live_sensitivity")
     @classmethod
     def _sens(cls, v: dict[str, float]) -> dict[str, float]:
-        for k, x in v.items():
-            if not 0 <= x <= 1:
-                raise ValueError(f"min_live_sensitivity.{k} must be within 0..1, got {x}")
-        return v
+        return shares(v, "min_live_sensitivity")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from components.core.contract.params.base import KeysError, Section
+from components.core.contract.params.base import KeysError, Section, written_reason
 
 
 class BiasAuditConfig(Section):
@@ -89,7 +89,4 @@ class ValidateConfig(Section):
     @field_validator("accept_missing_patient_ids")
     @classmethod
     def _reason(cls, v: str | None) -> str | None:
-        if v is not None and len(v.strip()) < 20:
-            raise ValueError("a written reason of at least 20 characters (who accepts images without patient ids, "
-                             f"and why), got {v!r}")
-        return v.strip() if v else v
+        return written_reason(v, "who accepts images without patient ids, and why")
