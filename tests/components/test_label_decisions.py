@@ -164,3 +164,14 @@ def test_a_decision_is_a_confirmed_line_written_at_once_and_undone_exactly(tmp_p
     with pytest.raises(DataError, match="CAT"):
         overrides.decide(decisions, "d" * 64, "relabel", "CAT", "Dr B", "x", "d.png", classes)
     assert decisions.read_text() == before  # a refused decision writes nothing
+
+
+def test_similar_noise_flips_only_pneumonia_and_covid19_as_many_as_uniform():
+    classes = ["COVID19", "NORMAL", "PNEUMONIA"]
+    uniform = synthetic.planted_flips(classes, 40, 0.1, 5)
+    similar = synthetic.planted_flips(classes, 40, 0.1, 5, "similar")
+    assert len(similar) == len(uniform) == 12
+    assert {(t, g) for t, g in similar.values()} <= {("PNEUMONIA", "COVID19"), ("COVID19", "PNEUMONIA")}
+    assert synthetic.planted_flips(classes, 40, 0.1, 5, "uniform") == uniform  # the default is what it was
+    with pytest.raises(ValueError, match="lacks"):
+        synthetic.planted_flips(["NORMAL", "PNEUMONIA"], 10, 0.1, 0, "similar")

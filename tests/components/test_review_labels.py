@@ -47,12 +47,18 @@ def test_fold_models_are_small_from_scratch_or_the_recipes_backbone_with_its_hea
 
 
 def test_the_pipelines_pass_if_enabled_and_get_empty_reports_at_once_while_off(tmp_path):
+    from types import SimpleNamespace
+
     from components import catalog
-    from pipelines.runtime import step_arguments  # noqa: F401 (the KFP task sets the option the same way)
+    from pipelines.runtime import step_arguments
 
     params = parse_params({})
     assert params.review.enabled is False
     assert catalog.dvc_stage(review_labels.SPEC)["cmd"].endswith(" --if-enabled")
+    sections = params.model_dump(mode="json", by_alias=True)
+    artifacts = {name: SimpleNamespace(path=str(tmp_path / "kfp" / name)) for name in ("shards", "out", "gallery")}
+    _, kwargs = step_arguments("review-labels", {"data": sections["data"], "review": sections["review"], **artifacts})
+    assert kwargs["if_enabled"] is True  # the KFP task, like the DVC stage
     summary = review_labels.run(params, tmp_path / "no-shards", tmp_path / "review", if_enabled=True)
     assert summary["enabled"] is False and "typed by hand runs it" in summary["note"]
     assert (tmp_path / "review" / "suspects.csv").read_text().startswith(",".join(COLUMNS) + ",")
