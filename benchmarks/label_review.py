@@ -13,7 +13,9 @@ recipe, under two noise models; its time against one training; optionally the re
 2. The list: precision and recall of every suspect cleanlab returns (what ``cxr review-labels serve`` puts in front
    of a person), and precision / recall of its top 10, 25, 50 (fewer when the list is shorter: said so); how often
    the suggested class is the film's true one. Recall counts the planted films the review could see (train + val).
-3. ``--retrain``: ``--accept`` every suspect as proposals; the "person" is the generator's truth (a proposal on a
+3. ``--sample PATH`` instead: real films (``../shared/data/cxr-sample``: no planted truth, each class from another
+   hospital): the same steps, and the top ``--top`` suspects printed for a person to look at.
+4. ``--retrain``: ``--accept`` every suspect as proposals; the "person" is the generator's truth (a proposal on a
    planted film is confirmed to the film's true class, one on a correct label rejected); ingest applies the confirmed
    lines → … → training again (same seeds); both runs scored on a fresh clean demo set and on their test split's
    true labels.
@@ -189,6 +191,30 @@ def one_case(base: dict, noise: float, model: str, demo_seed: int, seeds: list[i
     return case
 
 
+def real_case(base: dict, sample: Path, seeds: list[int], work: Path, top: int) -> dict:
+    """The review on real films: the suspects (nothing planted, so no precision), the time against one training."""
+    from components import review_labels
+    from components.core.contract.config import apply_overrides, parse_params
+
+    params = parse_params(apply_overrides(base, {"data.source": "dir", "data.path": str(sample)}))
+    prep = data_steps(params, work, None)
+    first = train_and_score(params, work, seeds, None, {})
+    t = time.perf_counter()
+    review = review_labels.run(params, work / "shards", work / "review")
+    review_seconds = time.perf_counter() - t
+    suspects = pd.read_csv(work / "review" / "suspects.csv")
+    mean_train = statistics.mean(r["train_seconds"] for r in first)
+    by_class = suspects.groupby(["given_label", "suggested_label"]).size()
+    return {"sample": str(sample), "images": review["images"], "suspects": len(suspects),
+            "suspects_by_given_to_suggested": {f"{g} -> {s_}": int(n) for (g, s_), n in by_class.items()},
+            "out_of_fold_agreement": review["out_of_fold_agreement"], "review_seconds": round(review_seconds, 1),
+            "one_training_seconds": round(mean_train, 1),
+            "review_to_one_training": round(review_seconds / mean_train, 2), "run1": first,
+            "data_steps_seconds": round(prep["seconds"], 1), "review_folder": str(work / "review"),
+            "top": suspects.head(top)[["rank", "path", "patient_id", "given_label", "suggested_label", "score",
+                                       "p_suggested", "split"]].to_dict("records")}
+
+
 def _overrides_columns() -> list[str]:
     from components.core.data import overrides
 
@@ -205,6 +231,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="data.demo.seed of each case (0 chose the review's recipe: leave it out)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[42], help="training seeds (each case)")
     ap.add_argument("--retrain", action="store_true", help="also accept, confirm by the truth, re-ingest, retrain")
+    ap.add_argument("--sample", type=Path, help="real films instead (a class-folder tree with MANIFEST.csv, e.g. "
+                                                "../shared/data/cxr-sample): the top suspects, the time")
+    ap.add_argument("--top", type=int, default=12, help="with --sample: how many suspects to print")
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--patients", type=int, help="override data.demo.patients_per_class (smoke runs)")
     ap.add_argument("--epochs", type=int, help="override the training's and the review's epochs (smoke runs)")
@@ -219,6 +248,13 @@ def main(argv: list[str] | None = None) -> None:
     from components.core.contract.config import apply_overrides
 
     base = apply_overrides(base, {"review.enabled": True, "evaluate.external": [], **smoke})
+    if a.sample:
+        with tempfile.TemporaryDirectory() as tmp:
+            real = real_case(base, a.sample.resolve(), a.seeds, Path(a.work or tmp) / "sample", a.top)
+        print(json.dumps({"machine": machine(), **real}, indent=2, default=str))
+        print(table(["rank", "path", "patient", "given", "suggested", "p(given)", "p(suggested)", "split"],
+                    [list(r.values()) for r in real["top"]]))
+        return
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in a.noise_models:

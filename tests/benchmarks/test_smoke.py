@@ -91,3 +91,9 @@ def test_label_review(capsys):
     out = capsys.readouterr().out
     assert '"review_to_one_training"' in out and "| noise | demo seed | planted (train+val) |" in out
     assert "precision@10" in out and "| similar | 3 |" in out and "| clean set acc. run 1 |" in out
+
+
+def test_label_review_on_real_films(shared_sample, capsys):
+    label_review.main(["--sample", str(shared_sample), "--seeds", "1", "--epochs", "1", "--size", "32", "--top", "3"])
+    out = capsys.readouterr().out
+    assert '"review_to_one_training"' in out and "| rank | path | patient | given | suggested |" in out
