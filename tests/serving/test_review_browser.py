@@ -2,8 +2,8 @@
 review.enabled false writes empty reports; `cxr review-labels` typed by hand runs the review anyway; `cxr
 review-labels serve` shows the suspects in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright),
 three decisions made with keys (and one undone) become confirmed lines of data/label_overrides.csv, and real `dvc
-status` then says ingest must re-run. ``CXR_REVIEW_SCREENSHOT=path.png`` keeps the page's screenshot (the one in
-docs/images/ was made so)."""
+status` then says ingest must re-run. ``CXR_REVIEW_SCREENSHOT=path.png`` keeps the page's screenshot
+(docs/images/label-review.png is the same page, served on the review of the shared sample's real films)."""
 
 import json
 import os
