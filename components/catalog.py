@@ -82,7 +82,8 @@ def _dvc_path(port: Port, sub: str) -> str:
 
 def dvc_stage(spec: StepSpec) -> dict[str, Any]:
     """The ``dvc.yaml`` stage of a step: explicit paths, declared params, code deps, outs and metrics."""
-    cmd = " ".join(["cxr", spec.name, *(f"{p.flag} {p.path}" for p in spec.ports)])
+    cmd = " ".join(["cxr", spec.name, *(f"{p.flag} {p.path}" for p in spec.ports),
+                    *(a for o in spec.options for a in o.pipeline_args())])
     stage: dict[str, Any] = {"cmd": cmd}
     deps = [p.path for p in spec.inputs] + stage_code(spec) + list(spec.dvc_deps)
     if deps:

@@ -56,16 +56,67 @@ def _add_spec_args(p: argparse.ArgumentParser, spec) -> None:
 
 
 def _step_command(spec) -> tuple[str, str, AddArgs, Handler]:
+    actions = STEP_ACTIONS.get(spec.name, ())
+
     def add_args(p: argparse.ArgumentParser) -> None:
         _add_spec_args(p, spec)
+        if actions:
+            sub = p.add_subparsers(dest="step_action", metavar="{" + ",".join(a[0] for a in actions) + "}",
+                                   required=False, title="instead of the step")
+            for name, text, add, act in actions:
+                q = sub.add_parser(name, help=text, description=text)
+                add(q)
+                q.set_defaults(step_action_handler=act)
 
     def handler(args: argparse.Namespace) -> Any:
         from components import catalog
 
+        if getattr(args, "step_action", None):
+            return args.step_action_handler(args)
         kwargs = {x.name: getattr(args, x.name) for x in (*spec.ports, *spec.options)}
         return catalog.module(spec.name).run(_params(args), **kwargs)
 
     return spec.name, spec.help, add_args, handler
+
+
+def _review_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--review", dest="review_dir", default="reports/label_review", metavar="PATH",
+                   help="the review's output folder (default: reports/label_review)")
+    p.add_argument("--raw", dest="raw_dir", default="data/raw", metavar="PATH",
+                   help="the ingested images and their manifest.csv (default: data/raw)")
+    p.add_argument("--decisions", dest="decisions", default="data/label_overrides.csv", metavar="PATH",
+                   help="where each decision goes, as a confirmed line (default: data/label_overrides.csv)")
+    p.add_argument("--who", default=None,
+                   help="your name, for the who column (default: git config user.name, else $USER)")
+    p.add_argument("--host", dest="serve_host", default="127.0.0.1",
+                   help="default 127.0.0.1; any other address needs CXR_API_TOKEN (the API's bearer token)")
+    p.add_argument("--port", dest="serve_port", type=int, default=8001, help="default 8001")
+
+
+def _review_serve(args: argparse.Namespace) -> Any:
+    import subprocess
+
+    from serving import review_app
+
+    who = args.who
+    if not who:
+        try:
+            who = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True,
+                                 timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            who = ""
+        who = who or os.environ.get("USER", "")
+    review_app.serve_review(args.review_dir, args.raw_dir, args.decisions, who, args.serve_host, args.serve_port)
+    return 0
+
+
+# actions a step's command takes instead of running the step: `cxr <step> <action>`
+STEP_ACTIONS: dict[str, tuple[tuple[str, str, AddArgs, Handler], ...]] = {
+    "review-labels": (("serve", "the review page: the suspects one patient at a time (film, Grad-CAM for the given "
+                                "and the suggested class, probabilities, the patient's other images); keys keep, "
+                                "relabel, exclude, skip, undo; each decision a confirmed line of "
+                                "data/label_overrides.csv at once", _review_serve_args, _review_serve),),
+}
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:

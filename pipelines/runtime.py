@@ -61,6 +61,9 @@ def step_arguments(step: str, args: dict, phase: str = "") -> tuple[Any, dict[st
     for port in spec.outputs:
         Path(args[port.name].path).parent.mkdir(parents=True, exist_ok=True)
         kwargs[port.name] = args[port.name].path
+    for opt in spec.options:  # what the pipelines set unlike a person typing the command (--if-enabled)
+        if opt.pipeline is not None:
+            kwargs[opt.name] = opt.pipeline
     for name in task.pipeline_params:
         kwargs[name] = args[name]
     for name, template in task.templates:

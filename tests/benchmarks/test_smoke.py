@@ -86,6 +86,14 @@ def test_small_n(capsys):
     assert "Clopper-Pearson" in out and "Tango min" in out and "conformal" in out and "80% power" in out
 def test_label_review(capsys):
     """benchmarks/resnet34_converter.py needs a Python with PyTorch (not in the locks): no smoke run."""
-    label_review.main(["--noise", "0.2", "--seeds", "1", "--patients", "6", "--epochs", "1", "--size", "32"])
+    label_review.main(["--noise", "0.2", "--seeds", "1", "--patients", "6", "--epochs", "1", "--size", "32",
+                       "--demo-seeds", "3", "--noise-models", "similar", "--retrain"])
     out = capsys.readouterr().out
-    assert '"cost_ratio_review_to_one_training"' in out and "| train seed | clean set acc. run 1 |" in out
+    assert '"review_to_one_training"' in out and "| noise | demo seed | planted (train+val) |" in out
+    assert "precision@10" in out and "| similar | 3 |" in out and "| clean set acc. run 1 |" in out
+
+
+def test_label_review_on_real_films(shared_sample, capsys):
+    label_review.main(["--sample", str(shared_sample), "--seeds", "1", "--epochs", "1", "--size", "32", "--top", "3"])
+    out = capsys.readouterr().out
+    assert '"review_to_one_training"' in out and "| rank | path | patient | given | suggested |" in out

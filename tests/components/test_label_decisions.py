@@ -16,6 +16,7 @@ from tests.support import tiny_params
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = ",".join(overrides.COLUMNS) + "\n"
+OLD_HEADER = "sha256,action,label,status,who,why,path\n"  # a file from before the when column: read as it is
 
 
 def sha(path: Path) -> str:
@@ -55,7 +56,7 @@ def test_planted_noise_flips_whole_patients_and_says_so_in_the_raw_manifest(tmp_
 
 def test_overrides_are_read_strictly_with_the_line_and_what_to_do(tmp_path):
     p = tmp_path / "o.csv"
-    p.write_text(HEADER + "abc,relabel,NORMAL,confirmed,ann,blurry,x.png\n"
+    p.write_text(OLD_HEADER + "abc,relabel,NORMAL,confirmed,ann,blurry,x.png\n"
                  + f"{'a' * 64},relabel,CAT,confirmed,ann,why,x.png\n"
                  + f"{'b' * 64},relabel,NORMAL,confirmed,{overrides.PROPOSER},why,x.png\n"
                  + f"{'c' * 64},delete,,proposed,ann,why,x.png\n"
@@ -79,7 +80,7 @@ def test_ingest_applies_confirmed_lines_only_and_counts_them(tmp_path):
     a, b, c = (m.iloc[i] for i in (0, 5, 9))
     target = "NORMAL" if a["label"] != "NORMAL" else "PNEUMONIA"
     decisions = tmp_path / "label_overrides.csv"
-    decisions.write_text(HEADER
+    decisions.write_text(OLD_HEADER
                          + f"{sha(tmp_path / 'before' / a['path'])},relabel,{target},confirmed,Dr A,"
                            f"consolidation not visible,{a['path']}\n"
                          + f"{sha(tmp_path / 'before' / b['path'])},exclude,,confirmed,Dr A,lateral view,{b['path']}\n"
@@ -131,3 +132,52 @@ def test_accept_writes_top_suspects_as_proposals_once(tmp_path):
     # proposals change nothing until a person confirms them
     assert overrides.apply(pd.DataFrame({"path": ["x"], "label": ["NORMAL"]}), lines, lambda _: b"",
                            "f")[2]["relabelled"] == 0
+
+
+def test_a_decision_is_a_confirmed_line_written_at_once_and_undone_exactly(tmp_path):
+    """What the review page writes: keep / relabel / exclude as confirmed lines with who and a UTC time, replacing a
+    proposal in place; restore puts back what was there; a kept label changes nothing in ingest."""
+    import re
+
+    classes = ["COVID19", "NORMAL", "PNEUMONIA"]
+    decisions = tmp_path / "label_overrides.csv"
+    proposal = f"{'a' * 64},relabel,PNEUMONIA,proposed,{overrides.PROPOSER},,review: rank 1,NORMAL/a.png\n"
+    decisions.write_text(HEADER + proposal)
+    before = decisions.read_text()
+    prev, line = overrides.decide(decisions, "A" * 64, "relabel", "PNEUMONIA", "Dr B", "shows a consolidation",
+                                  "NORMAL/a.png", classes)
+    assert prev["status"] == "proposed" and line["status"] == "confirmed"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", line["when"])
+    lines = overrides.read(decisions, classes)
+    assert len(lines) == 1 and lines.iloc[0]["who"] == "Dr B" and lines.iloc[0]["status"] == "confirmed"
+    kept_prev, _ = overrides.decide(decisions, "b" * 64, "keep", "NORMAL", "Dr B", "label right", "NORMAL/b.png",
+                                    classes)
+    overrides.decide(decisions, "c" * 64, "exclude", "", "Dr B", "lateral view", "NORMAL/c.png", classes)
+    lines = overrides.read(decisions, classes)
+    assert list(lines["action"]) == ["relabel", "keep", "exclude"] and kept_prev is None
+    assert not list(tmp_path.glob(".*"))  # the temporary file was renamed, nothing left behind
+    # a kept label changes nothing, and is not an unmatched line
+    rows = pd.DataFrame({"path": ["b.png"], "label": ["NORMAL"]})
+    out, _, summary = overrides.apply(rows, lines.iloc[[1]], lambda _: b"", "f")
+    assert out["label"].tolist() == ["NORMAL"] and summary["unmatched"] == 0 and summary["confirmed"]["keep"] == 1
+    # undo, newest first: back to the proposal, byte for byte
+    overrides.restore(decisions, "c" * 64, None, classes)
+    overrides.restore(decisions, "b" * 64, kept_prev, classes)
+    overrides.restore(decisions, "a" * 64, prev, classes)
+    assert decisions.read_text() == before
+    with pytest.raises(DataError, match="needs who"):
+        overrides.decide(decisions, "d" * 64, "keep", "NORMAL", "", "x", "d.png", classes)
+    with pytest.raises(DataError, match="CAT"):
+        overrides.decide(decisions, "d" * 64, "relabel", "CAT", "Dr B", "x", "d.png", classes)
+    assert decisions.read_text() == before  # a refused decision writes nothing
+
+
+def test_similar_noise_flips_only_pneumonia_and_covid19_as_many_as_uniform():
+    classes = ["COVID19", "NORMAL", "PNEUMONIA"]
+    uniform = synthetic.planted_flips(classes, 40, 0.1, 5)
+    similar = synthetic.planted_flips(classes, 40, 0.1, 5, "similar")
+    assert len(similar) == len(uniform) == 12
+    assert {(t, g) for t, g in similar.values()} <= {("PNEUMONIA", "COVID19"), ("COVID19", "PNEUMONIA")}
+    assert synthetic.planted_flips(classes, 40, 0.1, 5, "uniform") == uniform  # the default is what it was
+    with pytest.raises(ValueError, match="lacks"):
+        synthetic.planted_flips(["NORMAL", "PNEUMONIA"], 10, 0.1, 0, "similar")

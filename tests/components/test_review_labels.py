@@ -46,14 +46,36 @@ def test_fold_models_are_small_from_scratch_or_the_recipes_backbone_with_its_hea
     assert recipe.phases[0].schedule == "one_cycle" and recipe.class_weight == "balanced"
 
 
-def test_off_by_default_writes_empty_reports_at_once(tmp_path):
+def test_the_pipelines_pass_if_enabled_and_get_empty_reports_at_once_while_off(tmp_path):
+    from types import SimpleNamespace
+
+    from components import catalog
+    from pipelines.runtime import step_arguments
+
     params = parse_params({})
     assert params.review.enabled is False
-    summary = review_labels.run(params, tmp_path / "no-shards", tmp_path / "review")
-    assert summary["enabled"] is False
+    assert catalog.dvc_stage(review_labels.SPEC)["cmd"].endswith(" --if-enabled")
+    sections = params.model_dump(mode="json", by_alias=True)
+    artifacts = {name: SimpleNamespace(path=str(tmp_path / "kfp" / name)) for name in ("shards", "out", "gallery")}
+    _, kwargs = step_arguments("review-labels", {"data": sections["data"], "review": sections["review"], **artifacts})
+    assert kwargs["if_enabled"] is True  # the KFP task, like the DVC stage
+    summary = review_labels.run(params, tmp_path / "no-shards", tmp_path / "review", if_enabled=True)
+    assert summary["enabled"] is False and "typed by hand runs it" in summary["note"]
     assert (tmp_path / "review" / "suspects.csv").read_text().startswith(",".join(COLUMNS) + ",")
-    assert "Off" in (tmp_path / "review" / "gallery.html").read_text()
+    assert "Off in the pipeline" in (tmp_path / "review" / "gallery.html").read_text()
     assert pd.read_csv(tmp_path / "review" / "suspects.csv").empty
+    assert len(np.load(tmp_path / "review" / "cams.npz")["maps"]) == 0
+
+
+def test_help_says_which_switch_does_what():
+    """Typed by hand the review runs whatever review.enabled says (tests/serving/test_review_browser.py runs it so,
+    after `dvc repro` wrote the empty reports): --help says so, and offers the page."""
+    from cxr.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["review-labels"]
+    text = " ".join(sub.format_help().split())
+    assert "Typed by hand it always runs; review.enabled decides only whether dvc repro" in text
+    assert "--if-enabled" in text and "serve" in text and "the page where a person decides" in text
 
 
 def noisy_params():

@@ -49,6 +49,9 @@ class Option:
     """A CLI option that is not a tracked path (``--no-mlflow``, ``--state``, ``--source-path``).
 
     A ``bool`` option is a switch that flips its default (``--no-mlflow`` sets ``track`` to False).
+    ``pipeline``: the value the pipelines give it (``dvc.yaml``'s cmd, the KFP task) where it differs from what a
+    person typing ``cxr <step>`` gets (``--if-enabled``: the stage runs the label review only when the params
+    say so, a person asking for it gets it); ``None``: the default, everywhere.
     """
 
     name: str
@@ -56,6 +59,13 @@ class Option:
     default: Any = None
     help: str = ""
     flag: str = ""  # default: --<name with dashes>
+    pipeline: Any = None
+
+    def pipeline_args(self) -> list[str]:
+        """The option as ``dvc.yaml``'s cmd spells it (nothing when the pipelines use the default)."""
+        if self.pipeline is None or self.pipeline == self.default:
+            return []
+        return [self.cli_flag] if self.type is bool else [self.cli_flag, str(self.pipeline)]
 
     @property
     def cli_flag(self) -> str:

@@ -2,15 +2,18 @@
 
 One line per image, keyed by the image's sha256 (so a decision follows the image whatever its path)::
 
-    sha256,action,label,status,who,why,path
+    sha256,action,label,status,who,when,why,path
 
-* ``action``: ``relabel`` (to ``label``, one of ``data.classes``) or ``exclude`` (the image is dropped, and
-  listed in the ingest report with the reason);
+* ``action``: ``relabel`` (to ``label``, one of ``data.classes``), ``exclude`` (the image is dropped, and
+  listed in the ingest report with the reason) or ``keep`` (a person checked the image and its label is right:
+  nothing changes; ``label`` records the label that was kept, and the review page does not ask again);
 * ``status``: ``proposed`` (written by ``cxr review-labels --accept N``: nothing changes) or ``confirmed`` (a
-  person read the image and agrees: ingest applies it). Confirming is editing the line: ``status:
+  person read the image and agrees: ingest applies it). The review page (``cxr review-labels serve``,
+  :func:`decide`) writes confirmed lines itself; by hand, confirming is editing the line: ``status:
   confirmed``, ``who``: your name; change ``action``/``label`` when you disagree with the proposal;
-* ``who``, ``why``: who decided and why (required); ``path``: where the image was when the line was written
-  (for people; matching is by sha256).
+* ``who``, ``why``: who decided and why (required); ``when``: the UTC time of the decision (ISO 8601; may be
+  empty, and files from before it had the column are read as they are); ``path``: where the image was when the
+  line was written (for people; matching is by sha256).
 
 Nothing changes a label without a confirmed line here. The file is in git and a dependency of DVC's ingest
 stage, so a decision re-runs the pipeline from ingest and every model's data version records it; ingest's
@@ -33,8 +36,9 @@ from components.core.contract.errors import DataError
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["sha256", "action", "label", "status", "who", "why", "path"]
-ACTIONS = ("relabel", "exclude")
+COLUMNS = ["sha256", "action", "label", "status", "who", "when", "why", "path"]
+OPTIONAL = ("when",)  # a file written before the column existed is read with it empty
+ACTIONS = ("relabel", "exclude", "keep")
 STATUSES = ("proposed", "confirmed")
 BEFORE = "label_before_override"
 PROPOSER = "cxr review-labels"
@@ -57,26 +61,13 @@ def read(path: str | Path, classes: list[str] | None = None) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV: {err}") from None
+    for col in OPTIONAL:
+        if col not in df.columns:
+            df[col] = ""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: lacks column(s) {missing}; the header must be '{','.join(COLUMNS)}'")
-    problems = []
-    for i, r in enumerate(df.itertuples(index=False), start=2):  # line 1 is the header
-        where = f"{path}:{i}"
-        if not _SHA.match(r.sha256.strip().lower()):
-            problems.append(f"{where}: sha256 {r.sha256!r} is not 64 hex digits")
-        if r.action not in ACTIONS:
-            problems.append(f"{where}: action {r.action!r} must be one of {list(ACTIONS)}")
-        if r.status not in STATUSES:
-            problems.append(f"{where}: status {r.status!r} must be one of {list(STATUSES)}")
-        if r.action == "relabel" and (not r.label or (classes is not None and r.label not in classes)):
-            problems.append(f"{where}: relabel needs a label among {classes or 'data.classes'}, got {r.label!r}")
-        if r.action == "exclude" and r.label:
-            problems.append(f"{where}: exclude takes no label (got {r.label!r}); leave it empty")
-        if not r.why.strip():
-            problems.append(f"{where}: why is empty: say why the label is wrong")
-        if r.status == "confirmed" and (not r.who.strip() or r.who.strip() == PROPOSER):
-            problems.append(f"{where}: a confirmed line needs who: the person who confirmed it (not {PROPOSER!r})")
+    problems = line_problems(df, str(path), classes)
     df["sha256"] = df["sha256"].str.strip().str.lower()
     dup = df["sha256"][df["sha256"].duplicated()]
     if len(dup):
@@ -89,6 +80,30 @@ def read(path: str | Path, classes: list[str] | None = None) -> pd.DataFrame:
     return out
 
 
+def line_problems(df: pd.DataFrame, where: str, classes: list[str] | None = None) -> list[str]:
+    """What is wrong with each line of ``df`` (the file's rows; line 1 is the header), as ``where:line: …``."""
+    problems = []
+    for i, r in enumerate(df.itertuples(index=False), start=2):  # line 1 is the header
+        at = f"{where}:{i}"
+        if not _SHA.match(r.sha256.strip().lower()):
+            problems.append(f"{at}: sha256 {r.sha256!r} is not 64 hex digits")
+        if r.action not in ACTIONS:
+            problems.append(f"{at}: action {r.action!r} must be one of {list(ACTIONS)}")
+        if r.status not in STATUSES:
+            problems.append(f"{at}: status {r.status!r} must be one of {list(STATUSES)}")
+        if r.action == "relabel" and (not r.label or (classes is not None and r.label not in classes)):
+            problems.append(f"{at}: relabel needs a label among {classes or 'data.classes'}, got {r.label!r}")
+        if r.action == "exclude" and r.label:
+            problems.append(f"{at}: exclude takes no label (got {r.label!r}); leave it empty")
+        if r.action == "keep" and r.label and classes is not None and r.label not in classes:
+            problems.append(f"{at}: keep records the label kept, one of {classes}, got {r.label!r}")
+        if not r.why.strip():
+            problems.append(f"{at}: why is empty: say why the label is wrong")
+        if r.status == "confirmed" and (not r.who.strip() or r.who.strip() == PROPOSER):
+            problems.append(f"{at}: a confirmed line needs who: the person who confirmed it (not {PROPOSER!r})")
+    return problems
+
+
 def file_sha256(read_bytes: Callable[[str], bytes], path: str) -> str:
     return hashlib.sha256(read_bytes(path)).hexdigest()
 
@@ -98,14 +113,15 @@ def apply(rows: pd.DataFrame, overrides: pd.DataFrame, read_bytes: Callable[[str
     """Apply the confirmed lines to manifest ``rows`` (``read_bytes(path)`` gives an image's bytes, hashed only
     when some line is confirmed). Returns (rows, skipped entries for the excluded images, a summary)."""
     confirmed = overrides[overrides["status"] == "confirmed"]
+    changing = confirmed[confirmed["action"] != "keep"]  # a kept label changes nothing
     summary = {"file": source, "lines": len(overrides),
                "proposed_pending": int((overrides["status"] == "proposed").sum()),
                "confirmed": {a: int((confirmed["action"] == a).sum()) for a in ACTIONS},
                "relabelled": 0, "excluded": 0, "unmatched": 0, "unmatched_lines": [], "relabelled_by_class": {}}
-    if confirmed.empty:
+    if confirmed.empty:  # (only kept labels: nothing changes, but a kept line that matches nothing is still named)
         return rows, [], summary
     sha = rows["path"].map(lambda p: file_sha256(read_bytes, p))
-    decided = confirmed.set_index("sha256")
+    decided = changing.set_index("sha256")
     hit = sha.isin(decided.index)
     unmatched = confirmed[~confirmed["sha256"].isin(set(sha))]
     summary["unmatched"] = len(unmatched)
@@ -154,7 +170,7 @@ def propose(path: str | Path, suspects: pd.DataFrame, n: int, when: str) -> dict
     fresh = suspects[~suspects["sha256"].isin(set(current["sha256"]))].head(n)
     lines = pd.DataFrame({
         "sha256": fresh["sha256"], "action": "relabel", "label": fresh["suggested_label"], "status": "proposed",
-        "who": PROPOSER,
+        "who": PROPOSER, "when": "",
         "why": [f"review {when}: rank {int(r.rank)}, p({r.given_label})={float(r.score):.3f} out of fold; the model "
                 f"suggests {r.suggested_label}" for r in fresh.itertuples()],
         "path": fresh["path"]})
@@ -164,3 +180,59 @@ def propose(path: str | Path, suspects: pd.DataFrame, n: int, when: str) -> dict
             "suspects_already_listed": int(suspects["sha256"].isin(set(current["sha256"])).sum()),
             "lines": len(out), "next": f"read each proposed image (gallery.html), set status: confirmed and who: "
                                       f"<your name> in {path} (or change action/label), then dvc repro"}
+
+
+def utc_now() -> str:
+    """The time of a decision: UTC, ISO 8601 to the second (``2026-12-06T14:03:59Z``)."""
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write(path: str | Path, df: pd.DataFrame) -> None:
+    """Write the overrides file (every column, in order) atomically: a temporary file, then a rename."""
+    from components.core.contract.fsutil import write_text
+
+    write_text(path, df[COLUMNS].to_csv(index=False, lineterminator="\n"))  # temp file + rename
+
+
+def decide(path: str | Path, sha256: str, action: str, label: str, who: str, why: str, image_path: str,
+           classes: list[str] | None = None, when: str | None = None) -> tuple[dict | None, dict]:
+    """Write a person's decision on one image as a ``confirmed`` line (replacing the image's line, proposed or
+    not; appended otherwise), atomically. Returns (the line it replaced or None, the line written): what
+    :func:`restore` needs to undo it. The file is read fresh, so lines edited by hand meanwhile are kept."""
+    path = Path(path)
+    current = read(path, classes) if path.is_file() else empty()
+    line = {"sha256": sha256.strip().lower(), "action": action, "label": label if action != "exclude" else "",
+            "status": "confirmed", "who": who.strip(), "when": when or utc_now(), "why": why.strip(),
+            "path": image_path}
+    check = pd.DataFrame([line], columns=COLUMNS)
+    problems = line_problems(check, "the decision", classes)
+    if problems:
+        raise DataError("; ".join(problems))
+    hit = current.index[current["sha256"] == line["sha256"]]
+    previous = current.loc[hit[0]].to_dict() if len(hit) else None
+    if len(hit):
+        current.loc[hit[0], COLUMNS] = [line[c] for c in COLUMNS]
+        out = current
+    else:
+        out = pd.concat([current, check], ignore_index=True)
+    write(path, out)
+    return previous, line
+
+
+def restore(path: str | Path, sha256: str, previous: dict | None, classes: list[str] | None = None) -> None:
+    """Undo :func:`decide`: put ``previous`` back as the image's line, or remove its line when there was none."""
+    path = Path(path)
+    current = read(path, classes)
+    sha256 = sha256.strip().lower()
+    hit = current.index[current["sha256"] == sha256]
+    if previous is None:
+        out = current.drop(index=hit)
+    elif len(hit):
+        current.loc[hit[0], COLUMNS] = [previous.get(c, "") for c in COLUMNS]
+        out = current
+    else:
+        out = pd.concat([current, pd.DataFrame([previous], columns=COLUMNS)], ignore_index=True)
+    write(path, out.reset_index(drop=True))
+

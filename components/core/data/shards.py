@@ -234,8 +234,10 @@ def augment_batch(x, seed, cfg: AugmentConfig):
     """Augment a uint8 batch (B × H × W × 1) in one resampling pass.
 
     Rotation, zoom, translation and the optional horizontal flip are composed into a single affine
-    transform per image (one bilinear resample instead of one per Keras layer), then brightness and
-    contrast are applied. Random draws are stateless, keyed by ``seed`` (an int64 per batch).
+    transform per image (one bilinear resample instead of one per Keras layer; outside the film the
+    ``fill``), then brightness and contrast are applied (``lighting``: additive, or fastai's in logit space).
+    Each affine part and the lighting apply to an image with probability ``p_affine`` / ``p_lighting``
+    (fastai's 0.75; 1 by default). Random draws are stateless, keyed by ``seed`` (an int64 per batch).
     """
     import math
 
@@ -248,9 +250,22 @@ def augment_batch(x, seed, cfg: AugmentConfig):
         return tf.random.stateless_uniform([b], seed=tf.stack([seed, tf.constant(i, tf.int64)]), minval=lo,
                                            maxval=hi)
 
-    angle = uniform(1, -cfg.rotation * 2 * math.pi, cfg.rotation * 2 * math.pi)
-    scale = uniform(2, 1 - cfg.zoom, 1 + cfg.zoom)
-    tx, ty = uniform(3, -cfg.translate, cfg.translate) * w, uniform(4, -cfg.translate, cfg.translate) * h
+    def gate(i: int, p: float, value, neutral: float):
+        """``value`` where an image is picked (probability ``p``), ``neutral`` elsewhere."""
+        if p >= 1:
+            return value
+        return tf.where(uniform(i, 0, 1) < p, value, neutral)
+
+    angle = gate(11, cfg.p_affine, uniform(1, -cfg.rotation * 2 * math.pi, cfg.rotation * 2 * math.pi), 0.0)
+    if cfg.zoom_in_only:
+        scale = gate(12, cfg.p_affine, uniform(2, 1.0, 1.0 + cfg.zoom), 1.0)
+    else:
+        scale = gate(12, cfg.p_affine, uniform(2, 1 - cfg.zoom, 1 + cfg.zoom), 1.0)
+    moved = gate(13, cfg.p_affine, tf.ones([b]), 0.0)
+    tx, ty = moved * uniform(3, -cfg.translate, cfg.translate) * w, moved * uniform(4, -cfg.translate, cfg.translate) * h
+    if cfg.zoom_in_only:  # fastai's Zoom: the view's centre anywhere that keeps it inside the film
+        tx += -scale * (1 - 1 / scale) * uniform(8, -1.0, 1.0) * (w - 1) / 2
+        ty += -scale * (1 - 1 / scale) * uniform(9, -1.0, 1.0) * (h - 1) / 2
     flip = tf.where(uniform(5, 0, 1) < 0.5, -1.0, 1.0) if cfg.horizontal_flip else tf.ones([b])
     # output pixel (u, v) reads input (x_in, y_in); c = centre:
     #   x_in = flip * (a (u - cx - tx) + s (v - cy - ty)) + cx,   y_in = -s (u - cx - tx) + a (v - cy - ty) + cy
@@ -262,13 +277,40 @@ def augment_batch(x, seed, cfg: AugmentConfig):
         tf.zeros([b]), tf.zeros([b])], axis=1)
     out = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(x, tf.float32), transforms=transforms, output_shape=tf.shape(x)[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-    if cfg.contrast:
-        mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
-        out = (out - mean) * tf.reshape(uniform(6, 1 - cfg.contrast, 1 + cfg.contrast), [-1, 1, 1, 1]) + mean
-    if cfg.brightness:
-        out = out + tf.reshape(uniform(7, -cfg.brightness, cfg.brightness) * 255.0, [-1, 1, 1, 1])
+        fill_value=0.0, interpolation="BILINEAR", fill_mode=cfg.fill.upper())
+    if cfg.lighting == "logit":
+        out = _logit_lighting(out, uniform, gate, cfg)
+    else:
+        if cfg.contrast:
+            mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
+            factor = gate(14, cfg.p_lighting, uniform(6, 1 - cfg.contrast, 1 + cfg.contrast), 1.0)
+            out = (out - mean) * tf.reshape(factor, [-1, 1, 1, 1]) + mean
+        if cfg.brightness:
+            shift = gate(15, cfg.p_lighting, uniform(7, -cfg.brightness, cfg.brightness), 0.0)
+            out = out + tf.reshape(shift * 255.0, [-1, 1, 1, 1])
     return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def _logit_lighting(out, uniform, gate, cfg: AugmentConfig):
+    """fastai's ``Brightness`` then ``Contrast`` (``max_lighting`` = ``cfg.brightness`` / ``cfg.contrast``), in
+    logit space as fastai composes them: ``sigmoid((logit(x) + logit(change)) · scale)``, ``change`` ~
+    U(0.5(1 - b), 0.5(1 + b)), ``scale`` = exp(U(log(1 - c), -log(1 - c))), each on an image with probability
+    ``p_lighting`` (else 0.5 and 1: no change)."""
+    import math
+
+    import tensorflow as tf
+
+    eps = 1e-7
+    v = tf.clip_by_value(out / 255.0, eps, 1 - eps)
+    z = tf.math.log(v / (1 - v))
+    if cfg.brightness:
+        change = gate(15, cfg.p_lighting, uniform(7, 0.5 * (1 - cfg.brightness), 0.5 * (1 + cfg.brightness)), 0.5)
+        z = z + tf.reshape(tf.math.log(change / (1 - change)), [-1, 1, 1, 1])
+    if cfg.contrast:
+        top = -math.log(1 - min(cfg.contrast, 0.999))
+        scale = gate(14, cfg.p_lighting, tf.exp(uniform(6, -top, top)), 1.0)
+        z = z * tf.reshape(scale, [-1, 1, 1, 1])
+    return tf.sigmoid(z) * 255.0
 
 
 def _stream_parts(x, part_rows: int) -> tuple[list[Callable[[], np.ndarray]], list[int]]:

@@ -29,6 +29,7 @@ film is rendered and use no random draws, so ``none`` (the default) gives the sa
 when the share is above 0) and gives each another class's label, drawn at random; their films are rendered as
 their true class and filed under the wrong one, like a mislabelled study in a scraped folder. The choice
 uses its own random stream, so the films are byte for byte those of a run without noise.
+``label_noise_model: similar`` flips only between PNEUMONIA and COVID19, the two findings that look alike.
 """
 
 from __future__ import annotations
@@ -177,18 +178,39 @@ def patient_id(index: int) -> str:
     return f"demo-p{index:05d}"
 
 
+# the two classes whose findings look most alike (both opacities of the lung fields): the confusable pair that real
+# label noise in these sets mostly flips between (``label_noise_model: similar``)
+SIMILAR = ("PNEUMONIA", "COVID19")
+NOISE_MODELS = ("uniform", "similar")
+
+
 def planted_flips(classes: list[str], patients_per_class: int, label_noise: float,
-                  seed: int) -> dict[str, tuple[str, str]]:
+                  seed: int, model: str = "uniform") -> dict[str, tuple[str, str]]:
     """The patients whose label :func:`generate` flips: ``patient_id → (true label, given label)``.
 
     ``round(label_noise × patients)`` patients (at least one when ``label_noise > 0``), chosen at random with
-    their own stream (``seed``, "label-noise"); each gets one of the other classes at random."""
+    their own stream (``seed``, "label-noise"). ``model``: ``uniform`` picks among all patients and gives each one
+    of the other classes at random; ``similar`` picks among the patients of the :data:`SIMILAR` pair only (as many
+    as uniform would, at most all of them) and gives each the pair's other class."""
     if label_noise <= 0:
         return {}
+    if model not in NOISE_MODELS:
+        raise ValueError(f"label noise model {model!r} is not one of {NOISE_MODELS}")
     n = len(classes) * patients_per_class
     rng = np.random.default_rng([seed, 0x6E015E])  # not a stream the films use
-    chosen = rng.permutation(n)[:max(1, round(label_noise * n))]
+    count = max(1, round(label_noise * n))
     out = {}
+    if model == "similar":
+        if not set(SIMILAR) <= set(classes):
+            raise ValueError(f"label noise model 'similar' flips {SIMILAR[0]} <-> {SIMILAR[1]}: data.classes "
+                             f"{classes} lacks one of them")
+        pool = [classes.index(c) * patients_per_class + i for c in SIMILAR for i in range(patients_per_class)]
+        chosen = rng.permutation(pool)[:min(count, len(pool))]
+        for pid in sorted(int(i) for i in chosen):
+            true = classes[pid // patients_per_class]
+            out[patient_id(pid)] = (true, SIMILAR[1 - SIMILAR.index(true)])
+        return out
+    chosen = rng.permutation(n)[:count]
     for pid in sorted(int(i) for i in chosen):
         true = classes[pid // patients_per_class]
         others = [c for c in classes if c != true]
@@ -198,11 +220,11 @@ def planted_flips(classes: list[str], patients_per_class: int, label_noise: floa
 
 def generate(classes: list[str], patients_per_class: int, max_images_per_patient: int,
              min_side: int, max_side: int, seed: int, style: dict[str, float] | None = None,
-             shortcut: str = "none", label_noise: float = 0.0):
+             shortcut: str = "none", label_noise: float = 0.0, label_noise_model: str = "uniform"):
     """Yield ``(relative_path, label, patient_id, encoded_bytes)`` deterministically (``style``: see
     :func:`render`; ``shortcut``: see :func:`plant_shortcut`; ``label_noise``: the label, and folder, of the
     patients :func:`planted_flips` picks is another class's; their films show their true class)."""
-    flips = planted_flips(classes, patients_per_class, label_noise, seed)
+    flips = planted_flips(classes, patients_per_class, label_noise, seed, label_noise_model)
     pid = 0
     for class_index, label in enumerate(classes):
         for _ in range(patients_per_class):

@@ -6,7 +6,8 @@ real training. This is that loop, made repeatable:
 1. **Out-of-fold probabilities** (:func:`out_of_fold`): the training and validation splits together, cut
    into ``review.folds`` folds by patient (stratified by label: a patient's films are never on both sides);
    for each fold a fresh model (``review.backbone``, a small CNN from scratch by default) trains briefly on
-   the others (one-cycle, balanced class weights, the default augmentation) and predicts the held-out fold.
+   the others (one-cycle, balanced class weights, no augmentation unless ``review.augment``) and predicts the
+   held-out fold.
    Every image gets probabilities from a model that never saw it or its patient, so its own (possibly wrong)
    label cannot have been memorised.
 2. **Confident learning** (Northcutt et al. 2021; cleanlab's ``find_label_issues``): the per-class
@@ -14,7 +15,8 @@ real training. This is that loop, made repeatable:
    images it says are off-diagonal are the suspects, ranked by **self-confidence** (the out-of-fold
    probability of the given label, lowest first).
 3. A gallery of the top suspects with the Grad-CAM of the held-out fold's model for the suggested and the
-   given class (:func:`gallery_html`), so a person can judge each image before anything changes
+   given class (:func:`gallery_html`), and the same maps for every suspect (:func:`suspect_cams`, for the
+   review page), so a person can judge each image before anything changes
    (:mod:`components.core.data.overrides`).
 """
 
@@ -168,6 +170,40 @@ def suspects_table(rows: pd.DataFrame, y: np.ndarray, probs: np.ndarray, fold_of
         "rank": np.arange(1, len(issues) + 1), "split": r["split"].to_numpy() if "split" in r.columns else "",
         "fold": fold_of[issues], "p_suggested": np.round(probs[issues, sug[issues]], 6),
     }, columns=SUSPECT_COLUMNS)
+
+
+CAM_SIZE = 64  # side of the stored Grad-CAM maps (upsampled on the page; a map's own resolution is coarser)
+
+
+def empty_cams() -> dict[str, np.ndarray]:
+    return {"path": np.array([], dtype=str), "maps": np.zeros((0, 2, CAM_SIZE, CAM_SIZE), np.uint8)}
+
+
+def suspect_cams(suspects: pd.DataFrame, x: np.ndarray, index: np.ndarray, models_by_fold: list, classes: list[str],
+                 block: int = 64) -> dict[str, np.ndarray]:
+    """Every suspect's Grad-CAM from its held-out fold's model: ``maps[i, 0]`` for the suggested class,
+    ``maps[i, 1]`` for the given one (uint8 0..255 at :data:`CAM_SIZE`, or the image size when smaller), in the
+    rows' order; ``path`` says whose."""
+    import tensorflow as tf
+
+    from components.core.eval import gradcam
+
+    size = min(CAM_SIZE, int(x.shape[1]))
+    maps = np.zeros((len(suspects), 2, size, size), np.uint8)
+    folds_of = suspects["fold"].to_numpy().astype(int)
+    sug = np.array([classes.index(c) for c in suspects["suggested_label"]], dtype=int)
+    given = np.array([classes.index(c) for c in suspects["given_label"]], dtype=int)
+    for k in np.unique(folds_of):
+        rows = np.flatnonzero(folds_of == k)
+        for start in range(0, len(rows), block):
+            part = rows[start:start + block]
+            films = np.asarray(x[index[part]])
+            both = gradcam.gradcam(models_by_fold[int(k)], np.concatenate([films, films]),
+                                   np.concatenate([sug[part], given[part]]))
+            small = tf.image.resize(both[..., None], (size, size), method="area")[..., 0].numpy()
+            small = np.round(np.clip(small, 0, 1) * 255).astype(np.uint8)
+            maps[part, 0], maps[part, 1] = small[:len(part)], small[len(part):]
+    return {"path": np.asarray(suspects["path"].astype(str).tolist(), dtype=str), "maps": maps}
 
 
 def _png_uri(rgb: np.ndarray, scale: int) -> str:

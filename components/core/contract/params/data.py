@@ -31,6 +31,9 @@ class DemoConfig(Section):
     # get another class's label on all their films (rendered as their true class); raw manifest column
     # label_noise_planted says which (validate drops it, so training never reads it).
     label_noise: float = Field(0.0, ge=0, lt=0.5)
+    # which wrong label: uniform (any other class, at random) or similar (PNEUMONIA <-> COVID19 only, the two
+    # findings that look alike: what real label noise in these sets mostly is)
+    label_noise_model: Literal["uniform", "similar"] = "uniform"
 
     @model_validator(mode="after")
     def _sides(self) -> DemoConfig:

@@ -10,11 +10,13 @@ from components.core.contract.params.train import Backbone, TrainConfig
 
 
 class ReviewConfig(Section):
-    """``cxr review-labels`` (off by default): out-of-fold class probabilities over the training and validation
-    splits (``folds`` patient-grouped folds, a short training each), then confident learning (cleanlab's
-    ``find_label_issues``), ranked by self-confidence. A small CNN from scratch by default; ``backbone`` and
-    ``weights`` take the recipe's (e.g. resnet34 / imagenet: the head trains, the backbone stays frozen)."""
+    """``cxr review-labels``: out-of-fold class probabilities over the training and validation splits (``folds``
+    patient-grouped folds, a short training each), then confident learning (cleanlab's ``find_label_issues``),
+    ranked by self-confidence. A small CNN from scratch by default; ``backbone`` and ``weights`` take the recipe's
+    (e.g. resnet34 / imagenet: the head trains, the backbone stays frozen)."""
 
+    # whether dvc repro and the KFP pipeline run the review (their command passes --if-enabled); typed by hand,
+    # `cxr review-labels` runs it whatever this says
     enabled: bool = False
     folds: int = Field(3, ge=2, le=20)
     backbone: Backbone = "small_cnn"

@@ -133,11 +133,27 @@ class HeadConfig(Section):
 
 
 class AugmentConfig(Section):
-    rotation: float = Field(0.03, ge=0, le=0.5)  # fraction of a full turn (0.03 ≈ ±11°)
+    """Training augmentation, one resampling pass per batch (:func:`components.core.data.shards.augment_batch`).
+    The defaults are ours; ``zoom_in_only``, ``fill: reflect``, ``lighting: logit`` and ``p_affine``/``p_lighting``
+    0.75 are fastai's ``aug_transforms`` (the ``seed2-fastai`` recipes)."""
+
+    rotation: float = Field(0.03, ge=0, le=0.5)  # fraction of a full turn (0.03 ≈ ±11°; fastai's 10° = 0.0278)
     zoom: float = Field(0.1, ge=0, lt=1)
+    # true: zoom in only (scale 1 .. 1 + zoom) about a random centre that keeps the view inside the film (fastai's
+    # Zoom, max_zoom = 1 + zoom); false: scale 1 - zoom .. 1 + zoom about the centre (zooming out shows the fill)
+    zoom_in_only: bool = False
     translate: float = Field(0.05, ge=0, lt=1)
+    # what the warp fills outside the film: constant (black) or reflect (fastai's pad_mode='reflection')
+    fill: Literal["constant", "reflect"] = "constant"
     brightness: float = Field(0.1, ge=0, le=1)
     contrast: float = Field(0.1, ge=0, le=1)
+    # additive: + U(±brightness)·255, contrast × U(1 ± contrast) about the image mean; logit: fastai's lighting,
+    # brightness and contrast = max_lighting: logit(x) + logit(U(0.5(1 ± b))), then × exp(U(±log(1 - c)))
+    # (at mid-grey fastai's max_lighting 0.2 moves a pixel by ±0.1·255, half of additive 0.2)
+    lighting: Literal["additive", "logit"] = "additive"
+    # the chance that an image gets each affine part (rotation, zoom, translation) and the lighting (fastai: 0.75)
+    p_affine: float = Field(1.0, ge=0, le=1)
+    p_lighting: float = Field(1.0, ge=0, le=1)
     horizontal_flip: bool = False  # a flipped chest film puts the heart on the right
 
 

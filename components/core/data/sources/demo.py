@@ -14,9 +14,11 @@ def write(classes: list[str], demo, out: Path) -> list[dict]:
     does not carry the column on, so training never reads it)."""
     rows = []
     noise = getattr(demo, "label_noise", 0.0)
-    flipped = synthetic.planted_flips(classes, demo.patients_per_class, noise, demo.seed)
+    noise_model = getattr(demo, "label_noise_model", "uniform")
+    flipped = synthetic.planted_flips(classes, demo.patients_per_class, noise, demo.seed, noise_model)
     gen = synthetic.generate(classes, demo.patients_per_class, demo.max_images_per_patient, demo.min_side,
-                             demo.max_side, demo.seed, shortcut=demo.shortcut, label_noise=noise)
+                             demo.max_side, demo.seed, shortcut=demo.shortcut, label_noise=noise,
+                             label_noise_model=noise_model)
     for rel, label, patient, data in progress(gen, "demo images"):
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -113,3 +113,28 @@ def test_the_stream_reads_every_image_once_with_its_label():
     assert len(shares[0]) == len(shares[1]) == 11 and not set(shares[0]) & set(shares[1])
     weighted = next(iter(dataset(split, 23, class_weight={0: 1.0, 1: 2.0, 2: 0.5})))
     assert list(weighted[2].numpy()) == [(1.0, 2.0, 0.5)[int(c)] for c in weighted[1].numpy()]
+
+
+def test_fastai_zoom_is_in_only_and_reflection_fills_what_the_warp_uncovers():
+    x = np.full((16, 32, 32, 1), 200, np.uint8)
+    zoomed = run(x, 3, zoom=0.1, zoom_in_only=True)  # zooming in never shows the outside of the film
+    assert (zoomed == 200).all()
+    out = run(x, 3, zoom=0.3)  # ours zooms out too: black corners
+    assert (out == 0).any()
+    assert (run(x, 3, rotation=0.1, fill="reflect") > 150).all()  # rotated, corners reflected, not black
+    assert (run(x, 3, rotation=0.1) == 0).any()
+
+
+def test_logit_lighting_is_fastais_formula_and_p_gates_each_image():
+    x = np.repeat(np.linspace(10, 245, 16, dtype=np.uint8)[:, None, None, None], 8, axis=1).repeat(8, axis=2)
+    out = run(x, 9, brightness=0.2, lighting="logit").astype(float)
+    v = x[:, 0, 0, 0] / 255.0
+    change = np.log(out[:, 0, 0, 0] / (255 - out[:, 0, 0, 0])) - np.log(v / (1 - v))  # logit shift per image
+    bound = np.log(0.6 / 0.4)  # logit(0.5 (1 + 0.2))
+    assert (np.abs(change) <= bound + 0.05).all() and np.abs(change).max() > bound / 3
+    mid = np.full((64, 4, 4, 1), 128, np.uint8)  # at mid grey fastai's 0.2 moves a pixel by at most 0.1 * 255
+    assert np.abs(run(mid, 1, brightness=0.2, lighting="logit").astype(int) - 128).max() <= 26
+    gated = run(mid, 1, brightness=0.2, contrast=0.2, p_lighting=0.75)
+    unchanged = (gated == 128).reshape(64, -1).all(axis=1).mean()
+    assert 0.1 < unchanged < 0.45  # about a quarter of the images keep their pixels
+    assert (run(mid, 1, brightness=0.2, rotation=0.1, p_lighting=0.0, p_affine=0.0) == mid).all()
