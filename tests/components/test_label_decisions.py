@@ -156,10 +156,11 @@ def test_a_decision_is_a_confirmed_line_written_at_once_and_undone_exactly(tmp_p
     lines = overrides.read(decisions, classes)
     assert list(lines["action"]) == ["relabel", "keep", "exclude"] and kept_prev is None
     assert not list(tmp_path.glob(".*"))  # the temporary file was renamed, nothing left behind
-    # a kept label changes nothing, and is not an unmatched line
+    # a kept label changes nothing; a kept line whose image is not there is named like any other unmatched line
     rows = pd.DataFrame({"path": ["b.png"], "label": ["NORMAL"]})
     out, _, summary = overrides.apply(rows, lines.iloc[[1]], lambda _: b"", "f")
-    assert out["label"].tolist() == ["NORMAL"] and summary["unmatched"] == 0 and summary["confirmed"]["keep"] == 1
+    assert out["label"].tolist() == ["NORMAL"] and summary["confirmed"]["keep"] == 1
+    assert summary["unmatched"] == 1 and summary["unmatched_lines"][0]["action"] == "keep"
     # undo, newest first: back to the proposal, byte for byte
     overrides.restore(decisions, "c" * 64, None, classes)
     overrides.restore(decisions, "b" * 64, kept_prev, classes)

@@ -101,7 +101,8 @@ def _problem(command: str, subs: dict) -> str | None:
     if words[0] not in subs:
         return f"no command {words[0]!r}"
     parser, rest = _parser_for(subs[words[0]], words[1:])
-    if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):  # `cxr spec` names the group
+    if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions) and \
+            (not rest or not rest[0].startswith("-")):  # `cxr spec` names the group
         return f"{parser.prog}: {rest[0]!r} is not one of its actions" if rest else None
     positionals = [a for a in parser._actions if not a.option_strings]
     if rest and not positionals and not rest[0].startswith(("-", "[", "<", "$")) and not rest[0].isupper():
