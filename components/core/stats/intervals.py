@@ -10,18 +10,22 @@ bootstrap of two identical-looking models collapses to [0, 0]. These intervals d
 * **Paired difference of proportions** (candidate minus champion on the same patients): Tango's (1998)
   score interval from the discordant counts ``b`` (only the candidate right) and ``c`` (only the champion
   right), scaled to effective patients the same way. Simulated coverage: ``benchmarks/small_n.py``.
-* **ROC-AUC**: Newcombe's (2006) score-type interval (method 5: the Hanley-McNeil variance with
-  ``N* = (m + n)/2 - 1``, solved for the AUC), which stays inside (0, 1) and does not collapse at 1;
+* **ROC-AUC**: Newcombe's (2006) score-type interval (method 5: the Hanley-McNeil variance with ``m - 1`` and
+  ``n - 1`` both replaced by ``N* - 1 = (m + n)/2 - 1``, solved for the AUC), which stays inside (0, 1) and does
+  not collapse at 1;
   a paired AUC difference is the MOVER combination (Zou & Donner 2008) of the two models' intervals with
   the DeLong correlation of their estimates.
-* **Power of a non-inferiority check**: under the planning assumption that the two models are equally good
-  and disagree on the observed share of patients, the probability that the interval's lower bound clears
-  ``-margin`` (exact over the discordant counts for a paired proportion; from the interval's own spread for
-  the others), and the number of patients that would give the wanted power.
+* **Power of a non-inferiority check**: under the planning assumption that the two models are equally good,
+  the probability that the interval's lower bound clears ``-margin`` (exact over the discordant counts for a
+  paired proportion; normal for the others), and the number of patients that would give the wanted power. The
+  planning discordance of two *equal* models is read from the candidate's exclusive wins alone
+  (:func:`planning_discordance`): the candidate's own excess errors would otherwise raise it, lower the power
+  and turn a worse candidate's "failed" into "inconclusive".
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -152,10 +156,12 @@ def paired_difference(first, second, groups, level: float = 0.95) -> dict | None
 
 # ---------------------------------------------------------------- ROC-AUC
 def _hm_variance(theta, m: float, n: float):
-    """Hanley-McNeil variance of an AUC with Newcombe's symmetrisation N* = (m + n)/2 - 1."""
+    """Hanley-McNeil variance of an AUC, ``θ(1-θ)/(mn) · [1 + (m-1)(1-θ)/(2-θ) + (n-1)θ/(1+θ)]``, with
+    Newcombe's (2006, method 4/5) symmetrisation: both ``m - 1`` and ``n - 1`` become ``N* - 1`` with
+    ``N* = (m + n)/2``. With ``m = n`` it is exactly Hanley and McNeil's (1982) variance."""
     theta = np.asarray(theta, dtype=float)
-    n_star = (m + n) / 2 - 1
-    return theta * (1 - theta) / (m * n) * (1 + (n_star - 1) * ((1 - theta) / (2 - theta) + theta / (1 + theta)))
+    multiplier = (m + n) / 2 - 1
+    return theta * (1 - theta) / (m * n) * (1 + multiplier * ((1 - theta) / (2 - theta) + theta / (1 + theta)))
 
 
 def auc_interval(auc: float, n_pos: float, n_neg: float, level: float = 0.95) -> tuple[float, float] | None:
@@ -205,6 +211,34 @@ def delong_correlation(positive, first, second) -> float:
     return float(np.clip((cov(v10a, v10b) / m + cov(v01a, v01b) / n) / math.sqrt(var_a * var_b), -1, 1))
 
 
+def macro_auc_influence(y, proba, groups, k: int) -> np.ndarray:
+    """Each patient's influence on the macro (one-vs-rest, mean over classes present) AUC: the sum over its images
+    of the DeLong structural components minus the class AUC, divided by the class's positives or negatives
+    (Hoeffding's linearisation: AUC - A ~ the sum of these over all patients), in the order of the sorted
+    patient ids. Their sum of squares is DeLong's variance with patients as the unit."""
+    y, proba = np.asarray(y), np.asarray(proba, dtype=float)
+    _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    per_image = np.zeros(len(y))
+    present = [i for i in range(k) if 0 < (y == i).sum() < len(y)]
+    for i in present:
+        pos = y == i
+        v10, v01 = delong_components(pos, proba[:, i])
+        area = float(v10.mean())
+        per_image[pos] += (v10 - area) / pos.sum()
+        per_image[~pos] += (v01 - area) / (~pos).sum()
+    per_image /= max(len(present), 1)
+    return np.bincount(inverse, weights=per_image)
+
+
+def influence_correlation(first: np.ndarray, second: np.ndarray) -> float:
+    """The correlation of two estimates from their per-patient influences; 0 (conservative for MOVER) when either
+    has no variance (a perfect separation)."""
+    va, vb = float(first @ first), float(second @ second)
+    if va <= EPS or vb <= EPS:
+        return 0.0
+    return float(np.clip(first @ second / math.sqrt(va * vb), -1, 1))
+
+
 def mover(first: float, first_ci, second: float, second_ci, r: float) -> tuple[float, float]:
     """MOVER interval for ``first - second`` from each estimate's own interval and their correlation
     ``r`` (Zou & Donner 2008; with Wilson intervals and the phi coefficient it is Newcombe's method 10)."""
@@ -220,12 +254,16 @@ def tango_power(n: float, discordance: float, margin: float, level: float = 0.95
     """Probability that Tango's lower bound clears ``-margin`` when the two are truly equal and disagree on a
     share ``discordance`` of ``n`` patients: exact over the discordant counts (b, c), trinomial, truncated at
     ``sd_range`` standard deviations."""
+    return _tango_power(int(np.rint(n)), float(min(max(discordance, 0.0), 1.0)), float(margin), float(level),
+                        float(sd_range))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tango_power(n: int, psi: float, margin: float, level: float, sd_range: float) -> float:
     from scipy.stats import binom
 
-    n = int(np.rint(n))
     if n <= 0:
         return 0.0
-    psi = min(max(discordance, 0.0), 1.0)
     if n * psi >= 60:  # many discordant patients expected: Tango's statistic is normal (Connor's formula)
         from scipy.stats import norm
 
@@ -248,11 +286,20 @@ def tango_power(n: float, discordance: float, margin: float, level: float = 0.95
     return min(1.0, total)
 
 
-def planning_discordance(b: float, c: float, n: float) -> float:
-    """The share of patients on which two equal models are assumed to disagree: the observed share, shrunk
-    towards 1/2 by one pseudo-patient ((b + c + 1) / (n + 2)), so that no disagreement on a few patients is not
-    read as never disagreeing."""
-    return (b + c + 1) / (n + 2)
+def planning_discordance(b: float, n: float) -> float:
+    """The share of patients on which two *equal* models are assumed to disagree, from the candidate's exclusive
+    wins ``b`` alone: for equal models ``b`` and ``c`` have the same mean, and ``c`` (only the champion right)
+    also holds the candidate's excess errors, which must not lower the power of the check that is to catch them.
+    ``(2b + 1) / (n + 2)``: one pseudo-patient, so that no disagreement on a few patients is not read as never
+    disagreeing. More candidate errors (larger ``c``) never change it, so the verdict is monotone in ``c``."""
+    return min((2 * b + 1) / (n + 2), 1.0)
+
+
+def discordance_range(b: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """The planning discordance at the bounds of its interval: ``2 x`` the Clopper-Pearson interval of the
+    candidate's exclusive wins (``b`` of ``n``)."""
+    lo, hi = clopper_pearson(b, n, level) or (0.0, 1.0)
+    return 2 * lo, min(2 * hi, 1.0)
 
 
 def patients_for_power(power_at, n_now: float, want: float = 0.8, n_max: float = 1e6) -> float | None:
