@@ -6,7 +6,9 @@
   (:mod:`components.core.stats.intervals`). The absolute thresholds read these.
 * **Paired, candidate - champion** (:func:`paired_comparison`) on the same patients: accuracy by Tango's score
   interval; macro F1 and macro ROC-AUC by MOVER (the correlation of the two models' values over patient
-  resamples); per class with an operating point, ROC-AUC by MOVER with the DeLong correlation. No comparison at
+  resamples, from the patients' DeLong influences); per class with an operating point, ROC-AUC by MOVER with the
+  DeLong correlation; each correlation at its lower 95% bound (Fisher's z on the patients: a few patients cannot
+  make the interval of a difference narrow). No comparison at
   thresholds moved on the comparison patients: an interval that treats such a threshold as fixed leaves out its
   noise (coverage 0.77-0.89 for two equal models, issue 28), so the decision each model serves is gated by the
   absolute thresholds and the ranking by the paired ROC-AUC.
@@ -94,13 +96,16 @@ def served_intervals(y: np.ndarray, proba: np.ndarray, patients: np.ndarray, cla
 
 # ---------------------------------------------------------------- paired
 def _mover_entry(a: float, a_ci, b: float, b_ci, r: float, n: float, patients: int, method: str) -> dict:
+    """A MOVER difference; the correlation it reads is the lower 95% bound of the estimated one
+    (:func:`components.core.stats.intervals.correlation_lower_bound` on the effective patients ``n``)."""
     if a_ci is None or b_ci is None or not (np.isfinite(a) and np.isfinite(b)):
         return {"candidate": _r(a), "champion": _r(b), "difference": None, "ci": None, "kind": "mover",
                 "patients": patients, "note": "undefined on the comparison patients (a class is missing)"}
-    lo, hi = intervals.mover(a, a_ci, b, b_ci, r)
+    used = intervals.correlation_lower_bound(r, n)
+    lo, hi = intervals.mover(a, a_ci, b, b_ci, used)
     return {"candidate": _r(a), "champion": _r(b), "difference": _r(a - b), "ci": (_r(lo), _r(hi)),
-            "kind": "mover", "correlation": _r(r, 3), "champion_ci": (_r(b_ci[0]), _r(b_ci[1])), "n": n,
-            "patients": patients, "method": method}
+            "kind": "mover", "correlation": _r(used, 3), "correlation_estimated": _r(r, 3),
+            "champion_ci": (_r(b_ci[0]), _r(b_ci[1])), "n": n, "patients": patients, "method": method}
 
 
 def paired_comparison(y: np.ndarray, cand: np.ndarray, champ: np.ndarray, patients: np.ndarray,
