@@ -128,9 +128,12 @@ def paired_comparison(y: np.ndarray, cand: np.ndarray, champ: np.ndarray, patien
          "note": "no comparison patients"})}
     # macro F1: MOVER, the correlation over patient resamples (0, the conservative value, without them)
     f1_pairs: list[np.ndarray] = [np.zeros(0), np.zeros(0)]
+    cells = None
     for counts, inverse in resampling.patient_draws(patients, resamples, seed):
-        f1_pairs = [np.r_[f1_pairs[0], resampling.macro_f1(counts, inverse, y, pa, k)],
-                    np.r_[f1_pairs[1], resampling.macro_f1(counts, inverse, y, pb, k)]]
+        if cells is None:
+            cells = [resampling.patient_confusion(inverse, y, p, k) for p in (pa, pb)]
+        f1_pairs = [np.r_[f1_pairs[0], resampling.macro_f1(counts, cells[0], k)],
+                    np.r_[f1_pairs[1], resampling.macro_f1(counts, cells[1], k)]]
     f1a, f1b = macro_f1_posterior(y, pa, patients, k, level), macro_f1_posterior(y, pb, patients, k, level)
     out["macro_f1"] = _mover_entry(_macro_f1(y, pa), f1a, _macro_f1(y, pb), f1b, resampling.correlation(*f1_pairs),
                                    n_all, n_patients, "MOVER of the Dirichlet-posterior intervals")

@@ -24,15 +24,21 @@ def patient_draws(patients: np.ndarray, resamples: int, seed: int, block: int = 
     done = 0
     while done < resamples:
         rows = min(block, resamples - done)
-        counts = np.stack([np.bincount(rng.integers(0, g, g), minlength=g) for _ in range(rows)]).astype(float)
-        yield counts, inverse
+        drawn = rng.integers(0, g, (rows, g)) + g * np.arange(rows)[:, None]
+        yield np.bincount(drawn.ravel(), minlength=rows * g).reshape(rows, g).astype(float), inverse
         done += rows
 
 
-def macro_f1(counts: np.ndarray, inverse: np.ndarray, y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    """Macro F1 of each resample (rows of patient draw ``counts``) over the classes present in it."""
-    cells = np.zeros((counts.shape[1], k * k))
-    np.add.at(cells, (inverse, y * k + pred), 1.0)  # each patient's confusion counts
+def patient_confusion(inverse: np.ndarray, y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """Each patient's confusion counts (patients x k*k, true class major)."""
+    cells = np.zeros((int(inverse.max()) + 1 if len(inverse) else 0, k * k))
+    np.add.at(cells, (inverse, np.asarray(y) * k + np.asarray(pred)), 1.0)
+    return cells
+
+
+def macro_f1(counts: np.ndarray, cells: np.ndarray, k: int) -> np.ndarray:
+    """Macro F1 of each resample (rows of patient draw ``counts``; ``cells``: :func:`patient_confusion`) over the
+    classes present in it."""
     cm = (counts @ cells).reshape(-1, k, k)
     tp = np.einsum("rcc->rc", cm)
     support, predicted = cm.sum(axis=2), cm.sum(axis=1)
