@@ -216,7 +216,8 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
         "bootstrap": {"resamples": boot.resamples, "seed": boot.seed, "level": boot.level, "unit": "patient"},
         "min_power": g.min_power,
         "intervals": {"level": boot.level, "unit": "patient (Kish effective count where patients have several "
-                      "images)", "proportions": "Clopper-Pearson", "paired proportions": "Tango score interval",
+                      "images)", "proportions": "Clopper-Pearson",
+                      "paired proportions": "Tango score interval, counts divided by the patients' design effect",
                       "roc_auc": "Newcombe score interval; paired: MOVER with the DeLong correlation",
                       "macro_f1": "Dirichlet posterior; paired: MOVER"},
     }

@@ -13,13 +13,12 @@ from tests.support import copy_repo, push_bias, sh
 
 pytestmark = pytest.mark.slow
 
-# the demo data as shipped (40 patients per class: 24 test patients), everything the gate does not read switched
-# off, a smaller and shorter training; the gate's minimums at 0: the weak first champion must register
+# the demo as shipped (40 patients per class: 24 test patients; 64 px, 30 epochs), everything the gate does not read
+# switched off; the gate's minimums at 0: the weak first champion must register
 FAST = {
     "validate": {"workers": 1, "bias_audit": {"enabled": False}},
     "preprocess": {"workers": 1},
-    "train": {"image_size": 32, "phases": [{"epochs": 14, "trainable": "all", "lr": 0.003}],
-              "refresh_batchnorm": 50},
+    "train": {"refresh_batchnorm": 50},
     "evaluate": {"gradcam_per_class": 0, "top_losses": 0, "external": [], "shortcut": {"enabled": False}},
     "gate": {"min_accuracy": 0.0, "min_macro_f1": 0.0, "min_roc_auc": 0.0, "min_sensitivity": {}},
 }

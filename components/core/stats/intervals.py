@@ -9,7 +9,10 @@ bootstrap of two identical-looking models collapses to [0, 0]. These intervals d
   (exact when a patient's images agree, conservative otherwise). 8/8 gives [0.63, 1.0].
 * **Paired difference of proportions** (candidate minus champion on the same patients): Tango's (1998)
   score interval from the discordant counts ``b`` (only the candidate right) and ``c`` (only the champion
-  right), scaled to effective patients the same way. Simulated coverage: ``benchmarks/small_n.py``.
+  right), divided by the design effect of the patients' clustering (Rao-Scott, with Obuchowski's 1998
+  cluster variance of the discordance; Kish's when nothing is discordant): a patient whose images all flip
+  counts once, discordant images of different patients count apart. Simulated coverage:
+  ``benchmarks/small_n.py``.
 * **ROC-AUC**: Newcombe's (2006) score-type interval (method 5: the Hanley-McNeil variance with ``m - 1`` and
   ``n - 1`` both replaced by ``N* - 1 = (m + n)/2 - 1``, solved for the AUC), which stays inside (0, 1) and does
   not collapse at 1;
@@ -130,16 +133,35 @@ def tango_interval(b, c, n, level: float = 0.95, iterations: int = 60):
     return np.minimum(lower, d), np.maximum(upper, d)
 
 
+def paired_design_effect(first, second, groups) -> float:
+    """How much the clustering of images in patients inflates the variance of the paired difference: the
+    cluster variance of the discordance under no difference (Obuchowski 1998: the patients' own ``b_k - c_k``,
+    ``Σ (b_k - c_k)²``) over the variance the images would have if independent (``B + C``), with one pseudo-
+    discordance at Kish's design effect (``images / Kish's n``, exact when a patient's images always agree) so
+    that a few discordant images cannot claim independence; at least 1 (exactly 1 with one image per patient).
+    No discordance at all: Kish's."""
+    first, second = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
+    if len(first) == 0:
+        return 1.0
+    _, inverse, sizes = np.unique(np.asarray(groups).astype(str), return_inverse=True, return_counts=True)
+    kish = len(first) / kish_n(sizes)
+    disc = int((first != second).sum())
+    if disc == 0:
+        return kish
+    d = np.bincount(inverse, weights=(first & ~second).astype(float) - (~first & second).astype(float))
+    return max(1.0, (float((d ** 2).sum()) + kish) / (disc + 1))
+
+
 def paired_counts(first, second, groups) -> dict:
-    """Discordant counts of two paired success indicators (one per image), scaled to effective patients:
-    ``b`` only the first right, ``c`` only the second, ``n`` effective patients."""
+    """Discordant counts of two paired success indicators (one per image), divided by the design effect of the
+    patients' clustering (:func:`paired_design_effect`; Rao and Scott's adjustment): ``b`` only the first right,
+    ``c`` only the second, ``n`` the effective number of independent pairs."""
     first, second = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
     images = len(first)
-    n_eff = kish_n(cluster_sizes(groups))
-    scale = n_eff / images if images else 0.0
-    return {"b": float((first & ~second).sum()) * scale, "c": float((~first & second).sum()) * scale,
-            "n": n_eff, "images": images, "patients": len(cluster_sizes(groups)),
-            "discordant_images": int((first != second).sum())}
+    deff = paired_design_effect(first, second, groups)
+    return {"b": float((first & ~second).sum()) / deff, "c": float((~first & second).sum()) / deff,
+            "n": images / deff, "design_effect": round(deff, 3), "images": images,
+            "patients": len(cluster_sizes(groups)), "discordant_images": int((first != second).sum())}
 
 
 def paired_difference(first, second, groups, level: float = 0.95) -> dict | None:
@@ -151,7 +173,7 @@ def paired_difference(first, second, groups, level: float = 0.95) -> dict | None
     lo, hi = tango_interval(counts["b"], counts["c"], counts["n"], level)
     p1, p2 = float(np.mean(first)), float(np.mean(second))
     return {"first": _r(p1), "second": _r(p2), "difference": _r(p1 - p2), "ci": (_r(float(lo)), _r(float(hi))),
-            "method": "tango score interval (effective patients)", **counts}
+            "method": "tango score interval (design effect of the patients: Rao-Scott, Obuchowski)", **counts}
 
 
 # ---------------------------------------------------------------- ROC-AUC
