@@ -123,7 +123,8 @@ def paired_comparison(y: np.ndarray, cand: np.ndarray, champ: np.ndarray, patien
     out: dict[str, dict] = {"accuracy": (
         {"candidate": acc["first"], "champion": acc["second"], "difference": acc["difference"], "ci": acc["ci"],
          "kind": "proportion", "b": acc["b"], "c": acc["c"], "n": acc["n"], "patients": acc["patients"],
-         "discordant_images": acc["discordant_images"], "method": acc["method"]} if acc else
+         "design_effect": acc["design_effect"], "discordant_images": acc["discordant_images"],
+         "method": acc["method"]} if acc else
         {"candidate": None, "champion": None, "difference": None, "ci": None, "kind": "proportion",
          "note": "no comparison patients"})}
     # macro F1: MOVER, the correlation over patient resamples (0, the conservative value, without them)
@@ -258,7 +259,7 @@ def non_inferiority_checks(paired: dict[str, dict], gate, level: float = 0.95, p
             "candidate": d["candidate"], "champion": d["champion"], "patients": d.get("patients"),
             "count": "patients", "method": d.get("method"), **power,
             "superior": ci is not None and ci[0] > 0}
-        for key in ("positives", "b", "c"):
+        for key in ("positives", "b", "c", "design_effect", "discordant_images"):
             if key in d:
                 check[key] = _r(d[key], 2)
         checks.append(check)
@@ -296,16 +297,19 @@ def needs_patients(checks: list[dict], patients: int) -> dict | None:
             "check": worst["metric"], "margin": worst["margin"], "now": patients}
 
 
-def inconclusive_summary(checks: list[dict], patients: int, gate) -> str | None:
-    """One sentence: what an inconclusive comparison would take."""
+def comparison_summary(checks: list[dict], patients: int, gate) -> str | None:
+    """One sentence: which comparison checks failed, and what an inconclusive comparison would take."""
     open_ = [c for c in checks if c.get("status") == "inconclusive"]
+    failed = [c for c in checks if c.get("status") == "failed"]
+    verdict = (f"Failed against the champion on {', '.join(c['metric'] for c in failed)} ("
+               + "; ".join(c.get("note", "") for c in failed) + ")") if failed else None
     if not open_:
-        return None
+        return verdict + "." if verdict else None
     need = needs_patients(checks, patients)
     joint = checks[0].get("joint_power", 0.0) if checks else 0.0
     head = (f"Inconclusive: {patients} test patients new to both models cannot tell whether the candidate is worse "
-            f"than the champion by the margin on {', '.join(c['metric'] for c in open_)} (no interval is below 0; "
-            f"power of the {len(checks)} checks together for two equal models: {joint:.0%})")
+            f"than the champion by the margin on {', '.join(c['metric'] for c in open_)} (their intervals contain "
+            f"0; power of the {len(checks)} checks together for two equal models: {joint:.0%})")
     if need:
         rng = need.get("range")
         tail = (f"; {gate.min_power:.0%} power needs ≈{need['patients']:,} such patients"
@@ -317,4 +321,4 @@ def inconclusive_summary(checks: list[dict], patients: int, gate) -> str | None:
     what = (" — decided on the absolute thresholds (gate.on_underpowered: thresholds_only)."
             if gate.on_underpowered == "thresholds_only" else
             " — the gate fails until then, or set gate.on_underpowered: thresholds_only.")
-    return head + tail + what
+    return (verdict + ". " if verdict else "") + head + tail + ("." if verdict else what)

@@ -37,7 +37,7 @@ def champion_checks(y: np.ndarray, p_cand: np.ndarray, p_champ: np.ndarray, pati
             "patients_needed_range": need["range"] if need else None,
             "patients_needed_by": f"{need['check']} at margin {need['margin']} (per check)" if need else None,
             "min_power": gate.min_power, "on_underpowered": gate.on_underpowered,
-            "summary": comparison.inconclusive_summary(checks, used, gate)}
+            "summary": comparison.comparison_summary(checks, used, gate)}
     return checks, info
 
 
