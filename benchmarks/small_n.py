@@ -7,12 +7,16 @@ Prints, for nominal 95% intervals at n = 8, 20, 50 patients:
 (b) the paired difference of two proportions (candidate - champion on the same patients): coverage of Tango's
     score interval, exact over every table of discordant counts, against the paired percentile bootstrap
     (Monte Carlo), on a grid of discordance and difference;
-(c) the same with 1-3 images per patient that tend to agree (Monte Carlo; Kish's effective patients);
+(c) the same with 1-3 images per patient that tend to agree (Monte Carlo; the counts divided by the patients'
+    design effect, intervals.paired_design_effect);
 (d) ROC-AUC: Newcombe's score interval against the percentile bootstrap, binormal scores (Monte Carlo);
 (e) operating points: the expected out-of-sample sensitivity of a threshold chosen on n positive validation
     patients, the old rank ceil(target * n) against the conformal rank ceil(target * (n + 1)) (exact: the
     sensitivity of the k-th highest of n scores is Beta(k, n - k + 1));
-(f) patients needed for 80% power of a paired non-inferiority check.
+(f) patients needed for 80% power of a paired non-inferiority check;
+(g) ECE of a calibrated model: the percentile bootstrap interval the reports used to give (how often it covers
+    the true ECE, 0) against the calibrated reference they give now (how often a calibrated model's ECE is
+    flagged above it).
 
     python -m benchmarks.small_n            # the full tables (about a minute on 2 cores)
     python -m benchmarks.small_n --quick    # fewer simulations
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
           "its interval is [0, 0].\n")
 
     print(f"## (c) paired difference with 1-3 images per patient (Monte Carlo, {sims} per setting): Tango on "
-          "Kish's effective patients\n")
+          "the counts divided by the patients' design effect\n")
     rows = []
     for n in args.ns:
         for agree in (0.0, 0.5, 0.9):
@@ -213,6 +217,33 @@ def main(argv: list[str] | None = None) -> None:
             row.append(need if need is not None else "> 1e6")
         rows.append(row)
     print(table(["margin", "discordance 0", "0.05", "0.1", "0.2"], rows))
+
+    e_sims, e_res = (30, 100) if args.quick else (300, 400)
+    print(f"\n## (g) ECE of a calibrated model (true ECE 0; {e_sims} data sets, {e_res} resamples / reference "
+          "draws)\n")
+    print(table(["images", "data sets", "old percentile bootstrap: covers 0", "calibrated reference: flagged "
+                 "(nominal 0.05)"], [ece_rows(n, e_sims, e_res, rng) for n in (49, 200)]))
+
+
+def ece_rows(images: int, sims: int, resamples: int, rng) -> list:
+    """A calibrated model (correct with probability its confidence) on ``images`` images, one per patient: the
+    share of percentile-bootstrap intervals that contain its true ECE (0), and the share of sets whose ECE is
+    above the calibrated reference's 95% quantile (what the reports give now)."""
+    from components.core.stats.clinical import calibrated_ece_reference
+    from components.core.stats.metrics import expected_calibration_error
+
+    covered = flagged = 0
+    for _ in range(sims):
+        conf = rng.uniform(0.4, 1.0, images)
+        proba = np.c_[conf, 1 - conf]
+        y = np.where(rng.random(images) < conf, 0, 1)
+        boot = [expected_calibration_error(y[idx], proba[idx]) for idx in
+                (rng.integers(0, images, images) for _ in range(resamples))]
+        lo, _ = np.percentile(boot, [(1 - LEVEL) / 2 * 100, (1 + LEVEL) / 2 * 100])
+        covered += lo <= 0
+        ref = calibrated_ece_reference(proba, 10, resamples, seed=int(rng.integers(1 << 30)))
+        flagged += expected_calibration_error(y, proba) > ref["high"]
+    return [images, sims, f"{covered / sims:.3f}", f"{flagged / sims:.3f}"]
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ on (positive patients for a sensitivity, negative ones for a specificity):
   validation split); with ``gate.use_lower_ci`` on the lower bound of the patient-level CI (exact or
   score intervals: they do not collapse at 0 or 1);
 * **paired non-inferiority against the champion** on the test patients neither model trained or
-  validated on (lineage: patient digests and image sha256), per metric: lower CI bound of
-  (candidate - champion) > -margin, sensitivity and specificity at matched operating points plus the paired
-  ROC-AUC; each with its power, and *inconclusive* instead of failed when it could not tell
-  (``gate.on_underpowered``; ``summary`` says in one sentence how many patients it would take);
-  too few clean patients, or a champion without lineage, is *incomparable* (``gate.on_incomparable``);
+  validated on (lineage: patient digests and image sha256), per metric (accuracy, macro F1, macro ROC-AUC, the
+  ROC-AUC of each class with an operating point): lower CI bound of (candidate - champion) > -margin; an interval
+  entirely below 0 fails; one that contains 0 but reaches below -margin fails when the comparison was powered and
+  is *inconclusive* when not (``gate.on_underpowered``; ``summary`` says in one sentence how many patients it
+  would take); too few clean patients, or a champion without lineage, is *incomparable* (``gate.on_incomparable``).
+  The champion is skipped only when the candidate's weights are byte-identical to it (same content), never
+  because of a shared run id;
 * **training**: a model whose training failed (``training_failed`` in ``train_summary.json``: one class for
   every validation image) or that predicts one class for every test image is refused;
 * **shortcut risk** (source-bias audit, stress tests) blocks unless ``gate.accept_shortcut_risk``
@@ -100,7 +102,9 @@ def champion_lineage(run_id: str | None) -> dict | None:
 
 
 def _champion(params, test, meta, images_dir, classes):
-    """(info, probabilities on the test split, thresholds, its lineage record) of the current champion."""
+    """(info, probabilities on the test split, thresholds, its lineage record) of the current champion; ``info``
+    holds the champion's weights digest (:func:`components.core.model.models.weights_digest`)."""
+    from components.core.model import models
     from components.core.registry import registry
 
     name = params.registry.model_name
@@ -109,7 +113,8 @@ def _champion(params, test, meta, images_dir, classes):
         return {"exists": False, "note": "no champion yet: absolute thresholds only"}, None, {}, None
     bundle = registry.load(f"models:/{name}/{mv.version}")
     info = {"exists": True, "version": str(mv.version), "run_id": mv.run_id, "image_size": bundle.image_size,
-            "resize": bundle.resize, "operating_points": bundle.thresholds}
+            "resize": bundle.resize, "operating_points": bundle.thresholds,
+            "weights_sha256": models.weights_digest(bundle.model)}
     if bundle.classes != classes:
         info["incomparable"] = (f"the champion predicts {bundle.classes}, the candidate {classes}: register this task "
                                 "under another registry.model_name")
@@ -131,7 +136,7 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
     from components.core.data import shards as shard_io
     from components.core.model import models
     from components.core.registry import tracking
-    from components.core.stats import comparison, gating
+    from components.core.stats import decision, gating
 
     g, boot = params.gate, params.evaluate.bootstrap
     candidate_metrics = read_json(metrics)
@@ -142,24 +147,26 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
     classes = meta.classes
     test, val = shard_io.load_split(shards, "test"), shard_io.load_split(shards, "val")
     model = models.load_model(model_dir / "model.keras")
+    cand_digest = models.weights_digest(model)
     cand_lineage = read_json(model_dir / "lineage.json") if (model_dir / "lineage.json").is_file() else None
     cand_thresholds = {c: float(v["threshold"]) for c, v in
                        ((candidate_metrics.get("thresholds") or {}).get("val") or {}).items()}
     patients = test.rows["patient_id"].astype(str).to_numpy()
     test_sha = test.rows["sha256"].astype(str).to_numpy() if "sha256" in test.rows.columns else None
     p_cand = _predict(model, test.x)
-    cand_stats = comparison.served_intervals(test.y, p_cand, patients, classes, cand_thresholds, boot.level)
-    checks = gating.threshold_checks(cand_stats, g, len(set(patients)))
     train_summary = model_dir / "train_summary.json"
-    checks.append(gating.training_check(read_json(train_summary) if train_summary.is_file() else None, test.y, p_cand))
+    cand_stats, checks = decision.candidate_checks(test.y, p_cand, patients, classes, cand_thresholds, g, boot.level,
+                                                   read_json(train_summary) if train_summary.is_file() else None)
 
     champion, p_champ, champ_thresholds, champ_record = _champion(params, test, meta,
                                                                   Path(images) if images else None, classes)
     comparison_ground: dict = {"status": "no_champion"}
     summary = None
-    same_run = champion["exists"] and champion.get("run_id") and champion["run_id"] == candidate_metrics.get("run_id")
-    if same_run:  # re-gated after its own promotion (dvc repro does that): a model is not compared with itself
-        comparison_ground = {"status": "same_model", "reason": "the candidate is the champion's own training run"}
+    if champion["exists"] and champion.get("weights_sha256") == cand_digest:
+        # re-gated after its own promotion (dvc repro does that): a model is not compared with itself. Known by
+        # its content, never by its run id: a changed model from the champion's run is another model
+        comparison_ground = {"status": "same_model", "reason": "the candidate's weights are byte-identical to the "
+                             f"champion's ({cand_digest[:19]}…)"}
     elif champion["exists"]:
         if champion.get("incomparable"):
             comparison_ground = {"status": "incomparable", "reason": champion["incomparable"], "patients_used": 0,
@@ -171,17 +178,12 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
                 champ_images=lineage.seen_images(champ_record))
         if comparison_ground["status"] == "compared":
             mask = np.isin(patients, comparison_ground["keep"])
-            paired = comparison.paired_comparison(test.y[mask], p_cand[mask], p_champ[mask], patients[mask], classes,
-                                                  cand_thresholds, champ_thresholds, boot.level, boot.resamples,
-                                                  boot.seed)
-            nis = comparison.non_inferiority_checks(paired, g, comparison_ground["patients_used"], boot.level)
+            compared = sorted(set(cand_thresholds) | set(champ_thresholds))
+            nis, info = decision.champion_checks(test.y[mask], p_cand[mask], p_champ[mask], patients[mask], classes,
+                                                 compared, g, boot.level, boot.resamples, boot.seed)
             checks += nis
-            used = comparison_ground["patients_used"]
-            summary = comparison.inconclusive_summary(nis, used, g.on_underpowered, g.min_power)
-            needed, _ = comparison.needs_patients(nis, used)
-            comparison_ground.update(
-                inconclusive=[c["metric"] for c in nis if c["status"] == "inconclusive"],
-                patients_needed=needed, min_power=g.min_power, on_underpowered=g.on_underpowered)
+            summary = info.pop("summary")
+            comparison_ground.update(info)
         else:
             checks.append(gating.incomparable_check(comparison_ground, g.on_incomparable))
         comparison_ground.pop("keep", None)
@@ -193,19 +195,18 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
     thresholds = gating.operating_point_guarantees(val.y, _predict(model, val.x), val_patients, classes,
                                                    dict(params.evaluate.target_sensitivity), boot.resamples,
                                                    boot.seed, boot.level)
-    passed = all(c["passed"] for c in checks)
-    hard_failures = [c for c in checks if not c["passed"] and c.get("status") != "inconclusive"]
+    outcome = decision.verdict(checks)
     result = {
-        "passed": passed,
+        "passed": outcome["passed"],
         # failed (a check failed outright) | inconclusive (a comparison could not tell; `passed` then follows
         # gate.on_underpowered) | passed
-        "decision": "failed" if hard_failures else "inconclusive" if comparison_ground.get("inconclusive") else
-                    "passed",
+        "decision": outcome["decision"],
         "summary": summary,
         "checks": checks,
-        "failed": [c["check"] for c in checks if not c["passed"]],
+        "failed": outcome["failed"],
         "model_name": params.registry.model_name,
-        "candidate": {"run_id": candidate_metrics.get("run_id"), "operating_points": cand_thresholds,
+        "candidate": {"run_id": candidate_metrics.get("run_id"), "weights_sha256": cand_digest,
+                      "operating_points": cand_thresholds,
                       "metrics": {k: v["point"] for k, v in cand_stats.items()},
                       "lineage": (cand_lineage or {}).get("counts")},
         "champion": champion,
@@ -214,8 +215,10 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
         "operating_points": thresholds,
         "shortcut_accepted": g.accept_shortcut_risk if shortcut and shortcut["passed"] else None,
         "bootstrap": {"resamples": boot.resamples, "seed": boot.seed, "level": boot.level, "unit": "patient"},
+        "min_power": g.min_power,
         "intervals": {"level": boot.level, "unit": "patient (Kish effective count where patients have several "
-                      "images)", "proportions": "Clopper-Pearson", "paired proportions": "Tango score interval",
+                      "images)", "proportions": "Clopper-Pearson",
+                      "paired proportions": "Tango score interval, counts divided by the patients' design effect",
                       "roc_auc": "Newcombe score interval; paired: MOVER with the DeLong correlation",
                       "macro_f1": "Dirichlet posterior; paired: MOVER"},
     }
@@ -228,9 +231,9 @@ def run(params, metrics: str | Path, model_dir: str | Path, shards: str | Path, 
         log.warning("gate.on_underpowered is thresholds_only with real data (data.source %s): a comparison with the "
                     "champion that cannot tell does not block; set it to fail (the default) for real data",
                     params.data.source)
-    log.info("gate %s (%s) against %s (%d checks, %d failed)", "passed" if passed else "FAILED", result["decision"],
-             f"champion v{champion['version']}" if champion["exists"] else "no champion", len(checks),
-             len(result["failed"]))
+    log.info("gate %s (%s) against %s (%d checks, %d failed)", "passed" if result["passed"] else "FAILED",
+             result["decision"], f"champion v{champion['version']}" if champion["exists"] else "no champion",
+             len(checks), len(result["failed"]))
     if strict and not result["passed"]:
         raise RefusedError(f"the gate failed ({'; '.join(result['failed'])}); see {out_path}")
     return result

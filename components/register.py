@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from components.core.contract.errors import CxrError, ServiceError
+from components.core.contract.errors import CxrError, RefusedError, ServiceError
 from components.core.contract.params_view import under_spec
 from components.core.contract.spec import Port, StepSpec
 
@@ -83,10 +83,16 @@ def run(params, gate_report: str | Path, model_dir: str | Path, metrics: str | P
     run_id = train.get("run_id")
     if not run_id:
         raise CxrError(f"{model_dir}/train_summary.json has no MLflow run id: train with MLflow on to register")
+    gated, logged = (gate.get("candidate") or {}).get("weights_sha256"), train.get("weights_sha256")
+    if gated and logged and gated != logged:
+        raise RefusedError(f"the gate scored a model whose weights ({gated[:19]}…) are not those training run {run_id} "
+                           f"logged ({logged[:19]}…): {model_dir}/model.keras was changed after training. Registering "
+                           "would register the logged model, which this gate did not decide on: retrain (or re-run "
+                           "the gate on the logged model)")
     tracking.setup(params)
     import mlflow
 
-    gated = {f"metric.{k}": v for k, v in gate["candidate"]["metrics"].items() if v is not None}
+    gated_metrics = {f"metric.{k}": v for k, v in gate["candidate"]["metrics"].items() if v is not None}
     compact_gate = json.dumps({"passed": True, "gated_against": gate.get("gated_against"),
                                "checks": [{k: c.get(k) for k in ("check", "value", "passed")} for c in gate["checks"]]})
     lineage = read_json(Path(model_dir) / "lineage.json") if (Path(model_dir) / "lineage.json").is_file() else {}
@@ -108,7 +114,8 @@ def run(params, gate_report: str | Path, model_dir: str | Path, metrics: str | P
         "temperature": str(models_temperature(train)),
         "operating_points": json.dumps({c: v["threshold"] for c, v in
                                         ((metrics.get("thresholds") or {}).get("val") or {}).items()}),
-        **{k: str(v) for k, v in gated.items()},
+        **({"weights_sha256": gated} if gated else {}),
+        **{k: str(v) for k, v in gated_metrics.items()},
     }
     if gate.get("shortcut_accepted"):
         tags["shortcut_risk_accepted"] = gate["shortcut_accepted"][:5000]

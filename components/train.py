@@ -386,6 +386,9 @@ def finalize(s: Session, out_dir: Path) -> dict:
         "images_per_second": round((len(history) - s.resumed_from) * len(s.train.y) / max(1e-9, seconds), 1),
     }
     prep = models.Preprocessing(tuple(s.meta.classes), params.preprocess.resize)
+    # the model's content (weights and temperature): the gate knows "the same model" by it, register checks that
+    # the folder it registers from still holds what this run logged
+    summary["weights_sha256"] = models.weights_digest(model)
     with atomic_path(out_dir, directory=True) as tmp:
         model.save(tmp / "model.keras")
         prep.save(tmp)  # what the model expects, stored once with it

@@ -134,3 +134,26 @@ def reply_json(handler: BaseHTTPRequestHandler, status: int, obj) -> None:
     handler.send_header("content-length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
+
+
+def push_bias(model_dir: Path, out: Path, shift: dict[int, float] | None = None, negate: bool = False) -> Path:
+    """A copy of a model folder (``model.keras`` and everything beside it: lineage, train summary, preprocessing
+    record) whose last layer is changed: its bias moved by ``shift`` (class index -> amount), or (``negate``) its
+    logits negated, so that it predicts what the model found least likely (wrong wherever the model was right).
+    The same training run and run id, other weights."""
+    import shutil
+
+    from components.core.model import models
+
+    shutil.copytree(model_dir, out, dirs_exist_ok=True)
+    model = models.load_model(out / "model.keras")
+    kernel, bias = model.get_layer(models.LOGITS_NAME).weights[:2]
+    k, b = kernel.numpy(), bias.numpy()
+    for i, amount in (shift or {}).items():
+        b[i] += amount
+    if negate:
+        k, b = -k, -b
+    kernel.assign(k)
+    bias.assign(b)
+    model.save(out / "model.keras")
+    return out

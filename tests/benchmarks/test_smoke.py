@@ -84,6 +84,7 @@ def test_small_n(capsys):
     small_n.main(["--quick", "--ns", "8", "20"])
     out = capsys.readouterr().out
     assert "Clopper-Pearson" in out and "Tango min" in out and "conformal" in out and "80% power" in out
+    assert "calibrated reference: flagged" in out
 def test_label_review(capsys):
     """benchmarks/resnet34_converter.py needs a Python with PyTorch (not in the locks): no smoke run."""
     label_review.main(["--noise", "0.2", "--seeds", "1", "--patients", "6", "--epochs", "1", "--size", "32",

@@ -258,6 +258,24 @@ def temperature(model) -> float:
         return 1.0
 
 
+def weights_digest(model) -> str:
+    """The model's content: sha256 over every weight array (in the model's order, with its dtype and shape) and the
+    temperature. Two models are the same model exactly when their digests are equal, whatever run, file or
+    registry version they came from (a ``.keras`` file's own bytes also hold zip timestamps)."""
+    import hashlib
+
+    import keras
+    import numpy as np
+
+    h = hashlib.sha256()
+    for w in model.weights:
+        a = np.ascontiguousarray(keras.ops.convert_to_numpy(w))
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+    h.update(f"temperature={temperature(model)!r}".encode())
+    return "sha256:" + h.hexdigest()
+
+
 def backbone_layers(model) -> list:
     return [layer for layer in model.layers if not layer.name.startswith(("cxr_", "head_"))
             and layer.__class__.__name__ != "InputLayer"]

@@ -23,13 +23,23 @@ def _ci(entry: dict | None, fmt=_pct) -> str:
     return "" if not entry else f" ({fmt(entry['low'])}–{fmt(entry['high'])})"
 
 
+def _ece_reference(entry: dict | None) -> str:
+    """ECE's reference (a calibrated model's ECE on as many images), or the interval of older metrics."""
+    if not entry:
+        return ""
+    ref = entry.get("calibrated_reference")
+    if ref:
+        return f" (a calibrated model: ≈{_num(ref['median'])}, ≤ {_num(ref['high'])} in {int(100 * ref['level'])}%)"
+    return _ci(entry, _num) if "low" in entry else ""
+
+
 def _results(m: dict, title: str, chosen: dict | None = None) -> list[str]:
     ci = m.get("ci") or {}
     pc_ci = ci.get("per_class") or {}
     lines = [f"### {title} — {m.get('n')} images" + (f", {ci['patients']} patients" if ci else ""), "",
              f"accuracy {_pct(m.get('accuracy'))}{_ci(ci.get('accuracy'))} · macro F1 {_num(m.get('macro_f1'))}"
              f"{_ci(ci.get('macro_f1'), _num)} · macro ROC-AUC {_num(m.get('macro_roc_auc'))}"
-             f"{_ci(ci.get('macro_roc_auc'), _num)} · ECE {_num(m.get('ece'))}{_ci(ci.get('ece'), _num)}", "",
+             f"{_ci(ci.get('macro_roc_auc'), _num)} · ECE {_num(m.get('ece'))}{_ece_reference(ci.get('ece'))}", "",
              "| class | sensitivity | specificity | precision | F1 | ROC-AUC | images | patients (with / without) |",
              "|---|---|---|---|---|---|---|---|"]
     for c, v in (m.get("per_class") or {}).items():
@@ -41,8 +51,10 @@ def _results(m: dict, title: str, chosen: dict | None = None) -> list[str]:
     if ci:
         lines += ["", f"In brackets: {int(100 * ci['level'])}% intervals on **patients** (a patient's images are one "
                       "piece of evidence): Clopper-Pearson for sensitivity, specificity and accuracy, Newcombe's score "
-                      "interval for ROC-AUC, a Dirichlet posterior for macro F1, a patient bootstrap for ECE. A "
-                      "sensitivity rests on the patients *with* the class, a specificity on those without it."]
+                      "interval for ROC-AUC, a Dirichlet posterior for macro F1. ECE has no interval: it is biased "
+                      "upward on few images, so it is shown next to what a perfectly calibrated model with the same "
+                      "confidences would show on as many images. A sensitivity rests on the patients *with* the "
+                      "class, a specificity on those without it."]
     for src, sm in (m.get("per_source") or {}).items():
         lines.append(f"- source `{src}`: {sm.get('n')} images, accuracy {_pct(sm.get('accuracy'))}, "
                      f"macro ROC-AUC {_num(sm.get('macro_roc_auc'))}")
@@ -80,7 +92,8 @@ def how_sure(level: float = 0.95) -> list[str]:
         t_lo, _ = intervals.tango_interval(0, 0, n, level)
         rows.append(f"| {n} | {_pct(lo)}–{_pct(hi)} | {_pct(lo1)}–100% | {_num(a_lo)}–{_num(a_hi)} | "
                     f"{100 * float(t_lo):.1f} points |")
-    need = {m: intervals.patients_for_power(lambda n, m=m: intervals.tango_power(n, 0.05, m, level), 8)
+    want = 0.8
+    need = {m: intervals.patients_for_power(lambda n, m=m: intervals.tango_power(n, 0.05, m, level), 8, want)
             for m in (0.02, 0.05)}
     return ["## How sure are these numbers", "",
             f"Every interval here is a {int(100 * level)}% interval on patients. What the number of patients buys:",
@@ -89,11 +102,13 @@ def how_sure(level: float = 0.95) -> list[str]:
             "|---|---|---|---|---|", *rows, "",
             "A class's sensitivity rests on the patients **with** it: 8 COVID-19 patients all found still leaves the "
             "true sensitivity anywhere above 63%. The gate compares a candidate with the champion on the test "
-            "patients new to both: a check passes when the lower bound of (candidate - champion) is above -margin. "
-            f"For two equally good models that disagree on 5% of patients, 80% power needs about {need[0.02]} "
-            f"patients at a margin of 0.02 and {need[0.05]} at 0.05 (for a per-class check: patients with, or "
-            "without, the class). With fewer, the gate says *inconclusive* and how many it would take "
-            "(`gate.on_underpowered` decides whether that blocks), instead of calling the candidate worse.", ""]
+            "patients new to both: a check passes when the lower bound of (candidate - champion) is above -margin, "
+            "and fails when the whole interval is below 0. For two equally good models that disagree on 5% of "
+            f"patients, {want:.0%} power for the accuracy check alone needs about {need[0.02]:,} patients at a margin "
+            f"of 0.02 and {need[0.05]:,} at 0.05 (per check; all checks together need more). With fewer, an interval "
+            "that contains 0 but reaches below -margin is *inconclusive* and the gate says how many patients it "
+            "would take (`gate.on_underpowered` decides whether that blocks), instead of calling the candidate "
+            "worse.", ""]
 
 
 def _fmt(x: Any) -> str:
@@ -131,7 +146,8 @@ def gate_section(gate: dict) -> list[str]:
         count = c.get("count", "patients")
         patients = f"{_fmt(c.get('patients'))}" + (f" {count.split()[0]}" if count != "patients" else "")
         power = "" if c.get("power") is None else f"{c['power']:.2f}" + (
-            f" (≈{c['patients_needed']} for {0.8:.0%})" if c.get("patients_needed") else "")
+            f" (≈{c['patients_needed']:,}" + (f", {rng[0]:,}–{rng[1]:,}" if (rng := c.get("patients_needed_range"))
+                                            and all(rng) else "") + " patients)" if c.get("patients_needed") else "")
         lines.append(f"| {mark} | {c['check']} | {_fmt(c.get('value'))} | {_fmt(c.get('ci'))} | {_fmt(bound)} | "
                      f"{patients} | {power} |")
     ops = gate.get("operating_points") or {}
@@ -145,10 +161,17 @@ def gate_section(gate: dict) -> list[str]:
     if gate.get("shortcut_accepted"):
         lines += ["", f"**Shortcut risk accepted:** {gate['shortcut_accepted']}"]
     if gate.get("intervals") or gate.get("bootstrap"):
+        min_power = gate.get("min_power", ground.get("min_power"))
+        joint = ground.get("joint_power")
         lines += ["", "Intervals on patients: Clopper-Pearson for one model's rates, Tango's score interval for the "
-                  "paired difference of two (the same patients), Newcombe/MOVER for ROC-AUC; a check is "
-                  "*inconclusive* (?) when it had less than 80% power to pass for two equal models and its interval "
-                  "straddles -margin."]
+                  "paired difference of two (the same patients), Newcombe/MOVER for ROC-AUC. A comparison check fails "
+                  "when its whole interval is below 0; one whose interval contains 0 but reaches below -margin is "
+                  "*inconclusive* (?) while all checks together have less than "
+                  + (f"{min_power:.0%}" if min_power is not None else "`gate.min_power`")
+                  + " power to pass for two equal models (`gate.min_power`), and fails above it"
+                  + (f" (here: {joint:.0%})" if joint is not None else "") + ". The power column is each check's own; "
+                  "the patients in brackets would give every check its share of that power (the range: the "
+                  "discordance of two equal models at the bounds of its interval)."]
     return lines
 
 
@@ -306,7 +329,8 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
     if thresholds:
         lines += ["Decision thresholds, chosen on the validation split for a target sensitivity (the "
                   "ceil(target x (n + 1))-th highest score of its n positive patients, so that a new patient is "
-                  "caught with at least the target probability): "
+                  "caught with approximately at least the target probability: the same split also chose the epoch "
+                  "and the temperature, so the conformal promise is not exact): "
                   + ", ".join(f"{c} ≥ {v['threshold']:.4f} (target {_pct(v['target_sensitivity'])}"
                               + (f", {v['positive_patients']} validation patients" if v.get("positive_patients")
                                  else "") + ")" for c, v in thresholds.items()), ""]

@@ -3,19 +3,22 @@
 * **One model** (:func:`served_intervals`): accuracy, macro F1, macro ROC-AUC, and per class with an operating
   point the sensitivity and specificity of the thresholded decision ``proba[:, c] >= threshold`` (what
   ``cxr serve`` returns), each with an interval that does not collapse at 0 or 1 and the patients it rests on
-  (:mod:`components.core.stats.intervals`).
+  (:mod:`components.core.stats.intervals`). The absolute thresholds read these.
 * **Paired, candidate - champion** (:func:`paired_comparison`) on the same patients: accuracy by Tango's score
-  interval; per class, ROC-AUC (MOVER with the DeLong correlation) and the decision at **matched operating
-  points**: specificity at the sensitivity both models reach at their served thresholds, and sensitivity at
-  the specificity both reach. Each model's threshold is moved on the comparison patients to the matched point,
-  so the comparison is about the models' scores, not about where each validation split happened to put its
-  threshold; the served thresholds themselves are checked by the absolute thresholds. Macro F1 and macro
-  ROC-AUC by MOVER (the correlation of the two models' values over patient resamples).
-* **Power** (:func:`non_inferiority_checks`): before reading a check, the probability that it could pass if
-  the two models were equally good (for a paired proportion: exactly, from the comparison patients, the margin
-  and the observed discordance; otherwise from the spread of its interval), and the patients that would give
-  ``gate.min_power``. A check whose interval does not clear ``-margin`` is *failed* when it was powered or the
-  candidate is shown worse (upper bound below ``-margin``), else *inconclusive*: the data cannot tell.
+  interval; macro F1 and macro ROC-AUC by MOVER (the correlation of the two models' values over patient
+  resamples, from the patients' DeLong influences); per class with an operating point, ROC-AUC by MOVER with the
+  DeLong correlation; each correlation at its lower 95% bound (Fisher's z on the patients: a few patients cannot
+  make the interval of a difference narrow). No comparison at
+  thresholds moved on the comparison patients: an interval that treats such a threshold as fixed leaves out its
+  noise (coverage 0.77-0.89 for two equal models, issue 28), so the decision each model serves is gated by the
+  absolute thresholds and the ranking by the paired ROC-AUC.
+* **Verdict** (:func:`non_inferiority_checks`): a check *passes* when the lower bound of (candidate - champion)
+  is above ``-margin``; it *fails* when the whole interval is below 0 (the candidate is shown worse), whatever
+  the power; otherwise the data are consistent with both "no worse" and "worse by the margin", and the check
+  *fails* when the comparison was powered (for two equal models, all its checks together pass with at least
+  ``gate.min_power``: :func:`joint_power`) and is *inconclusive* when it was not. The power is planned without
+  the candidate's excess errors (:func:`components.core.stats.intervals.planning_discordance`, or
+  ``gate.planning_discordance``), so more extra errors never give a milder status.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import math
 
 import numpy as np
 
-from components.core.stats import intervals
-from components.core.stats.clinical import auc, macro_f1_posterior, patient_resamples, threshold_for_sensitivity
+from components.core.stats import intervals, resampling
+from components.core.stats.clinical import auc, macro_f1_posterior
 
 GATED_BASE = ("accuracy", "macro_f1", "macro_roc_auc")
+SEVERITY = {"passed": 0, "inconclusive": 1, "failed": 2}
 
 
 def _r(x, nd: int = 4):
@@ -51,11 +55,6 @@ def _macro_auc(y: np.ndarray, proba: np.ndarray, patients: np.ndarray, k: int, l
         return float("nan"), None
     m = np.array(rows).mean(axis=0)
     return float(m[0]), (float(m[1]), float(m[2]))
-
-
-def _macro_auc_point(y: np.ndarray, proba: np.ndarray, k: int) -> float:
-    areas = [a for a in (auc(y == i, proba[:, i]) for i in range(k)) if np.isfinite(a)]
-    return float(np.mean(areas)) if areas else float("nan")
 
 
 def _macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
@@ -96,204 +95,230 @@ def served_intervals(y: np.ndarray, proba: np.ndarray, patients: np.ndarray, cla
 
 
 # ---------------------------------------------------------------- paired
-def threshold_for_specificity(scores: np.ndarray, negative: np.ndarray, target: float) -> float:
-    """The lowest threshold t with specificity (negatives scoring below t) >= target."""
-    neg = np.sort(scores[negative])
-    k = math.ceil(target * len(neg) - 1e-9)
-    if k <= 0:
-        return float(np.min(scores)) if len(scores) else 0.0
-    return float(np.nextafter(neg[k - 1], np.inf))
-
-
-def _paired_entry(stats: dict | None, what: str, **extra) -> dict:
-    if stats is None:
-        return {"candidate": None, "champion": None, "difference": None, "ci": None, "kind": "proportion",
-                "note": f"no {what} among the comparison patients", **extra}
-    return {"candidate": stats["first"], "champion": stats["second"], "difference": stats["difference"],
-            "ci": stats["ci"], "kind": "proportion", "b": stats["b"], "c": stats["c"], "n": stats["n"],
-            "patients": stats["patients"], "discordant_images": stats["discordant_images"],
-            "method": stats["method"], **extra}
-
-
 def _mover_entry(a: float, a_ci, b: float, b_ci, r: float, n: float, patients: int, method: str) -> dict:
+    """A MOVER difference; the correlation it reads is the lower 95% bound of the estimated one
+    (:func:`components.core.stats.intervals.correlation_lower_bound` on the effective patients ``n``)."""
     if a_ci is None or b_ci is None or not (np.isfinite(a) and np.isfinite(b)):
         return {"candidate": _r(a), "champion": _r(b), "difference": None, "ci": None, "kind": "mover",
                 "patients": patients, "note": "undefined on the comparison patients (a class is missing)"}
-    lo, hi = intervals.mover(a, a_ci, b, b_ci, r)
+    used = intervals.correlation_lower_bound(r, n)
+    lo, hi = intervals.mover(a, a_ci, b, b_ci, used)
     return {"candidate": _r(a), "champion": _r(b), "difference": _r(a - b), "ci": (_r(lo), _r(hi)),
-            "kind": "mover", "correlation": _r(r, 3), "n": n, "patients": patients, "method": method}
-
-
-def _bootstrap_correlation(values) -> float:
-    arr = np.asarray(values, dtype=float).reshape(-1, 2)
-    arr = arr[np.isfinite(arr).all(axis=1)]
-    if len(arr) < 10 or arr[:, 0].std() == 0 or arr[:, 1].std() == 0:
-        return 0.0
-    return float(np.clip(np.corrcoef(arr[:, 0], arr[:, 1])[0, 1], -1, 1))
+            "kind": "mover", "correlation": _r(used, 3), "correlation_estimated": _r(r, 3),
+            "champion_ci": (_r(b_ci[0]), _r(b_ci[1])), "n": n, "patients": patients, "method": method}
 
 
 def paired_comparison(y: np.ndarray, cand: np.ndarray, champ: np.ndarray, patients: np.ndarray,
-                      classes: list[str], cand_thresholds: dict[str, float], champ_thresholds: dict[str, float],
-                      level: float, resamples: int = 0, seed: int = 0) -> dict[str, dict]:
-    """candidate, champion, their difference and its interval for every gated metric, on the same patients."""
+                      classes: list[str], compared: list[str], level: float, resamples: int = 0,
+                      seed: int = 0) -> dict[str, dict]:
+    """candidate, champion, their difference and its interval for every compared metric, on the same patients:
+    accuracy, macro F1, macro ROC-AUC and the ROC-AUC of each class in ``compared`` (the classes with an
+    operating point)."""
     y, patients = np.asarray(y), np.asarray(patients).astype(str)
     cand, champ = np.asarray(cand, dtype=float), np.asarray(champ, dtype=float)
     k = len(classes)
     pa, pb = cand.argmax(axis=1), champ.argmax(axis=1)
     n_all, n_patients = _n_eff(patients), len(set(patients))
-    out = {"accuracy": _paired_entry(intervals.paired_difference(pa == y, pb == y, patients, level), "patients")}
-    # macro F1 and macro AUC: MOVER, the correlation from patient resamples (0, the conservative value, without)
-    pairs_f1, pairs_auc = [], []
-    for idx in patient_resamples(patients, resamples, seed):
-        pairs_f1.append((_macro_f1(y[idx], pa[idx]), _macro_f1(y[idx], pb[idx])))
-        pairs_auc.append((_macro_auc_point(y[idx], cand[idx], k), _macro_auc_point(y[idx], champ[idx], k)))
+    acc = intervals.paired_difference(pa == y, pb == y, patients, level)
+    out: dict[str, dict] = {"accuracy": (
+        {"candidate": acc["first"], "champion": acc["second"], "difference": acc["difference"], "ci": acc["ci"],
+         "kind": "proportion", "b": acc["b"], "c": acc["c"], "n": acc["n"], "patients": acc["patients"],
+         "design_effect": acc["design_effect"], "discordant_images": acc["discordant_images"],
+         "method": acc["method"]} if acc else
+        {"candidate": None, "champion": None, "difference": None, "ci": None, "kind": "proportion",
+         "note": "no comparison patients"})}
+    # macro F1: MOVER, the correlation over patient resamples (0, the conservative value, without them)
+    f1_pairs: list[np.ndarray] = [np.zeros(0), np.zeros(0)]
+    cells = None
+    for counts, inverse in resampling.patient_draws(patients, resamples, seed):
+        if cells is None:
+            cells = [resampling.patient_confusion(inverse, y, p, k) for p in (pa, pb)]
+        f1_pairs = [np.r_[f1_pairs[0], resampling.macro_f1(counts, cells[0], k)],
+                    np.r_[f1_pairs[1], resampling.macro_f1(counts, cells[1], k)]]
     f1a, f1b = macro_f1_posterior(y, pa, patients, k, level), macro_f1_posterior(y, pb, patients, k, level)
-    out["macro_f1"] = _mover_entry(_macro_f1(y, pa), f1a, _macro_f1(y, pb), f1b, _bootstrap_correlation(pairs_f1),
+    out["macro_f1"] = _mover_entry(_macro_f1(y, pa), f1a, _macro_f1(y, pb), f1b, resampling.correlation(*f1_pairs),
                                    n_all, n_patients, "MOVER of the Dirichlet-posterior intervals")
+    # macro AUC: MOVER, the correlation from the patients' DeLong influences
     (ma, ma_ci), (mb, mb_ci) = _macro_auc(y, cand, patients, k, level), _macro_auc(y, champ, patients, k, level)
-    out["macro_roc_auc"] = _mover_entry(ma, ma_ci, mb, mb_ci, _bootstrap_correlation(pairs_auc), n_all, n_patients,
-                                        "MOVER of the mean Newcombe score intervals")
-    for c in [c for c in classes if c in cand_thresholds or c in champ_thresholds]:
+    r_auc = intervals.influence_correlation(intervals.macro_auc_influence(y, cand, patients, k),
+                                            intervals.macro_auc_influence(y, champ, patients, k))
+    out["macro_roc_auc"] = _mover_entry(ma, ma_ci, mb, mb_ci, r_auc, n_all, n_patients,
+                                        "MOVER of the mean Newcombe score intervals, DeLong correlation by patient")
+    for c in [c for c in classes if c in compared]:
         i = classes.index(c)
         pos = y == i
         sa, sb = cand[:, i], champ[:, i]
         m, n = _n_eff(patients[pos]), _n_eff(patients[~pos])
         a1, a2 = auc(pos, sa), auc(pos, sb)
-        if np.isfinite(a1) and np.isfinite(a2):
-            out[f"roc_auc.{c}"] = _mover_entry(a1, intervals.auc_interval(a1, m, n, level), a2,
-                                               intervals.auc_interval(a2, m, n, level),
-                                               intervals.delong_correlation(pos, sa, sb), min(m, n), n_patients,
-                                               "MOVER of Newcombe score intervals, DeLong correlation")
-            out[f"roc_auc.{c}"]["positives"] = len(set(patients[pos]))
-        if not pos.any() or pos.all():
-            what = "positive" if not pos.any() else "negative"
-            out[f"specificity.{c}"] = _paired_entry(None, f"{what} patients of {c}")
-            out[f"sensitivity.{c}"] = _paired_entry(None, f"{what} patients of {c}")
+        if not (np.isfinite(a1) and np.isfinite(a2)):
+            out[f"roc_auc.{c}"] = _mover_entry(a1, None, a2, None, 0.0, 0, n_patients, "")
             continue
-        served = [(s, t) for s, t in ((sa, cand_thresholds.get(c)), (sb, champ_thresholds.get(c))) if t is not None]
-        # specificity at the sensitivity both models reach at their served thresholds
-        s_star = min(float(np.mean(s[pos] >= t)) for s, t in served)
-        ta, tb = threshold_for_sensitivity(sa, pos, s_star), threshold_for_sensitivity(sb, pos, s_star)
-        out[f"specificity.{c}"] = _paired_entry(
-            intervals.paired_difference(sa[~pos] < ta, sb[~pos] < tb, patients[~pos], level), f"negatives of {c}",
-            matched={"sensitivity": _r(s_star), "candidate_threshold": ta, "champion_threshold": tb},
-            count="negative patients")
-        # sensitivity at the specificity both reach
-        sp_star = min(float(np.mean(s[~pos] < t)) for s, t in served)
-        ta, tb = threshold_for_specificity(sa, ~pos, sp_star), threshold_for_specificity(sb, ~pos, sp_star)
-        out[f"sensitivity.{c}"] = _paired_entry(
-            intervals.paired_difference(sa[pos] >= ta, sb[pos] >= tb, patients[pos], level), f"positives of {c}",
-            matched={"specificity": _r(sp_star), "candidate_threshold": ta, "champion_threshold": tb},
-            count="positive patients")
+        out[f"roc_auc.{c}"] = _mover_entry(a1, intervals.auc_interval(a1, m, n, level), a2,
+                                           intervals.auc_interval(a2, m, n, level),
+                                           intervals.delong_correlation(pos, sa, sb), n_all, n_patients,
+                                           "MOVER of Newcombe score intervals, DeLong correlation")
+        out[f"roc_auc.{c}"]["positives"] = len(set(patients[pos]))
     return out
 
 
-# ---------------------------------------------------------------- power and checks
-def check_power(d: dict, margin: float, level: float, want: float, need: bool = True) -> dict:
-    """Power of one non-inferiority check now, and (``need``) the patients of the kind it counts for ``want``
-    power, assuming the two models are equally good."""
+# ---------------------------------------------------------------- power
+def _want_each(want: float, k: int) -> float:
+    """The power each of ``k`` checks needs so that all of them pass together with at least ``want``
+    (Bonferroni: 1 - P(all pass) <= sum of the checks' 1 - power)."""
+    return 1 - (1 - want) / max(k, 1)
+
+
+def check_power(d: dict, margin: float, level: float, want: float, planning: float | None = None,
+                plan: bool = True) -> dict:
+    """Power of one non-inferiority check now, for two equally good models, and the comparison patients that
+    would give it ``want`` power (None when it has it, or without ``plan``: the verdict does not read it), with a
+    range for a paired proportion (the planning discordance at the bounds of its interval).
+
+    A paired proportion plans the discordance of two *equal* models from the candidate's exclusive wins
+    (``planning``: the user's ``gate.planning_discordance`` instead); a MOVER check plans the standard error of
+    the difference as MOVER's lower half-width for a candidate with the champion's own interval and the observed
+    correlation (what a candidate as good as the champion would give)."""
     from scipy.stats import norm
 
     n = float(d.get("n") or 0)
     patients = int(d.get("patients") or 0)
     if d.get("ci") is None or n <= 0:
-        return {"power": 0.0, "patients_needed": None}
-    scale = patients / n if n else 1.0  # effective -> real patients
+        return {"power": 0.0, "planning": None, "patients_needed": None, "patients_needed_range": None}
+    scale = patients / n  # effective -> real patients
+    z = intervals.z_value(level)
+
+    def in_patients(v):
+        return None if v is None else math.ceil(v * scale)
+
     if d["kind"] == "proportion":
-        psi = intervals.planning_discordance(d["b"], d["c"], n)
+        psi = planning if planning is not None else intervals.planning_discordance(d["b"], n)
+        lo, hi = (psi, psi) if planning is not None else intervals.discordance_range(d["b"], n, level)
+        power = intervals.tango_power(n, psi, margin, level)
 
-        def power_at(m: float) -> float:
-            return intervals.tango_power(m, psi, margin, level)
+        def need_at(p: float):
+            return intervals.patients_for_power(lambda m: intervals.tango_power(m, p, margin, level), n, want)
 
-        planning = {"discordance": round(psi, 4)}
-    else:
-        se = max((d["difference"] - d["ci"][0]) / intervals.z_value(level), 1e-6)
+        planned = {"discordance": round(psi, 4), "discordance_range": [round(lo, 4), round(hi, 4)],
+                "from": "gate.planning_discordance" if planning is not None else
+                "the candidate's exclusive wins: (2b + 1) / (n + 2)"}
+        if power >= want or not plan:
+            return {"power": round(power, 3), "planning": planned, "patients_needed": None,
+                    "patients_needed_range": None}
+        rng = [in_patients(need_at(p)) for p in (lo, hi)]
+        return {"power": round(power, 3), "planning": planned, "patients_needed": in_patients(need_at(psi)),
+                "patients_needed_range": rng}
+    r = float(d.get("correlation") or 0.0)
+    champ, champ_ci = d["champion"], d.get("champion_ci") or d["ci"]
+    below, above = champ - champ_ci[0], champ_ci[1] - champ
+    # MOVER's lower half-width for a candidate with the champion's own interval
+    se = max(math.sqrt(max(below ** 2 + above ** 2 - 2 * r * below * above, 0.0)) / z, 1e-6)
+    power = intervals.normal_power(n, n, se, margin, level)
+    planned = {"standard_error": round(se, 4), "from": "MOVER for a candidate with the champion's interval and "
+               "this correlation"}
+    need = None if power >= want or not plan else n * (se * (z + float(norm.ppf(want))) / margin) ** 2
+    return {"power": round(power, 3), "planning": planned, "patients_needed": in_patients(need),
+            "patients_needed_range": None}
 
-        def power_at(m: float) -> float:
-            return intervals.normal_power(m, n, se, margin, level)
 
-        planning = {"standard_error": round(se, 4)}
-    power = power_at(n)
-    if power >= want or not need:
-        wanted = None
-    elif d["kind"] == "proportion":
-        wanted = intervals.patients_for_power(power_at, n, want)
-    else:
-        wanted = math.ceil(n * (se * (intervals.z_value(level) + float(norm.ppf(want))) / margin) ** 2)
-    return {"power": round(power, 3), "planning": planning,
-            "patients_needed": math.ceil(wanted * scale) if wanted is not None else None}
+def joint_power(checks: list[dict]) -> float:
+    """A lower bound of the probability that all the checks pass for two equally good models (Bonferroni:
+    1 - the sum of each check's 1 - power); the exact joint power of the whole gate is simulated by
+    ``python -m benchmarks.gate_oc``."""
+    return max(0.0, 1.0 - sum(1.0 - float(c.get("power") or 0.0) for c in checks))
 
 
-def non_inferiority_checks(paired: dict[str, dict], gate, patients: int, level: float = 0.95) -> list[dict]:
+# ---------------------------------------------------------------- checks
+def status_of(ci, margin: float, powered: bool) -> str:
+    """passed (lower bound above -margin), failed (the whole interval below 0: shown worse, whatever the power;
+    or an interval that cannot exclude a loss of the margin when the comparison was powered), else
+    inconclusive."""
+    if ci is None:
+        return "inconclusive"
+    lower, upper = ci
+    if lower > -margin:
+        return "passed"
+    if upper < 0:
+        return "failed"
+    return "failed" if powered else "inconclusive"
+
+
+def non_inferiority_checks(paired: dict[str, dict], gate, level: float = 0.95, plan: bool = True) -> list[dict]:
     """The candidate may be worse than the champion by less than the margin, with confidence; each check with
-    its power, and *inconclusive* instead of failed when it had too little power to tell."""
+    its power and status (:func:`status_of`); a check that cannot tell is *inconclusive* while the comparison as
+    a whole is underpowered (:func:`joint_power` below ``gate.min_power``)."""
+    entries = {m: d for m, d in paired.items() if m in GATED_BASE or m.startswith("roc_auc.")}
+    want = _want_each(gate.min_power, len(entries))
     checks = []
-    for metric, d in paired.items():
-        if metric not in GATED_BASE and not metric.startswith(("sensitivity.", "specificity.", "roc_auc.")):
-            continue
+    for metric, d in entries.items():
         margin = gate.margin(metric)
         ci = d["ci"]
-        lower, upper = (ci[0], ci[1]) if ci else (None, None)
-        settled = lower is not None and (lower > -margin or upper < -margin)  # passed, or shown worse
-        power = check_power(d, margin, level, gate.min_power, need=not settled)
-        counted = d.get("patients", patients)
-        label = {"specificity": " at matched sensitivity", "sensitivity": " at matched specificity"}.get(
-            metric.split(".", 1)[0], "") if "." in metric else ""
+        power = check_power(d, margin, level, want, gate.planning_discordance, plan)
         check = {
-            "check": f"{metric}{label}: candidate - champion, lower CI bound > -{margin}", "kind": "non_inferiority",
+            "check": f"{metric}: candidate - champion, lower CI bound > -{margin}", "kind": "non_inferiority",
             "metric": metric, "value": d["difference"], "ci": list(ci) if ci else None, "margin": margin,
-            "candidate": d["candidate"], "champion": d["champion"], "patients": counted,
-            "count": d.get("count", "patients"), "method": d.get("method"), **power,
-            "superior": lower is not None and lower > 0}
-        if d.get("matched"):
-            check["matched"] = d["matched"]
-        if lower is not None and lower > -margin:
-            status = "passed"
-        elif upper is not None and upper < -margin:
-            status = "failed"  # shown worse, whatever the power
-        elif power["power"] >= gate.min_power:
-            status = "failed"
-        else:
-            status = "inconclusive"
-        check["status"] = status
-        if status == "inconclusive":
-            need = power["patients_needed"]
-            check["note"] = (f"inconclusive: {counted} {check['count']} give this check {power['power']:.0%} power "
-                             f"at margin {margin}; " + (f"≈{need} would give {gate.min_power:.0%}"
-                                                       if need else "its interval is undefined here")
-                             + ("" if gate.on_underpowered == "fail" else
-                                " (not blocking: gate.on_underpowered is thresholds_only)"))
-        elif status == "failed" and ci is None:
-            check["note"] = "no interval: no comparison patients of this kind"
-        check["passed"] = status == "passed" or (status == "inconclusive" and gate.on_underpowered == "thresholds_only")
+            "candidate": d["candidate"], "champion": d["champion"], "patients": d.get("patients"),
+            "count": "patients", "method": d.get("method"), **power,
+            "superior": ci is not None and ci[0] > 0}
+        for key in ("positives", "b", "c", "design_effect", "discordant_images"):
+            if key in d:
+                check[key] = _r(d[key], 2)
         checks.append(check)
+    joint = joint_power(checks)
+    for check in checks:
+        margin, ci = check["margin"], check["ci"]
+        check["status"] = status_of(ci, margin, joint >= gate.min_power)
+        check["joint_power"] = round(joint, 3)
+        if ci is None:
+            check["note"] = "no interval: a class is missing among the comparison patients"
+        elif check["status"] == "failed" and ci[1] < 0:
+            check["note"] = f"shown worse: the whole interval is below 0 (upper bound {ci[1]})"
+        elif check["status"] == "failed":
+            check["note"] = (f"its interval does not exclude a loss of the margin {margin}, and the comparison was "
+                             f"powered (all {len(checks)} checks together: {joint:.0%} for two equal models, "
+                             f"gate.min_power {gate.min_power})")
+        elif check["status"] == "inconclusive":
+            check["note"] = (f"inconclusive: its interval contains 0 and reaches below -{margin}; the comparison "
+                             f"has {joint:.0%} power for two equal models (gate.min_power {gate.min_power})"
+                             + ("" if gate.on_underpowered == "fail" else
+                                " — not blocking: gate.on_underpowered is thresholds_only"))
+        check["passed"] = check["status"] == "passed" or (
+            check["status"] == "inconclusive" and gate.on_underpowered == "thresholds_only")
     return checks
 
 
-def needs_patients(checks: list[dict], patients: int) -> tuple[int | None, dict | None]:
-    """The comparison patients (at this class mix) that would give every inconclusive check its power, and the
-    check that needs the most (a per-class need counts positives or negatives: it is scaled to all patients)."""
-    best: tuple[int | None, dict | None] = (None, None)
-    for c in checks:
-        if c.get("status") == "inconclusive" and c.get("patients_needed"):
-            total = math.ceil(c["patients_needed"] * patients / max(c["patients"], 1))
-            if best[0] is None or total > best[0]:
-                best = (total, c)
-    return best
-
-
-def inconclusive_summary(checks: list[dict], patients: int, on_underpowered: str, want: float) -> str | None:
-    """One sentence: what an inconclusive comparison would take."""
-    open_ = [c for c in checks if c.get("status") == "inconclusive"]
-    if not open_:
+def needs_patients(checks: list[dict], patients: int) -> dict | None:
+    """The comparison patients (at this class mix) that would give all checks together ``gate.min_power``, the
+    check that needs the most and the range of its need; None when no check needs more."""
+    needy = [c for c in checks if c.get("patients_needed")]
+    if not needy:
         return None
-    total, worst = needs_patients(checks, patients)
-    head = (f"Inconclusive: {patients} test patients new to both models cannot show that the candidate is no worse "
-            f"than the champion on {', '.join(c['metric'] for c in open_)}")
-    tail = (f"; needs ≈{total} such patients for {want:.0%} power on every check ({worst['metric']} needs the most: "
-            f"≈{worst['patients_needed']} {worst['count']})" if worst else
-            "; some checks have no interval on these patients")
+    worst = max(needy, key=lambda c: c["patients_needed"])
+    return {"patients": worst["patients_needed"], "range": worst.get("patients_needed_range"),
+            "check": worst["metric"], "margin": worst["margin"], "now": patients}
+
+
+def comparison_summary(checks: list[dict], patients: int, gate) -> str | None:
+    """One sentence: which comparison checks failed, and what an inconclusive comparison would take."""
+    open_ = [c for c in checks if c.get("status") == "inconclusive"]
+    failed = [c for c in checks if c.get("status") == "failed"]
+    verdict = (f"Failed against the champion on {', '.join(c['metric'] for c in failed)} ("
+               + "; ".join(c.get("note", "") for c in failed) + ")") if failed else None
+    if not open_:
+        return verdict + "." if verdict else None
+    need = needs_patients(checks, patients)
+    joint = checks[0].get("joint_power", 0.0) if checks else 0.0
+    head = (f"Inconclusive: {patients} test patients new to both models cannot tell whether the candidate is worse "
+            f"than the champion by the margin on {', '.join(c['metric'] for c in open_)} (their intervals contain "
+            f"0; power of the {len(checks)} checks together for two equal models: {joint:.0%})")
+    if need:
+        rng = need.get("range")
+        tail = (f"; {gate.min_power:.0%} power needs ≈{need['patients']:,} such patients"
+                + (f" (range {rng[0]:,}–{rng[1]:,} over the interval of the discordance)" if rng and all(rng) else "")
+                + f", set by {need['check']} at margin {need['margin']} (per check, each at "
+                f"{_want_each(gate.min_power, len(checks)):.1%} so that all pass together)")
+    else:
+        tail = "; some checks have no interval on these patients"
     what = (" — decided on the absolute thresholds (gate.on_underpowered: thresholds_only)."
-            if on_underpowered == "thresholds_only" else
+            if gate.on_underpowered == "thresholds_only" else
             " — the gate fails until then, or set gate.on_underpowered: thresholds_only.")
-    return head + tail + what
+    return (verdict + ". " if verdict else "") + head + tail + ("." if verdict else what)

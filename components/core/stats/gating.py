@@ -7,12 +7,13 @@
 * **Paired non-inferiority** (:mod:`components.core.stats.comparison`): per gated metric, an interval of
   (candidate - champion) on the same patients that does not collapse when the models agree (Tango's score
   interval for paired proportions, MOVER for AUCs and macro F1); the check passes when its lower bound is above
-  ``-margin``, the candidate is *superior* when it is above 0, and a check too weak to tell (power below
-  ``gate.min_power`` for two equal models) is *inconclusive* (``gate.on_underpowered`` decides).
+  ``-margin``, the candidate is *superior* when it is above 0, an interval entirely below 0 fails, and one that
+  cannot tell while the comparison is underpowered (for two equal models, all checks together pass with less
+  than ``gate.min_power``) is *inconclusive* (``gate.on_underpowered`` decides).
 * **The served decision.** The absolute thresholds read the sensitivity and specificity of the thresholded
   decision at the candidate's own operating points (chosen on its validation split), i.e. what ``cxr serve``
-  returns; the comparison with the champion reads them at matched operating points (specificity at the
-  sensitivity both reach, and the reverse) plus the paired ROC-AUC, so threshold noise is not compared.
+  returns; the comparison with the champion reads the ranking (paired ROC-AUC per class with an operating
+  point), not decisions at thresholds moved on the comparison patients (their noise would be left out).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ def operating_point_guarantees(y_val: np.ndarray, proba_val: np.ndarray, patient
         if chosen is None:
             continue
         values = []
-        for idx in patient_resamples(patients, resamples, seed):
-            pos = np.unique(patients[idx][y_val[idx] == i])
-            n = len(pos)
+        for idx, ids in patient_resamples(patients, resamples, seed, draw_ids=True):
+            hit = y_val[idx] == i
+            n = len(np.unique(ids[hit]))  # a patient drawn twice is two patients of the resample
             if n and int(np.ceil(target * (n + 1) - 1e-9)) <= n:
-                scores = proba_val[idx, i][y_val[idx] == i]
-                ids = patients[idx][y_val[idx] == i]
-                values.append(conformal_threshold(scores, np.ones(len(scores), bool), ids, target, level)["threshold"])
+                scores = proba_val[idx, i][hit]
+                values.append(conformal_threshold(scores, np.ones(len(scores), bool), ids[hit], target,
+                                                  level)["threshold"])
         ci = None
         if len(values) >= 10:
             lo, hi = np.percentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])

@@ -9,19 +9,26 @@ bootstrap of two identical-looking models collapses to [0, 0]. These intervals d
   (exact when a patient's images agree, conservative otherwise). 8/8 gives [0.63, 1.0].
 * **Paired difference of proportions** (candidate minus champion on the same patients): Tango's (1998)
   score interval from the discordant counts ``b`` (only the candidate right) and ``c`` (only the champion
-  right), scaled to effective patients the same way. Simulated coverage: ``benchmarks/small_n.py``.
-* **ROC-AUC**: Newcombe's (2006) score-type interval (method 5: the Hanley-McNeil variance with
-  ``N* = (m + n)/2 - 1``, solved for the AUC), which stays inside (0, 1) and does not collapse at 1;
+  right), divided by the design effect of the patients' clustering (Rao-Scott, with Obuchowski's 1998
+  cluster variance of the discordance; Kish's when nothing is discordant): a patient whose images all flip
+  counts once, discordant images of different patients count apart. Simulated coverage:
+  ``benchmarks/small_n.py``.
+* **ROC-AUC**: Newcombe's (2006) score-type interval (method 5: the Hanley-McNeil variance with ``m - 1`` and
+  ``n - 1`` both replaced by ``N* - 1 = (m + n)/2 - 1``, solved for the AUC), which stays inside (0, 1) and does
+  not collapse at 1;
   a paired AUC difference is the MOVER combination (Zou & Donner 2008) of the two models' intervals with
   the DeLong correlation of their estimates.
-* **Power of a non-inferiority check**: under the planning assumption that the two models are equally good
-  and disagree on the observed share of patients, the probability that the interval's lower bound clears
-  ``-margin`` (exact over the discordant counts for a paired proportion; from the interval's own spread for
-  the others), and the number of patients that would give the wanted power.
+* **Power of a non-inferiority check**: under the planning assumption that the two models are equally good,
+  the probability that the interval's lower bound clears ``-margin`` (exact over the discordant counts for a
+  paired proportion; normal for the others), and the number of patients that would give the wanted power. The
+  planning discordance of two *equal* models is read from the candidate's exclusive wins alone
+  (:func:`planning_discordance`): the candidate's own excess errors would otherwise raise it, lower the power
+  and turn a worse candidate's "failed" into "inconclusive".
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -126,16 +133,35 @@ def tango_interval(b, c, n, level: float = 0.95, iterations: int = 60):
     return np.minimum(lower, d), np.maximum(upper, d)
 
 
+def paired_design_effect(first, second, groups) -> float:
+    """How much the clustering of images in patients inflates the variance of the paired difference: the
+    cluster variance of the discordance under no difference (Obuchowski 1998: the patients' own ``b_k - c_k``,
+    ``Σ (b_k - c_k)²``) over the variance the images would have if independent (``B + C``), with one pseudo-
+    discordance at Kish's design effect (``images / Kish's n``, exact when a patient's images always agree) so
+    that a few discordant images cannot claim independence; at least 1 (exactly 1 with one image per patient).
+    No discordance at all: Kish's."""
+    first, second = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
+    if len(first) == 0:
+        return 1.0
+    _, inverse, sizes = np.unique(np.asarray(groups).astype(str), return_inverse=True, return_counts=True)
+    kish = len(first) / kish_n(sizes)
+    disc = int((first != second).sum())
+    if disc == 0:
+        return kish
+    d = np.bincount(inverse, weights=(first & ~second).astype(float) - (~first & second).astype(float))
+    return max(1.0, (float((d ** 2).sum()) + kish) / (disc + 1))
+
+
 def paired_counts(first, second, groups) -> dict:
-    """Discordant counts of two paired success indicators (one per image), scaled to effective patients:
-    ``b`` only the first right, ``c`` only the second, ``n`` effective patients."""
+    """Discordant counts of two paired success indicators (one per image), divided by the design effect of the
+    patients' clustering (:func:`paired_design_effect`; Rao and Scott's adjustment): ``b`` only the first right,
+    ``c`` only the second, ``n`` the effective number of independent pairs."""
     first, second = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
     images = len(first)
-    n_eff = kish_n(cluster_sizes(groups))
-    scale = n_eff / images if images else 0.0
-    return {"b": float((first & ~second).sum()) * scale, "c": float((~first & second).sum()) * scale,
-            "n": n_eff, "images": images, "patients": len(cluster_sizes(groups)),
-            "discordant_images": int((first != second).sum())}
+    deff = paired_design_effect(first, second, groups)
+    return {"b": float((first & ~second).sum()) / deff, "c": float((~first & second).sum()) / deff,
+            "n": images / deff, "design_effect": round(deff, 3), "images": images,
+            "patients": len(cluster_sizes(groups)), "discordant_images": int((first != second).sum())}
 
 
 def paired_difference(first, second, groups, level: float = 0.95) -> dict | None:
@@ -147,15 +173,17 @@ def paired_difference(first, second, groups, level: float = 0.95) -> dict | None
     lo, hi = tango_interval(counts["b"], counts["c"], counts["n"], level)
     p1, p2 = float(np.mean(first)), float(np.mean(second))
     return {"first": _r(p1), "second": _r(p2), "difference": _r(p1 - p2), "ci": (_r(float(lo)), _r(float(hi))),
-            "method": "tango score interval (effective patients)", **counts}
+            "method": "tango score interval (design effect of the patients: Rao-Scott, Obuchowski)", **counts}
 
 
 # ---------------------------------------------------------------- ROC-AUC
 def _hm_variance(theta, m: float, n: float):
-    """Hanley-McNeil variance of an AUC with Newcombe's symmetrisation N* = (m + n)/2 - 1."""
+    """Hanley-McNeil variance of an AUC, ``θ(1-θ)/(mn) · [1 + (m-1)(1-θ)/(2-θ) + (n-1)θ/(1+θ)]``, with
+    Newcombe's (2006, method 4/5) symmetrisation: both ``m - 1`` and ``n - 1`` become ``N* - 1`` with
+    ``N* = (m + n)/2``. With ``m = n`` it is exactly Hanley and McNeil's (1982) variance."""
     theta = np.asarray(theta, dtype=float)
-    n_star = (m + n) / 2 - 1
-    return theta * (1 - theta) / (m * n) * (1 + (n_star - 1) * ((1 - theta) / (2 - theta) + theta / (1 + theta)))
+    multiplier = (m + n) / 2 - 1
+    return theta * (1 - theta) / (m * n) * (1 + multiplier * ((1 - theta) / (2 - theta) + theta / (1 + theta)))
 
 
 def auc_interval(auc: float, n_pos: float, n_neg: float, level: float = 0.95) -> tuple[float, float] | None:
@@ -205,6 +233,46 @@ def delong_correlation(positive, first, second) -> float:
     return float(np.clip((cov(v10a, v10b) / m + cov(v01a, v01b) / n) / math.sqrt(var_a * var_b), -1, 1))
 
 
+def macro_auc_influence(y, proba, groups, k: int) -> np.ndarray:
+    """Each patient's influence on the macro (one-vs-rest, mean over classes present) AUC: the sum over its images
+    of the DeLong structural components minus the class AUC, divided by the class's positives or negatives
+    (Hoeffding's linearisation: AUC - A ~ the sum of these over all patients), in the order of the sorted
+    patient ids. Their sum of squares is DeLong's variance with patients as the unit."""
+    y, proba = np.asarray(y), np.asarray(proba, dtype=float)
+    _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    per_image = np.zeros(len(y))
+    present = [i for i in range(k) if 0 < (y == i).sum() < len(y)]
+    for i in present:
+        pos = y == i
+        v10, v01 = delong_components(pos, proba[:, i])
+        area = float(v10.mean())
+        per_image[pos] += (v10 - area) / pos.sum()
+        per_image[~pos] += (v01 - area) / (~pos).sum()
+    per_image /= max(len(present), 1)
+    return np.bincount(inverse, weights=per_image)
+
+
+def influence_correlation(first: np.ndarray, second: np.ndarray) -> float:
+    """The correlation of two estimates from their per-patient influences; 0 (conservative for MOVER) when either
+    has no variance (a perfect separation)."""
+    va, vb = float(first @ first), float(second @ second)
+    if va <= EPS or vb <= EPS:
+        return 0.0
+    return float(np.clip(first @ second / math.sqrt(va * vb), -1, 1))
+
+
+def correlation_lower_bound(r: float, n: float, level: float = 0.95) -> float:
+    """The lower ``level`` one-sided bound of a correlation ``r`` estimated from ``n`` patients (Fisher's z), at
+    least 0: what MOVER reads. A correlation from a handful of patients (a bootstrap of 4 patients says 0.8 as
+    easily as 0.2) would otherwise make the interval of a difference too narrow; a smaller one only widens it."""
+    if n <= 3 or not np.isfinite(r):
+        return 0.0
+    from scipy.stats import norm
+
+    z = math.atanh(min(max(r, -1 + 1e-12), 1 - 1e-12)) - float(norm.ppf(level)) / math.sqrt(n - 3)
+    return max(0.0, math.tanh(z))
+
+
 def mover(first: float, first_ci, second: float, second_ci, r: float) -> tuple[float, float]:
     """MOVER interval for ``first - second`` from each estimate's own interval and their correlation
     ``r`` (Zou & Donner 2008; with Wilson intervals and the phi coefficient it is Newcombe's method 10)."""
@@ -220,12 +288,16 @@ def tango_power(n: float, discordance: float, margin: float, level: float = 0.95
     """Probability that Tango's lower bound clears ``-margin`` when the two are truly equal and disagree on a
     share ``discordance`` of ``n`` patients: exact over the discordant counts (b, c), trinomial, truncated at
     ``sd_range`` standard deviations."""
+    return _tango_power(int(np.rint(n)), float(min(max(discordance, 0.0), 1.0)), float(margin), float(level),
+                        float(sd_range))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tango_power(n: int, psi: float, margin: float, level: float, sd_range: float) -> float:
     from scipy.stats import binom
 
-    n = int(np.rint(n))
     if n <= 0:
         return 0.0
-    psi = min(max(discordance, 0.0), 1.0)
     if n * psi >= 60:  # many discordant patients expected: Tango's statistic is normal (Connor's formula)
         from scipy.stats import norm
 
@@ -248,11 +320,20 @@ def tango_power(n: float, discordance: float, margin: float, level: float = 0.95
     return min(1.0, total)
 
 
-def planning_discordance(b: float, c: float, n: float) -> float:
-    """The share of patients on which two equal models are assumed to disagree: the observed share, shrunk
-    towards 1/2 by one pseudo-patient ((b + c + 1) / (n + 2)), so that no disagreement on a few patients is not
-    read as never disagreeing."""
-    return (b + c + 1) / (n + 2)
+def planning_discordance(b: float, n: float) -> float:
+    """The share of patients on which two *equal* models are assumed to disagree, from the candidate's exclusive
+    wins ``b`` alone: for equal models ``b`` and ``c`` have the same mean, and ``c`` (only the champion right)
+    also holds the candidate's excess errors, which must not lower the power of the check that is to catch them.
+    ``(2b + 1) / (n + 2)``: one pseudo-patient, so that no disagreement on a few patients is not read as never
+    disagreeing. More candidate errors (larger ``c``) never change it, so the verdict is monotone in ``c``."""
+    return min((2 * b + 1) / (n + 2), 1.0)
+
+
+def discordance_range(b: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """The planning discordance at the bounds of its interval: ``2 x`` the Clopper-Pearson interval of the
+    candidate's exclusive wins (``b`` of ``n``)."""
+    lo, hi = clopper_pearson(b, n, level) or (0.0, 1.0)
+    return 2 * lo, min(2 * hi, 1.0)
 
 
 def patients_for_power(power_at, n_now: float, want: float = 0.8, n_max: float = 1e6) -> float | None:

@@ -22,13 +22,13 @@ class ExternalGate(Section):
         return shares(v)
 
 
-# metrics the candidate must be non-inferior to the champion on; sensitivity, specificity and roc_auc are per
-# class with an operating point (specificity at the sensitivity both models reach, sensitivity at the specificity
-# both reach, one-vs-rest ROC-AUC); "sensitivity.COVID19" overrides one class
-NON_INFERIORITY_KEYS = ("accuracy", "macro_f1", "macro_roc_auc", "sensitivity", "specificity", "roc_auc")
-
-
-PER_CLASS_KEYS = ("sensitivity", "specificity", "roc_auc")
+# metrics the candidate must be non-inferior to the champion on; roc_auc is per class with an operating point
+# (one-vs-rest ROC-AUC); "roc_auc.COVID19" overrides one class
+NON_INFERIORITY_KEYS = ("accuracy", "macro_f1", "macro_roc_auc", "roc_auc")
+PER_CLASS_KEYS = ("roc_auc",)
+# the comparisons at matched operating points were removed (issue 28: their intervals left out the thresholds' own
+# noise); the served decision is gated by min_sensitivity / min_specificity
+REMOVED_MARGIN_KEYS = ("sensitivity", "specificity")
 
 
 class GateConfig(Section):
@@ -43,15 +43,20 @@ class GateConfig(Section):
     # paired non-inferiority against the champion, on test patients neither model trained or validated on:
     # passes when the lower bound of the CI of (candidate - champion) is above -margin
     non_inferiority_margin: dict[str, float] = Field(default_factory=lambda: {
-        "accuracy": 0.02, "macro_f1": 0.03, "macro_roc_auc": 0.02, "sensitivity": 0.02, "specificity": 0.05,
-        "roc_auc": 0.05})
+        "accuracy": 0.02, "macro_f1": 0.03, "macro_roc_auc": 0.02, "roc_auc": 0.05})
     min_comparison_patients: int = Field(30, ge=1)
     # too few clean patients to compare: fail (default), or decide on the absolute thresholds only
     on_incomparable: Literal["fail", "thresholds_only"] = "fail"
-    # a non-inferiority check is powered when, for two equally good models, it would pass with this probability
-    min_power: float = Field(0.8, gt=0, lt=1)
-    # a check that cannot tell (underpowered, its CI straddling -margin) is inconclusive: it fails the gate
-    # (default, for real data), or the gate decides on the absolute thresholds (the demo)
+    # the comparison is powered when, for two equally good models, all its checks would pass together with this
+    # probability (a Bonferroni bound); then a check whose CI contains 0 but reaches below -margin fails, and two
+    # equal models fail at most 1 - min_power of the time on it. Below it such a check is inconclusive. A CI
+    # entirely below 0 fails whatever the power.
+    min_power: float = Field(0.95, gt=0, lt=1)
+    # the share of patients two equal models disagree on, for the power of the paired accuracy check; None: read
+    # from the candidate's exclusive wins ((2b + 1) / (n + 2)), never from its excess errors
+    planning_discordance: float | None = Field(None, gt=0, lt=1)
+    # a check that cannot tell (underpowered, its CI containing 0 and reaching below -margin) is inconclusive: it
+    # fails the gate (default, for real data), or the gate decides on the absolute thresholds (the demo)
     on_underpowered: Literal["fail", "thresholds_only"] = "fail"
     # a flagged shortcut (source-bias audit, stress tests) blocks registration unless a written reason accepts it
     accept_shortcut_risk: str | None = None
@@ -67,9 +72,14 @@ class GateConfig(Section):
     def _margins(cls, v: dict[str, float]) -> dict[str, float]:
         for k, x in v.items():
             base = k.split(".", 1)[0]
+            if base in REMOVED_MARGIN_KEYS:
+                raise ValueError(f"non_inferiority_margin key {k!r}: the gate no longer compares sensitivity or "
+                                 "specificity at matched operating points (their intervals left out the thresholds' "
+                                 "noise); remove the key. The served decision is gated by gate.min_sensitivity / "
+                                 "gate.min_specificity, the ranking by roc_auc")
             if base not in NON_INFERIORITY_KEYS or ("." in k and base not in PER_CLASS_KEYS):
                 raise ValueError(f"non_inferiority_margin key {k!r}: use one of {list(NON_INFERIORITY_KEYS)}, or "
-                                 "sensitivity.<CLASS> / specificity.<CLASS> / roc_auc.<CLASS>")
+                                 "roc_auc.<CLASS>")
             if not 0 <= x < 1:
                 raise ValueError(f"non_inferiority_margin.{k} must be within [0, 1), got {x}")
         return v
@@ -80,7 +90,7 @@ class GateConfig(Section):
         return written_reason(v, "who accepts the risk, and why")
 
     def margin(self, metric: str) -> float:
-        """The margin for ``accuracy`` … or ``sensitivity.<CLASS>`` (the class override, else the kind's)."""
+        """The margin for ``accuracy`` … or ``roc_auc.<CLASS>`` (the class override, else the kind's)."""
         defaults = GateConfig.model_fields["non_inferiority_margin"].default_factory()
         for key in (metric, metric.split(".", 1)[0]):
             if key in self.non_inferiority_margin:

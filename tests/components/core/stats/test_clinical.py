@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from components.core.contract.errors import ParamsError
-from components.core.stats import clinical
+from components.core.stats import clinical, metrics
 
 
 def test_nll_and_temperature_match_a_hand_computed_case():
@@ -74,7 +74,25 @@ def test_no_interval_collapses_at_one_on_a_perfect_small_test_split():
     entries = [ci["accuracy"], ci["macro_f1"], ci["macro_roc_auc"]] + [
         e for pc in ci["per_class"].values() for e in pc.values()]
     assert all(e["low"] < e["high"] and e["low"] <= e["point"] <= e["high"] for e in entries)
-    assert ci["ece"]["low"] <= ci["ece"]["point"] <= ci["ece"]["high"]
+    ref = ci["ece"]["calibrated_reference"]  # no interval for ECE: what a calibrated model would show instead
+    assert "low" not in ci["ece"] and 0 < ref["median"] <= ref["high"] and "biased upward" in ci["ece"]["note"]
+
+
+def test_the_ece_reference_flags_a_calibrated_model_about_one_time_in_twenty():
+    """The percentile bootstrap of ECE covered a calibrated model's ECE of 0 in 0 of 300 sets of 49 images; the
+    reference (what a calibrated model with these confidences shows) is exceeded by a calibrated model's ECE about
+    5% of the time, and by an overconfident one's most of the time."""
+    rng = np.random.default_rng(3)
+    flagged = {"calibrated": 0, "overconfident": 0}
+    sims = 200
+    for _ in range(sims):
+        conf = rng.uniform(0.5, 1.0, 49)
+        proba = np.c_[conf, 1 - conf]
+        for kind, truth in (("calibrated", conf), ("overconfident", 0.5 + (conf - 0.5) * 0.3)):
+            y = np.where(rng.random(49) < truth, 0, 1)
+            ref = clinical.calibrated_ece_reference(proba, 10, 400, seed=int(rng.integers(1 << 30)))
+            flagged[kind] += metrics.expected_calibration_error(y, proba, 10) > ref["high"]
+    assert 0.01 <= flagged["calibrated"] / sims <= 0.10 and flagged["overconfident"] / sims > 0.5
 
 
 def test_auc_equals_sklearn_with_ties():
@@ -120,6 +138,33 @@ def test_too_few_positive_patients_for_the_target_is_refused_with_what_to_do():
     with pytest.raises(ParamsError, match=r"COVID19 = 0.95 cannot be kept with 6 positive validation patients.*"
                                           r"at least 19.*at most 0.857"):
         clinical.conformal_threshold(scores, positive, None, 0.95, name="COVID19")
+    # the suggested target is rounded down: 8/9 = 0.8889 suggests 0.888, which is then kept (0.889 would not be)
+    eight = np.linspace(0.1, 0.9, 8), np.ones(8, bool)
+    with pytest.raises(ParamsError, match=r"at most 0.888 "):
+        clinical.conformal_threshold(*eight, None, 0.95)
+    assert clinical.conformal_threshold(*eight, None, 0.888)["rank"] == 8
+    with pytest.raises(ParamsError):
+        clinical.conformal_threshold(*eight, None, 0.889)
+
+
+def test_macro_f1_interval_draws_the_class_shares_and_keeps_its_coverage():
+    """F1 depends on the class mix through the false positives: with the shares drawn too, the interval covers
+    the population macro F1 at small n (20 patients, a rare class wrongly predicted for the common ones)."""
+    rng = np.random.default_rng(11)
+    shares = np.array([0.2, 0.8])
+    confusion = np.array([[0.8, 0.2], [0.15, 0.85]])  # P(predicted | true)
+    joint = shares[:, None] * confusion
+    tp = np.diag(joint)
+    truth = float(np.mean(2 * tp / (joint.sum(axis=1) + joint.sum(axis=0))))
+    covered, sims = 0, 200
+    for _ in range(sims):
+        y = (rng.random(20) < shares[1]).astype(int)
+        if len(set(y)) < 2:
+            y[0] = 1 - y[0]
+        pred = np.where(rng.random(20) < confusion[y, y], y, 1 - y)
+        lo, hi = clinical.macro_f1_posterior(y, pred, np.arange(20), 2, draws=1000, seed=int(rng.integers(1 << 30)))
+        covered += lo <= truth <= hi
+    assert covered / sims >= 0.93
     assert clinical.min_positive_patients(0.95) == 19 and clinical.min_positive_patients(0.5) == 1
 
 

@@ -3,11 +3,14 @@
 
 import numpy as np
 import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 
 from components.core.contract.errors import ParamsError
 from components.core.contract.params.gate import GateConfig
 from components.core.data import lineage
-from components.core.stats import comparison, gating
+from components.core.stats import clinical, comparison, decision, gating
+from components.core.stats import intervals as I
 from tests.support import tiny_params
 
 CLASSES = ["COVID19", "NORMAL", "PNEUMONIA"]
@@ -44,24 +47,33 @@ def test_served_intervals_use_the_operating_point_and_count_positive_patients():
 
 
 def checks_of(paired, **gate):
-    return {c["metric"]: c for c in comparison.non_inferiority_checks(paired, GateConfig(**gate), 200)}
+    return {c["metric"]: c for c in comparison.non_inferiority_checks(paired, GateConfig(**gate))}
 
 
-def test_a_model_against_itself_is_non_inferior_where_the_patients_suffice_and_inconclusive_where_not():
+def accuracy_check(b: int, c: int, n: int, plan: bool = True, **gate) -> dict:
+    """The paired accuracy check alone, from its discordant counts (one image per patient)."""
+    lo, hi = I.tango_interval(b, c, n)
+    paired = {"accuracy": {"candidate": None, "champion": None, "difference": (b - c) / n,
+                           "ci": (round(float(lo), 4), round(float(hi), 4)), "kind": "proportion", "b": b, "c": c,
+                           "n": n, "patients": n}}
+    return comparison.non_inferiority_checks(paired, GateConfig(**gate), plan=plan)[0]
+
+
+def test_a_model_against_itself_never_fails_and_passes_where_the_patients_suffice():
     y, patients = cohort()
     proba = model(y, missed_covid=5)
-    paired = comparison.paired_comparison(y, proba, proba, patients, CLASSES, OPS, OPS, 0.95, 100)
-    assert all(d["difference"] == 0 for d in paired.values() if d["difference"] is not None)
-    assert all(d["ci"][0] < 0 < d["ci"][1] for d in paired.values())  # never [0, 0]
+    paired = comparison.paired_comparison(y, proba, proba, patients, CLASSES, ["COVID19"], 0.95, 100)
+    assert set(paired) == {"accuracy", "macro_f1", "macro_roc_auc", "roc_auc.COVID19"}  # no matched operating points
+    assert all(d["difference"] == 0 for d in paired.values())
+    assert all(d["ci"][0] < 0 <= d["ci"][1] for d in paired.values())  # never collapsed to [0, 0] below
     checks = checks_of(paired)
-    assert checks["accuracy"]["status"] == "passed" and not checks["accuracy"]["superior"]  # 200 patients
-    assert checks["specificity.COVID19"]["status"] == "passed"  # 100 negatives, margin 0.05
-    # 100 positive patients cannot show a 0.02 margin even with no disagreement at all (that alone needs 189;
-    # planned with one pseudo-discordance, about twice as many)
-    sens = checks["sensitivity.COVID19"]
-    assert sens["status"] == "inconclusive" and not sens["passed"] and sens["power"] < 0.8
-    assert 189 < sens["patients_needed"] < 500 and "positive patients" in sens["note"]
-    assert checks_of(paired, on_underpowered="thresholds_only")["sensitivity.COVID19"]["passed"]
+    assert checks["accuracy"]["status"] == "passed" and not checks["accuracy"]["superior"]  # 200 patients, b = c = 0
+    assert not any(c["status"] == "failed" for c in checks.values())
+    # the macro AUC's margin (0.02) is narrower than what 200 patients can show: the comparison cannot tell
+    auc = checks["macro_roc_auc"]
+    assert auc["status"] == "inconclusive" and auc["power"] < 0.95 and auc["patients_needed"] > 200
+    assert auc["joint_power"] < 0.95 and "inconclusive" in auc["note"] and not auc["passed"]
+    assert checks_of(paired, on_underpowered="thresholds_only")["macro_roc_auc"]["passed"]
 
 
 def test_a_clearly_worse_candidate_fails_and_a_clearly_better_one_is_superior():
@@ -69,27 +81,82 @@ def test_a_clearly_worse_candidate_fails_and_a_clearly_better_one_is_superior():
     good = model(y, missed_covid=0)
     bad = good.copy()
     bad[np.flatnonzero(y == 0)[:30]] = [0.03, 0.9, 0.07]  # 30 COVID patients now score below every negative
-    worse = checks_of(comparison.paired_comparison(y, bad, good, patients, CLASSES, OPS, OPS, 0.95, 100))
-    for metric in ("accuracy", "sensitivity.COVID19", "roc_auc.COVID19"):
-        assert worse[metric]["status"] == "failed" and worse[metric]["ci"][1] < -0.02, metric
-    assert worse["sensitivity.COVID19"]["matched"]["specificity"] == 1.0
-    better = checks_of(comparison.paired_comparison(y, good, bad, patients, CLASSES, OPS, OPS, 0.95, 100))
-    assert better["sensitivity.COVID19"]["passed"] and better["sensitivity.COVID19"]["superior"]
+    worse = checks_of(comparison.paired_comparison(y, bad, good, patients, CLASSES, ["COVID19"], 0.95, 100))
+    for metric in ("accuracy", "roc_auc.COVID19", "macro_f1"):
+        assert worse[metric]["status"] == "failed" and worse[metric]["ci"][1] < 0, metric
+        assert worse[metric]["note"].startswith("shown worse")
+    better = checks_of(comparison.paired_comparison(y, good, bad, patients, CLASSES, ["COVID19"], 0.95, 100))
+    assert better["accuracy"]["passed"] and better["accuracy"]["superior"]
 
 
-def test_matched_operating_points_compare_scores_not_threshold_noise():
-    """Two models that rank every patient alike, whose validation splits put their thresholds in different
-    places: at their own thresholds their specificities differ; at the sensitivity both reach they agree."""
-    y, patients = cohort()
-    rng = np.random.default_rng(0)
-    score = np.where(y == 0, rng.uniform(0.3, 1.0, len(y)), rng.uniform(0.0, 0.7, len(y)))
-    proba = np.c_[score, (1 - score) / 2, (1 - score) / 2]
-    paired = comparison.paired_comparison(y, proba, proba, patients, CLASSES, {"COVID19": 0.5}, {"COVID19": 0.35},
-                                          0.95)
-    spec = paired["specificity.COVID19"]
-    own = [float(np.mean(score[y != 0] < t)) for t in (0.5, 0.35)]
-    assert own[0] - own[1] > 0.1 and spec["difference"] == 0.0
-    assert spec["matched"]["sensitivity"] == pytest.approx(float(np.mean(score[y == 0] >= 0.5)), abs=1e-4)
+def test_an_interval_below_zero_fails_whatever_the_power_on_the_numbers_of_issue_28():
+    """The two cases the old gate called inconclusive (and passed under thresholds_only)."""
+    demo = accuracy_check(0, 4, 24, on_underpowered="thresholds_only")  # 24 patients, 4 more wrong
+    assert demo["ci"] == [pytest.approx(-0.359, abs=1e-3), pytest.approx(-0.006, abs=1e-3)]
+    assert demo["power"] < 0.05 and demo["status"] == "failed" and not demo["passed"]
+    few = accuracy_check(0, 4, 8, on_underpowered="thresholds_only")  # 8 positive patients, 4 more misses
+    assert few["ci"] == [pytest.approx(-0.785, abs=1e-3), pytest.approx(-0.013, abs=1e-3)]
+    assert few["status"] == "failed" and not few["passed"]
+    # the third case: on 800 patients, 2.75 points worse ([-0.044, -0.013]) was inconclusive (its own extra errors
+    # lowered the power it was planned with)
+    worse = accuracy_check(8, 30, 800)
+    assert worse["ci"] == [pytest.approx(-0.044, abs=1e-3), pytest.approx(-0.013, abs=1e-3)]
+    assert worse["status"] == "failed"
+
+
+def test_the_power_is_planned_without_the_candidates_excess_errors():
+    one = accuracy_check(10, 10, 800)
+    many = accuracy_check(10, 40, 800)
+    assert one["planning"]["discordance"] == many["planning"]["discordance"] == pytest.approx(21 / 802, abs=1e-4)
+    assert one["power"] == many["power"]
+    fixed = accuracy_check(10, 40, 800, planning_discordance=0.2)
+    assert fixed["planning"]["discordance"] == 0.2 and fixed["planning"]["from"] == "gate.planning_discordance"
+    assert fixed["power"] < one["power"]
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(n=st.integers(2, 900), b=st.integers(0, 60), c=st.integers(0, 80))
+@example(n=800, b=10, c=15)  # the old plan (all discordance, the excess errors included) went failed -> inconclusive
+@example(n=800, b=5, c=24)
+def test_the_verdict_is_monotone_in_the_candidates_errors(n, b, c):
+    """More extra errors never give a milder status: one more patient only the champion gets right (c + 1, or
+    c + 1 and n + 1), or one fewer only the candidate gets right (b - 1), is never milder."""
+    assume(b + c + 1 <= n)
+    severity = comparison.SEVERITY
+
+    def status(b_, c_, n_):
+        return severity[accuracy_check(b_, c_, n_, plan=False)["status"]]
+
+    now = status(b, c, n)
+    assert status(b, c + 1, n) >= now
+    assert status(b, c + 1, n + 1) >= now
+    if b > 0:
+        assert status(b - 1, c + 1, n) >= status(b - 1, c, n) >= now
+
+
+def test_the_paired_auc_interval_holds_its_level_when_the_two_models_score_differently():
+    """Two equally good models whose scores differ (correlated, not copies): the interval of the paired ROC-AUC
+    difference, and that of accuracy, cover the true difference 0 at >= 0.93, and a check with margin 0 would
+    pass (lower bound > 0) at most ~2.5% of the time."""
+    rng = np.random.default_rng(7)
+    cover = {"roc_auc.COVID19": 0, "accuracy": 0}
+    false_pass = dict.fromkeys(cover, 0)
+    sims = 200
+    for _ in range(sims):
+        y = np.resize([0, 1, 2], 60)
+        shared = rng.normal(0, 1, (60, 3))
+        probs = []
+        for _model in range(2):
+            z = 2.0 * np.eye(3)[y] + shared + rng.normal(0, 0.8, (60, 3))
+            probs.append(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))
+        paired = comparison.paired_comparison(y, probs[0], probs[1], np.arange(60), CLASSES, ["COVID19"], 0.95)
+        for m in cover:
+            lo, hi = paired[m]["ci"]
+            cover[m] += lo <= 0 <= hi
+            false_pass[m] += lo > 0
+    for m in cover:
+        assert cover[m] / sims >= 0.93, (m, cover[m] / sims)
+        assert false_pass[m] / sims <= 0.04, (m, false_pass[m] / sims)
 
 
 def test_a_same_split_retrain_on_24_patients_is_inconclusive_and_says_what_it_would_take():
@@ -100,15 +167,18 @@ def test_a_same_split_retrain_on_24_patients_is_inconclusive_and_says_what_it_wo
     cand[np.arange(48), y] = champ[np.arange(48), y] = 0.9
     cand[[3, 20]] = [0.2, 0.2, 0.6]  # one image of two patients each model gets wrong, not the same ones
     champ[5], champ[40] = [0.2, 0.6, 0.2], [0.6, 0.2, 0.2]
-    ops = {"COVID19": 0.5, "PNEUMONIA": 0.5}
-    paired = comparison.paired_comparison(y, cand, champ, patients, CLASSES, ops, ops, 0.95, 200)
-    checks = comparison.non_inferiority_checks(paired, GateConfig(), 24)
+    gate = GateConfig()
+    checks, info = decision.champion_checks(y, cand, champ, patients, CLASSES, ["COVID19", "PNEUMONIA"], gate, 0.95,
+                                            200, 0)
     acc = next(c for c in checks if c["metric"] == "accuracy")
     assert acc["value"] == 0 and acc["status"] == "inconclusive" and acc["patients_needed"] > 200
+    low, high = acc["patients_needed_range"]
+    assert low < acc["patients_needed"] < high
     assert not any(c["status"] == "failed" for c in checks)
-    text = comparison.inconclusive_summary(checks, 24, "fail", 0.8)
-    total, _ = comparison.needs_patients(checks, 24)
-    assert text.startswith("Inconclusive: 24 test patients") and f"needs ≈{total} such patients" in text
+    text = info["summary"]
+    assert text.startswith("Inconclusive: 24 test patients") and f"≈{info['patients_needed']:,} such patients" in text
+    assert "(per check" in text and info["patients_needed_by"].endswith("(per check)")
+    assert decision.verdict(checks)["decision"] == "inconclusive"
 
 
 def test_comparison_ground_excludes_the_champions_patients_and_can_be_incomparable():
@@ -137,6 +207,15 @@ def test_absolute_thresholds_on_the_lower_ci_bound_name_their_positive_patients(
     assert next(c for c in gating.threshold_checks(stats, point, 200) if c["metric"] == "sensitivity.COVID19")["passed"]
 
 
+def test_a_patient_drawn_twice_is_two_patients_of_the_resample():
+    patients = np.array(["a", "a", "b", "c"])
+    for idx, ids in clinical.patient_resamples(patients, 50, seed=1, draw_ids=True):
+        # every draw gets its own id: as many ids as draws, and a draw's images share it
+        assert len(set(ids)) == 3 and len(ids) == len(idx)
+        for d in set(ids):
+            assert len(set(patients[idx][ids == d])) == 1
+
+
 def test_operating_point_guarantees_from_validation_patients():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
@@ -163,10 +242,15 @@ def test_shortcut_risk_needs_a_written_reason():
 
 
 def test_gate_params_are_checked():
-    assert GateConfig().margin("sensitivity.COVID19") == 0.02 and GateConfig().margin("roc_auc.COVID19") == 0.05
-    assert GateConfig(non_inferiority_margin={"sensitivity.COVID19": 0.01}).margin("sensitivity.COVID19") == 0.01
-    assert GateConfig(non_inferiority_margin={"sensitivity.COVID19": 0.01}).margin("specificity.COVID19") == 0.05
-    assert GateConfig().on_underpowered == "fail" and GateConfig().min_power == 0.8
+    assert GateConfig().margin("roc_auc.COVID19") == 0.05 and GateConfig().margin("accuracy") == 0.02
+    assert GateConfig(non_inferiority_margin={"roc_auc.COVID19": 0.01}).margin("roc_auc.COVID19") == 0.01
+    assert GateConfig(non_inferiority_margin={"roc_auc.COVID19": 0.01}).margin("roc_auc.PNEUMONIA") == 0.05
+    assert GateConfig().on_underpowered == "fail" and GateConfig().min_power == 0.95
+    assert GateConfig().planning_discordance is None
+    with pytest.raises(ParamsError, match="no longer compares sensitivity or specificity at matched"):
+        tiny_params(gate={"non_inferiority_margin": {"specificity": 0.05}})
+    with pytest.raises(ParamsError, match="planning_discordance"):
+        tiny_params(gate={"planning_discordance": 0})
     with pytest.raises(ParamsError, match="no operating point"):
         tiny_params(gate={"min_sensitivity": {"NORMAL": 0.9}}, evaluate={"target_sensitivity": {"COVID19": 0.9}})
     with pytest.raises(ParamsError, match="written reason"):

@@ -82,5 +82,24 @@ def test_power_grows_with_patients_and_matches_the_normal_formula_for_many():
     analytic = psi * (1.959964 + 0.841621) ** 2 / margin ** 2  # Connor's formula for equal models
     assert need == pytest.approx(analytic, rel=0.15)
     assert I.tango_power(need, psi, margin) >= 0.8 - 0.02
-    # no disagreement observed on a few patients is not read as never disagreeing
-    assert I.planning_discordance(0, 0, 24) == pytest.approx(1 / 26)
+    # no disagreement observed on a few patients is not read as never disagreeing; only the candidate's
+    # exclusive wins count (its excess errors would lower the power of the check meant to catch them)
+    assert I.planning_discordance(0, 24) == pytest.approx(1 / 26)
+    assert I.planning_discordance(3, 24) == pytest.approx(7 / 26)
+    lo, hi = I.discordance_range(0, 24)
+    assert lo == 0 and hi == pytest.approx(2 * I.clopper_pearson(0, 24)[1])
+
+
+def test_newcombe_variance_uses_n_star_minus_one_as_published():
+    """Newcombe (2006, Part 2, methods 4-5): Hanley and McNeil's variance with m - 1 and n - 1 both replaced by
+    N* - 1, N* = (m + n)/2. With m = n it is Hanley and McNeil's (1982) variance itself (Q1 = θ/(2-θ),
+    Q2 = 2θ²/(1+θ)); auRoc's getVARmw (the method's R implementation) writes the same multiplier (m + n)/2 - 1."""
+    theta, m, n = 0.8, 10, 10
+    q1, q2 = theta / (2 - theta), 2 * theta ** 2 / (1 + theta)
+    hanley_mcneil = (theta * (1 - theta) + (m - 1) * (q1 - theta ** 2) + (n - 1) * (q2 - theta ** 2)) / (m * n)
+    assert float(I._hm_variance(theta, m, n)) == pytest.approx(hanley_mcneil, rel=1e-12)
+    assert hanley_mcneil == pytest.approx(0.0104, abs=1e-9)  # by hand: (0.16 + 9 x 0.02667 + 9 x 0.07111) / 100
+    # m != n: the symmetrised multiplier, (8 + 16)/2 - 1 = 11, not 10
+    theta, m, n = 0.9, 8, 16
+    bracket = 1 + 11 * ((1 - theta) / (2 - theta) + theta / (1 + theta))
+    assert float(I._hm_variance(theta, m, n)) == pytest.approx(theta * (1 - theta) / (m * n) * bracket, rel=1e-12)
