@@ -2,30 +2,40 @@
 # Make a Debian bookworm base image equivalent to python:3.11-slim-bookworm from Debian packages alone, for
 # machines that cannot pull from a public image registry (air-gapped clusters, CI without Docker Hub):
 #
-#   bash infra/docker/make-base.sh [IMAGE]      # prints the image name it made (or found)
-#   bash infra/docker/make-base.sh --print-name # the default name, keyed by the suite and the package list
+#   bash infra/docker/make-base.sh [IMAGE]          # prints the image name it made (or found)
+#   bash infra/docker/make-base.sh --print-name     # the default name, keyed by the suite, packages and recipe
+#   bash infra/docker/make-base.sh --print-build-name    # the name of its build flavour (IMAGE-build)
 #
 # debootstrap --variant=minbase with Python 3.11, venv, CA certificates, git (DVC needs it) and binutils, then
-# `docker import`. Needs root (or sudo), debootstrap and a Debian mirror: $DEBIAN_MIRROR, else the first
+# `docker import`, twice: IMAGE-build has binutils (`strip`, for the images' build stages), IMAGE is the same
+# without them (what the images run on). No translations (/usr/share/locale), docs or man pages in either.
+# Needs root (or sudo), debootstrap and a Debian mirror: $DEBIAN_MIRROR, else the first
 # bookworm mirror in this machine's apt sources, else http://deb.debian.org/debian (an internal mirror or
 # apt proxy works the same). The root file system is cached as a tarball under
-# ${CXR_CACHE:-~/.cache/cxr-mlops}/base/, keyed by the suite and package list: the next run, or a machine that
-# gets the tarball copied over, imports it without the mirror (tarballs of other keys are removed). Then build on it:
-#   cxr image build cpu --offline --base IMAGE      (or docker build --build-arg BASE_IMAGE=IMAGE …)
+# ${CXR_CACHE:-~/.cache/cxr-mlops}/base/, keyed by the suite, package list and recipe: the next run, or a machine
+# that gets the tarball copied over, imports it without the mirror (tarballs of other keys are removed). Then:
+#   cxr image build cpu --offline      (or docker build --build-arg BASE_IMAGE=IMAGE --build-arg BUILD_BASE=IMAGE-build …)
 set -euo pipefail
 # binutils: `strip` for the symbol tables of TensorFlow's libraries in the images' build stage (-200 MB)
 PACKAGES="python3,python3-venv,python3.11-venv,python3-distutils,ca-certificates,git,binutils"
+# what IMAGE leaves out of IMAGE-build: binutils and what only it needs
+BUILD_ONLY="binutils binutils-common binutils-x86-64-linux-gnu libbinutils libctf0 libctf-nobfd0 libgprofng0 libjansson4"
 SUITE=bookworm
+RECIPE=2  # bump when what the script does to the root file system changes (2: no locales; a build flavour)
 # the key of the image and the cached tarball: what the root file system is made of
-key="$(printf '%s %s' "$SUITE" "$PACKAGES" | sha256sum | cut -c1-12)"
+key="$(printf '%s %s %s %s' "$SUITE" "$PACKAGES" "$BUILD_ONLY" "$RECIPE" | sha256sum | cut -c1-12)"
 if [ "${1:-}" = "--print-name" ]; then echo "cxr-mlops-base:$SUITE-$key"; exit 0; fi
+if [ "${1:-}" = "--print-build-name" ]; then echo "cxr-mlops-base:$SUITE-$key-build"; exit 0; fi
 image="${1:-cxr-mlops-base:$SUITE-$key}"
+build_image="$image-build"
 cache="${CXR_CACHE:-$HOME/.cache/cxr-mlops}/base"
 tarball="$cache/$SUITE-$key.tar.gz"
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
-if docker image inspect "$image" >/dev/null 2>&1; then echo "$image"; exit 0; fi
+if docker image inspect "$image" >/dev/null 2>&1 && docker image inspect "$build_image" >/dev/null 2>&1; then
+  echo "$image"; exit 0
+fi
 
 if [ ! -s "$tarball" ]; then
   command -v debootstrap >/dev/null || { echo "make-base.sh: debootstrap not found: apt-get install debootstrap" >&2; exit 5; }
@@ -40,18 +50,30 @@ if [ ! -s "$tarball" ]; then
   echo "make-base.sh: debootstrap $SUITE from $mirror (about a minute)" >&2
   $SUDO debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$mirror" >&2 \
     || { echo "make-base.sh: debootstrap failed: is $mirror reachable? (set DEBIAN_MIRROR)" >&2; exit 5; }
-  # no apt lists, caches or logs in the image: the same slimming as the official image
+  # no apt lists, caches or logs in the image: the same slimming as the official image; no translations either
+  # (57 MB: programs print English)
   $SUDO rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
-    "$root"/var/log/* "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/*
+    "$root"/var/log/* "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+    "$root"/usr/share/locale/*
   mkdir -p "$cache"
   $SUDO tar -C "$root" --numeric-owner -czf "$tarball.partial" . && mv "$tarball.partial" "$tarball"
   find "$cache" -maxdepth 1 -name "$SUITE-*.tar.gz" ! -name "$SUITE-$key.tar.gz" -delete
+  $SUDO rm -rf "$root"
+  trap - EXIT
 fi
 
 # python3 and the venv module are the ones the Dockerfiles use (`python3 -m venv /opt/venv`)
-docker import --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  --change 'CMD ["python3"]' --message "debootstrap --variant=minbase $SUITE + $PACKAGES" \
-  "$tarball" "$image" >/dev/null
-docker run --rm --network none "$image" python3 -c "import venv, ssl, sys; assert sys.version_info[:2] == (3, 11)" \
-  || { echo "make-base.sh: $image has no usable Python 3.11" >&2; exit 1; }
+changes=(--change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'CMD ["python3"]')
+docker import "${changes[@]}" --message "debootstrap --variant=minbase $SUITE + $PACKAGES" \
+  "$tarball" "$build_image" >/dev/null
+docker run --rm --network none "$build_image" python3 -c "import venv, ssl, sys; assert sys.version_info[:2] == (3, 11)" \
+  || { echo "make-base.sh: $build_image has no usable Python 3.11" >&2; exit 1; }
+# the runtime flavour: the same root file system, binutils purged, flattened into one layer
+container="$(docker create --network none "$build_image" dpkg --purge $BUILD_ONLY)"
+trap 'docker rm -f "$container" >/dev/null 2>&1 || true' EXIT
+docker start -a "$container" >/dev/null || { echo "make-base.sh: dpkg --purge $BUILD_ONLY failed" >&2; exit 1; }
+docker export "$container" | docker import "${changes[@]}" \
+  --message "debootstrap --variant=minbase $SUITE + $PACKAGES, without $BUILD_ONLY" - "$image" >/dev/null
+docker run --rm --network none "$image" sh -c 'python3 -c "import venv, ssl, sys; assert sys.version_info[:2] == (3, 11)" && git --version >/dev/null && ! command -v strip' \
+  || { echo "make-base.sh: $image has no usable Python 3.11 and git, or still has binutils" >&2; exit 1; }
 echo "$image"
