@@ -10,8 +10,8 @@ on this machine, in ``${CXR_CACHE:-~/.cache/cxr-mlops}/wheels/<lock>-<lock hash>
 unchanged; an air-gapped machine gets that folder copied in), every file is checked against the lock's hashes,
 and an image holding it (``cxr-mlops-wheels:<lock>-<lock hash>``) feeds the build's ``WHEELS`` stage, where pip
 installs with ``--no-index --require-hashes``. ``--offline`` also takes the base from Debian packages
-(``infra/docker/make-base.sh``, cached the same way: the runtime base, and the same plus binutils for the build
-stages) instead of a public registry and builds with ``--network none``.
+(``infra/docker/make-base.sh``, cached the same way: its image for the build stages, its runtime flavour without
+binutils and perl for the runtime) instead of a public registry and builds with ``--network none``.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class Plan:
     name: str
     tag: str
     base: str
-    build_base: str  # what the build stages run on (the offline base's flavour with binutils)
+    build_base: str  # what the build stages run on (offline: make-base.sh's image, which has binutils)
     lock: Path
     dockerfile: Path
     args: tuple[tuple[str, str], ...]
@@ -119,18 +119,18 @@ def plan(name: str, offline: bool = False, base: str | None = None, root: Path =
         raise CxrError(f"image {name!r}: expected one of {', '.join(IMAGES)}")
     spec = IMAGES[name]
     lock = root / (spec.lock if offline or not spec.online_lock else spec.online_lock)
-    build_base = base or (base_image_name(root, build=True) if offline else spec.online_base)
-    base = base or (base_image_name(root) if offline else spec.online_base)
+    build_base = base or (base_image_name(root) if offline else spec.online_base)
+    base = base or (base_image_name(root, runtime=True) if offline else spec.online_base)
     args = spec.offline_args if offline else spec.online_args
     extra = f"{spec.dockerfile}\0{base}\0{build_base}\0{sorted(args)}"
     tag = f"{REPO}:{name}-{lock_hash(lock)[:12]}-{code_hash((spec.dockerfile, *spec.files), extra, root)}"
     return Plan(name, tag, base, build_base, lock, root / spec.dockerfile, args, offline)
 
 
-def base_image_name(root: Path = ROOT, build: bool = False) -> str:
-    """The image infra/docker/make-base.sh makes (keyed by the Debian suite, package list and recipe); ``build``:
-    its flavour with binutils, for the build stages."""
-    flag = "--print-build-name" if build else "--print-name"
+def base_image_name(root: Path = ROOT, runtime: bool = False) -> str:
+    """The image infra/docker/make-base.sh makes (keyed by the Debian suite, package list and recipe); ``runtime``:
+    its flavour without binutils and perl, which the images run on."""
+    flag = "--print-runtime-name" if runtime else "--print-name"
     proc = subprocess.run(["bash", str(root / "infra/docker/make-base.sh"), flag], capture_output=True, text=True,
                           check=True)
     return proc.stdout.strip()
@@ -231,10 +231,11 @@ def _docker_build(args: list[str], stdin: str | None = None) -> None:
 def ensure_base(p: Plan, root: Path = ROOT) -> None:
     if containers.image_exists(p.base) and containers.image_exists(p.build_base):
         return
-    if p.offline and p.base == base_image_name(root):
-        log.info("making the base image %s from Debian packages (infra/docker/make-base.sh)", p.base)
-        proc = subprocess.run(["bash", str(root / "infra/docker/make-base.sh"), p.base], stdout=subprocess.PIPE,
-                              stderr=sys.stderr, text=True)
+    if p.offline and p.build_base == base_image_name(root):
+        log.info("making the base images %s and %s from Debian packages (infra/docker/make-base.sh)", p.build_base,
+                 p.base)
+        proc = subprocess.run(["bash", str(root / "infra/docker/make-base.sh"), p.build_base],
+                              stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
         if proc.returncode != 0:
             raise ServiceError(f"infra/docker/make-base.sh failed (exit {proc.returncode}): see its output above")
         return
@@ -244,8 +245,10 @@ def ensure_base(p: Plan, root: Path = ROOT) -> None:
     # online: docker build pulls it
 
 
-def build(name: str, offline: bool = False, base: str | None = None, root: Path = ROOT) -> dict:
-    """Build image ``name`` (see the module docstring); return its tag, size and build time."""
+def build(name: str, offline: bool = False, base: str | None = None, root: Path = ROOT,
+          no_cache: bool = False) -> dict:
+    """Build image ``name`` (see the module docstring); return its tag, size and build time. ``no_cache``: build
+    every step again (a cold build, without removing anything from a Docker daemon others share)."""
     containers.require_daemon()
     p = plan(name, offline, base, root)
     started = time.time()
@@ -257,6 +260,8 @@ def build(name: str, offline: bool = False, base: str | None = None, root: Path 
             "--label", f"org.opencontainers.image.version={p.tag.split(':')[1]}"]
     for key, value in p.args:
         args += ["--build-arg", f"{key}={value}"]
+    if no_cache:
+        args.append("--no-cache")
     _docker_build([*args, str(root)])
     size = int(containers.docker("image", "inspect", "-f", "{{.Size}}", p.tag).stdout.strip())
     return {"image": p.tag, "base": p.base, "wheels": wheels, "offline": offline, "size_bytes": size,

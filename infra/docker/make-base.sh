@@ -4,36 +4,43 @@
 #
 #   bash infra/docker/make-base.sh [IMAGE]          # prints the image name it made (or found)
 #   bash infra/docker/make-base.sh --print-name     # the default name, keyed by the suite, packages and recipe
-#   bash infra/docker/make-base.sh --print-build-name    # the name of its build flavour (IMAGE-build)
+#   bash infra/docker/make-base.sh --print-runtime-name     # the name of its runtime flavour (IMAGE-runtime)
 #
 # debootstrap --variant=minbase with Python 3.11, venv, CA certificates, git (DVC needs it) and binutils, then
-# `docker import`, twice: IMAGE-build has binutils (`strip`, for the images' build stages), IMAGE is the same
-# without them (what the images run on). No translations (/usr/share/locale), docs or man pages in either.
+# `docker import`, in two flavours:
+#   IMAGE          a consistent Debian system (apt-get works as usual): the project images' build stages run on
+#                  it (binutils' `strip` trims the shared libraries), and anything that wants a plain base
+#   IMAGE-runtime  the same without what the images never run: binutils, and perl with its modules (47 MB;
+#                  perl-base, which dpkg needs, stays; git's C commands, which DVC, GitPython and MLflow run, need
+#                  no perl). dpkg then reports git's dependency on perl unmet: to apt-get install in an image
+#                  built on it, name perl too (`apt-get install perl …`).
+# Neither has translations (/usr/share/locale), docs or man pages.
 # Needs root (or sudo), debootstrap and a Debian mirror: $DEBIAN_MIRROR, else the first
 # bookworm mirror in this machine's apt sources, else http://deb.debian.org/debian (an internal mirror or
 # apt proxy works the same). The root file system is cached as a tarball under
 # ${CXR_CACHE:-~/.cache/cxr-mlops}/base/, keyed by the suite, package list and recipe: the next run, or a machine
 # that gets the tarball copied over, imports it without the mirror (tarballs of other keys are removed). Then:
-#   cxr image build cpu --offline      (or docker build --build-arg BASE_IMAGE=IMAGE --build-arg BUILD_BASE=IMAGE-build …)
+#   cxr image build cpu --offline   (= docker build --build-arg BUILD_BASE=IMAGE --build-arg BASE_IMAGE=IMAGE-runtime …)
 set -euo pipefail
-# binutils: `strip` for the symbol tables of TensorFlow's libraries in the images' build stage (-200 MB)
+# binutils: `strip` for the symbol tables of the shared libraries in the images' build stage (-440 MB)
 PACKAGES="python3,python3-venv,python3.11-venv,python3-distutils,ca-certificates,git,binutils"
-# what IMAGE leaves out of IMAGE-build: binutils and what only it needs
+# what IMAGE-runtime leaves out: binutils and what only it needs; perl and the one perl module git depends on
 BUILD_ONLY="binutils binutils-common binutils-x86-64-linux-gnu libbinutils libctf0 libctf-nobfd0 libgprofng0 libjansson4"
+NO_PERL="perl libperl5.36 perl-modules-5.36 liberror-perl"
 SUITE=bookworm
-RECIPE=2  # bump when what the script does to the root file system changes (2: no locales; a build flavour)
-# the key of the image and the cached tarball: what the root file system is made of
-key="$(printf '%s %s %s %s' "$SUITE" "$PACKAGES" "$BUILD_ONLY" "$RECIPE" | sha256sum | cut -c1-12)"
+RECIPE=2  # bump when what the script does to the root file system changes (2: no locales; a runtime flavour)
+# the key of the images and the cached tarball: what the root file system is made of
+key="$(printf '%s %s %s %s %s' "$SUITE" "$PACKAGES" "$BUILD_ONLY" "$NO_PERL" "$RECIPE" | sha256sum | cut -c1-12)"
 if [ "${1:-}" = "--print-name" ]; then echo "cxr-mlops-base:$SUITE-$key"; exit 0; fi
-if [ "${1:-}" = "--print-build-name" ]; then echo "cxr-mlops-base:$SUITE-$key-build"; exit 0; fi
+if [ "${1:-}" = "--print-runtime-name" ]; then echo "cxr-mlops-base:$SUITE-$key-runtime"; exit 0; fi
 image="${1:-cxr-mlops-base:$SUITE-$key}"
-build_image="$image-build"
+runtime_image="$image-runtime"
 cache="${CXR_CACHE:-$HOME/.cache/cxr-mlops}/base"
 tarball="$cache/$SUITE-$key.tar.gz"
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
-if docker image inspect "$image" >/dev/null 2>&1 && docker image inspect "$build_image" >/dev/null 2>&1; then
+if docker image inspect "$image" >/dev/null 2>&1 && docker image inspect "$runtime_image" >/dev/null 2>&1; then
   echo "$image"; exit 0
 fi
 
@@ -64,16 +71,19 @@ fi
 
 # python3 and the venv module are the ones the Dockerfiles use (`python3 -m venv /opt/venv`)
 changes=(--change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'CMD ["python3"]')
-docker import "${changes[@]}" --message "debootstrap --variant=minbase $SUITE + $PACKAGES" \
-  "$tarball" "$build_image" >/dev/null
-docker run --rm --network none "$build_image" python3 -c "import venv, ssl, sys; assert sys.version_info[:2] == (3, 11)" \
-  || { echo "make-base.sh: $build_image has no usable Python 3.11" >&2; exit 1; }
-# the runtime flavour: the same root file system, binutils purged, flattened into one layer
-container="$(docker create --network none "$build_image" dpkg --purge $BUILD_ONLY)"
+docker import "${changes[@]}" --message "debootstrap --variant=minbase $SUITE + $PACKAGES" "$tarball" "$image" >/dev/null
+docker run --rm --network none "$image" python3 -c "import venv, ssl, sys; assert sys.version_info[:2] == (3, 11)" \
+  || { echo "make-base.sh: $image has no usable Python 3.11" >&2; exit 1; }
+# the runtime flavour: the same root file system with those packages purged, flattened into one layer
+container="$(docker create --network none "$image" sh -c "dpkg --purge $BUILD_ONLY && dpkg --purge --force-depends $NO_PERL")"
 trap 'docker rm -f "$container" >/dev/null 2>&1 || true' EXIT
-docker start -a "$container" >/dev/null || { echo "make-base.sh: dpkg --purge $BUILD_ONLY failed" >&2; exit 1; }
+docker start -a "$container" >/dev/null 2>&1 \
+  || { echo "make-base.sh: dpkg --purge $BUILD_ONLY $NO_PERL failed in $image" >&2; exit 1; }
 docker export "$container" | docker import "${changes[@]}" \
-  --message "debootstrap --variant=minbase $SUITE + $PACKAGES, without $BUILD_ONLY" - "$image" >/dev/null
-docker run --rm --network none "$image" sh -c 'python3 -c "import venv, ssl, sys; assert sys.version_info[:2] == (3, 11)" && git --version >/dev/null && ! command -v strip' \
-  || { echo "make-base.sh: $image has no usable Python 3.11 and git, or still has binutils" >&2; exit 1; }
+  --message "debootstrap --variant=minbase $SUITE + $PACKAGES, without $BUILD_ONLY $NO_PERL" - "$runtime_image" >/dev/null
+# what the images run: Python 3.11 with venv and ssl, git's commands (DVC's); no strip, no perl modules
+check='python3 -c "import venv, ssl, sys; assert sys.version_info[:2] == (3, 11)" && cd /tmp && git init -q probe &&
+  git -C probe -c user.name=p -c user.email=p@p commit -q --allow-empty -m probe && ! command -v strip && [ ! -d /usr/share/perl ]'
+docker run --rm --network none "$runtime_image" sh -c "$check" \
+  || { echo "make-base.sh: $runtime_image lacks Python 3.11 or git, or still has binutils or perl's modules" >&2; exit 1; }
 echo "$image"

@@ -5,8 +5,8 @@
 Each rule, in order (what it removes and why that is safe; BENCHMARKS.md § 16 has the sizes):
 
 1. ``uninstall``: distributions the lock must hold but nothing imports (:data:`UNUSED`).
-2. ``unused parts``: parts of a distribution no module imports (:data:`PARTS`), but those ``--keep`` names
-   (the MLflow image keeps the MLflow UI).
+2. ``unused parts``: parts of a distribution no module imports or reads (:data:`PARTS`, :data:`KEEP_ONLY`), but
+   those ``--keep`` names (the MLflow image keeps the MLflow UI).
 3. ``test suites``: directories named ``tests``/``test`` that no module outside a test suite imports.
 4. ``build files``: C/C++/Cython sources and headers, ``include`` folders and type stubs (``.pyi``): read when
    compiling against a package or type-checking, never when running it (cffi keeps its headers: it compiles
@@ -38,6 +38,9 @@ from pathlib import Path
 UNUSED = {
     "libclang": "TensorFlow's wheel requires it; no module imports its `clang` package (Python bindings of the "
                 "C compiler's parser, a tool of TensorFlow's own build)",
+    "databricks-sdk": "mlflow-skinny requires it; MLflow imports `databricks.sdk` only inside the functions that "
+                      "talk to Databricks (databricks:// tracking and registry URIs, Databricks serving), which "
+                      "the project never uses",
 }
 # path under site-packages (a glob) -> why nothing imports it at run time
 PARTS = {
@@ -55,6 +58,15 @@ PARTS = {
     "pyarrow/src": "pyarrow's C++ sources",
     "mlflow/server/js": "the MLflow web UI, served by `mlflow server`: that role is the mlflow image's "
                         "(infra/docker/Dockerfile.mlflow); the tasks only talk to its REST API",
+    "pydicom/data/test_files": "pydicom's sample files for its own tests (pydicom.data.get_testdata_file)",
+}
+# folder under site-packages -> (the entries it keeps, why nothing reads the others)
+KEEP_ONLY = {
+    "botocore/data": ({"s3", "sts", "sso", "sso-oidc", "signin"},
+                      "the API models of the AWS services nothing calls: the project's storage "
+                      "(components/core/data/storage.py) and MLflow's artifact store create S3 clients only, and "
+                      "botocore's credential providers STS, SSO, SSO-OIDC and sign-in ones (the files beside the "
+                      "service folders, endpoints and partitions, stay)"),
 }
 TEST_DIRS = {"tests", "test"}
 BUILD_SUFFIXES = {".pyi", ".pyx", ".pxd", ".pxi", ".c", ".cc", ".cpp", ".cxx", ".h", ".hh", ".hpp"}
@@ -100,6 +112,11 @@ def unused_parts(venv: Path, site: Path, keep: tuple[str, ...] = ()) -> None:
             continue
         for path in site.glob(pattern):
             remove(path)
+    for folder, (kept, _why) in KEEP_ONLY.items():
+        if folder not in keep and (site / folder).is_dir():
+            for path in (site / folder).iterdir():
+                if path.is_dir() and path.name not in kept:
+                    remove(path)
 
 
 def _in_test_dir(path: Path, site: Path) -> bool:
@@ -241,7 +258,8 @@ def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="slim-venv.py", description=__doc__.split("\n")[0])
     ap.add_argument("venv", type=Path)
     ap.add_argument("--warm-imports", type=Path, help="keep bytecode only for what these modules import")
-    ap.add_argument("--keep", action="append", default=[], choices=sorted(PARTS), help="a part to keep")
+    ap.add_argument("--keep", action="append", default=[], choices=sorted([*PARTS, *KEEP_ONLY]),
+                    help="a part to keep")
     args = ap.parse_args(argv)
     sites = list((args.venv / "lib").glob("python3*/site-packages"))
     if len(sites) != 1:

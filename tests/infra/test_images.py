@@ -166,7 +166,8 @@ def test_run_local_with_a_missing_image_names_the_build_command(tmp_path):
 
 def test_offline_builds_run_their_stages_on_the_base_with_binutils():
     offline = image.plan("cpu", offline=True)
-    assert offline.build_base == image.base_image_name(build=True) == offline.base + "-build"
+    assert offline.build_base == image.base_image_name()
+    assert offline.base == image.base_image_name(runtime=True) == offline.build_base + "-runtime"
     assert image.plan("cpu", offline=True, base="my/base:1").build_base == "my/base:1"  # --base: one image for both
     online = image.plan("cpu")
     assert online.base == online.build_base == image.PUBLIC_BASE
@@ -199,6 +200,9 @@ def small_venv(tmp_path: Path) -> tuple[Path, Path]:
         "cffi/_cffi_include.h": "int x;\n",  # cffi compiles at run time: its headers stay
         "mlflow/server/js/build/index.html": "<html></html>\n",
         "pyarrow/libarrow_flight.so.2500": "not an ELF file\n",
+        "botocore/data/endpoints.json": "{}\n",
+        "botocore/data/s3/2006-03-01/service-2.json.gz": "s3\n",
+        "botocore/data/ec2/2016-11-15/service-2.json.gz": "ec2\n",
     }
     for rel, text in files.items():
         (site / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -220,9 +224,11 @@ def test_slim_venv_removes_only_what_nothing_imports_and_keeps_bytecode_for_what
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"slim-venv: bytecode +- +[0-9.]+ MB", proc.stdout) and "site-packages" in proc.stdout
     gone = ["pkg_a/tests", "pkg_a/core.pyi", "pkg_a/speedups.c", "pkg_a/include", "mlflow/server/js",
-            "pyarrow/libarrow_flight.so.2500"]
+            "pyarrow/libarrow_flight.so.2500", "botocore/data/ec2"]
     assert [rel for rel in gone if (site / rel).exists()] == []
-    assert (site / "pkg_a/test/__init__.py").is_file() and (site / "cffi/_cffi_include.h").is_file()
+    kept = ["pkg_a/test/__init__.py", "cffi/_cffi_include.h", "botocore/data/endpoints.json",
+            "botocore/data/s3/2006-03-01/service-2.json.gz"]
+    assert [rel for rel in kept if not (site / rel).is_file()] == []
     assert (site / "pkg_a/data.bin").stat().st_ino == (site / "pkg_b/data.bin").stat().st_ino  # one file, linked
     cached = {p.name.split(".")[0] for p in (site / "pkg_a/__pycache__").glob("*.pyc")}
     assert {"__init__", "warm", "dep"} <= cached and "cold" not in cached
