@@ -10,15 +10,17 @@
 # `docker import`, in two flavours:
 #   IMAGE          a consistent Debian system (apt-get works as usual): the project images' build stages run on
 #                  it (binutils' `strip` trims the shared libraries), and anything that wants a plain base
-#   IMAGE-runtime  the same without what the images never run: binutils, and perl with its modules (47 MB;
+#   IMAGE-runtime  the same without what the images never run: binutils; perl with its modules (47 MB;
 #                  perl-base, which dpkg needs, stays; git's C commands, which DVC, GitPython and MLflow run, need
-#                  no perl). dpkg then reports git's dependency on perl unmet: to apt-get install in an image
-#                  built on it, name perl too (`apt-get install perl …`).
+#                  no perl); git's server and mail programs (daemon, http-backend, shell, imap-send, http-push,
+#                  scalar); and identical copies of one file hard-linked (/usr/bin/git and git-core's git).
+#                  dpkg then reports git's dependency on perl unmet: to apt-get install in an image built on it,
+#                  name perl too (`apt-get install perl …`).
 # Neither has translations (/usr/share/locale), docs or man pages.
 # Needs root (or sudo), debootstrap and a Debian mirror: $DEBIAN_MIRROR, else the first
 # bookworm mirror in this machine's apt sources, else http://deb.debian.org/debian (an internal mirror or
 # apt proxy works the same). The root file system is cached as a tarball under
-# ${CXR_CACHE:-~/.cache/cxr-mlops}/base/, keyed by the suite, package list and recipe: the next run, or a machine
+# ${CXR_CACHE:-~/.cache/cxr-mlops}/base/, keyed by the suite, package list and its recipe: the next run, or a machine
 # that gets the tarball copied over, imports it without the mirror (tarballs of other keys are removed). Then:
 #   cxr image build cpu --offline   (= docker build --build-arg BUILD_BASE=IMAGE --build-arg BASE_IMAGE=IMAGE-runtime …)
 set -euo pipefail
@@ -27,16 +29,20 @@ PACKAGES="python3,python3-venv,python3.11-venv,python3-distutils,ca-certificates
 # what IMAGE-runtime leaves out: binutils and what only it needs; perl and the one perl module git depends on
 BUILD_ONLY="binutils binutils-common binutils-x86-64-linux-gnu libbinutils libctf0 libctf-nobfd0 libgprofng0 libjansson4"
 NO_PERL="perl libperl5.36 perl-modules-5.36 liberror-perl"
+GIT_SERVERS="git-daemon git-http-backend git-shell git-imap-send git-http-push scalar"
 SUITE=bookworm
-RECIPE=2  # bump when what the script does to the root file system changes (2: no locales; a runtime flavour)
-# the key of the images and the cached tarball: what the root file system is made of
-key="$(printf '%s %s %s %s %s' "$SUITE" "$PACKAGES" "$BUILD_ONLY" "$NO_PERL" "$RECIPE" | sha256sum | cut -c1-12)"
+ROOTFS_RECIPE=2   # bump when what the script does to the root file system changes (2: no locales)
+RUNTIME_RECIPE=1  # bump when what it does to make IMAGE-runtime changes
+# the key of the cached tarball (what the root file system is made of) and of the images (that, and the runtime's)
+rootfs_key="$(printf '%s %s %s' "$SUITE" "$PACKAGES" "$ROOTFS_RECIPE" | sha256sum | cut -c1-12)"
+key="$(printf '%s %s %s %s %s' "$rootfs_key" "$BUILD_ONLY" "$NO_PERL" "$GIT_SERVERS" "$RUNTIME_RECIPE" \
+  | sha256sum | cut -c1-12)"
 if [ "${1:-}" = "--print-name" ]; then echo "cxr-mlops-base:$SUITE-$key"; exit 0; fi
 if [ "${1:-}" = "--print-runtime-name" ]; then echo "cxr-mlops-base:$SUITE-$key-runtime"; exit 0; fi
 image="${1:-cxr-mlops-base:$SUITE-$key}"
 runtime_image="$image-runtime"
 cache="${CXR_CACHE:-$HOME/.cache/cxr-mlops}/base"
-tarball="$cache/$SUITE-$key.tar.gz"
+tarball="$cache/$SUITE-$rootfs_key.tar.gz"
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
@@ -64,7 +70,7 @@ if [ ! -s "$tarball" ]; then
     "$root"/usr/share/locale/*
   mkdir -p "$cache"
   $SUDO tar -C "$root" --numeric-owner -czf "$tarball.partial" . && mv "$tarball.partial" "$tarball"
-  find "$cache" -maxdepth 1 -name "$SUITE-*.tar.gz" ! -name "$SUITE-$key.tar.gz" -delete
+  find "$cache" -maxdepth 1 -name "$SUITE-*.tar.gz" ! -name "$SUITE-$rootfs_key.tar.gz" -delete
   $SUDO rm -rf "$root"
   trap - EXIT
 fi
@@ -74,11 +80,30 @@ changes=(--change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbi
 docker import "${changes[@]}" --message "debootstrap --variant=minbase $SUITE + $PACKAGES" "$tarball" "$image" >/dev/null
 docker run --rm --network none "$image" python3 -c "import venv, ssl, sys; assert sys.version_info[:2] == (3, 11)" \
   || { echo "make-base.sh: $image has no usable Python 3.11" >&2; exit 1; }
-# the runtime flavour: the same root file system with those packages purged, flattened into one layer
-container="$(docker create --network none "$image" sh -c "dpkg --purge $BUILD_ONLY && dpkg --purge --force-depends $NO_PERL")"
+# the runtime flavour: the same root file system with those packages and programs removed, identical files
+# hard-linked, flattened into one layer
+dedupe='import hashlib, os, sys
+first = {}
+for root, _, names in os.walk("/usr"):
+    for n in sorted(names):
+        p = os.path.join(root, n)
+        st = os.lstat(p)
+        if os.path.islink(p) or st.st_size < 65536 or st.st_nlink > 1:
+            continue
+        key = (st.st_size, st.st_mode, hashlib.sha256(open(p, "rb").read()).hexdigest())
+        if key in first:
+            os.link(first[key], p + ".dedupe")
+            os.replace(p + ".dedupe", p)
+        else:
+            first[key] = p'
+servers="$(for g in $GIT_SERVERS; do printf '/usr/lib/git-core/%s /usr/bin/%s ' "$g" "$g"; done)"
+# shellcheck disable=SC2016  # $0..$3 expand in the container's shell
+container="$(docker create --network none "$image" sh -c \
+  'dpkg --purge $1 && dpkg --purge --force-depends $2 && rm -f $3 && python3 -c "$0"' \
+  "$dedupe" "$BUILD_ONLY" "$NO_PERL" "$servers")"
 trap 'docker rm -f "$container" >/dev/null 2>&1 || true' EXIT
 docker start -a "$container" >/dev/null 2>&1 \
-  || { echo "make-base.sh: dpkg --purge $BUILD_ONLY $NO_PERL failed in $image" >&2; exit 1; }
+  || { echo "make-base.sh: making the runtime flavour failed in $image (dpkg --purge, rm, dedupe)" >&2; exit 1; }
 docker export "$container" | docker import "${changes[@]}" \
   --message "debootstrap --variant=minbase $SUITE + $PACKAGES, without $BUILD_ONLY $NO_PERL" - "$runtime_image" >/dev/null
 # what the images run: Python 3.11 with venv and ssl, git's commands (DVC's); no strip, no perl modules

@@ -20,12 +20,15 @@ Each rule, in order (what it removes and why that is safe; BENCHMARKS.md § 16 h
 7. ``bytecode``: with ``--warm-imports`` (infra/docker/warm-imports.txt, made by trace-imports.py), ``__pycache__``
    is kept only for the modules the image's roles import: all bytecode is removed, then each listed module is
    imported once, which writes it again for what they import. Without the list every module keeps its bytecode.
+   A listed module that no longer exists is a warning (a stale list costs start-up time); one that fails to
+   import stops the build (something the roles import is broken, e.g. by a rule above).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -38,9 +41,6 @@ from pathlib import Path
 UNUSED = {
     "libclang": "TensorFlow's wheel requires it; no module imports its `clang` package (Python bindings of the "
                 "C compiler's parser, a tool of TensorFlow's own build)",
-    "databricks-sdk": "mlflow-skinny requires it; MLflow imports `databricks.sdk` only inside the functions that "
-                      "talk to Databricks (databricks:// tracking and registry URIs, Databricks serving), which "
-                      "the project never uses",
 }
 # path under site-packages (a glob) -> why nothing imports it at run time
 PARTS = {
@@ -237,21 +237,31 @@ def bytecode(venv: Path, site: Path, warm: Path | None) -> None:
     for cache in sorted(site.rglob("__pycache__")):
         shutil.rmtree(cache)
     modules = [ln.strip() for ln in warm.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    script = ("import importlib, sys\nsys.dont_write_bytecode = False\nfailed = []\n"
+    # a module of the list that no longer exists (the lock moved on) costs only its bytecode: a warning; any other
+    # failure means something the roles import is broken (a part the trim removed, say): the build stops
+    script = ("import importlib, json, sys\nsys.dont_write_bytecode = False\nstale, broken = [], []\n"
               "for name in sys.argv[1:]:\n"
               "    try:\n        importlib.import_module(name)\n"
-              "    except BaseException as err:\n        failed.append(f'{name} ({type(err).__name__})')\n"
-              "print(len(failed), ' '.join(failed)[:600])\n")
+              "    except ModuleNotFoundError as err:\n"
+              "        gone = err.name == name or name.startswith(f'{err.name}.')\n"
+              "        (stale if gone else broken).append(f'{name}: {err!r}')\n"
+              "    except BaseException as err:\n        broken.append(f'{name}: {err!r}')\n"
+              "print(json.dumps({'stale': stale, 'broken': broken}))\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg", HOME=env.get("HOME") or "/tmp")
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", script, *modules], capture_output=True, text=True,
                           env=env, cwd="/tmp", timeout=1800)
     if proc.returncode != 0:
-        raise SystemExit(f"slim-venv: importing {warm.name}'s modules failed:\n{proc.stderr[-3000:]}")
-    count, _, names = proc.stdout.strip().splitlines()[-1].partition(" ")
-    if int(count):
-        print(f"slim-venv: {count} of {len(modules)} modules of {warm.name} did not import (they run without "
-              f"bytecode; regenerate the list with infra/docker/trace-imports.py if the lock changed): {names}")
+        raise SystemExit(f"slim-venv: importing the modules of {warm} crashed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["stale"]:
+        print(f"slim-venv: {len(result['stale'])} of {len(modules)} modules of {warm.name} no longer exist (they "
+              "cost only start-up time; after a lock change, regenerate the list: python "
+              f"infra/docker/trace-imports.py > infra/docker/warm-imports.txt): {'; '.join(result['stale'])[:600]}")
+    if result["broken"]:
+        raise SystemExit(f"slim-venv: {len(result['broken'])} modules of {warm} the image's roles import fail to "
+                         f"import in this venv (did a rule remove something they need?):\n"
+                         + "\n".join(result["broken"][:20]))
 
 
 def main(argv: list[str]) -> None:

@@ -248,6 +248,22 @@ def test_slim_venv_keeps_a_named_part_and_every_modules_bytecode_without_a_list(
     assert bad.returncode != 0 and "not a venv" in bad.stderr
 
 
+def test_slim_venv_warns_on_a_stale_module_and_stops_on_a_broken_one(tmp_path):
+    venv, site = small_venv(tmp_path)
+    (site / "pkg_a/broken.py").write_text("import no_such_dependency\n")
+    warm = tmp_path / "warm-imports.txt"
+    warm.write_text("pkg_a.warm\npkg_a.gone\nno_such_package.sub\n")
+    cmd = [sys.executable, str(DOCKER / "slim-venv.py"), str(venv), "--warm-imports", str(warm)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env())
+    assert proc.returncode == 0, proc.stderr
+    assert "2 of 3 modules of warm-imports.txt no longer exist" in proc.stdout and "trace-imports.py" in proc.stdout
+    warm.write_text("pkg_a.warm\npkg_a.broken\n")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env())
+    assert proc.returncode != 0
+    assert "1 modules of" in proc.stderr and "pkg_a.broken: ModuleNotFoundError" in proc.stderr
+    assert "no_such_dependency" in proc.stderr
+
+
 @pytest.mark.skipif(not (shutil.which("strip") and shutil.which("readelf")), reason="no binutils here")
 def test_slim_venv_strips_a_shared_library_that_still_loads(tmp_path):
     venv, site = small_venv(tmp_path)
