@@ -43,14 +43,18 @@ HOOK = textwrap.dedent("""
         folder = os.environ.get("CXR_IMPORT_TRACE")
         if folder:
             path = os.path.join(folder, f"{os.getpid()}.txt")
+            modules = sys.modules.copy()  # one atomic copy: other threads import meanwhile
             with open(path + ".tmp", "w") as f:
-                f.write("\\n".join(f"{n}\\t{getattr(m, '__file__', '') or ''}" for n, m in list(sys.modules.items())))
+                f.write("\\n".join(f"{n}\\t{getattr(m, '__file__', '') or ''}" for n, m in modules.items()))
             os.replace(path + ".tmp", path)
 
     def _every_second():  # a server stopped by a signal may never run atexit
         while True:
             time.sleep(1)
-            _write()
+            try:
+                _write()
+            except Exception:
+                pass
 
     atexit.register(_write)
     threading.Thread(target=_every_second, daemon=True).start()
