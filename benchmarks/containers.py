@@ -2,12 +2,15 @@
 
     python -m benchmarks.containers                  # everything below, in one run (about 20 minutes)
     python -m benchmarks.containers --skip-builds    # sizes, pipeline ratio and cold start only
+    python -m benchmarks.containers --sizes IMAGE [IMAGE…]   # per layer and per package, side by side
 
 - image sizes: ``docker image inspect`` (uncompressed, what ``docker images`` shows) and the gzip size of
-  ``docker save`` (about what a registry stores and a node pulls);
-- builds, offline (``cxr image build NAME --offline``): *cold* = nothing of the project in Docker (every image
-  and the build cache removed; the base tarball and the wheelhouse still cached, as on a CI machine's second run),
-  *warm* = nothing changed, *code change* = one source file touched;
+  ``docker save`` (about what a registry stores and a node pulls); ``--sizes``: each layer (``docker history``)
+  and each top-level entry of the venv's site-packages (``du``), plus the bytecode (``__pycache__``) and the base;
+- builds, offline (``cxr image build NAME --offline``): *cold* = every step built again (``docker build
+  --no-cache``; the base images, the wheelhouse and its image stay, as on a CI machine's second run; nothing is
+  removed from the Docker daemon, which others share), *warm* = nothing changed, *code change* = one source file
+  touched;
 - the tiny demo pipeline (tests/containers' parameters) under kfp.local, SubprocessRunner (tasks logging to an
   ``mlflow server`` on loopback) then DockerRunner (tasks logging to the MLflow container), back to back in this
   run, no cache, as a ratio;
@@ -37,9 +40,11 @@ def cxr(*args: str) -> subprocess.CompletedProcess:
     return sh(sys.executable, "-m", "cxr", *args)
 
 
-def timed_build(name: str) -> tuple[float, str]:
+def timed_build(name: str, no_cache: bool = False) -> tuple[float, str]:
+    from cxr import image
+
     t = time.perf_counter()
-    tag = cxr("image", "build", name, "--offline").stdout.strip()
+    tag = image.build(name, offline=True, no_cache=no_cache)["image"]
     return time.perf_counter() - t, tag
 
 
@@ -50,16 +55,47 @@ def sizes(tag: str) -> tuple[float, float]:
     return size / 1e9, int(saved.stdout) / 1e9
 
 
+SITE_DU = ("cd /opt/venv/lib/python3*/site-packages && du -sk --apparent-size * | sort -rn && "
+           "echo \"$(find . -name '*.pyc' -printf '%s\\n' | awk '{s+=$1} END {print int(s/1024)}')\t"
+           "(bytecode, in the above)\" && echo \"$(du -sk --apparent-size . | cut -f1)\t(site-packages)\"")
+
+
+def layers(tag: str) -> list[tuple[int, str]]:
+    """(bytes, instruction) of each layer with content, base first (``docker history --human=false``)."""
+    out = sh("docker", "history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", tag).stdout
+    rows = [line.split("\t", 1) for line in reversed(out.splitlines())]
+    return [(int(size), " ".join(cmd.replace("/bin/sh -c #(nop) ", "").split())[:70] or "(the base image)")
+            for size, cmd in rows if int(size) > 0]
+
+
+def packages(tag: str) -> dict[str, int]:
+    """KiB per top-level entry of the venv's site-packages (apparent size), and the bytecode and total."""
+    out = sh("docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", tag, "-c", SITE_DU).stdout
+    return {name: int(kib) for kib, name in (line.split("\t", 1) for line in out.splitlines() if "\t" in line)}
+
+
+def size_tables(tags: list[str]) -> str:
+    """Markdown: the layers of each image, then the site-packages entries over 2 MB in any, side by side (decimal
+    MB, as `docker images` counts)."""
+    lines = []
+    for tag in tags:
+        total = int(sh("docker", "image", "inspect", "-f", "{{.Size}}", tag).stdout)
+        lines += [f"\n`{tag}`: {total / 1e6:.0f} MB\n", "| layer | size |", "|---|---|"]
+        lines += [f"| `{cmd}` | {size / 1e6:.1f} MB |" for size, cmd in layers(tag)]
+    per = [packages(tag) for tag in tags]
+    names = sorted({n for p in per for n, kib in p.items() if kib * 1024 > 2e6},
+                   key=lambda n: -max(p.get(n, 0) for p in per))
+    lines += ["", "| site-packages entry | " + " | ".join(f"`{t.split(':')[-1]}`" for t in tags) + " |",
+              "|---|" + "---:|" * len(tags)]
+    lines += [f"| {n} | " + " | ".join(f"{p[n] * 1024 / 1e6:.0f}" if n in p else "—" for p in per) + " |"
+              for n in names]
+    return "\n".join(lines)
+
+
 def builds() -> dict:
     out: dict = {}
-    project = [line for line in sh("docker", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-               if line.startswith(("cxr-mlops:", "cxr-mlops-wheels:"))]
-    if project:
-        subprocess.run(["docker", "rmi", "-f", *project], capture_output=True)
-    subprocess.run(["docker", "builder", "prune", "-af"], capture_output=True)
-    subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
     for name in ("mlflow", "cpu"):
-        out[f"{name}_cold_s"], _ = timed_build(name)
+        out[f"{name}_cold_s"], _ = timed_build(name, no_cache=True)
     for name in ("mlflow", "cpu"):
         out[f"{name}_warm_s"], _ = timed_build(name)
     touched = ROOT / "cxr" / "__init__.py"
@@ -120,7 +156,11 @@ def serve_cold_start(cpu: str, mlflow_image: str, store: Path, film: Path) -> fl
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-builds", action="store_true")
+    ap.add_argument("--sizes", nargs="+", metavar="IMAGE", help="only the layer and package tables of these images")
     args = ap.parse_args()
+    if args.sizes:
+        print(size_tables(args.sizes))
+        return
     load = Path("/proc/loadavg").read_text().split()[:3]
     report: dict = {"loadavg_before": load}
     if not args.skip_builds:

@@ -10,8 +10,8 @@ on this machine, in ``${CXR_CACHE:-~/.cache/cxr-mlops}/wheels/<lock>-<lock hash>
 unchanged; an air-gapped machine gets that folder copied in), every file is checked against the lock's hashes,
 and an image holding it (``cxr-mlops-wheels:<lock>-<lock hash>``) feeds the build's ``WHEELS`` stage, where pip
 installs with ``--no-index --require-hashes``. ``--offline`` also takes the base from Debian packages
-(``infra/docker/make-base.sh``, cached the same way) instead of a public registry and builds with
-``--network none``.
+(``infra/docker/make-base.sh``, cached the same way: its image for the build stages, its runtime flavour without
+binutils and perl for the runtime) instead of a public registry and builds with ``--network none``.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ class Spec:
 
 IMAGES = {
     "cpu": Spec("infra/docker/Dockerfile", "requirements/cpu.txt",
-                (*DOCKER, "infra/docker/entrypoint.sh", "infra/docker/slim-venv.sh", *CODE)),
-    "mlflow": Spec("infra/docker/Dockerfile.mlflow", "requirements/server.txt", (*DOCKER, "infra/docker/slim-venv.sh")),
+                (*DOCKER, "infra/docker/entrypoint.sh", "infra/docker/slim-venv.py", "infra/docker/warm-imports.txt",
+                 *CODE)),
+    "mlflow": Spec("infra/docker/Dockerfile.mlflow", "requirements/server.txt", (*DOCKER, "infra/docker/slim-venv.py")),
     # offline: the Debian-package base plus tensorflow[and-cuda] (CUDA as pip wheels) from requirements/gpu.txt;
     # online: TensorFlow's GPU image, which has TensorFlow and CUDA, plus requirements/gpu-image.txt
     "gpu": Spec("infra/docker/Dockerfile.gpu", "requirements/gpu.txt",
@@ -105,6 +106,7 @@ class Plan:
     name: str
     tag: str
     base: str
+    build_base: str  # what the build stages run on (offline: make-base.sh's image, which has binutils)
     lock: Path
     dockerfile: Path
     args: tuple[tuple[str, str], ...]
@@ -117,17 +119,20 @@ def plan(name: str, offline: bool = False, base: str | None = None, root: Path =
         raise CxrError(f"image {name!r}: expected one of {', '.join(IMAGES)}")
     spec = IMAGES[name]
     lock = root / (spec.lock if offline or not spec.online_lock else spec.online_lock)
-    base = base or (base_image_name(root) if offline else spec.online_base)
+    build_base = base or (base_image_name(root) if offline else spec.online_base)
+    base = base or (base_image_name(root, runtime=True) if offline else spec.online_base)
     args = spec.offline_args if offline else spec.online_args
-    extra = f"{spec.dockerfile}\0{base}\0{sorted(args)}"
+    extra = f"{spec.dockerfile}\0{base}\0{build_base}\0{sorted(args)}"
     tag = f"{REPO}:{name}-{lock_hash(lock)[:12]}-{code_hash((spec.dockerfile, *spec.files), extra, root)}"
-    return Plan(name, tag, base, lock, root / spec.dockerfile, args, offline)
+    return Plan(name, tag, base, build_base, lock, root / spec.dockerfile, args, offline)
 
 
-def base_image_name(root: Path = ROOT) -> str:
-    """The image infra/docker/make-base.sh makes (keyed by the Debian suite and package list)."""
-    proc = subprocess.run(["bash", str(root / "infra/docker/make-base.sh"), "--print-name"], capture_output=True,
-                          text=True, check=True)
+def base_image_name(root: Path = ROOT, runtime: bool = False) -> str:
+    """The image infra/docker/make-base.sh makes (keyed by the Debian suite, package list and recipe); ``runtime``:
+    its flavour without binutils and perl, which the images run on."""
+    flag = "--print-runtime-name" if runtime else "--print-name"
+    proc = subprocess.run(["bash", str(root / "infra/docker/make-base.sh"), flag], capture_output=True, text=True,
+                          check=True)
     return proc.stdout.strip()
 
 
@@ -224,12 +229,13 @@ def _docker_build(args: list[str], stdin: str | None = None) -> None:
 
 
 def ensure_base(p: Plan, root: Path = ROOT) -> None:
-    if containers.image_exists(p.base):
+    if containers.image_exists(p.base) and containers.image_exists(p.build_base):
         return
-    if p.offline and p.base == base_image_name(root):
-        log.info("making the base image %s from Debian packages (infra/docker/make-base.sh)", p.base)
-        proc = subprocess.run(["bash", str(root / "infra/docker/make-base.sh"), p.base], stdout=subprocess.PIPE,
-                              stderr=sys.stderr, text=True)
+    if p.offline and p.build_base == base_image_name(root):
+        log.info("making the base images %s and %s from Debian packages (infra/docker/make-base.sh)", p.build_base,
+                 p.base)
+        proc = subprocess.run(["bash", str(root / "infra/docker/make-base.sh"), p.build_base],
+                              stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
         if proc.returncode != 0:
             raise ServiceError(f"infra/docker/make-base.sh failed (exit {proc.returncode}): see its output above")
         return
@@ -239,18 +245,23 @@ def ensure_base(p: Plan, root: Path = ROOT) -> None:
     # online: docker build pulls it
 
 
-def build(name: str, offline: bool = False, base: str | None = None, root: Path = ROOT) -> dict:
-    """Build image ``name`` (see the module docstring); return its tag, size and build time."""
+def build(name: str, offline: bool = False, base: str | None = None, root: Path = ROOT,
+          no_cache: bool = False) -> dict:
+    """Build image ``name`` (see the module docstring); return its tag, size and build time. ``no_cache``: build
+    every step again (a cold build, without removing anything from a Docker daemon others share)."""
     containers.require_daemon()
     p = plan(name, offline, base, root)
     started = time.time()
     ensure_base(p, root)
     wheels = wheels_image(p.lock)
     args = ["--network", "none" if offline else "host", "-f", str(p.dockerfile), "-t", p.tag,
-            "--build-arg", f"BASE_IMAGE={p.base}", "--build-arg", f"WHEELS={wheels}",
+            "--build-arg", f"BASE_IMAGE={p.base}", "--build-arg", f"BUILD_BASE={p.build_base}",
+            "--build-arg", f"WHEELS={wheels}",
             "--label", f"org.opencontainers.image.version={p.tag.split(':')[1]}"]
     for key, value in p.args:
         args += ["--build-arg", f"{key}={value}"]
+    if no_cache:
+        args.append("--no-cache")
     _docker_build([*args, str(root)])
     size = int(containers.docker("image", "inspect", "-f", "{{.Size}}", p.tag).stdout.strip())
     return {"image": p.tag, "base": p.base, "wheels": wheels, "offline": offline, "size_bytes": size,

@@ -1,6 +1,7 @@
-"""`cxr serve` in the CPU image on the model the container pipeline registered: /health, /predict and /metrics
-answer, the image's HEALTHCHECK passes, and SIGTERM lets the requests in flight finish (none fails); then the
-cxr-monitor pipeline, in a container too, reads the prediction log the server wrote."""
+"""`cxr serve` in the CPU image on the model the container pipeline registered: /health, /predict (PNG and DICOM:
+uncompressed, JPEG baseline, JPEG 2000) and /metrics answer, the image's HEALTHCHECK passes, and SIGTERM lets the
+requests in flight finish (none fails); then the cxr-monitor pipeline, in a container too, reads the prediction log
+the server wrote."""
 
 from __future__ import annotations
 
@@ -15,9 +16,31 @@ import pytest
 import requests
 
 from pipelines import containers
+from tests import imagegen
 from tests.containers.conftest import cxr
 
 pytestmark = pytest.mark.container
+
+
+def dicoms() -> dict[str, bytes]:
+    """DICOMs the image must read: its decoders (pydicom, Pillow, pylibjpeg-openjpeg) load and decode them."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    film = imagegen.deep(64, 72)
+    eight = (film // 16).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(eight).save(buf, format="JPEG", quality=95)
+    ds = imagegen.dicom_dataset(eight)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    return {"plain.dcm": imagegen.dicom(film), "jpeg.dcm": imagegen.dicom_bytes(ds),
+            "j2k.dcm": imagegen.dicom_j2k(film)}
 
 
 def docker(*args: str) -> str:
@@ -91,6 +114,9 @@ def test_the_server_answers_and_its_healthcheck_passes(served, record_property):
         assert body["model"]["version"] and set(body["probabilities"]) == {"COVID19", "NORMAL", "PNEUMONIA"}
         for film in served["films"][:20]:
             assert srv.predict(film.read_bytes()).status_code == 200
+        for name, data in dicoms().items():
+            r = requests.post(srv.url + "/predict", files={"file": (name, data, "application/dicom")}, timeout=60)
+            assert r.status_code == 200, (name, r.text[:300])
         assert requests.get(srv.url + "/health", timeout=10).status_code == 200
         metrics = requests.get(srv.url + "/metrics", timeout=10).text
         assert "cxr_model_info" in metrics and 'endpoint="/predict"' in metrics
