@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="simulated pairs in the other cells (default: --sims)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--png", type=Path, default=ROOT / "docs" / "img" / "gate_oc.png")
+    ap.add_argument("--png", type=Path, default=ROOT / "docs" / "images" / "gate_oc.png")
     args = ap.parse_args(argv)
     params = _params()
     margin = params.gate.margin("accuracy")
