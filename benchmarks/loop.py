@@ -8,7 +8,7 @@ process) on real data:
 * ``demo``: params.yaml's demo (small_cnn, 64 px), external sets ``demo-site-b`` (the same generator,
   other patients: in distribution) and ``demo-shifted`` (another "site": lower contrast, brighter, 3×
   noise: ``synthetic.generate(style=…)``);
-* ``shared3``: the shared real sample, 3 classes, a disjoint set of patients held out as in README's
+* ``shared3``: the shared real sample, 3 classes, a disjoint set of patients held out as in docs/evaluation.md's
   external example (in distribution), plus the synthetic demo films as a foreign site;
 * ``shared2``: the children only (NORMAL/PNEUMONIA), shown the Hannover adults' films labelled
   PNEUMONIA: the issue's case of adult films from another hospital.
@@ -105,7 +105,7 @@ def _split_shared(work: Path, keep=None, relabel=None) -> tuple[Path, Path]:
 
     m = pd.read_csv(SAMPLE / "MANIFEST.csv")
     m["path"] = str(SAMPLE) + "/" + m["path"]
-    held = set(sorted(m.patient_id.unique())[::4])  # README's recipe
+    held = set(sorted(m.patient_id.unique())[::4])  # docs/evaluation.md's recipe
     main, out = m[~m.patient_id.isin(held)], m[m.patient_id.isin(held)]
     if keep:
         main = main[main.label.isin(keep)]

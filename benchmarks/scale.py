@@ -141,7 +141,8 @@ def dvc_times(work: Path, raw: Path) -> dict:
     out["status_changed"] = sh("dvc", "status")
     out["commit"] = sh("dvc", "commit", "-f", "-q", "raw.dvc")
     os.replace(repo / "raw", raw)
-    # by reference (images in object storage, README "Scaling out"): DVC tracks the manifest alone (own repo)
+    # by reference (images in object storage, docs/operations.md "Scaling out"): DVC tracks the manifest alone
+    # (own repo)
     repo = work / "dvcref"
     (repo / "raw").mkdir(parents=True)
     shutil.copy(raw / "manifest.csv", repo / "raw" / "manifest.csv")

@@ -17,7 +17,8 @@ Handler = Callable[[argparse.Namespace], Any]
 AddArgs = Callable[[argparse.ArgumentParser], None]
 
 
-# components/core/contract/params/overrides.py SET_HELP, kept here so that `cxr --help` imports nothing else
+# how --set values are read (components/core/contract/params/overrides.py), said here so that `cxr --help` imports
+# nothing else
 SET_HELP = ("set a parameter for this run, e.g. --set train.image_size=64 (repeatable). VALUE is read as YAML: 64 "
             "is a number, true a boolean, [a, b] a list, {a: 1} a mapping, nothing is null; quote text that has "
             "': ' or '#' in it, or starts with [ { & * ! | > ' \" %% @ (YAML quotes, kept from the shell): "

@@ -143,7 +143,7 @@ def make_pipeline(defaults: dict, cluster: ClusterConfig | None = None, image: s
         return task
 
     description = ("Chest X-ray classifier: ingest → validate → split → preprocess → (review-labels) → train → "
-                   "evaluate → gate → register (when the gate passes).")
+                   "external → evaluate → gate → register (when the gate passes).")
 
     # one dict parameter per params.yaml section (defaults: params.yaml at compile time), then data_uri and
     # label_overrides; one task per step (a partitioned step: one task per part under a ParallelFor of at most

@@ -62,6 +62,14 @@ def _session(request: Request) -> ReviewSession:
 
 
 def _auth(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    # a decision writes a file of the repository: another web page the reviewer has open must not be able to send
+    # one (a cross-site form or no-cors fetch cannot set this content type without a preflight, nor fake Origin)
+    if request.method == "POST":
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise HTTPException(415, {"error": "unsupported_media_type", "detail": "send the decision as JSON"})
+        origin, host = request.headers.get("origin"), request.headers.get("host", "")
+        if origin is not None and origin.split("://", 1)[-1] != host:
+            raise HTTPException(403, {"error": "cross_origin", "detail": f"requests from {origin} are refused"})
     token = request.app.state.token
     if token is None:
         return

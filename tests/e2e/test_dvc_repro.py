@@ -87,22 +87,32 @@ def test_evaluation_param_change_does_not_retrain(repo):
         (path / "params.yaml").write_text(original)
 
 
-def test_a_new_gate_key_leaves_every_stage_before_the_gate_up_to_date(repo):
-    """Params by section: a new key in the gate's schema (components/core/contract/params/gate.py) and in params.yaml
-    re-runs the gate and register only; no stage before the gate imports the gate's schema."""
+@pytest.mark.parametrize("section,model", [("gate", "GateConfig"), ("preprocess", "PreprocessConfig"),
+                                           ("train", "TrainConfig")])
+def test_a_new_key_re_runs_only_the_stages_that_read_its_section(repo, section, model):
+    """Params by section: a new key in one section's schema (components/core/contract/params/<section>.py) and in
+    params.yaml makes stale exactly the stages whose specs read that section; a new gate key leaves every stage
+    before the gate up to date."""
+    from components import catalog
+
     path, _ = repo
-    schema, params = path / "components/core/contract/params/gate.py", path / "params.yaml"
+    schema, params = path / f"components/core/contract/params/{section}.py", path / "params.yaml"
     originals = schema.read_text(), params.read_text()
-    anchor = "    use_lower_ci: bool = False\n"
-    assert anchor in originals[0] and "\ngate:\n" in originals[1]
-    schema.write_text(originals[0].replace(anchor, anchor + "    a_new_key: int = 3\n"))
-    params.write_text(originals[1].replace("\ngate:\n", "\ngate:\n  a_new_key: 4\n"))
+    head = f"class {model}(Section):\n"
+    assert head in originals[0] and f"\n{section}:\n" in originals[1]
+    body = originals[0].index(head) + len(head)
+    schema.write_text(originals[0][:body] + "    a_new_key: int = 3\n" + originals[0][body:])
+    params.write_text(originals[1].replace(f"\n{section}:\n", f"\n{section}:\n  a_new_key: 4\n"))
     try:
-        assert stale_stages(path) == {"gate", "register"}
+        readers = {s.name for s in catalog.specs()  # the section's readers, and review-labels for the train schema
+                   if s.dvc and f"components/core/contract/params/{section}.py" in catalog.stage_code(s)}
+        assert stale_stages(path) == readers
     finally:
         schema.write_text(originals[0])
         params.write_text(originals[1])
     assert stale_stages(path) == set()
+    assert {"gate": {"gate", "register"}, "preprocess": {"preprocess", "train", "external", "register"},
+            "train": {"preprocess", "review-labels", "train", "external", "register"}}[section] == readers
 
 
 def test_experiment_with_another_backbone(repo):

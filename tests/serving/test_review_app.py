@@ -124,7 +124,7 @@ def test_decisions_are_confirmed_lines_at_once_and_undo_restores_them(setup):
     assert c.post("/api/decide", json={"index": 3, "action": "delete"}).status_code == 422
     assert decisions.read_text() == snapshot
     # undo, newest first, back to the file as it was (the proposal included)
-    assert [c.post("/api/undo").json()["undone"] for _ in range(4)] == [2, 1, 0, None]
+    assert [c.post("/api/undo", json={}).json()["undone"] for _ in range(4)] == [2, 1, 0, None]
     assert decisions.read_text() == before
     assert c.get("/api/state").json()["reviewed"] == 0
 
@@ -165,3 +165,18 @@ def test_the_page_refuses_what_it_cannot_review(raw, tmp_path):
     (review / "summary.json").write_text(json.dumps({"enabled": False}))
     with pytest.raises(DataError, match="typed by hand it always runs"):
         ReviewSession(review, raw, tmp_path / "o.csv", "Dr Test")
+
+
+def test_another_web_page_cannot_send_a_decision(setup):
+    """A page on another site the reviewer has open could post a form or a no-cors fetch to 127.0.0.1: such a request
+    cannot carry a JSON content type without a preflight, and a browser names its origin; both are refused."""
+    session, _, _ = setup
+    c = TestClient(create_review_app(session))
+    form = c.post("/api/decide", content=b'{"index": 0, "action": "keep"}', headers={"Content-Type": "text/plain"})
+    assert form.status_code == 415
+    other = c.post("/api/decide", json={"index": 0, "action": "keep"}, headers={"Origin": "http://evil.example"})
+    assert other.status_code == 403
+    assert c.post("/api/undo", headers={"Origin": "http://evil.example"}).status_code in (403, 415)
+    assert session.state()["reviewed"] == 0
+    same = c.post("/api/decide", json={"index": 0, "action": "keep"}, headers={"Origin": "http://testserver"})
+    assert same.status_code == 200

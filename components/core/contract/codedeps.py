@@ -1,9 +1,10 @@
 """The source files a step's code reaches through its imports: the code dependencies of its DVC stage.
 
 Derived from the import statements themselves (every ``import``/``from … import`` anywhere in a module, also
-inside functions), so editing ``components/core/registry/modelcard.py`` re-runs only the stages whose
-modules import it, and a new import cannot be forgotten in ``dvc.yaml``. Only first-party modules under
-``components/`` count; third-party libraries are pinned by the lock files instead.
+inside functions; not those under ``if TYPE_CHECKING:``, which only annotations read), so editing
+``components/core/registry/modelcard.py`` re-runs only the stages whose modules import it, and a new import
+cannot be forgotten in ``dvc.yaml``. Only first-party modules under ``components/`` count; third-party libraries
+are pinned by the lock files instead.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _imported(module: str, root: Path) -> set[str]:
     if path is None:
         return set()
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in _walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -46,6 +47,22 @@ def _imported(module: str, root: Path) -> set[str]:
             # importing a.b.c also runs a/__init__.py and a/b/__init__.py
             found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     return {m for m in found if module_file(m, root) is not None and m != module}
+
+
+def _walk(node: ast.AST):
+    """Every node of ``node``'s tree except the bodies of ``if TYPE_CHECKING:`` (imports for annotations only: they
+    never run, so they change no result)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _type_checking(child.test):
+            yield from (n for part in child.orelse for n in (part, *_walk(part)))
+            continue
+        yield child
+        yield from _walk(child)
+
+
+def _type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 @functools.cache

@@ -31,8 +31,8 @@ Pixels, the same path for every format:
    65535 came out almost black). DICOM uses its own VOI LUT / window first (see ``dicom.py``).
    ``window`` in the facts says which rule was used.
 
-Damaged films (validate quarantines them, predict and ``/predict`` refuse them; see the README's
-"Inputs: every file accounted for"):
+Damaged films (validate quarantines them, predict and ``/predict`` refuse them; see docs/data.md,
+"Inputs: every file and row accounted for"):
 
 - ``corrupt_data``: the decoder reported corrupt or extraneous data but produced pixels anyway. Pillow
   discards libjpeg's warnings, so a JPEG's entropy-coded data is decoded a second time by libjpeg-turbo

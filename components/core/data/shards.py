@@ -31,14 +31,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from components.core.data import manifest, storage
-from components.core.contract.params.train import AugmentConfig
 from components.core.contract.errors import DataError
 from components.core.contract.fsutil import read_json
+
+if TYPE_CHECKING:  # annotations only: the stages that read shards do not depend on the train schema
+    from components.core.contract.params.train import AugmentConfig
 
 SPLITS = ("train", "val", "test")
 FORMAT = 2

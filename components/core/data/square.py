@@ -3,7 +3,8 @@ or ``crop`` (centre square), and where the film lies in the result.
 
 Every function takes the mode explicitly: the project's default is ``preprocess.resize`` (``crop``, chosen by the
 shortcut tests: docs/architecture.md "The default resize"), and a model is served with the mode it was trained
-with (its preprocessing record). The modes are the ``preprocess`` section's (``RESIZE_MODES``).
+with (its preprocessing record). The modes live here, with the code that applies them (:data:`MODES`); the
+``preprocess`` section's schema names the same three for params.yaml (a test checks they agree).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from components.core.contract.params.preprocess import RESIZE_MODES
+
+# how a film is fitted to the model's square: pad (letterbox, black bands), pad_edge (letterbox, bands filled with the
+# film's edge), crop (centre square; the default, docs/architecture.md "The default resize")
+MODES: tuple[str, ...] = ("pad", "pad_edge", "crop")
 
 
 def content_box(width: int, height: int, size: int, mode: str) -> tuple[int, int, int, int]:
@@ -22,8 +26,8 @@ def content_box(width: int, height: int, size: int, mode: str) -> tuple[int, int
     than the square (negative top/left: the film's cut-off parts lie outside). Regions defined
     relative to the film (the central field of the shortcut tests) map through this box.
     """
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize mode {mode!r} is not one of {RESIZE_MODES}")
+    if mode not in MODES:
+        raise ValueError(f"resize mode {mode!r} is not one of {MODES}")
     scale = (size / max(height, width)) if mode != "crop" else (size / min(height, width))
     nw, nh = max(1, round(width * scale)), max(1, round(height * scale))
     if mode == "crop":
@@ -76,8 +80,8 @@ def fit_square(gray: np.ndarray, size: int, mode: str) -> np.ndarray:
 
     See BENCHMARKS.md ("Resize modes and shortcuts") for what each costs and buys.
     """
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize mode {mode!r} is not one of {RESIZE_MODES}")
+    if mode not in MODES:
+        raise ValueError(f"resize mode {mode!r} is not one of {MODES}")
     h, w = gray.shape
     top, left, nh, nw = content_box(w, h, size, mode)
     im = Image.fromarray(gray).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0)

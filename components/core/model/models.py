@@ -24,10 +24,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.core.contract import backbones
 from components.core.contract.errors import CxrError, ParamsError
-from components.core.contract.params.train import TrainConfig
+
+if TYPE_CHECKING:  # annotations only: the stages that load a model do not depend on the train schema
+    from components.core.contract.params.train import TrainConfig
 
 INPUT_NAME = "cxr_pixels"
 FEATURES_NAME = "head_pool"  # Grad-CAM reads this layer's input: the backbone's last feature map
@@ -372,10 +375,10 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> Preprocessing:
-        from components.core.contract.params.preprocess import RESIZE_MODES
+        from components.core.data.square import MODES
 
-        if not isinstance(d, dict) or not d.get("classes") or d.get("resize") not in RESIZE_MODES:
-            raise CxrError(f"{where}: the preprocessing record {d!r} needs classes and a resize in {RESIZE_MODES}")
+        if not isinstance(d, dict) or not d.get("classes") or d.get("resize") not in MODES:
+            raise CxrError(f"{where}: the preprocessing record {d!r} needs classes and a resize in {MODES}")
         return cls(tuple(str(c) for c in d["classes"]), str(d["resize"]))
 
     @classmethod

@@ -80,8 +80,9 @@ def _results(m: dict, title: str, chosen: dict | None = None) -> list[str]:
     return lines
 
 
-def how_sure(level: float = 0.95) -> list[str]:
-    """The "How sure are these numbers" section: what n gives what interval, and what the gate needs."""
+def how_sure(level: float = 0.95, min_power: float = 0.95) -> list[str]:
+    """The "How sure are these numbers" section: what n gives what interval, and what the gate needs
+    (``min_power``: the gate's ``gate.min_power``, the power it plans for)."""
     from components.core.stats import intervals
 
     rows = []
@@ -92,7 +93,7 @@ def how_sure(level: float = 0.95) -> list[str]:
         t_lo, _ = intervals.tango_interval(0, 0, n, level)
         rows.append(f"| {n} | {_pct(lo)}–{_pct(hi)} | {_pct(lo1)}–100% | {_num(a_lo)}–{_num(a_hi)} | "
                     f"{100 * float(t_lo):.1f} points |")
-    want = 0.8
+    want = min_power
     need = {m: intervals.patients_for_power(lambda n, m=m: intervals.tango_power(n, 0.05, m, level), 8, want)
             for m in (0.02, 0.05)}
     return ["## How sure are these numbers", "",
@@ -104,7 +105,8 @@ def how_sure(level: float = 0.95) -> list[str]:
             "true sensitivity anywhere above 63%. The gate compares a candidate with the champion on the test "
             "patients new to both: a check passes when the lower bound of (candidate - champion) is above -margin, "
             "and fails when the whole interval is below 0. For two equally good models that disagree on 5% of "
-            f"patients, {want:.0%} power for the accuracy check alone needs about {need[0.02]:,} patients at a margin "
+            f"patients, {want:.0%} power (`gate.min_power`) for the accuracy check alone needs about "
+            f"{need[0.02]:,} patients at a margin "
             f"of 0.02 and {need[0.05]:,} at 0.05 (per check; all checks together need more). With fewer, an interval "
             "that contains 0 but reaches below -margin is *inconclusive* and the gate says how many patients it "
             "would take (`gate.on_underpowered` decides whether that blocks), instead of calling the candidate "
@@ -360,7 +362,8 @@ def render(*, name: str, metrics: dict, train: dict, params: dict, validation: d
     lines += ["", "## What the model looks at", *_shortcut(metrics.get("shortcut"))]
     if gate:
         lines += ["", *gate_section(gate)]
-    lines += ["", *how_sure(((metrics.get("ci") or {}).get("level")) or 0.95)]
+    min_power = (gate or {}).get("min_power") or (params.get("gate") or {}).get("min_power") or 0.95
+    lines += ["", *how_sure(((metrics.get("ci") or {}).get("level")) or 0.95, float(min_power))]
     lines += ["", "## Limitations",
               "- Performance on one data set does not transfer to other hospitals, scanners, age groups or "
               "protocols: check the external sets and the per-source rows above.",

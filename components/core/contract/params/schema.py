@@ -234,11 +234,19 @@ class _Line:
         return any(o.path[:len(q)] == q or q[:len(o.path)] == o.path for q in paths)
 
 
+# keys that moved to another section: an older params.yaml is told where, not only that the key is unknown
+MOVED: dict[str, str] = {"scale.shard_mb": "preprocess.shard_mb"}
+
+
 def _pydantic_lines(err: ValidationError) -> list[_Line]:
     lines = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if p not in ("function-after",))
         if e["type"] == "extra_forbidden":
+            moved = MOVED.get(_dotted(loc))
+            if moved:
+                lines.append(_Line(loc, f"moved to {moved}: write it there (the same meaning)"))
+                continue
             allowed = _allowed_keys(Params, loc)
             hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
             lines.append(_Line(loc, f"unknown key{hint}"))

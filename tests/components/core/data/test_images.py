@@ -246,3 +246,9 @@ def test_a_bomb_past_pillows_guard_keeps_its_header_and_numbers():
     # a limit above Pillow's own: validate.max_pixels decides, not Pillow
     f = images.inspect_bytes(png_header_only(20_000, 20_000), max_pixels=500_000_000)
     assert f.reason == "truncated" and (f.width, f.height) == (20_000, 20_000)
+
+
+def test_the_resize_modes_live_with_the_data_and_the_schema_names_the_same():
+    from components.core.contract.params.preprocess import RESIZE_MODES
+
+    assert square.MODES == RESIZE_MODES

@@ -154,3 +154,8 @@ def test_a_synthetic_external_set_applies_to_demo_data_only_unless_asked_for():
     assert [e.name for e in applicable_external(asked)] == ["demo-site-b"]
     with pytest.raises(ParamsError, match=r"not used with data\.source 'dir'"):
         parse_params({"data": real, "evaluate": {"external": [demo_set]}, "gate": {"external": {"demo-site-b": {}}}})
+
+
+def test_a_moved_key_says_where_it_went():
+    text = error_of({"scale": {"shard_mb": 8}})
+    assert "scale.shard_mb: moved to preprocess.shard_mb" in text
