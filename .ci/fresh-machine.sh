@@ -59,6 +59,13 @@ for v in $(env | grep -oE '^PIP_[A-Z_]+' || true); do envs+=(-e "$v"); done
 # inside: the README's two Quick start commands, as the clone has them, one after the other in one clone
 cat >"$work/inner.sh" <<'INNER'
 set -u
+# a new machine's /sys and cgroups are writable (dockerd needs them): remount them so without --privileged
+if ! touch /sys/fs/cgroup/.rw 2>/dev/null; then
+  mount -o remount,rw /sys 2>/dev/null
+  for m in $(awk '$3 == "cgroup" || $3 == "tmpfs" && $2 == "/sys/fs/cgroup" {print $2}' /proc/mounts); do
+    mount -o remount,rw "$m"
+  done
+fi
 git clone -q /src /work/main && cd /work/main || exit 2
 mapfile -t cmds < <(python3 -c '
 import re
@@ -85,10 +92,19 @@ exit "$first"
 INNER
 mounts+=(-v "$work/inner.sh:/inner.sh:ro")
 
+# --privileged, or where this machine's daemon cannot grant every capability (a VM without CAP_SYS_RESOURCE
+# says "unable to apply caps"), every capability it has, no seccomp filter, and /sys remounted writable inside
+if docker run --rm --privileged --network none "$base" true >/dev/null 2>&1; then
+  privileges=(--privileged)
+else
+  privileges=(--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined --security-opt apparmor=unconfined)
+  echo "fresh-machine.sh: --privileged is refused here; using: ${privileges[*]}" >&2
+fi
+
 echo "fresh-machine.sh: base $base, client $client ($("$client" --version)); log: $work/fresh-machine.log" >&2
 start=$SECONDS
 rc=0
-docker run --rm --privileged --name "$volume" "${mounts[@]}" "${envs[@]}" -e WHAT="$what" -w /work "$base" \
+docker run --rm "${privileges[@]}" --name "$volume" "${mounts[@]}" "${envs[@]}" -e WHAT="$what" -w /work "$base" \
   bash /inner.sh >"$work/fresh-machine.log" 2>&1 || rc=$?
 grep -E '^(=== |::: FAILED|system-deps.sh: )' "$work/fresh-machine.log" | tail -n 20 || true
 tail -n 15 "$work/fresh-machine.log"
