@@ -12,7 +12,8 @@
 #   - Debian packages from the mirror in the base's apt sources (through the default bridge network), installed
 #     by .ci/system-deps.sh as on any machine (chromium, debootstrap, docker.io);
 #   - Python wheels from this machine's pip configuration: /etc/pip.conf, /etc/xdg/pip, ~/.config/pip and every
-#     local folder they name (a file:// index, find-links) are mounted read-only at the same paths, and the
+#     local folder or file they name (a file:// index, find-links, the CA bundle of `cert`) are mounted read-only
+#     at the same paths, and the
 #     PIP_* variables are passed on; a network index works as it does here;
 #   - Docker: the container is --privileged, so system-deps.sh installs and starts its own dockerd inside, as on
 #     a new machine; its /var/lib/docker is a fresh volume (removed afterwards), this machine's daemon is not
@@ -50,8 +51,9 @@ conf=$(cat /etc/pip.conf /etc/xdg/pip/*.conf "$HOME/.config/pip/pip.conf" 2>/dev
 conf+=" $(env | grep '^PIP_' | cut -d= -f2- || true)"
 for p in $(printf '%s\n' "$conf" | grep -oE '(file://)?/[^ ,"'"'"']+' | sed 's|^file://||' | sort -u); do
   [ "$(basename "$p")" = simple ] && p=$(dirname "$p")
-  case "$p" in /etc/*|/usr/*|/root/*|"$HOME"/*) continue ;; esac  # configuration (mounted above), certificates
-  [ -d "$p" ] && mounts+=(-v "$p:$p:ro")
+  case "$p" in /etc/pip.conf|/etc/xdg/pip*|"$HOME"/.config/pip*) continue ;; esac  # mounted above
+  # an index or find-links folder; a file: the CA bundle pip trusts (an HTTPS proxy's certificate is in it)
+  [ -e "$p" ] && mounts+=(-v "$p:$p:ro")
 done
 envs=(-e CI=true -e DVC_NO_ANALYTICS=1)
 for v in $(env | grep -oE '^PIP_[A-Z_]+' || true); do envs+=(-e "$v"); done
