@@ -13,13 +13,13 @@
 #     by .ci/system-deps.sh as on any machine (chromium, debootstrap, docker.io);
 #   - Python wheels from this machine's pip configuration: /etc/pip.conf, /etc/xdg/pip, ~/.config/pip and every
 #     local folder or file they name (a file:// index, find-links, the CA bundle of `cert`) are mounted read-only
-#     at the same paths, and the
-#     PIP_* variables are passed on; a network index works as it does here;
+#     at the same paths, and the PIP_* variables are passed on; a network index works as it does here;
 #   - Docker: the container is --privileged, so system-deps.sh installs and starts its own dockerd inside, as on
 #     a new machine; its /var/lib/docker is a fresh volume (removed afterwards), this machine's daemon is not
 #     shared. ../shared (CI's data beside the checkout) is mounted read-only beside the clone, and CI=true.
 # Uncommitted changes are not in the rehearsal (a clone of HEAD, like CI). Each command's exit status and time
-# are printed at the end; the full log is kept (its path is printed). Exit status: the first command that failed.
+# are printed at the end; the full log and the suite's per-test times (out/junit.xml) are kept (the folder is
+# printed). Exit status: the first command that failed.
 set -euo pipefail
 what="${1:-all}"
 case "$what" in all|demo|tests) ;; *) echo "usage: bash .ci/fresh-machine.sh [all|demo|tests]" >&2; exit 2 ;; esac
@@ -42,7 +42,8 @@ docker volume create "$volume" >/dev/null
 trap 'docker volume rm -f "$volume" >/dev/null 2>&1 || true' EXIT
 
 # this machine's pip configuration and the local folders it names
-mounts=(-v "$work/src:/src:ro" -v "$shared:/work/shared:ro" -v "$client:/usr/local/bin/docker:ro"
+mkdir "$work/out"  # what the run leaves for this machine: the suite's per-test times (junit.xml)
+mounts=(-v "$work/out:/out" -v "$work/src:/src:ro" -v "$shared:/work/shared:ro" -v "$client:/usr/local/bin/docker:ro"
         -v "$volume:/var/lib/docker")
 for f in /etc/pip.conf /etc/xdg/pip "$HOME/.config/pip"; do
   [ -e "$f" ] && mounts+=(-v "$f:${f/#$HOME//root}:ro")
@@ -55,7 +56,7 @@ for p in $(printf '%s\n' "$conf" | grep -oE '(file://)?/[^ ,"'"'"']+' | sed 's|^
   # an index or find-links folder; a file: the CA bundle pip trusts (an HTTPS proxy's certificate is in it)
   [ -e "$p" ] && mounts+=(-v "$p:$p:ro")
 done
-envs=(-e CI=true -e DVC_NO_ANALYTICS=1)
+envs=(-e CI=true -e DVC_NO_ANALYTICS=1 -e PYTEST_ADDOPTS="--junitxml=/out/junit.xml")
 for v in $(env | grep -oE '^PIP_[A-Z_]+' || true); do envs+=(-e "$v"); done
 
 # inside: the README's two Quick start commands, as the clone has them, one after the other in one clone
