@@ -3,9 +3,10 @@ weights and a small JSON state (phase, epoch, best value, early-stopping counter
 run id) are written atomically under one folder, the JSON last.
 
 A killed ``cxr train`` started again with the same params and data continues after its last
-finished epoch (at most one epoch is lost). An epoch's metrics are logged before its checkpoint: a saved epoch
-always has its metrics in MLflow (one killed between the two is logged twice at its step). Keras' ``BackupAndRestore`` resumes one ``fit`` call;
+finished epoch (at most one epoch is lost). Keras' ``BackupAndRestore`` resumes one ``fit`` call;
 this keeps the phase index, early-stopping counter and best epoch of a multi-phase schedule too.
+An epoch's metrics are logged before its checkpoint: a saved epoch always has its metrics in MLflow (one
+killed between the two is logged twice at its step).
 
 **Several workers** (``train.workers``): every worker keeps the same state in memory (the epoch logs are
 all-reduced, so every worker takes the same decisions), but only the chief (``chief=True``) writes the
