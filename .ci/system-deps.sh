@@ -2,6 +2,8 @@
 # The system programs the tests need that pip cannot provide, checked by what is needed (not by package name),
 # installed from Debian only; idempotent; sudo when not root.
 #   chromium      /usr/bin/chromium runs                    the browser test (never a browser from elsewhere)
+#   libatomic1    libatomic.so.1 is a shared library        the browser test: Playwright's driver (the node
+#                                                           binary in its wheel) loads it; a new Debian has none
 #   debootstrap   on PATH                                   the images' base from Debian packages (make-base.sh)
 #   docker.io     a Docker server answers this docker       the container stage of .ci/run; when none answers,
 #                 client; else dockerd is installed         dockerd is installed (even beside a docker client
@@ -46,6 +48,11 @@ find_program() {
 }
 
 chromium_ok() { [ -x /usr/bin/chromium ] && /usr/bin/chromium --version >/dev/null 2>&1; }
+library_ok() {  # library_ok SONAME: the dynamic linker finds it
+  local ldconfig
+  ldconfig=$(command -v ldconfig || echo /sbin/ldconfig)
+  "$ldconfig" -p 2>/dev/null | grep -q "^[[:space:]]*$1 "
+}
 debootstrap_ok() { find_program debootstrap >/dev/null; }
 
 # docker_state sets $state: "ok", "no-client", "no-server" or "api" (a server answers but refuses this client's
@@ -116,6 +123,7 @@ start_dockerd() {  # start_dockerd PATH: as a service under systemd, else in the
 # ---------------------------------------------------------------- what is missing
 missing=()
 chromium_ok || missing+=(chromium)
+library_ok libatomic.so.1 || missing+=(libatomic1)
 debootstrap_ok || missing+=(debootstrap)
 docker_state
 [ "$state" = api ] && api_advice
@@ -131,6 +139,7 @@ if [ "$check_only" = 1 ]; then
   for p in "${missing[@]}"; do
     case "$p" in
       chromium) problems+=("chromium: /usr/bin/chromium is missing or does not run (Debian package chromium)") ;;
+      libatomic1) problems+=("libatomic.so.1: Playwright's driver needs it (Debian package libatomic1)") ;;
       debootstrap) problems+=("debootstrap: not on PATH (Debian package debootstrap)") ;;
       docker.io) problems+=("docker: $( [ "$state" = no-client ] && echo "no docker client" || echo "no Docker server answers (${docker_error:-no error}) and dockerd is not on PATH") (Debian package docker.io)") ;;
     esac
@@ -148,6 +157,8 @@ else
   chromium_ok || fail "chromium: /usr/bin/chromium is still missing or does not run after installing it" \
     "$SUDO apt-get install -y chromium, then check: /usr/bin/chromium --version"
   debootstrap_ok || fail "debootstrap is still not on PATH after installing it" "$SUDO apt-get install -y debootstrap"
+  library_ok libatomic.so.1 || fail "libatomic.so.1 is still missing after installing libatomic1" \
+    "$SUDO apt-get install -y libatomic1, then check: ldconfig -p | grep libatomic"
   command -v docker >/dev/null 2>&1 || fail "no docker client on PATH after installing docker.io" \
     "$SUDO apt-get install -y docker.io (its client is /usr/bin/docker)"
   docker_state

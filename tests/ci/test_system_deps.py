@@ -43,6 +43,7 @@ echo "$*" >> "$FAKE/apt.log"
 for p in "$@"; do
   case "$p" in
     docker.io) cp "$FAKE/dockerd.src" "$FAKE/bin/dockerd"; chmod +x "$FAKE/bin/dockerd" ;;
+    libatomic1) touch "$FAKE/libatomic" ;;
     debootstrap) printf '#!/bin/sh\\n' > "$FAKE/bin/debootstrap"; chmod +x "$FAKE/bin/debootstrap" ;;
   esac
 done
@@ -66,6 +67,10 @@ def fake(tmp_path):
     _write(bin_ / "apt-get", APT_GET)
     _write(bin_ / "systemctl", "#!/bin/sh\necho \"$*\" >> \"$FAKE/systemctl.log\"\nexit 1\n")
     _write(bin_ / "id", "#!/bin/sh\necho 0\n")  # root: no sudo, PATH is the only place programs are looked for
+    # the dynamic linker's cache: libatomic.so.1 is there once $FAKE/libatomic is
+    _write(bin_ / "ldconfig", "#!/bin/sh\n[ -e \"$FAKE/libatomic\" ] && "
+                              "printf '\\tlibatomic.so.1 (libc6,x86-64) => /lib/libatomic.so.1\\n'\nexit 0\n")
+    (tmp_path / "libatomic").touch()
     (tmp_path / "dockerd.src").write_text(DOCKERD)
     yield tmp_path
     pid = tmp_path / "dockerd.pid"
@@ -142,3 +147,16 @@ def test_this_machines_docker_client_and_server_agree_on_an_api_version():
     assert m, proc.stdout
     client, server, minimum = (tuple(int(x) for x in v.split(".")) for v in m.groups())
     assert minimum <= client <= server  # negotiated: a newer client speaks the server's version
+
+
+def test_a_missing_library_of_playwrights_driver_is_named_then_installed(fake):
+    # a new Debian has no libatomic.so.1, which the node binary in Playwright's wheel loads
+    (fake / "libatomic").unlink()
+    (fake / "up").touch()  # a Docker server answers
+    _write(fake / "bin" / "debootstrap", "#!/bin/sh\n")
+    proc = run(fake, "--check")
+    assert proc.returncode == 1 and "libatomic.so.1: Playwright's driver needs it" in proc.stderr
+    assert "apt-get install -y --no-install-recommends libatomic1" in proc.stderr
+    proc = run(fake)
+    assert proc.returncode == 0, proc.stderr
+    assert apt_calls(fake).split() == ["install", "-y", "-q", "--no-install-recommends", "--no-remove", "libatomic1"]
