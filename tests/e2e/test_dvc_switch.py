@@ -23,9 +23,12 @@ def test_switching_to_two_classes_is_one_command(repo):
     """`cxr recipe apply kermany-2class`, then `dvc repro`: classes, operating points and gate agree."""
     raw = repo / "data/raw/manifest.csv"
     assert "COVID19" in raw.read_text()
-    # one command; the --set values only keep this test short (fewer patients, no external set)
+    # one command; the --set values only keep this test short (fewer patients, no external set, no worker pools
+    # or source-bias audit for 16 images: test_dvc_repro.py's first repro runs those)
     sh(["cxr", "recipe", "apply", "kermany-2class", "--set", "data.demo.patients_per_class=8",
-        "--set", "evaluate.external=[]", "--set", "evaluate.target_sensitivity={PNEUMONIA: 0.5}"], repo)
+        "--set", "evaluate.external=[]", "--set", "evaluate.target_sensitivity={PNEUMONIA: 0.5}",
+        "--set", "validate.workers=1", "--set", "preprocess.workers=1",
+        "--set", "validate.bias_audit={enabled: false}"], repo)
     run = sh(["dvc", "repro"], repo)
     assert "Running stage 'ingest'" in run.stdout and "Running stage 'gate'" in run.stdout
     assert "COVID19" not in raw.read_text()
@@ -37,8 +40,10 @@ def test_switching_to_two_classes_is_one_command(repo):
 
 
 def test_experiment_with_another_backbone(repo):
-    """On the finished two-class pipeline: only train and what follows it run again."""
-    exp = sh(["dvc", "exp", "run", "-S", "train.backbone=mobilenetv3small", "-S", "train.freeze_batchnorm=true"], repo)
+    """On the finished two-class pipeline: only train and what follows it run again. One phase of one epoch only
+    keeps the test short (the backbone is the experiment)."""
+    exp = sh(["dvc", "exp", "run", "-S", "train.backbone=mobilenetv3small", "-S", "train.freeze_batchnorm=true",
+              "-S", "train.phases=[{epochs: 1, trainable: all, lr: 0.003}]"], repo)
     assert "Running stage 'train'" in exp.stdout
     assert "Running stage 'ingest'" not in exp.stdout and "Running stage 'preprocess'" not in exp.stdout
     shown = sh(["dvc", "exp", "show", "--json"], repo).stdout
