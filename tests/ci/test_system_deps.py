@@ -1,8 +1,8 @@
 """.ci/system-deps.sh, the real script, on a PATH of stand-ins: a docker client whose server does not answer, an
 apt-get that "installs" by writing programs into that folder, a dockerd that makes the server answer (or never
 does, or exits). Nothing here can reach this machine's daemon or packages: the stand-ins shadow docker, apt-get,
-systemctl, id and ldconfig, and the PATH has no sbin folder, where the real dockerd lives. The last test runs the script's
-check against this machine's real Docker."""
+systemctl, id and ldconfig, and the PATH has no sbin folder, where the real dockerd lives. The last test runs the
+script's check against this machine's real Docker."""
 
 import contextlib
 import os
