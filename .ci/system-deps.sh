@@ -5,9 +5,10 @@
 #   libatomic1    libatomic.so.1 is a shared library        the browser test: Playwright's driver (the node
 #                                                           binary in its wheel) loads it; a new Debian has none
 #   debootstrap   on PATH                                   the images' base from Debian packages (make-base.sh)
-#   docker.io     a Docker server answers this docker       the container stage of .ci/run; when none answers,
-#                 client; else dockerd is installed         dockerd is installed (even beside a docker client
-#                 and started                               that is already there) and started
+#   docker.io     dockerd is on PATH and a Docker server    the container stage of .ci/run: dockerd is
+#                 answers this docker client                installed when it is missing, even beside a docker
+#                                                           client that is already there, and started when no
+#                                                           server answers
 # The client and the server must agree on an API version: a client newer than the server negotiates down to
 # the server's version (a 28.x client and Debian's 20.10 daemon use 1.41); a client older than the server's
 # minimum is refused, and this script says so. kubectl (for `kubectl kustomize` in tests/infra) is not installed
@@ -28,6 +29,7 @@ case "${1:-}" in
 esac
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+sudo_="${SUDO:+$SUDO }"  # in the messages
 export DEBIAN_FRONTEND=noninteractive
 log_file="${CXR_DOCKERD_LOG:-/var/log/dockerd.log}"
 wait_s="${CXR_DOCKERD_WAIT:-60}"
@@ -94,7 +96,7 @@ apt_install() {  # apt_install PACKAGE...: from this machine's Debian sources, n
   fi
   printf '%s\n' "$out" | tail -n 15 >&2
   fail "apt-get could not install $* (its output is above)" \
-    "$SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends $*   (if docker-ce from Docker's own repository is installed, install docker-ce from there instead of docker.io)"
+    "${sudo_}apt-get update && ${sudo_}apt-get install -y --no-install-recommends $*   (if docker-ce from Docker's own repository is installed, install docker-ce from there instead of docker.io)"
 }
 
 start_dockerd() {  # start_dockerd PATH: as a service under systemd, else in the background; wait until it answers
@@ -112,12 +114,12 @@ start_dockerd() {  # start_dockerd PATH: as a service under systemd, else in the
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && ! $SUDO kill -0 "$pid" 2>/dev/null; then
       $SUDO tail -n 15 "$log_file" >&2 || true
       fail "dockerd exited right after it started (the end of its log $log_file is above)" \
-        "read $log_file, then start it yourself: $SUDO dockerd"
+        "read $log_file, then start it yourself: ${sudo_}dockerd"
     fi
     sleep 1
   done
   fail "dockerd ($dockerd) was started but no Docker server answered in ${wait_s} s: ${docker_error}" \
-    "read $log_file, then start it yourself: $SUDO dockerd (or: $SUDO systemctl start docker)"
+    "read $log_file, then start it yourself: ${sudo_}dockerd (or: ${sudo_}systemctl start docker)"
 }
 
 # ---------------------------------------------------------------- what is missing
@@ -127,12 +129,9 @@ library_ok libatomic.so.1 || missing+=(libatomic1)
 debootstrap_ok || missing+=(debootstrap)
 docker_state
 [ "$state" = api ] && api_advice
-dockerd=""
-if [ "$state" != ok ]; then
-  dockerd=$(find_program dockerd || true)
-  # no server answers: this machine needs its own daemon (and a client, if there is none)
-  if [ -z "$dockerd" ] || [ "$state" = no-client ]; then missing+=(docker.io); fi
-fi
+# the daemon and the client, even where a server answers (another daemon may be what answers now)
+dockerd=$(find_program dockerd || true)
+if [ -z "$dockerd" ] || [ "$state" = no-client ]; then missing+=(docker.io); fi
 
 if [ "$check_only" = 1 ]; then
   problems=()
@@ -141,33 +140,32 @@ if [ "$check_only" = 1 ]; then
       chromium) problems+=("chromium: /usr/bin/chromium is missing or does not run (Debian package chromium)") ;;
       libatomic1) problems+=("libatomic.so.1: Playwright's driver needs it (Debian package libatomic1)") ;;
       debootstrap) problems+=("debootstrap: not on PATH (Debian package debootstrap)") ;;
-      docker.io) problems+=("docker: $( [ "$state" = no-client ] && echo "no docker client" || echo "no Docker server answers (${docker_error:-no error}) and dockerd is not on PATH") (Debian package docker.io)") ;;
+      docker.io) problems+=("docker: $( [ -z "$dockerd" ] && echo "dockerd is not on PATH" || echo "no docker client")$( [ "$state" = ok ] || echo ", no Docker server answers (${docker_error:-no client})") (Debian package docker.io)") ;;
     esac
   done
   if [ "$state" = no-server ] && [ -n "$dockerd" ]; then
-    problems+=("docker: no Docker server answers (${docker_error}); dockerd is here ($dockerd) but not running: start it with $SUDO dockerd")
+    problems+=("docker: no Docker server answers (${docker_error}); dockerd is here ($dockerd) but not running: start it with ${sudo_}dockerd")
   fi
   if [ "${#problems[@]}" -gt 0 ]; then
     printf 'system-deps.sh: missing: %s\n' "${problems[@]}" >&2
-    [ "${#missing[@]}" -gt 0 ] && echo "system-deps.sh: by hand: $SUDO apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    [ "${#missing[@]}" -gt 0 ] && echo "system-deps.sh: by hand: ${sudo_}apt-get install -y --no-install-recommends ${missing[*]}" >&2
     exit 1
   fi
 else
   [ "${#missing[@]}" -gt 0 ] && apt_install "${missing[@]}"
   chromium_ok || fail "chromium: /usr/bin/chromium is still missing or does not run after installing it" \
-    "$SUDO apt-get install -y chromium, then check: /usr/bin/chromium --version"
-  debootstrap_ok || fail "debootstrap is still not on PATH after installing it" "$SUDO apt-get install -y debootstrap"
+    "${sudo_}apt-get install -y chromium, then check: /usr/bin/chromium --version"
+  debootstrap_ok || fail "debootstrap is still not on PATH after installing it" \
+    "${sudo_}apt-get install -y debootstrap (its program is /usr/sbin/debootstrap: put /usr/sbin on PATH)"
   library_ok libatomic.so.1 || fail "libatomic.so.1 is still missing after installing libatomic1" \
-    "$SUDO apt-get install -y libatomic1, then check: ldconfig -p | grep libatomic"
+    "${sudo_}apt-get install -y libatomic1, then check: ldconfig -p | grep libatomic"
   command -v docker >/dev/null 2>&1 || fail "no docker client on PATH after installing docker.io" \
-    "$SUDO apt-get install -y docker.io (its client is /usr/bin/docker)"
+    "${sudo_}apt-get install -y docker.io (its client is /usr/bin/docker)"
+  dockerd=$(find_program dockerd) || fail "dockerd is not on PATH after installing docker.io" \
+    "${sudo_}apt-get install -y docker.io (its daemon is /usr/sbin/dockerd: put /usr/sbin on PATH)"
   docker_state
   [ "$state" = api ] && api_advice
-  if [ "$state" != ok ]; then
-    dockerd=$(find_program dockerd) || fail "dockerd is not on PATH after installing docker.io" \
-      "$SUDO apt-get install -y docker.io (its daemon is /usr/sbin/dockerd: put /usr/sbin on PATH)"
-    start_dockerd "$dockerd"
-  fi
+  [ "$state" = ok ] || start_dockerd "$dockerd"
 fi
 
 echo "chromium: $(/usr/bin/chromium --version 2>/dev/null)"

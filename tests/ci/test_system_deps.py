@@ -42,7 +42,8 @@ echo "$*" >> "$FAKE/apt.log"
 [ "$1" = install ] || exit 0
 for p in "$@"; do
   case "$p" in
-    docker.io) cp "$FAKE/dockerd.src" "$FAKE/bin/dockerd"; chmod +x "$FAKE/bin/dockerd" ;;
+    docker.io) [ -n "$FAKE_NO_DOCKERD" ] || cp "$FAKE/dockerd.src" "$FAKE/bin/dockerd"
+               chmod +x "$FAKE/bin/dockerd" 2>/dev/null || true ;;
     libatomic1) touch "$FAKE/libatomic" ;;
     debootstrap) printf '#!/bin/sh\\n' > "$FAKE/bin/debootstrap"; chmod +x "$FAKE/bin/debootstrap" ;;
   esac
@@ -109,6 +110,20 @@ def test_installs_and_starts_dockerd_beside_an_existing_client(fake):
     assert run(fake, "--check").returncode == 0  # now nothing is missing
 
 
+def test_dockerd_missing_beside_a_server_that_answers_is_installed_or_named(fake):
+    # the "PATH without dockerd": a server answers (another daemon, this machine's), dockerd is not here
+    (fake / "up").touch()
+    _write(fake / "bin" / "debootstrap", "#!/bin/sh\n")
+    proc = run(fake, "--check")
+    assert proc.returncode == 1 and "docker: dockerd is not on PATH (Debian package docker.io)" in proc.stderr
+    proc = run(fake, FAKE_NO_DOCKERD="1")  # apt-get installs it where this PATH does not look
+    assert proc.returncode == 1 and "docker.io" in apt_calls(fake)
+    assert "dockerd is not on PATH after installing docker.io" in proc.stderr and "put /usr/sbin on PATH" in proc.stderr
+    proc = run(fake)  # installed on PATH; the server already answers: nothing to start
+    assert proc.returncode == 0, proc.stderr
+    assert "started" not in proc.stderr and not (fake / "dockerd.pid").exists()
+
+
 def test_a_daemon_that_never_answers_is_named_after_the_wait(fake):
     _write(fake / "bin" / "dockerd", DOCKERD)  # installed but not running: nothing to install for docker
     proc = run(fake, CXR_DOCKERD_WAIT="2", FAKE_DOCKERD="never")
@@ -153,6 +168,7 @@ def test_a_missing_library_of_playwrights_driver_is_named_then_installed(fake):
     # a new Debian has no libatomic.so.1, which the node binary in Playwright's wheel loads
     (fake / "libatomic").unlink()
     (fake / "up").touch()  # a Docker server answers
+    _write(fake / "bin" / "dockerd", DOCKERD)
     _write(fake / "bin" / "debootstrap", "#!/bin/sh\n")
     proc = run(fake, "--check")
     assert proc.returncode == 1 and "libatomic.so.1: Playwright's driver needs it" in proc.stderr
