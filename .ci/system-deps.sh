@@ -51,9 +51,10 @@ find_program() {
 
 chromium_ok() { [ -x /usr/bin/chromium ] && /usr/bin/chromium --version >/dev/null 2>&1; }
 library_ok() {  # library_ok SONAME: the dynamic linker finds it
-  local ldconfig
+  local ldconfig cache
   ldconfig=$(command -v ldconfig || echo /sbin/ldconfig)
-  "$ldconfig" -p 2>/dev/null | grep -q "^[[:space:]]*$1 "
+  cache=$("$ldconfig" -p 2>/dev/null) || true  # read whole: `grep -q` in a pipe may end ldconfig (pipefail)
+  grep -q "^[[:space:]]*$1 " <<<"$cache"
 }
 debootstrap_ok() { find_program debootstrap >/dev/null; }
 
@@ -73,7 +74,7 @@ docker_state() {
     return
   fi
   docker_error=$(printf '%s\n' "$out" | grep -v '^client ' | tail -n 3 | tr '\n' ' ')
-  if printf '%s' "$out" | grep -qiE 'too old|too new|API version'; then state=api; else state=no-server; fi
+  if grep -qiE 'too old|too new|API version' <<<"$out"; then state=api; else state=no-server; fi
 }
 
 api_advice() {
