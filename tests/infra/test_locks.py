@@ -87,7 +87,7 @@ def test_the_gpu_image_and_mlflow_server_locks_hold_no_tensorflow():
 
 
 def test_installs_use_the_locks_with_hash_checking():
-    ci = (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "test").read_text()  # README's test command, which .ci/run runs
     assert "pip install -q --require-hashes -r requirements/cpu-dev.txt" in ci
     for dockerfile, lock in (("Dockerfile", "cpu.txt"), ("Dockerfile.gpu", "gpu-image.txt"),
                              ("Dockerfile.mlflow", "server.txt")):

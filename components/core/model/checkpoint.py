@@ -5,6 +5,8 @@ run id) are written atomically under one folder, the JSON last.
 A killed ``cxr train`` started again with the same params and data continues after its last
 finished epoch (at most one epoch is lost). Keras' ``BackupAndRestore`` resumes one ``fit`` call;
 this keeps the phase index, early-stopping counter and best epoch of a multi-phase schedule too.
+An epoch's metrics are logged before its checkpoint: a saved epoch always has its metrics in MLflow (one
+killed between the two is logged twice at its step).
 
 **Several workers** (``train.workers``): every worker keeps the same state in memory (the epoch logs are
 all-reduced, so every worker takes the same decisions), but only the chief (``chief=True``) writes the
@@ -139,13 +141,17 @@ def make_tracker(state: TrainState, phase_idx: int, monitor: str, patience: int,
                 state["wait"] += 1
             state["epoch"] = epoch + 1
             state["phase_epoch"] = epoch + 1 - state["phase_start"]
+            log.info("epoch %d (phase %d): %s", epoch + 1, phase_idx + 1,
+                     " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+            # the metrics before the checkpoint that marks the epoch done: when logging fails (a dead tracking
+            # server), the epoch is not saved and the resumed run trains and logs it again; never a saved epoch
+            # whose metrics were not logged
+            log_metric(dict(row))
             saving = time.perf_counter()
             state["last_model"] = state.save_model(target, epoch + 1)
             state.commit()
-            row["checkpoint_seconds"] = round(time.perf_counter() - saving, 3)
-            log.info("epoch %d (phase %d): %s", epoch + 1, phase_idx + 1,
-                     " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
-            log_metric(row)
+            row["checkpoint_seconds"] = round(time.perf_counter() - saving, 3)  # in the history of the next commit
+            log_metric({"epoch": row["epoch"], "checkpoint_seconds": row["checkpoint_seconds"]})
             if state["wait"] >= patience:
                 self.model.stop_training = True
 

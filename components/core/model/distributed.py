@@ -19,6 +19,7 @@ on the cluster). Where ``TF_CONFIG`` comes from:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -105,7 +106,20 @@ def strategy(me: Worker):
     if not me.distributed:
         raise CxrError("a multi-worker strategy needs TF_CONFIG with more than one worker")
     patch_keras_reduce()
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    built = tf.distribute.MultiWorkerMirroredStrategy()
+    answer_sigterm()
+    return built
+
+
+def answer_sigterm() -> None:
+    """Let SIGTERM end this worker again. TensorFlow's coordination service (started with the strategy) catches
+    SIGTERM in C++ to note a preemption and goes on, so a worker waiting in a collective for a peer that died
+    never ended: ``launch_local`` waited for SIGKILL, and a TrainJob pod for its whole termination grace period.
+    Nothing is lost by ending at once: every checkpoint file is written to a temporary name and renamed."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def patch_keras_reduce() -> bool:
@@ -176,15 +190,32 @@ def launch_local(argv: list[str], count: int, log_dir: str | Path, env: dict[str
                 raise CxrError(f"the {count} local workers did not finish in {timeout:.0f} s")
             time.sleep(0.2)
     finally:
-        for p, out in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
-            out.close()
+        stop(procs, count)
+
+
+# how long stopped workers get to answer SIGTERM before SIGKILL. A worker answers at once (``answer_sigterm``)
+# except while its strategy starts (TensorFlow already catches SIGTERM there); it has nothing to finish on the way
+# out (checkpoints are atomic), so the grace is short, and all the workers share it
+STOP_GRACE_S = 2.0
+
+
+def stop(procs: list, count: int) -> None:
+    """SIGTERM to every worker still running (its process group), SIGKILL to those still there after the grace."""
+    running = [(i, p) for i, (p, _) in enumerate(procs) if p.poll() is None]
+    for _, p in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and any(p.poll() is None for _, p in running):
+        time.sleep(0.05)
+    for i, p in running:
+        if p.poll() is None:
+            log.warning("worker %d of %d did not answer SIGTERM in %.0f s: killed", i, count, STOP_GRACE_S)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    for _, out in procs:
+        out.close()
 
 
 def python_argv(module: str, *args: str) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 
 import numpy as np
 
@@ -287,8 +288,6 @@ def refresh_batchnorm(model, x: np.ndarray, batch_size: int, max_batches: int = 
     The batches are drawn at random (seeded), like training's shuffled batches: ``x`` is in manifest order,
     which is class order, and a batch of one class would miss the variance between classes. Returns the
     number of batches used."""
-    import tensorflow as tf
-
     layers = trainable_batchnorm(model)
     n = min(len(x), max_batches * batch_size)
     if not layers or n == 0:
@@ -300,7 +299,7 @@ def refresh_batchnorm(model, x: np.ndarray, batch_size: int, max_batches: int = 
     try:
         for layer in layers:
             layer.momentum = 0.0  # moving statistics := this batch's statistics
-        forward = tf.function(lambda b: model(b, training=True), reduce_retracing=True)
+        forward = training_forward(model, layers, x)
         for start in range(0, n, batch_size):
             forward(np.asarray(x[np.sort(order[start:start + batch_size])]))
             for acc, layer in zip(sums, layers, strict=True):
@@ -314,6 +313,26 @@ def refresh_batchnorm(model, x: np.ndarray, batch_size: int, max_batches: int = 
         for layer, m in zip(layers, momenta, strict=True):
             layer.momentum = m
     return batches
+
+
+# per model: (what its training-mode forward pass was traced for, the tf.function); weak, so a model still dies
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def training_forward(model, layers: list, x: np.ndarray):
+    """``model(batch, training=True)`` as a tf.function built once per model and traced once (any batch size)
+    for the set of BatchNorm layers that train, which the trace bakes in (a frozen layer normalizes with its
+    moving statistics): the refresh runs before every validation pass and would otherwise trace the whole network
+    every epoch. The momentum, also baked in, is always 0 while the refresh runs."""
+    import tensorflow as tf
+
+    key = (tuple(layer.name for layer in layers), x.shape[1:], x.dtype.str)
+    cached = _FORWARD.get(model)
+    if cached is None or cached[0] != key:
+        ref = weakref.ref(model)  # the function must not keep its own model (the dictionary's key) alive
+        spec = tf.TensorSpec((None, *x.shape[1:]), x.dtype)
+        cached = _FORWARD[model] = (key, tf.function(lambda b: ref()(b, training=True), input_signature=[spec]))
+    return cached[1]
 
 
 def batchnorm_refresher(x: np.ndarray, batch_size: int, max_batches: int = 200):

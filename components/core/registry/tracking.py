@@ -135,7 +135,7 @@ def epoch_logger(enabled: bool) -> Callable[[dict], None]:
         except Exception as err:
             raise ServiceError(
                 f"MLflow stopped answering during training (epoch {row['epoch']}): {type(err).__name__}: "
-                f"{str(err)[:300]}. The epoch is saved: start the tracking server again and re-run the same "
-                "command to resume.") from None
+                f"{str(err)[:300]}. The epochs saved so far are kept: start the tracking server again and re-run the "
+                "same command to resume after the last saved one.") from None
 
     return log_row

@@ -51,16 +51,18 @@ def _params(workers: int):
 @pytest.mark.slow
 def test_two_workers_train_like_one_and_resume_after_kill_9(tiny_shards, tmp_path):
     # kill -9 one worker after the first epoch's checkpoint: the job fails; the same command resumes it. The launcher
-    # then stops the chief, which takes it seconds (TensorFlow catches its SIGTERM): meanwhile the two other trainings
-    # run, and the job's end is checked after them
+    # then stops the chief (SIGTERM, answered at once); meanwhile the two other trainings run, and the job's end is
+    # checked after them
     script = tmp_path / "run.py"
     script.write_text(
         "import sys\nfrom pathlib import Path\nfrom components import train\n"
         "from tests.components.core.model.test_distributed import _params\n"
         f"train.run(_params(2), Path({str(tiny_shards)!r}), Path(sys.argv[1]), Path(sys.argv[2]), track=False)\n")
     state = tmp_path / "state-kill"
+    launcher_log = tmp_path / "launcher.log"
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "killed"), str(state)],
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                            stdout=subprocess.DEVNULL, stderr=launcher_log.open("w"))
     try:
         logs = state.with_name(state.name + "-workers")
         deadline = time.monotonic() + 240
@@ -81,6 +83,11 @@ def test_two_workers_train_like_one_and_resume_after_kill_9(tiny_shards, tmp_pat
         assert abs(two["best_value"] - one["best_value"]) < 0.1, (one["best_value"], two["best_value"])
 
         assert proc.wait(120) != 0  # the launcher saw worker 1 die, stopped the chief and failed
+        launched = launcher_log.read_text()
+        assert "worker 1 of 2 exited with -9" in launched
+        # the chief, waiting in a collective for its dead peer, answered SIGTERM: TensorFlow's coordination service
+        # catches it, and distributed.strategy gave it back its default (else: SIGKILL after the grace, and this)
+        assert "did not answer SIGTERM" not in launched
     finally:
         if proc.poll() is None:
             try:
@@ -92,3 +99,21 @@ def test_two_workers_train_like_one_and_resume_after_kill_9(tiny_shards, tmp_pat
     resumed = train.run(_params(2), tiny_shards, tmp_path / "killed", state, track=False)
     assert resumed["resumed_from_epoch"] >= 1 and resumed["epochs_run"] == 3
     assert abs(resumed["best_value"] - two["best_value"]) < 0.1
+
+
+def test_launch_local_stops_the_other_workers_at_once_and_kills_one_that_ignores_sigterm(tmp_path, caplog):
+    # worker 1 fails once the others run; worker 0 ignores SIGTERM (as a TensorFlow worker does while its strategy
+    # starts): SIGKILL after the short grace; worker 2 answers SIGTERM at once
+    ready = tmp_path / "ready"
+    code = ("import json, os, signal, sys, time\nfrom pathlib import Path\n"
+            "i = json.loads(os.environ['TF_CONFIG'])['task']['index']\n"
+            "if i == 0:\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            f"if i != 1:\n    Path({str(ready)!r} + str(i)).touch()\n    time.sleep(300)\n"
+            f"while not all(Path({str(ready)!r} + str(j)).exists() for j in (0, 2)):\n    time.sleep(0.02)\n"
+            "sys.exit(3)\n")
+    started = time.monotonic()
+    with pytest.raises(CxrError, match="worker 1 of 3 exited with 3"):
+        distributed.launch_local([sys.executable, "-c", code], 3, tmp_path / "logs")
+    assert time.monotonic() - started < 9  # the old launcher waited 10 s for each worker that ignored SIGTERM
+    assert "worker 0 of 3 did not answer SIGTERM in 2 s: killed" in caplog.text
+    assert "worker 2 of 3" not in caplog.text

@@ -1,7 +1,9 @@
 """Schedules, discriminative learning rates, the LR range test, BatchNorm refresh, collapse: measured, not assumed."""
 
+import gc
 import itertools
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -128,6 +130,31 @@ def test_refresh_batchnorm_sets_the_average_of_batch_statistics():
     assert bn.momentum == 0.99  # restored
     bn.trainable = False  # frozen BatchNorm is left alone
     assert training.refresh_batchnorm(model, x, batch_size=16) == 0
+
+
+def test_refresh_batchnorm_traces_once_per_model_and_set_of_training_layers():
+    # it runs before every validation pass: one trace for the whole training, not one per epoch
+    inp = keras.Input((4,))
+    bn1, bn2 = keras.layers.BatchNormalization(), keras.layers.BatchNormalization()
+    model = keras.Model(inp, bn2(keras.layers.Dense(4)(bn1(inp))))
+    x = np.random.default_rng(3).normal(5.0, 2.0, (50, 4)).astype("float32")  # batches of 16, 16, 16 and 2
+    for _ in range(3):
+        assert training.refresh_batchnorm(model, x, batch_size=16) == 4
+    forward = training.training_forward(model, [bn1, bn2], x)
+    assert forward.experimental_get_tracing_count() == 1
+    # the next phase freezes bn2: the trace bakes in which layers train, so it is traced again (once), and bn2's
+    # statistics are left alone
+    bn2.trainable = False
+    before = bn2.moving_mean.numpy().copy()
+    for _ in range(2):
+        training.refresh_batchnorm(model, x, batch_size=16)
+    again = training.training_forward(model, [bn1], x)
+    assert again is not forward and again.experimental_get_tracing_count() == 1
+    np.testing.assert_array_equal(bn2.moving_mean.numpy(), before)
+    alive = weakref.ref(model)
+    del model, forward, again
+    gc.collect()
+    assert alive() is None  # the cache does not keep a model alive
 
 
 def test_refresh_batchnorm_batches_mix_the_classes_of_a_sorted_split():

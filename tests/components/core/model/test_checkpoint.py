@@ -1,0 +1,47 @@
+"""The per-epoch checkpoint tracker with a real Keras fit: an epoch's metrics are logged before the checkpoint
+that marks it done, so a tracking server that dies loses no epoch's metrics (the resumed run redoes that epoch)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from components.core.model.checkpoint import STATE_NAME, TrainState, make_tracker
+
+
+class ServerDied(Exception):
+    pass
+
+
+def tiny():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_metrics_are_logged_before_the_checkpoint_and_a_failed_log_leaves_the_epoch_unsaved(tmp_path):
+    state, resumed = TrainState.open(tmp_path / "state", "fp")
+    assert not resumed
+    seen = []  # (what was logged, the epoch state.json said was done at that moment)
+
+    def log_metric(row):
+        saved = json.loads((tmp_path / "state" / STATE_NAME).read_text())["epoch"] if seen else 0
+        seen.append((dict(row), saved))
+        if row["epoch"] == 3 and "val_loss" in row:
+            raise ServerDied("the tracking server stopped answering")
+
+    model = tiny()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 2, 32)
+    with pytest.raises(ServerDied):
+        model.fit(x, y, validation_data=(x, y), epochs=5, verbose=0,
+                  callbacks=[make_tracker(state, 0, "val_loss", 10, log_metric, model)])
+    metrics = [(row["epoch"], saved) for row, saved in seen if "val_loss" in row]
+    assert metrics == [(1, 0), (2, 1), (3, 2)]  # each epoch's metrics logged while the epoch before is the saved one
+    timings = [(row["epoch"], saved) for row, saved in seen if "checkpoint_seconds" in row]
+    assert timings == [(1, 1), (2, 2)]  # the checkpoint's own time, logged after it
+    # the failed log stopped training before epoch 3's checkpoint: a resumed run starts at epoch 3 and logs it
+    reopened, resumed = TrainState.open(tmp_path / "state", "fp")
+    assert resumed and reopened["epoch"] == 2 and [r["epoch"] for r in reopened["history"]] == [1, 2]
