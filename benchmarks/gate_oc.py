@@ -85,9 +85,10 @@ def base_accuracy(rng, n: int = 200_000) -> float:
     return float((z.argmax(axis=1) == y).mean())
 
 
-def one_pair(n: int, diff: float, acc: float, seed: int, gate, evaluate) -> tuple[str, list[str]]:
+def one_pair(n: int, diff: float, acc: float, seed: int, gate, evaluate) -> tuple[str, list, bool]:
     """Simulate a champion and a candidate (true accuracy difference ``diff``) on ``n`` test patients and as many
-    validation patients, and run the gate: (decision, the checks that failed outright)."""
+    validation patients, and run the gate: (decision, the checks that failed outright, whether the gate's
+    ``passed`` lets register run: an inconclusive decision does under ``gate.on_underpowered: thresholds_only``)."""
     from components.core.stats import clinical, decision
 
     rng = np.random.default_rng(seed)
@@ -113,10 +114,10 @@ def one_pair(n: int, diff: float, acc: float, seed: int, gate, evaluate) -> tupl
     checks += nis
     outcome = decision.verdict(checks)
     failed = [c for c in checks if not c["passed"] and c.get("status") != "inconclusive"]
-    return outcome["decision"], [(c["metric"], c["kind"]) for c in failed]
+    return outcome["decision"], [(c["metric"], c["kind"]) for c in failed], bool(outcome["passed"])
 
 
-def run_cell(n: int, diff: float, acc: float, seeds: list[int]) -> list[tuple[str, list[str]]]:
+def run_cell(n: int, diff: float, acc: float, seeds: list[int]) -> list[tuple[str, list, bool]]:
     p = _params()
     return [one_pair(n, diff, acc, s, p.gate, p.evaluate) for s in seeds]
 
@@ -186,21 +187,24 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for key, outcomes in done.items():
         count = {k: sum(o[0] == k for o in outcomes) / len(outcomes) for k in ("passed", "inconclusive", "failed")}
+        count["registered"] = sum(o[2] for o in outcomes) / len(outcomes)
         failing: dict[str, int] = {}
-        for _, failed in outcomes:
+        for _, failed, _ in outcomes:
             for m, _kind in failed:
                 failing[m] = failing.get(m, 0) + 1
         # failed on the comparison with the champion (a non-inferiority check), whatever the other checks did
-        versus = sum(any(kind == "non_inferiority" for _, kind in failed) for _, failed in outcomes) / len(outcomes)
+        versus = sum(any(kind == "non_inferiority" for _, kind in failed) for _, failed, _ in outcomes) / len(outcomes)
         results[key] = {**count, "failed_comparison": versus, "failing": failing}
     rows = []
     for n, d in cells:
         r = results[(n, d)]
         top = ", ".join(f"{m} {c / sims(d):.3f}" for m, c in sorted(r["failing"].items(), key=lambda t: -t[1])[:3])
         rows.append([f"{100 * d:+.0f}", n, sims(d), f"{r['passed']:.3f}", f"{r['inconclusive']:.3f}",
-                     f"{r['failed']:.3f}", f"{r['failed_comparison']:.3f}", top or "—"])
+                     f"{r['failed']:.3f}", f"{r['failed_comparison']:.3f}", f"{r['registered']:.3f}", top or "—"])
+    policy = _params().gate.on_underpowered
     print(table(["true difference (points)", "test patients", "pairs", "P(pass)", "P(inconclusive)", "P(fail)",
-                 "of which against the champion", "checks that failed (share of pairs)"], rows))
+                 "of which against the champion", f"P(registered) under on_underpowered: {policy}",
+                 "checks that failed (share of pairs)"], rows))
     plot(results, args.ns, args.diffs, margin, args.png)
     print(f"\nP(pass) against the true difference: {args.png}")
     print("joint power (P(pass) of two equal models, all checks together): "
@@ -219,8 +223,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"the comparison with the champion alone (a non-inferiority check failed): max P(fail | equal) = "
           f"{versus[0]:.3f} ± {mc_error(versus[0], args.sims):.3f}; the rest of P(fail | equal) is the absolute "
           "thresholds on the candidate's own served decision")
+    registered = max((results[(n, d)]["registered"], n, d) for n, d in cells if d <= -margin + 1e-12) if worse \
+        else (float("nan"), None, None)
+    print(f"under params.yaml's gate.on_underpowered: {policy}, an inconclusive gate registers: max P(registered | "
+          f"worse by >= margin) = {registered[0]:.3f} ({registered[1]} patients at {100 * (registered[2] or 0):+.0f} "
+          "points); with on_underpowered: fail it is P(pass) above")
     print(line)
-    return {"results": results, "x": x[0], "y": y[0], "line": line}
+    return {"results": results, "x": x[0], "y": y[0], "line": line, "registered_worse": registered[0]}
 
 
 if __name__ == "__main__":
