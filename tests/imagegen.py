@@ -170,6 +170,20 @@ def dicom(pixels: np.ndarray | None = None, preamble: bool = True, **kwargs) -> 
     return dicom_bytes(dicom_dataset(pixels, **kwargs), preamble)
 
 
+def dicom_jpeg(eight: np.ndarray) -> bytes:
+    """An 8-bit film as a DICOM with JPEG Baseline pixel data (encapsulated, quality 95)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    buf = io.BytesIO()
+    Image.fromarray(eight).save(buf, format="JPEG", quality=95)
+    ds = dicom_dataset(eight)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    return dicom_bytes(ds)
+
+
 def dicom_j2k(pixels: np.ndarray, **kwargs) -> bytes:
     """A JPEG 2000 lossless DICOM (encoded by pylibjpeg-openjpeg through pydicom's ``compress``)."""
     from pydicom.uid import JPEG2000Lossless
