@@ -33,8 +33,8 @@ from pydicom.uid import JPEGLosslessSV1, JPEGLSLossless
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests import imagegen  # noqa: E402
 from benchmarks.processes import MlflowServer, env, free_port, start_cxr_serve, stop, tiny_pipeline_params  # noqa: E402
+from tests import imagegen  # noqa: E402
 
 HOOK = textwrap.dedent("""
     import atexit, os, sys, threading, time
