@@ -3,6 +3,7 @@ they use are plain modules: tests/support.py, tests/imagegen.py, benchmarks/proc
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from components.core.contract.params.schema import Params
 from tests.support import tiny_params, tracking_uri, train_params
 
 ROOT = Path(__file__).resolve().parents[1]
+DURATIONS = ROOT / "tests" / "durations.json"  # written by .ci/record-durations.py
 SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "cxr-sample"
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -26,13 +28,22 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``container`` run only with ``--containers`` (whatever ``-m`` says), so the main run and
-    ``-m "not slow"`` never start Docker."""
-    if config.getoption("--containers"):
-        return
-    deselected = [item for item in items if item.get_closest_marker("container")]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("container")]
+    ``-m "not slow"`` never start Docker. The modules go longest first (tests/durations.json), so that under
+    ``--dist loadfile --no-loadscope-reorder`` the workers do not end with one long module running alone."""
+    if not config.getoption("--containers"):
+        deselected = [item for item in items if item.get_closest_marker("container")]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not item.get_closest_marker("container")]
+    items[:] = longest_first(items)
+
+
+def longest_first(items: list) -> list:
+    """``items`` with whole modules ordered by their recorded seconds, longest first; a module not recorded keeps
+    its place after them (Python's sort is stable, and a module's own tests keep their order)."""
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    key = {item: -seconds.get(Path(str(item.path)).relative_to(ROOT).as_posix(), 0.0) for item in items}
+    return sorted(items, key=key.__getitem__)
 
 
 @pytest.fixture
