@@ -46,14 +46,18 @@ def test_set_override_needs_key_value(tmp_path, capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
 
 
-def test_spec_show_kfp_prints_the_components_real_source(capsys):
+def test_spec_show_kfp_prints_the_components_real_source():
     """``cxr spec show --kfp STEP``: the functions in pipelines/components/<step>.py, each under its file and line
-    (a partitioned step: its part's component, then its merge)."""
+    (a partitioned step: its part's component, then its merge). In a process of its own: under xdist, something
+    an earlier test left running in the worker wrote blanks into the captured stdout (seen twice in the fresh CI,
+    not found)."""
     import re
     from pathlib import Path
 
-    assert main(["spec", "show", "--kfp", "preprocess"]) == 0
-    out = capsys.readouterr().out
+    done = subprocess.run([sys.executable, "-m", "cxr", "spec", "show", "--kfp", "preprocess"], capture_output=True,
+                          text=True, env=env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
     lines = (Path(__file__).resolve().parents[2] / "pipelines" / "components" / "preprocess.py").read_text()
     header = r"^# (pipelines/components/preprocess\.py):(\d+)\n"
     found = re.findall(header + r"(def \w+\(.*?)(?=\n\n\n# |\Z)", out, re.M | re.S)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 PARAMS = {
     "data": {"demo": {"patients_per_class": 12, "max_images_per_patient": 2, "min_side": 64, "max_side": 96,
                       "label_noise": 0.15}},
-    "validate": {"workers": 1},
+    "validate": {"workers": 1, "bias_audit": {"enabled": False}},
     "train": {"image_size": 32},
     "review": {"enabled": False, "folds": 2, "image_size": 32, "epochs": 4, "gallery": 2},
 }
