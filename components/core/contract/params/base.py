@@ -50,3 +50,12 @@ def shares(values: dict[str, float], key: str = "") -> dict[str, float]:
         if not 0 <= x <= 1:
             raise ValueError(f"{key + '.' if key else ''}{k} must be within 0..1, got {x}")
     return values
+
+
+def require_order(section: BaseModel, low: str, high: str, *, strict: bool = False, why: str = "") -> None:
+    """Raise :class:`KeysError` unless ``section.<low>`` <= ``section.<high>`` (``<`` when ``strict``), naming both
+    keys and their values, then ``why`` (what the broken order would do)."""
+    a, b = getattr(section, low), getattr(section, high)
+    if a > b or (strict and a == b):
+        rel = "must be below" if strict else "must be <="
+        raise KeysError(lambda key: f"{key(low)} ({a}) {rel} {key(high)} ({b})" + (f": {why}" if why else ""))

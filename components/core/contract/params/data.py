@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from components.core.contract.params.base import KeysError, Section
+from components.core.contract.params.base import Section, require_order
 
 Source = Literal["demo", "dir", "kaggle"]
 
@@ -37,9 +37,7 @@ class DemoConfig(Section):
 
     @model_validator(mode="after")
     def _sides(self) -> DemoConfig:
-        if self.min_side > self.max_side:
-            raise KeysError(lambda key: f"{key('min_side')} ({self.min_side}) must be <= {key('max_side')} "
-                                        f"({self.max_side})")
+        require_order(self, "min_side", "max_side")
         return self
 
 

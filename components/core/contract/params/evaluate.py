@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from components.core.contract.params.base import KeysError, Section
+from components.core.contract.params.base import Section, require_order
 from components.core.contract.params.data import DemoConfig
 
 
@@ -59,10 +59,8 @@ class CentralFieldConfig(Section):
 
     @model_validator(mode="after")
     def _order(self) -> CentralFieldConfig:
-        if self.top >= self.bottom:
-            raise KeysError(lambda key: f"{key('top')} ({self.top}) must be below {key('bottom')} ({self.bottom})")
-        if self.left >= self.right:
-            raise KeysError(lambda key: f"{key('left')} ({self.left}) must be below {key('right')} ({self.right})")
+        require_order(self, "top", "bottom", strict=True)
+        require_order(self, "left", "right", strict=True)
         return self
 
     @property

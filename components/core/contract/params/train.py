@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from components.core.contract import backbones as _backbones
-from components.core.contract.params.base import KeysError, Section
+from components.core.contract.params.base import Section, require_order
 
 Backbone = Literal[_backbones.NAMES]  # the backbone table (components/core/contract/backbones.py)
 
@@ -180,9 +180,7 @@ class LrFindConfig(Section):
 
     @model_validator(mode="after")
     def _range(self) -> LrFindConfig:
-        if self.min_lr >= self.max_lr:
-            raise KeysError(lambda key: f"{key('min_lr')} ({self.min_lr}) must be below {key('max_lr')} "
-                                        f"({self.max_lr})")
+        require_order(self, "min_lr", "max_lr", strict=True)
         return self
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from components.core.contract.params.base import KeysError, Section, written_reason
+from components.core.contract.params.base import KeysError, Section, require_order, written_reason
 
 
 class BiasAuditConfig(Section):
@@ -25,9 +25,7 @@ class ClassShareConfig(Section):
 
     @model_validator(mode="after")
     def _order(self) -> ClassShareConfig:
-        if self.min > self.max:
-            raise KeysError(lambda key: f"{key('min')} ({self.min}) must be <= {key('max')} ({self.max}): no class "
-                                        "share could pass")
+        require_order(self, "min", "max", why="no class share could pass")
         return self
 
 
@@ -77,9 +75,7 @@ class ValidateConfig(Section):
 
     @model_validator(mode="after")
     def _sides(self) -> ValidateConfig:
-        if self.min_side > self.max_side:
-            raise KeysError(lambda key: f"{key('min_side')} ({self.min_side}) must be <= {key('max_side')} "
-                                        f"({self.max_side}): no image could pass dimensions_in_range")
+        require_order(self, "min_side", "max_side", why="no image could pass dimensions_in_range")
         if self.max_pixels < self.min_side ** 2:
             raise KeysError(lambda key: f"{key('max_pixels')} ({self.max_pixels}) is below {key('min_side')}² "
                                         f"({self.min_side ** 2}): every image with both sides in range has more "
