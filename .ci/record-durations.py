@@ -14,7 +14,7 @@ from collections import defaultdict
 
 
 def module_seconds(junit: str) -> dict[str, float]:
-    """Seconds per test file (``tests/e2e/test_x.py``), from each test case's ``file`` or ``classname``."""
+    """Seconds per test file (``tests/e2e/test_x.py``), from each test case's ``classname`` (test classes stripped)."""
     out: dict[str, float] = defaultdict(float)
     for case in ET.parse(junit).iter("testcase"):
         parts = case.get("classname", "").split(".")
