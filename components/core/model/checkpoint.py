@@ -13,7 +13,8 @@ all-reduced, so every worker takes the same decisions), but only the chief (``ch
 folder; every worker opens it to resume (it must be shared: a ReadWriteMany volume on the cluster). The
 other workers still save each checkpoint — saving may read variables through collective ops, so all
 workers must take part — into a scratch folder of their own, which is thrown away; they read back their
-own copies during the run (the chief may still be writing the shared one) and the chief's when they resume.
+own copies during the run (the chief may still be writing the shared one); a resuming worker first copies the
+chief's into its own folder (the chief deletes them as it goes on, and the folder when it finishes).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -30,6 +32,7 @@ from components.core.contract.errors import DataError
 from components.core.contract.fsutil import read_json, remove, write_json
 
 STATE_NAME = "state.json"
+KEPT = ("last_model", "best_weights", "phase_best_weights")  # the files a state names
 log = logging.getLogger(__name__)
 
 
@@ -60,11 +63,28 @@ class TrainState:
             if saved.get("fingerprint") == fingerprint and saved.get("last_model") and \
                     (directory / saved["last_model"]).is_file():
                 state.data.update(saved)
+                if not chief:
+                    state._copy_shared()
                 return state, True
         if chief:
             remove(directory)
             directory.mkdir(parents=True, exist_ok=True)
         return state, False
+
+    def _copy_shared(self) -> None:
+        """A resuming worker copies the chief's files it may read into its scratch folder at once: the chief
+        deletes them as it moves on, and removes the whole folder when it finishes, maybe while this worker
+        still restores its last phase's best epoch (seen in CI)."""
+        for key in KEPT:
+            name = self.data.get(key)
+            if name:
+                try:
+                    shutil.copyfile(self.dir / name, self.write_dir / f".tmp-{name}")
+                except FileNotFoundError as e:
+                    raise DataError(f"{self.dir / name} named by {self.dir / STATE_NAME} is gone: the chief "
+                                    f"finished or restarted from scratch while this worker resumed; run the job "
+                                    f"again") from e
+                os.replace(self.write_dir / f".tmp-{name}", self.write_dir / name)
 
     def file(self, name: str) -> Path:
         """A checkpoint file to read: this worker's own copy when it wrote one, else the shared folder's."""
@@ -99,7 +119,7 @@ class TrainState:
     def commit(self) -> None:
         if self.chief:
             write_json(self.dir / STATE_NAME, self.data)
-        keep = {self.data.get(k) for k in ("last_model", "best_weights", "phase_best_weights")}
+        keep = {self.data.get(k) for k in KEPT}
         for f in self.write_dir.iterdir():
             if f.name != STATE_NAME and f.name not in keep and not f.name.startswith(".tmp-"):
                 f.unlink(missing_ok=True)

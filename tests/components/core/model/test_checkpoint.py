@@ -45,3 +45,24 @@ def test_metrics_are_logged_before_the_checkpoint_and_a_failed_log_leaves_the_ep
     # the failed log stopped training before epoch 3's checkpoint: a resumed run starts at epoch 3 and logs it
     reopened, resumed = TrainState.open(tmp_path / "state", "fp")
     assert resumed and reopened["epoch"] == 2 and [r["epoch"] for r in reopened["history"]] == [1, 2]
+
+
+def test_a_resuming_worker_keeps_its_own_copy_of_the_chiefs_files(tmp_path):
+    # the chief removes the shared folder when it finishes, maybe before another worker restores its last phase's
+    # best epoch from a file written before the resume (CI saw worker 1 fail so): that worker copies them at open
+    shared = tmp_path / "state"
+    chief, _ = TrainState.open(shared, "fp")
+    model = tiny()
+    chief["phase_best_weights"] = chief.save_weights(model, "phase-best", 1)
+    chief["best_weights"] = chief.save_weights(model, "best", 1)
+    chief["last_model"], chief["epoch"] = chief.save_model(model, 1), 1
+    chief.commit()
+    worker, resumed = TrainState.open(shared, "fp", chief=False)
+    assert resumed and worker["epoch"] == 1
+    for f in shared.iterdir():
+        f.unlink()
+    shared.rmdir()
+    tiny().load_weights(worker.file(worker["phase_best_weights"]))
+    assert worker.file(worker["last_model"]).is_file() and worker.file(worker["best_weights"]).is_file()
+    worker.close()
+    assert not worker.write_dir.exists()
