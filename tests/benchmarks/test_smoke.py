@@ -66,16 +66,23 @@ def test_recipes(capsys):
     assert "seed2-fastai | resnet34@224" in out and "unverified" in out
 
 
-def test_scale(capsys):
+def test_scale(capsys, tmp_path):
+    import json
+
     from benchmarks import scale
 
-    # two sizes (the growth table needs two), 4 and 8 demo patients per class: each stage's child process costs its
-    # imports whatever the size; the source-bias audit and the worker pools of validate/preprocess (seconds each,
-    # nothing the script reads differently) are off through --set, which this also runs
-    scale.main(["--sizes", "48", "96", "--no-dvc", "--set", "validate.workers=1", "preprocess.workers=1",
-                "validate.bias_audit={enabled: false}", "train.calibrate=false", "train.refresh_batchnorm=0"])
+    # one size, 4 demo patients per class: each stage's child process costs its imports whatever the size; the
+    # growth table (two sizes) is rendered from the measured size and a copy of it at twice the images. The
+    # source-bias audit and the worker pools of validate/preprocess (seconds each, nothing the script reads
+    # differently) are off through --set, which this also runs
+    scale.main(["--sizes", "48", "--no-dvc", "--json", str(tmp_path / "scale.json"), "--set", "validate.workers=1",
+                "preprocess.workers=1", "validate.bias_audit={enabled: false}", "train.calibrate=false",
+                "train.refresh_batchnorm=0"])
     out = capsys.readouterr().out
-    assert "peak RSS MiB" in out and "growth" in out and "epoch img/s" in out
+    assert "peak RSS MiB" in out and "epoch img/s" in out and "growth" not in out
+    (measured,) = json.loads((tmp_path / "scale.json").read_text())
+    n = measured["images"]
+    assert f"growth {n} → {2 * n} images (x2.0)" in scale.report([measured, {**measured, "images": 2 * n}])
 
 
 def test_small_n(capsys):
@@ -85,6 +92,8 @@ def test_small_n(capsys):
     out = capsys.readouterr().out
     assert "Clopper-Pearson" in out and "Tango min" in out and "conformal" in out and "80% power" in out
     assert "calibrated reference: flagged" in out
+
+
 def test_label_review(capsys):
     """benchmarks/resnet34_converter.py needs a Python with PyTorch (not in the locks): no smoke run."""
     label_review.main(["--noise", "0.2", "--seeds", "1", "--patients", "6", "--epochs", "1", "--size", "32",

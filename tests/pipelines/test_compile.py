@@ -160,3 +160,28 @@ def test_with_several_workers_the_train_task_launches_a_trainjob(tmp_path):
     # the task's code hands over to the TrainJob launcher when train.workers > 1 and those settings are there
     from pipelines import runtime
     assert "trainjob.run(" in Path(runtime.__file__).read_text()
+
+
+def test_a_setter_on_a_pipeline_task_still_names_itself():
+    """pipelines/pipeline.py gives kfp a cheap ``inspect.stack`` (a compile took 10 s under pytest): kfp's error for
+    a setter on a task that is a whole pipeline still names the setter."""
+    from kfp import dsl
+
+    from pipelines import pipeline
+
+    assert pipeline.pipeline_task.inspect.stack is pipeline._CallerNameOnly.stack
+
+    @dsl.component
+    def leaf() -> None:
+        pass
+
+    @dsl.pipeline
+    def inner() -> None:
+        leaf()
+
+    @dsl.pipeline
+    def outer() -> None:
+        with pytest.raises(ValueError, match=r"^set_cpu_limit can only be used on single-step components"):
+            inner().set_cpu_limit("1")
+
+    assert outer

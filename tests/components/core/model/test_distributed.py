@@ -50,9 +50,9 @@ def _params(workers: int):
 
 @pytest.mark.slow
 def test_two_workers_train_like_one_and_resume_after_kill_9(tiny_shards, tmp_path):
-    # kill -9 one worker after the first epoch's checkpoint: the job fails; the same command resumes it. The launcher
-    # then stops the chief (SIGTERM, answered at once); meanwhile the two other trainings run, and the job's end is
-    # checked after them
+    # kill -9 one worker after the first epoch's checkpoint: the job fails; the same command resumes it and ends
+    # where one worker ends. The launcher stops the chief (SIGTERM, answered at once); meanwhile the one-worker
+    # training runs, and the job's end is checked after it
     script = tmp_path / "run.py"
     script.write_text(
         "import sys\nfrom pathlib import Path\nfrom components import train\n"
@@ -75,13 +75,6 @@ def test_two_workers_train_like_one_and_resume_after_kill_9(tiny_shards, tmp_pat
         os.kill(int((logs / "worker-1.pid").read_text()), signal.SIGKILL)
 
         one = train.run(_params(1), tiny_shards, tmp_path / "one", tmp_path / "state1", track=False)
-        two = train.run(_params(2), tiny_shards, tmp_path / "two", tmp_path / "state2", track=False)
-        assert two["device"]["workers"] == 2 and two["device"]["replicas"] == 2 and two["epochs_run"] == 3
-        assert (tmp_path / "two" / "model.keras").is_file() and not (tmp_path / "state2").exists()
-        # the same data, global batch and seed; the gradient of each global batch is the same sum, but the images
-        # fall into batches in another order (each worker streams its half): close, not equal
-        assert abs(two["best_value"] - one["best_value"]) < 0.1, (one["best_value"], two["best_value"])
-
         assert proc.wait(120) != 0  # the launcher saw worker 1 die, stopped the chief and failed
         launched = launcher_log.read_text()
         assert "worker 1 of 2 exited with -9" in launched
@@ -98,7 +91,11 @@ def test_two_workers_train_like_one_and_resume_after_kill_9(tiny_shards, tmp_pat
     assert json.loads((state / "state.json").read_text())["epoch"] >= 1
     resumed = train.run(_params(2), tiny_shards, tmp_path / "killed", state, track=False)
     assert resumed["resumed_from_epoch"] >= 1 and resumed["epochs_run"] == 3
-    assert abs(resumed["best_value"] - two["best_value"]) < 0.1
+    assert resumed["device"]["workers"] == 2 and resumed["device"]["replicas"] == 2
+    assert (tmp_path / "killed" / "model.keras").is_file() and not state.exists()
+    # the same data, global batch and seed; the gradient of each global batch is the same sum, but the images fall
+    # into batches in another order (each worker streams its half): close to one worker's, not equal
+    assert abs(resumed["best_value"] - one["best_value"]) < 0.1, (one["best_value"], resumed["best_value"])
 
 
 def test_launch_local_stops_the_other_workers_at_once_and_kills_one_that_ignores_sigterm(tmp_path, caplog):
