@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from benchmarks.processes import ROOT, free_port, start_cxr_serve, stop
+from components import train
 from components.core.data import shards, synthetic
 from components.core.model import ood
 from tests.e2e.kfp_fake import FakeKfp
@@ -35,7 +36,7 @@ def register(model_dir, run_id=None) -> str:
         with mlflow.start_run() as run:
             prep = models.Preprocessing.load(model_dir)
             mlflow.keras.log_model(models.load_model(model_dir / "model.keras"), name="model",
-                                   metadata=prep.mlflow_metadata())
+                                   metadata=prep.mlflow_metadata(), pip_requirements=train.pip_requirements())
             mlflow.log_artifact(str(model_dir / ood.REFERENCE_FILE), artifact_path=ood.ARTIFACT_DIR)
             run_id = run.info.run_id
     mv = mlflow.register_model(f"runs:/{run_id}/model", NAME, tags={"gate_passed": "true", "run_id": run_id})

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from components import train
 from components.core.contract.errors import CxrError
 from components.core.contract.params.train import TrainConfig
 from components.core.model import models
@@ -49,14 +50,16 @@ def test_registered_version_and_run_read_the_mlmodel_metadata(mlflow_store, mode
 
     prep = models.Preprocessing(tuple(CLASSES), "crop")
     with mlflow.start_run() as run:
-        info = mlflow.keras.log_model(model, name="model", metadata=prep.mlflow_metadata())
+        info = mlflow.keras.log_model(model, name="model", metadata=prep.mlflow_metadata(),
+                                      pip_requirements=train.pip_requirements())
     version = mlflow.register_model(info.model_uri, "m")
     assert registry.load(f"models:/m/{version.version}").resize == "crop"
     assert registry.load(f"runs:/{run.info.run_id}/model").classes == CLASSES
     registry.client().set_model_version_tag("m", version.version, "resize", "pad")  # a tag is not the record
     assert registry.load(f"models:/m/{version.version}").resize == "crop"
     with mlflow.start_run():
-        bare = mlflow.keras.log_model(model, name="model")  # logged without the record: refused, not guessed
+        # logged without the record: refused, not guessed
+        bare = mlflow.keras.log_model(model, name="model", pip_requirements=train.pip_requirements())
     old = mlflow.register_model(bare.model_uri, "m")
     with pytest.raises(CxrError, match="no 'cxr_preprocessing' metadata"):
         registry.load(f"models:/m/{old.version}")
