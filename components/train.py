@@ -215,9 +215,12 @@ def run(params, shards: str | Path, out: str | Path, state: str | Path = ".cxr/t
         if s.track and not s.resumed:
             _log_lineage(s.lineage, s.frames)
         s.ckpt["run_id"] = s.run_id
-        run_phases(s)
+        try:
+            run_phases(s)
+        finally:
+            if me.distributed and not me.chief:  # its scratch folder goes, also when the job failed
+                s.ckpt.close()
         if me.distributed and not me.chief:  # trained; the chief finishes and writes
-            s.ckpt.close()
             log.info("worker %d of %d: done after %d epochs", me.index, me.count, len(s.ckpt["history"]))
             return {"worker": me.index, "workers": me.count, "epochs_run": len(s.ckpt["history"])}
         summary = finalize(s, Path(out))

@@ -28,7 +28,7 @@ class _CallerNameOnly:
     """``inspect`` for kfp's ``pipeline_task`` module, whose ``_ensure_container_spec_exists`` (run by every task
     setter: ``set_cpu_limit``, ``set_env_variable``, …) calls ``inspect.stack()`` only for its caller's name in an
     error message. That reads the source of every frame on the stack and, per frame, scans ``sys.modules``: in a
-    process with TensorFlow loaded, under pytest, a compile took 10 s (70 setter calls) instead of 1. The two
+    process with TensorFlow loaded, under pytest, a compile took 10 s (70 setter calls); 0.2 s with this. The two
     frames it reads come from the frames alone; everything else is ``inspect``'s own."""
 
     def __getattr__(self, name: str):

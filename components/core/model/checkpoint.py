@@ -81,6 +81,7 @@ class TrainState:
                 try:
                     shutil.copyfile(self.dir / name, self.write_dir / f".tmp-{name}")
                 except FileNotFoundError as e:
+                    remove(self.write_dir)
                     raise DataError(f"{self.dir / name} named by {self.dir / STATE_NAME} is gone: the chief "
                                     f"finished or restarted from scratch while this worker resumed; run the job "
                                     f"again") from e

@@ -2,11 +2,14 @@
 that marks it done, so a tracking server that dies loses no epoch's metrics (the resumed run redoes that epoch)."""
 
 import json
+import tempfile
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from components.core.contract.errors import DataError
 from components.core.model.checkpoint import STATE_NAME, TrainState, make_tracker
 
 
@@ -66,3 +69,17 @@ def test_a_resuming_worker_keeps_its_own_copy_of_the_chiefs_files(tmp_path):
     assert worker.file(worker["last_model"]).is_file() and worker.file(worker["best_weights"]).is_file()
     worker.close()
     assert not worker.write_dir.exists()
+
+
+def test_a_resuming_worker_whose_chief_file_is_gone_says_so_and_leaves_no_scratch_folder(tmp_path):
+    shared = tmp_path / "state"
+    chief, _ = TrainState.open(shared, "fp")
+    model = tiny()
+    chief["best_weights"] = chief.save_weights(model, "best", 1)
+    chief["last_model"], chief["epoch"] = chief.save_model(model, 1), 1
+    chief.commit()
+    (shared / chief["best_weights"]).unlink()  # the chief moved on between the state and the copy
+    before = set(Path(tempfile.gettempdir()).glob("cxr-train-worker-*"))
+    with pytest.raises(DataError, match=r"best-0001\.weights\.h5 named by .* is gone: .* run the job again"):
+        TrainState.open(shared, "fp", chief=False)
+    assert set(Path(tempfile.gettempdir()).glob("cxr-train-worker-*")) == before
